@@ -1,0 +1,127 @@
+//! Tokens carry what a home needs to join a swarm, as one copy-pasteable line.
+//!
+//! `swarmfs-peer-<base64url>` holds the tracker address, the tracker's NodeId (to pin its
+//! certificate) and the swarm secret. `swarmfs-member-<base64url>` adds the data key.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use swarmfs_proto::NodeId;
+
+use crate::{CoreError, DataKey, SwarmSecret};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Peer,
+    Member,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub tracker_addr: String,
+    pub tracker_id: NodeId,
+    pub swarm_secret: SwarmSecret,
+    pub data_key: Option<DataKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    version: u8,
+    tracker_addr: String,
+    tracker_id: NodeId,
+    swarm_secret: [u8; 32],
+    data_key: Option<[u8; 32]>,
+}
+
+const PEER_PREFIX: &str = "swarmfs-peer-";
+const MEMBER_PREFIX: &str = "swarmfs-member-";
+
+impl Token {
+    pub fn kind(&self) -> TokenKind {
+        if self.data_key.is_some() {
+            TokenKind::Member
+        } else {
+            TokenKind::Peer
+        }
+    }
+
+    /// The same swarm without the data key.
+    pub fn to_peer(&self) -> Token {
+        Token {
+            data_key: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let wire = Wire {
+            version: 1,
+            tracker_addr: self.tracker_addr.clone(),
+            tracker_id: self.tracker_id,
+            swarm_secret: self.swarm_secret.0,
+            data_key: self.data_key.as_ref().map(|k| k.0),
+        };
+        let prefix = if self.data_key.is_some() {
+            MEMBER_PREFIX
+        } else {
+            PEER_PREFIX
+        };
+        format!(
+            "{prefix}{}",
+            URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes"))
+        )
+    }
+
+    pub fn decode(s: &str) -> Result<Token, CoreError> {
+        let s = s.trim();
+        let (body, member) = if let Some(b) = s.strip_prefix(MEMBER_PREFIX) {
+            (b, true)
+        } else if let Some(b) = s.strip_prefix(PEER_PREFIX) {
+            (b, false)
+        } else {
+            return Err(CoreError::BadToken(
+                "it must start with swarmfs-peer- or swarmfs-member-",
+            ));
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| CoreError::BadToken("not base64url"))?;
+        let wire: Wire = postcard::from_bytes(&bytes)
+            .map_err(|_| CoreError::BadToken("truncated or corrupted"))?;
+        if wire.version != 1 {
+            return Err(CoreError::BadToken("unknown token version"));
+        }
+        if member != wire.data_key.is_some() {
+            return Err(CoreError::BadToken("prefix does not match contents"));
+        }
+        Ok(Token {
+            tracker_addr: wire.tracker_addr,
+            tracker_id: wire.tracker_id,
+            swarm_secret: SwarmSecret(wire.swarm_secret),
+            data_key: wire.data_key.map(DataKey),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_both_kinds() {
+        let t = Token {
+            tracker_addr: "127.0.0.1:7000".into(),
+            tracker_id: NodeId([5; 32]),
+            swarm_secret: SwarmSecret([6; 32]),
+            data_key: Some(DataKey([7; 32])),
+        };
+        let m = t.encode();
+        assert!(m.starts_with("swarmfs-member-"));
+        assert_eq!(Token::decode(&m).unwrap(), t);
+        let p = t.to_peer().encode();
+        assert!(p.starts_with("swarmfs-peer-"));
+        assert_eq!(Token::decode(&p).unwrap().kind(), TokenKind::Peer);
+        assert!(Token::decode("swarmfs-peer-AAAA").is_err());
+        assert!(Token::decode("hello").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Proof of membership after TLS. Each side sends `BLAKE3-keyed(secret, label || exporter)`
+//! where `exporter` is the TLS keying-material exporter of this session: a proof seen on one
+//! connection is worthless on any other, and the labels stop a proof being reflected back.
+
+use swarmfs_proto::{Frame, FrameKind, Hello, HelloReply, Role, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::io::{read_frame, write_frame};
+use crate::NetError;
+
+pub(crate) const EXPORTER_LABEL: &[u8] = b"EXPORTER-swarmfs-membership";
+
+pub(crate) fn proof(secret: &[u8; 32], label: &[u8], exporter: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(secret);
+    h.update(label);
+    h.update(exporter);
+    *h.finalize().as_bytes()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Dialer side: prove, then check the listener's proof.
+pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: &[u8; 32],
+    exporter: &[u8; 32],
+    role: Role,
+) -> Result<(), NetError> {
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role,
+        proof: proof(secret, b"dialer", exporter),
+    };
+    write_frame(
+        s,
+        &Frame::new(FrameKind::Hello, 0, &hello, Default::default()),
+    )
+    .await?;
+    s.flush().await?;
+    let f = read_frame(s).await?.ok_or(NetError::NotMember(
+        "the other side closed the connection".into(),
+    ))?;
+    if f.kind != FrameKind::HelloReply {
+        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
+            "expected a hello reply",
+        )));
+    }
+    match f.decode_meta::<HelloReply>()? {
+        HelloReply::Refused { reason } => Err(NetError::NotMember(reason)),
+        HelloReply::Welcome { version, .. } if version != PROTOCOL_VERSION => {
+            Err(NetError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            })
+        }
+        HelloReply::Welcome { proof: p, .. } => {
+            if ct_eq(&p, &proof(secret, b"listener", exporter)) {
+                Ok(())
+            } else {
+                Err(NetError::NotMember(
+                    "the other side could not prove it belongs to this swarm".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Listener side: check the dialer's proof before anything else is read.
+pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: &[u8; 32],
+    exporter: &[u8; 32],
+) -> Result<Role, NetError> {
+    let f = read_frame(s).await?.ok_or(NetError::Closed)?;
+    if f.kind != FrameKind::Hello {
+        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
+            "expected a hello",
+        )));
+    }
+    let hello: Hello = f.decode_meta()?;
+    let refuse = |reason: &str| {
+        Frame::new(
+            FrameKind::HelloReply,
+            0,
+            &HelloReply::Refused {
+                reason: reason.into(),
+            },
+            Default::default(),
+        )
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+            hello.version
+        );
+        write_frame(s, &refuse(&msg)).await?;
+        s.flush().await?;
+        return Err(NetError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: hello.version,
+        });
+    }
+    if !ct_eq(&hello.proof, &proof(secret, b"dialer", exporter)) {
+        write_frame(s, &refuse("not a member of this swarm")).await?;
+        s.flush().await?;
+        return Err(NetError::NotMember(
+            "dialer gave a wrong swarm proof".into(),
+        ));
+    }
+    let reply = HelloReply::Welcome {
+        version: PROTOCOL_VERSION,
+        proof: proof(secret, b"listener", exporter),
+    };
+    write_frame(
+        s,
+        &Frame::new(FrameKind::HelloReply, 0, &reply, Default::default()),
+    )
+    .await?;
+    s.flush().await?;
+    Ok(hello.role)
+}

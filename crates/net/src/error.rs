@@ -1,0 +1,46 @@
+use swarmfs_proto::{NodeId, ProtoError};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error(
+        "{addr} is not the node we expected ({expected}): wrong address or another swarm's token"
+    )]
+    WrongNode { addr: String, expected: String },
+    #[error("not a member of this swarm: {0}")]
+    NotMember(String),
+    #[error("protocol version mismatch: we speak {ours}, the other side {theirs}")]
+    Version { ours: u16, theirs: u16 },
+    #[error("malformed traffic: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("identity file {path}: {reason}")]
+    Identity { path: String, reason: String },
+}
+
+impl NetError {
+    /// True when retrying later (or elsewhere) may work: the network, not the request, failed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NetError::Io(_) | NetError::Connect { .. } | NetError::Closed | NetError::Timeout(_)
+        )
+    }
+}
+
+pub(crate) fn short(n: &NodeId) -> String {
+    n.short()
+}

@@ -1,0 +1,20 @@
+//! Connections between swarmfs nodes: identity, TLS 1.3 with NodeId pinning, proof of swarm
+//! membership, and a multiplexed request/response channel with pushed events.
+//!
+//! # Layout
+//! - [`identity`]: the node's persistent ed25519 key and its self-signed certificate.
+//! - [`tls`]: rustls configs whose verifiers pin certificates to NodeIds.
+//! - [`auth`]: the hello exchange that proves the swarm secret, bound to the TLS session.
+//! - [`io`]: reading and writing frames with the size cap checked before allocation.
+//! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
+
+pub mod auth;
+pub mod error;
+pub mod identity;
+pub mod io;
+pub mod rpc;
+pub mod tls;
+
+pub use error::NetError;
+pub use identity::Identity;
+pub use rpc::{dial, serve, ConnCtx, Connection, Limits, Service, Swarm};

@@ -1,0 +1,517 @@
+//! Multiplexed request/response over one authenticated connection.
+//!
+//! Each side runs a reader task and a writer task; the writer owns the write half and is fed
+//! by a bounded channel, so callers never hold a lock across `.await`. Requests carry ids, so
+//! many can be in flight at once; responses are matched back through a pending map. The
+//! listener additionally pushes [`Event`] frames to subscribers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls::pki_types::ServerName;
+use swarmfs_proto::{Event, Frame, FrameKind, NodeId, Request, Response, Role};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::{hello_dialer, hello_listener, EXPORTER_LABEL};
+use crate::io::{read_frame, write_frame};
+use crate::tls::{client_config, node_id_of_cert, server_config, WRONG_NODE};
+use crate::{Identity, NetError};
+
+/// What a node needs to dial and to serve: its identity and the swarm secret.
+pub struct Swarm {
+    pub identity: Identity,
+    pub secret: [u8; 32],
+}
+
+/// Bounds for a listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_in_flight_per_connection: 64,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const OUTBOUND_QUEUE: usize = 64;
+const EVENT_QUEUE: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The dialer's handle on a connection. Cheap to clone; the connection closes when the last
+/// clone is dropped or either side fails.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    remote: NodeId,
+    addr: String,
+    tx: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
+    next_id: AtomicU64,
+    closed: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// Removes a pending entry if the caller gives up (timeout, cancellation).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.id);
+    }
+}
+
+impl Connection {
+    pub fn remote(&self) -> NodeId {
+        self.inner.remote
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection has closed.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    pub async fn call(&self, req: &Request, payload: Bytes) -> Result<(Response, Bytes), NetError> {
+        if self.is_closed() {
+            return Err(NetError::Closed);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (otx, orx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, otx);
+        let _guard = PendingGuard {
+            inner: &self.inner,
+            id,
+        };
+        self.inner
+            .tx
+            .send(Frame::new(FrameKind::Request, id, req, payload))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        let frame = tokio::select! {
+            r = orx => r.map_err(|_| NetError::Closed)?,
+            _ = self.inner.closed.cancelled() => return Err(NetError::Closed),
+        };
+        Ok((frame.decode_meta()?, frame.payload))
+    }
+
+    pub async fn call_timeout(
+        &self,
+        req: &Request,
+        payload: Bytes,
+        limit: Duration,
+    ) -> Result<(Response, Bytes), NetError> {
+        tokio::time::timeout(limit, self.call(req, payload))
+            .await
+            .map_err(|_| NetError::Timeout("waiting for a reply"))?
+    }
+}
+
+/// Dials `addr`, requires its certificate to be `expected`'s, proves membership, and
+/// returns the connection plus the events the other side pushes.
+pub async fn dial(
+    swarm: &Swarm,
+    addr: &str,
+    expected: NodeId,
+    role: Role,
+) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| NetError::Connect {
+            addr: addr.into(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| NetError::Connect {
+            addr: addr.into(),
+            source,
+        })?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
+    let name = ServerName::try_from("swarmfs").expect("static name");
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| NetError::Timeout("in the TLS handshake"))?
+        .map_err(|e| tls_error(addr, expected, e))?;
+    let exporter = tls
+        .get_ref()
+        .1
+        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(|e| NetError::Tls {
+            addr: addr.into(),
+            reason: e.to_string(),
+        })?;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        hello_dialer(&mut tls, &swarm.secret, &exporter, role),
+    )
+    .await
+    .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
+
+    let (r, w) = tokio::io::split(tls);
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (etx, erx) = mpsc::channel(EVENT_QUEUE);
+    let inner = Arc::new(Inner {
+        remote: expected,
+        addr: addr.into(),
+        tx,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: CancellationToken::new(),
+    });
+    let span = tracing::debug_span!("conn", remote = %expected.short(), addr);
+    tokio::spawn(writer_loop(w, rx, inner.closed.clone()).instrument(span.clone()));
+    let weak = Arc::downgrade(&inner);
+    let closed = inner.closed.clone();
+    tokio::spawn(
+        async move {
+            let mut r = BufReader::with_capacity(256 * 1024, r);
+            loop {
+                let frame = tokio::select! {
+                    f = read_frame(&mut r) => f,
+                    _ = closed.cancelled() => break,
+                };
+                match frame {
+                    Ok(Some(f)) if f.kind == FrameKind::Response => {
+                        let Some(inner) = weak.upgrade() else { break };
+                        let waiter = inner.pending.lock().expect("pending lock").remove(&f.id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(f);
+                        }
+                    }
+                    Ok(Some(f)) if f.kind == FrameKind::Event => match f.decode_meta::<Event>() {
+                        Ok(ev) => {
+                            if let Err(mpsc::error::TrySendError::Full(_)) = etx.try_send(ev) {
+                                warn!("event queue full; dropping an event");
+                            }
+                        }
+                        Err(e) => {
+                            warn!("undecodable event: {e}");
+                            break;
+                        }
+                    },
+                    Ok(Some(_)) => {
+                        warn!("unexpected frame kind from listener");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!("read failed: {e}");
+                        break;
+                    }
+                }
+            }
+            closed.cancel();
+            if let Some(inner) = weak.upgrade() {
+                inner.pending.lock().expect("pending lock").clear();
+            }
+        }
+        .instrument(span),
+    );
+    Ok((Connection { inner }, erx))
+}
+
+fn tls_error(addr: &str, expected: NodeId, e: std::io::Error) -> NetError {
+    let rustls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match rustls_err {
+        Some(rustls::Error::General(m)) if m == WRONG_NODE => NetError::WrongNode {
+            addr: addr.into(),
+            expected: crate::error::short(&expected),
+        },
+        _ => NetError::Tls {
+            addr: addr.into(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+async fn writer_loop<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::Receiver<Frame>,
+    closed: CancellationToken,
+) {
+    let mut w = BufWriter::with_capacity(256 * 1024, w);
+    loop {
+        let frame = tokio::select! {
+            f = rx.recv() => f,
+            _ = closed.cancelled() => None,
+        };
+        let Some(frame) = frame else { break };
+        if let Err(e) = write_frame(&mut w, &frame).await {
+            debug!("write failed: {e}");
+            break;
+        }
+        // Flush only when nothing else is queued: batches small frames into few records.
+        if rx.is_empty() {
+            if let Err(e) = w.flush().await {
+                debug!("flush failed: {e}");
+                break;
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+    closed.cancel();
+}
+
+/// The listener's view of one connection, handed to every request it carries.
+pub struct ConnCtx {
+    pub remote: NodeId,
+    pub role: Role,
+    pub remote_addr: SocketAddr,
+    /// Cancelled when the connection ends.
+    pub closed: CancellationToken,
+    out: mpsc::Sender<Frame>,
+}
+
+impl ConnCtx {
+    /// Pushes an event to the dialer; fails once the connection has closed.
+    pub async fn push_event(&self, ev: &Event) -> Result<(), NetError> {
+        self.out
+            .send(Frame::new(FrameKind::Event, 0, ev, Bytes::new()))
+            .await
+            .map_err(|_| NetError::Closed)
+    }
+}
+
+/// What a listener does with requests.
+pub trait Service: Send + Sync + 'static {
+    fn handle(
+        &self,
+        ctx: &Arc<ConnCtx>,
+        req: Request,
+        payload: Bytes,
+    ) -> impl Future<Output = (Response, Bytes)> + Send;
+
+    /// Called once when a connection that passed the hello ends.
+    fn on_close(&self, _ctx: &Arc<ConnCtx>) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled. A connection that fails the handshake,
+/// or sends a malformed or oversized frame, is closed alone; the listener keeps serving.
+pub async fn serve<S: Service>(
+    listener: TcpListener,
+    swarm: Arc<Swarm>,
+    service: Arc<S>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&swarm.identity));
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (tcp, remote_addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            warn!(%remote_addr, "connection limit reached; refusing");
+            continue;
+        };
+        let (acceptor, swarm, service, limits, shutdown) = (
+            acceptor.clone(),
+            swarm.clone(),
+            service.clone(),
+            limits.clone(),
+            shutdown.clone(),
+        );
+        let span = tracing::debug_span!("conn", %remote_addr);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                if let Err(e) = serve_conn(
+                    tcp,
+                    remote_addr,
+                    acceptor,
+                    &swarm,
+                    service,
+                    &limits,
+                    shutdown,
+                )
+                .await
+                {
+                    info!("connection from {remote_addr} closed: {e}");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_conn<S: Service>(
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    swarm: &Swarm,
+    service: Arc<S>,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> Result<(), NetError> {
+    tcp.set_nodelay(true)?;
+    let addr = remote_addr.to_string();
+    let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+        .await
+        .map_err(|_| NetError::Timeout("in the TLS handshake"))?
+        .map_err(|e| NetError::Tls {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let (remote, exporter) = {
+        let conn = tls.get_ref().1;
+        let remote = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| node_id_of_cert(c))
+            .ok_or_else(|| NetError::Tls {
+                addr: addr.clone(),
+                reason: "no node certificate".into(),
+            })?;
+        let exporter = conn
+            .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+            .map_err(|e| NetError::Tls {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        (remote, exporter)
+    };
+    let role = tokio::time::timeout(
+        limits.handshake_timeout,
+        hello_listener(&mut tls, &swarm.secret, &exporter),
+    )
+    .await
+    .map_err(|_| NetError::Timeout("waiting for the hello"))??;
+    debug!(remote = %remote.short(), ?role, "connection authenticated");
+
+    let (r, w) = tokio::io::split(tls);
+    let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let closed = shutdown.child_token();
+    tokio::spawn(writer_loop(w, rx, closed.clone()).in_current_span());
+    let ctx = Arc::new(ConnCtx {
+        remote,
+        role,
+        remote_addr,
+        closed: closed.clone(),
+        out,
+    });
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
+    let mut r = BufReader::with_capacity(256 * 1024, r);
+    let result = loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut r) => f,
+            _ = closed.cancelled() => break Ok(()),
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if frame.kind != FrameKind::Request {
+            break Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
+                "expected a request",
+            )));
+        }
+        let req: Request = match frame.decode_meta() {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let (ctx, service) = (ctx.clone(), service.clone());
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let (resp, payload) = service.handle(&ctx, req, frame.payload).await;
+                let _ = ctx
+                    .out
+                    .send(Frame::new(FrameKind::Response, frame.id, &resp, payload))
+                    .await;
+            }
+            .in_current_span(),
+        );
+    };
+    closed.cancel();
+    service.on_close(&ctx).await;
+    result
+}
+
+/// Helper for tests and tools: a TLS+hello connection that sends raw bytes.
+#[doc(hidden)]
+pub async fn dial_raw(
+    swarm: &Swarm,
+    addr: &str,
+    expected: NodeId,
+) -> Result<impl AsyncRead + AsyncWrite + Unpin, NetError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| NetError::Connect {
+            addr: addr.into(),
+            source,
+        })?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
+    let mut tls = connector
+        .connect(ServerName::try_from("swarmfs").expect("static"), tcp)
+        .await
+        .map_err(|e| tls_error(addr, expected, e))?;
+    let exporter = tls
+        .get_ref()
+        .1
+        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(|e| NetError::Tls {
+            addr: addr.into(),
+            reason: e.to_string(),
+        })?;
+    hello_dialer(&mut tls, &swarm.secret, &exporter, Role::Client).await?;
+    Ok(tls)
+}

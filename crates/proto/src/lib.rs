@@ -1,0 +1,25 @@
+//! Wire types shared by every swarmfs node. No sockets, no tasks.
+//!
+//! # Layout
+//! - [`ids`]: `NodeId`, `ChunkId`, `FileId` — fixed 32-byte identifiers.
+//! - [`msg`]: the request, response and event enums carried in frames.
+//! - [`frame`]: length-prefixed framing with a size cap checked before allocation.
+//! - [`path`]: validated remote paths (`/a/b`), the only form the inside sees.
+//!
+//! The byte layout is documented in `docs/wire.md` and pinned by the golden tests in
+//! `frame.rs`: variants are only ever appended, never reordered.
+
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod msg;
+pub mod path;
+
+pub use error::ProtoError;
+pub use frame::{Frame, FrameKind, MAX_FRAME_LEN};
+pub use ids::{ChunkId, FileId, NodeId};
+pub use msg::*;
+pub use path::RemotePath;
+
+/// Bumped whenever a change is not purely additive. Checked in the hello.
+pub const PROTOCOL_VERSION: u16 = 1;

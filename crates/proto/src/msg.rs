@@ -1,0 +1,268 @@
+//! Messages. Every enum here is postcard-encoded by variant index: append new variants at
+//! the end, never reorder or remove (docs/wire.md lists the indices).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChunkId, FileId, NodeId};
+
+/// Which kind of node opened a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Peer,
+    Client,
+    Tracker,
+}
+
+/// First frame on a connection, sent by the dialer after the TLS handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub role: Role,
+    /// MAC over the TLS exporter value keyed by the swarm secret: proves membership and
+    /// binds the proof to this TLS session, so it cannot be replayed elsewhere.
+    pub proof: [u8; 32],
+}
+
+/// The listener's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome { version: u16, proof: [u8; 32] },
+    Refused { reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerState {
+    Up,
+    Down,
+    Left,
+}
+
+/// What the tracker knows of a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub node: NodeId,
+    pub addrs: Vec<String>,
+    pub capacity: u64,
+    pub used: u64,
+    pub chunks: u64,
+    /// Requests in flight on the peer when it last reported.
+    pub load: u32,
+    pub state: PeerState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    File,
+}
+
+/// One namespace entry as listed or stat'ed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub file_id: Option<FileId>,
+    pub chunks: u32,
+}
+
+/// A manifest encrypted by the client: the tracker stores it without being able to read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedManifest {
+    /// The per-file manifest key, encrypted under a key derived from the data key.
+    pub wrapped_key: Vec<u8>,
+    /// The manifest, encrypted under the per-file key.
+    pub body: Vec<u8>,
+}
+
+/// Which peers acknowledged a chunk as durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlacement {
+    pub chunk: ChunkId,
+    pub holders: Vec<NodeId>,
+}
+
+/// Requests. Tracker and peers each answer the subset that is theirs and refuse the rest
+/// with [`ErrorCode::Unsupported`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    // ---- peer -> tracker
+    Join {
+        addrs: Vec<String>,
+        capacity: u64,
+    },
+    Heartbeat {
+        used: u64,
+        chunks: u64,
+        load: u32,
+    },
+    Leave,
+    Subscribe,
+    /// The peer's whole inventory, in batches; `first` replaces what the tracker had.
+    Inventory {
+        chunks: Vec<ChunkId>,
+        first: bool,
+    },
+    RegisterChunks {
+        chunks: Vec<ChunkId>,
+    },
+    UnregisterChunks {
+        chunks: Vec<ChunkId>,
+    },
+    // ---- client -> tracker
+    ListPeers,
+    Mkdir {
+        path: String,
+        parents: bool,
+    },
+    List {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    CommitFile {
+        path: String,
+        size: u64,
+        file_id: FileId,
+        manifest: SealedManifest,
+        placements: Vec<ChunkPlacement>,
+    },
+    OpenFile {
+        path: String,
+    },
+    Search {
+        text: String,
+    },
+    Locate {
+        chunks: Vec<ChunkId>,
+    },
+    ReportBadChunk {
+        chunk: ChunkId,
+        node: NodeId,
+    },
+    // ---- client -> peer; PutChunk carries the ciphertext as frame payload
+    PutChunk {
+        chunk: ChunkId,
+    },
+    /// `len == u64::MAX` reads to the end of the chunk.
+    GetChunk {
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+    },
+    HasChunks {
+        chunks: Vec<ChunkId>,
+    },
+    DeleteChunks {
+        chunks: Vec<ChunkId>,
+    },
+    Ping,
+}
+
+impl Request {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Join { .. } => "join",
+            Request::Heartbeat { .. } => "heartbeat",
+            Request::Leave => "leave",
+            Request::Subscribe => "subscribe",
+            Request::Inventory { .. } => "inventory",
+            Request::RegisterChunks { .. } => "register_chunks",
+            Request::UnregisterChunks { .. } => "unregister_chunks",
+            Request::ListPeers => "list_peers",
+            Request::Mkdir { .. } => "mkdir",
+            Request::List { .. } => "list",
+            Request::Stat { .. } => "stat",
+            Request::Rename { .. } => "rename",
+            Request::Remove { .. } => "remove",
+            Request::CommitFile { .. } => "commit_file",
+            Request::OpenFile { .. } => "open_file",
+            Request::Search { .. } => "search",
+            Request::Locate { .. } => "locate",
+            Request::ReportBadChunk { .. } => "report_bad_chunk",
+            Request::PutChunk { .. } => "put_chunk",
+            Request::GetChunk { .. } => "get_chunk",
+            Request::HasChunks { .. } => "has_chunks",
+            Request::DeleteChunks { .. } => "delete_chunks",
+            Request::Ping => "ping",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    NotFound,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    NotEmpty,
+    InvalidArgument,
+    NoSpace,
+    Corrupt,
+    Unsupported,
+    NotMember,
+    Internal,
+    Busy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Answer to Join: the members the tracker knows, so the peer starts with a full view.
+    Joined {
+        peers: Vec<PeerInfo>,
+    },
+    Peers(Vec<PeerInfo>),
+    Entries(Vec<EntryInfo>),
+    Entry(EntryInfo),
+    File {
+        entry: EntryInfo,
+        manifest: SealedManifest,
+    },
+    /// `holders[i]` lists indices into `peers` for the i-th requested chunk.
+    Locations {
+        peers: Vec<PeerInfo>,
+        holders: Vec<Vec<u32>>,
+    },
+    /// The chunk bytes travel as the frame payload.
+    Chunk,
+    Has(Vec<bool>),
+    Pong {
+        used: u64,
+        capacity: u64,
+        chunks: u64,
+    },
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Pushed by the tracker to every subscribed peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    PeerJoined(PeerInfo),
+    PeerLeft(NodeId),
+    PeerDown(NodeId),
+    PeerAddrChanged(PeerInfo),
+}
