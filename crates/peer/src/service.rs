@@ -1,0 +1,116 @@
+//! Chunk requests. Disk work runs on blocking threads so a slow fsync never stalls the
+//! connection tasks.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use swarmfs_net::{ConnCtx, Service};
+use swarmfs_proto::{ChunkId, ErrorCode, Request, Response};
+use swarmfs_store::{ChunkStore, StoreError};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+pub struct PeerService {
+    store: Arc<ChunkStore>,
+    in_flight: AtomicU32,
+    /// Chunks found corrupt, for the session to unregister at the tracker.
+    corrupt_tx: mpsc::UnboundedSender<ChunkId>,
+    corrupt_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ChunkId>>>,
+}
+
+fn store_error(e: StoreError) -> Response {
+    let code = match &e {
+        StoreError::NotFound(_) => ErrorCode::NotFound,
+        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+        StoreError::HashMismatch(_) | StoreError::BadRange { .. } => ErrorCode::InvalidArgument,
+        StoreError::Corrupt(_) => ErrorCode::Corrupt,
+        _ => ErrorCode::Internal,
+    };
+    Response::error(code, e.to_string())
+}
+
+impl PeerService {
+    pub fn new(store: Arc<ChunkStore>) -> PeerService {
+        let (corrupt_tx, rx) = mpsc::unbounded_channel();
+        PeerService { store, in_flight: AtomicU32::new(0), corrupt_tx, corrupt_rx: std::sync::Mutex::new(Some(rx)) }
+    }
+
+    pub fn load(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Taken once by the tracker session.
+    pub fn take_corrupt_reports(&self) -> Option<mpsc::UnboundedReceiver<ChunkId>> {
+        self.corrupt_rx.lock().expect("lock").take()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ChunkStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e.to_string()))))
+    }
+
+    async fn dispatch(&self, req: Request, payload: Bytes) -> (Response, Bytes) {
+        match req {
+            Request::PutChunk { chunk } => match self.blocking(move |s| s.put(&chunk, &payload)).await {
+                Ok(_) => (Response::Ok, Bytes::new()),
+                Err(e) => (store_error(e), Bytes::new()),
+            },
+            Request::GetChunk { chunk, offset, len } => {
+                match self.blocking(move |s| s.get(&chunk, offset, len)).await {
+                    Ok(bytes) => (Response::Chunk, Bytes::from(bytes)),
+                    Err(e) => {
+                        if let StoreError::Corrupt(id) = &e {
+                            warn!(chunk = %id.short(), "served request hit a corrupt copy");
+                            let _ = self.corrupt_tx.send(*id);
+                        }
+                        (store_error(e), Bytes::new())
+                    }
+                }
+            }
+            Request::HasChunks { chunks } => {
+                let has = self.blocking(move |s| Ok(chunks.iter().map(|c| s.has(c)).collect())).await;
+                match has {
+                    Ok(v) => (Response::Has(v), Bytes::new()),
+                    Err(e) => (store_error(e), Bytes::new()),
+                }
+            }
+            Request::DeleteChunks { chunks } => {
+                let r = self
+                    .blocking(move |s| {
+                        for c in &chunks {
+                            s.delete(c)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                match r {
+                    Ok(()) => (Response::Ok, Bytes::new()),
+                    Err(e) => (store_error(e), Bytes::new()),
+                }
+            }
+            Request::Ping => (
+                Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
+                Bytes::new(),
+            ),
+            other => (
+                Response::error(ErrorCode::Unsupported, format!("a peer does not answer {}", other.name())),
+                Bytes::new(),
+            ),
+        }
+    }
+}
+
+impl Service for PeerService {
+    async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let out = self.dispatch(req, payload).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        out
+    }
+}

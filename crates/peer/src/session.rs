@@ -1,0 +1,131 @@
+//! The peer's session with the tracker: join, send the inventory, subscribe to membership,
+//! heartbeat. Any failure drops the session and a new one starts after a short backoff, so a
+//! restarted tracker gets every peer back, with its inventory, within seconds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use swarmfs_net::{dial, Swarm};
+use swarmfs_proto::{ChunkId, Event, NodeId, PeerInfo, Request, Response, Role};
+use swarmfs_store::ChunkStore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{PeerConfig, PeerError, PeerService};
+
+const INVENTORY_BATCH: usize = 16 * 1024;
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(
+    swarm: Arc<Swarm>,
+    config: PeerConfig,
+    advertise: String,
+    store: Arc<ChunkStore>,
+    service: Arc<PeerService>,
+    shutdown: CancellationToken,
+) {
+    let mut corrupt = service.take_corrupt_reports().expect("session starts once");
+    let mut backoff = Duration::from_millis(200);
+    let mut members: HashMap<NodeId, PeerInfo> = HashMap::new();
+    loop {
+        let r = session(&swarm, &config, &advertise, &store, &service, &mut corrupt, &mut members, &shutdown).await;
+        match r {
+            Ok(()) => return,
+            Err(e) => warn!("tracker session ended: {e}; reconnecting in {backoff:?}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn call(conn: &swarmfs_net::Connection, req: &Request) -> Result<Response, PeerError> {
+    match conn.call_timeout(req, Bytes::new(), CALL_TIMEOUT).await?.0 {
+        Response::Error { message, .. } => Err(PeerError::Refused(message)),
+        r => Ok(r),
+    }
+}
+
+fn log_event(members: &mut HashMap<NodeId, PeerInfo>, ev: Event) {
+    match ev {
+        Event::PeerJoined(p) => {
+            info!(node = %p.node.short(), addrs = ?p.addrs, "member joined");
+            members.insert(p.node, p);
+        }
+        Event::PeerAddrChanged(p) => {
+            info!(node = %p.node.short(), addrs = ?p.addrs, "member address changed");
+            members.insert(p.node, p);
+        }
+        Event::PeerLeft(n) => {
+            info!(node = %n.short(), "member left");
+            members.remove(&n);
+        }
+        Event::PeerDown(n) => {
+            info!(node = %n.short(), "member down");
+            members.remove(&n);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    swarm: &Swarm,
+    config: &PeerConfig,
+    advertise: &str,
+    store: &Arc<ChunkStore>,
+    service: &PeerService,
+    corrupt: &mut tokio::sync::mpsc::UnboundedReceiver<ChunkId>,
+    members: &mut HashMap<NodeId, PeerInfo>,
+    shutdown: &CancellationToken,
+) -> Result<(), PeerError> {
+    let (conn, mut events) = dial(swarm, &config.tracker_addr, config.tracker_id, Role::Peer).await?;
+    // Subscribe first so no membership change between join and subscribe is missed.
+    call(&conn, &Request::Subscribe).await?;
+    let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: config.capacity }).await?;
+    if let Response::Joined { peers } = joined {
+        members.clear();
+        for p in peers.into_iter().filter(|p| p.state == swarmfs_proto::PeerState::Up) {
+            members.insert(p.node, p);
+        }
+        info!(members = members.len(), tracker = %config.tracker_addr, "joined the swarm");
+    }
+    let st = store.clone();
+    let inventory = tokio::task::spawn_blocking(move || st.list())
+        .await
+        .map_err(|e| PeerError::Task(e.to_string()))??;
+    let mut first = true;
+    for batch in inventory.chunks(INVENTORY_BATCH) {
+        call(&conn, &Request::Inventory { chunks: batch.to_vec(), first }).await?;
+        first = false;
+    }
+    if first {
+        call(&conn, &Request::Inventory { chunks: vec![], first: true }).await?;
+    }
+    info!(chunks = inventory.len(), "inventory sent");
+
+    let mut tick = tokio::time::interval(config.heartbeat);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                call(&conn, &Request::Heartbeat { used: store.used(), chunks: store.count(), load: service.load() }).await?;
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => log_event(members, ev),
+                None => return Err(PeerError::Net(swarmfs_net::NetError::Closed)),
+            },
+            Some(id) = corrupt.recv() => {
+                call(&conn, &Request::UnregisterChunks { chunks: vec![id] }).await?;
+            }
+            _ = conn.closed() => return Err(PeerError::Net(swarmfs_net::NetError::Closed)),
+            _ = shutdown.cancelled() => {
+                let _ = conn.call_timeout(&Request::Leave, Bytes::new(), Duration::from_secs(2)).await;
+                info!("left the swarm");
+                return Ok(());
+            }
+        }
+    }
+}

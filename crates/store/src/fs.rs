@@ -1,0 +1,259 @@
+//! Chunks as files. A put is acknowledged only after the data and the directory entry are
+//! fsynced, so an acknowledged chunk survives a crash or power loss.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use swarmfs_proto::ChunkId;
+use tracing::{info, warn};
+
+use crate::StoreError;
+
+pub struct ChunkStore {
+    root: PathBuf,
+    capacity: u64,
+    used: AtomicU64,
+    count: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) a store under `root`, counting what it already holds and
+    /// removing temp files a crash left behind.
+    pub fn open(root: &Path, capacity: u64) -> Result<ChunkStore, StoreError> {
+        for sub in ["chunks", "tmp", "quarantine"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        for e in fs::read_dir(root.join("tmp"))? {
+            let _ = fs::remove_file(e?.path());
+        }
+        let store = ChunkStore { root: root.to_path_buf(), capacity, used: AtomicU64::new(0), count: AtomicU64::new(0) };
+        let (mut used, mut count) = (0, 0);
+        store.walk(|_, len| {
+            used += len;
+            count += 1;
+        })?;
+        store.used.store(used, Ordering::Relaxed);
+        store.count.store(count, Ordering::Relaxed);
+        info!(chunks = count, bytes = used, "chunk store opened");
+        Ok(store)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn path_of(&self, id: &ChunkId) -> PathBuf {
+        let h = id.to_string();
+        self.root.join("chunks").join(&h[0..2]).join(&h[2..4]).join(h)
+    }
+
+    /// Stores `ciphertext` under `id` after checking that it hashes to `id`. Returns false
+    /// when the chunk was already here (nothing written).
+    pub fn put(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<bool, StoreError> {
+        if blake3::hash(ciphertext).as_bytes() != id.as_bytes() {
+            return Err(StoreError::HashMismatch(*id));
+        }
+        let path = self.path_of(id);
+        if path.exists() {
+            return Ok(false);
+        }
+        let len = ciphertext.len() as u64;
+        self.reserve(len)?;
+        let result = self.write_durably(&path, ciphertext);
+        match result {
+            Ok(()) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                self.used.fetch_sub(len, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn reserve(&self, len: u64) -> Result<(), StoreError> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| (u + len <= self.capacity).then_some(u + len))
+            .map(|_| ())
+            .map_err(|u| StoreError::NoSpace { need: len, free: self.capacity.saturating_sub(u), capacity: self.capacity })
+    }
+
+    fn write_durably(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = path.parent().expect("chunk paths have parents");
+        fs::create_dir_all(dir)?;
+        let tmp = self.root.join("tmp").join(format!("{}.{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("x"), rand::random::<u32>()));
+        let mut f = File::create(&tmp)?;
+        let r = f.write_all(bytes).and_then(|_| f.sync_data());
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Reads a whole chunk (verified against its id) or, with a range, just those bytes.
+    /// A whole-chunk read that fails verification quarantines the copy.
+    pub fn get(&self, id: &ChunkId, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(id);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
+            Err(e) => return Err(e.into()),
+        };
+        let size = f.metadata()?.len();
+        if offset == 0 && (len == u64::MAX || len == size) {
+            let mut buf = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut buf)?;
+            if blake3::hash(&buf).as_bytes() != id.as_bytes() {
+                self.quarantine(id);
+                return Err(StoreError::Corrupt(*id));
+            }
+            return Ok(buf);
+        }
+        let end = if len == u64::MAX { size } else { offset.saturating_add(len) };
+        if offset > size || end > size {
+            return Err(StoreError::BadRange { id: *id, offset, len, size });
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.path_of(id).exists()
+    }
+
+    /// Removes a chunk; false when it was not here.
+    pub fn delete(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let path = self.path_of(id);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        fs::remove_file(&path)?;
+        self.used.fetch_sub(len, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Moves a bad copy aside (kept for inspection) so it is neither served nor counted.
+    pub fn quarantine(&self, id: &ChunkId) {
+        let path = self.path_of(id);
+        let Ok(meta) = fs::metadata(&path) else { return };
+        let dest = self.root.join("quarantine").join(id.to_string());
+        match fs::rename(&path, &dest) {
+            Ok(()) => {
+                self.used.fetch_sub(meta.len(), Ordering::Relaxed);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                warn!(chunk = %id, "quarantined a corrupt chunk");
+            }
+            Err(e) => warn!(chunk = %id, "could not quarantine: {e}"),
+        }
+    }
+
+    /// Every chunk id held, for the inventory sent to the tracker.
+    pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut ids = Vec::new();
+        self.walk(|id, _| ids.push(id))?;
+        Ok(ids)
+    }
+
+    fn walk(&self, mut f: impl FnMut(ChunkId, u64)) -> Result<(), StoreError> {
+        for a in fs::read_dir(self.root.join("chunks"))? {
+            for b in fs::read_dir(a?.path())? {
+                for c in fs::read_dir(b?.path())? {
+                    let c = c?;
+                    let Some(id) = c.file_name().to_str().and_then(|n| n.parse::<ChunkId>().ok()) else {
+                        continue;
+                    };
+                    f(id, c.metadata()?.len());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of a stored chunk, for tools and fault-injection tests.
+    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        self.path_of(id)
+    }
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStore").field("root", &self.root).finish()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_of(b: &[u8]) -> ChunkId {
+        ChunkId(*blake3::hash(b).as_bytes())
+    }
+
+    fn temp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("swarmfs-store-{}", rand::random::<u64>()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn put_get_range_delete_and_reopen() {
+        let dir = temp();
+        let s = ChunkStore::open(&dir, 1 << 20).unwrap();
+        let data = b"hello chunk".to_vec();
+        let id = id_of(&data);
+        assert!(s.put(&id, &data).unwrap());
+        assert!(!s.put(&id, &data).unwrap(), "second put is a no-op");
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), data);
+        assert_eq!(s.get(&id, 6, 5).unwrap(), b"chunk");
+        assert!(matches!(s.get(&id, 6, 50), Err(StoreError::BadRange { .. })));
+        assert!(matches!(s.put(&id_of(b"x"), b"y"), Err(StoreError::HashMismatch(_))));
+        drop(s);
+        let s = ChunkStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!((s.count(), s.used()), (1, data.len() as u64), "reopen counts what is on disk");
+        assert_eq!(s.list().unwrap(), vec![id]);
+        assert!(s.delete(&id).unwrap());
+        assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::NotFound(_))));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let dir = temp();
+        let s = ChunkStore::open(&dir, 10).unwrap();
+        assert!(s.put(&id_of(b"12345678"), b"12345678").unwrap());
+        assert!(matches!(s.put(&id_of(b"abc"), b"abc"), Err(StoreError::NoSpace { .. })));
+        assert_eq!(s.used(), 8, "a refused put reserves nothing");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_copy_is_quarantined() {
+        let dir = temp();
+        let s = ChunkStore::open(&dir, 1 << 20).unwrap();
+        let id = id_of(b"payload");
+        s.put(&id, b"payload").unwrap();
+        fs::write(s.chunk_path(&id), b"paYload").unwrap();
+        assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::Corrupt(_))));
+        assert!(!s.has(&id));
+        assert_eq!(s.count(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

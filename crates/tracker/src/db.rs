@@ -1,0 +1,384 @@
+//! The tracker's durable state in SQLite. Every method is one transaction.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
+
+use crate::TrackerError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    path TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    kind INTEGER NOT NULL,          -- 0 dir, 1 file
+    size INTEGER NOT NULL,
+    mtime_ms INTEGER NOT NULL,
+    file_id BLOB,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    wrapped_key BLOB,
+    manifest BLOB
+);
+CREATE INDEX IF NOT EXISTS entries_parent ON entries(parent);
+CREATE TABLE IF NOT EXISTS peers (
+    node BLOB PRIMARY KEY,
+    addrs TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    chunks INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS locations (
+    chunk BLOB NOT NULL,
+    node BLOB NOT NULL,
+    PRIMARY KEY (chunk, node)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locations_node ON locations(node);
+";
+
+pub struct Db {
+    conn: Connection,
+}
+
+/// A peer as remembered across restarts (liveness is not remembered).
+pub struct StoredPeer {
+    pub node: NodeId,
+    pub addrs: Vec<String>,
+    pub capacity: u64,
+    pub used: u64,
+    pub chunks: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
+    let kind: i64 = row.get(1)?;
+    let file_id: Option<Vec<u8>> = row.get(4)?;
+    Ok(EntryInfo {
+        path: row.get(0)?,
+        kind: if kind == 0 { EntryKind::Dir } else { EntryKind::File },
+        size: row.get::<_, i64>(2)? as u64,
+        mtime_ms: row.get(3)?,
+        file_id: file_id.and_then(|b| FileId::from_slice(&b).ok()),
+        chunks: row.get::<_, i64>(5)? as u32,
+    })
+}
+
+const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks";
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, TrackerError> {
+        let conn = Connection::open(path)?;
+        // WAL + FULL: a commit is on disk before the client hears "ok", kill -9 or not.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db { conn })
+    }
+
+    fn entry(tx: &Transaction<'_>, path: &RemotePath) -> Result<Option<EntryInfo>, TrackerError> {
+        if path.is_root() {
+            return Ok(Some(EntryInfo {
+                path: "/".into(),
+                kind: EntryKind::Dir,
+                size: 0,
+                mtime_ms: 0,
+                file_id: None,
+                chunks: 0,
+            }));
+        }
+        Ok(tx
+            .query_row(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), [path.as_str()], entry_from_row)
+            .optional()?)
+    }
+
+    fn require_dir(tx: &Transaction<'_>, path: &RemotePath) -> Result<(), TrackerError> {
+        match Self::entry(tx, path)? {
+            Some(e) if e.kind == EntryKind::Dir => Ok(()),
+            Some(_) => Err(TrackerError::NotADirectory(path.to_string())),
+            None => Err(TrackerError::NotFound(path.to_string())),
+        }
+    }
+
+    pub fn stat(&mut self, path: &RemotePath) -> Result<EntryInfo, TrackerError> {
+        let tx = self.conn.transaction()?;
+        Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))
+    }
+
+    pub fn mkdir(&mut self, path: &RemotePath, parents: bool) -> Result<EntryInfo, TrackerError> {
+        let tx = self.conn.transaction()?;
+        let mut todo = vec![path.clone()];
+        if parents {
+            let mut p = path.parent();
+            while !p.is_root() {
+                todo.push(p.clone());
+                p = p.parent();
+            }
+            todo.reverse();
+        }
+        for dir in &todo {
+            match Self::entry(&tx, dir)? {
+                Some(e) if e.kind == EntryKind::Dir => {
+                    if dir == path && !parents {
+                        return Err(TrackerError::AlreadyExists(dir.to_string()));
+                    }
+                    continue;
+                }
+                Some(_) => {
+                    return Err(if dir == path {
+                        TrackerError::AlreadyExists(dir.to_string())
+                    } else {
+                        TrackerError::NotADirectory(dir.to_string())
+                    })
+                }
+                None => {}
+            }
+            Self::require_dir(&tx, &dir.parent())?;
+            tx.execute(
+                "INSERT INTO entries (path, parent, kind, size, mtime_ms) VALUES (?1, ?2, 0, 0, ?3)",
+                params![dir.as_str(), dir.parent().as_str(), now_ms()],
+            )?;
+        }
+        let e = Self::entry(&tx, path)?.expect("just created");
+        tx.commit()?;
+        Ok(e)
+    }
+
+    pub fn list(&mut self, path: &RemotePath) -> Result<Vec<EntryInfo>, TrackerError> {
+        let tx = self.conn.transaction()?;
+        match Self::entry(&tx, path)? {
+            None => return Err(TrackerError::NotFound(path.to_string())),
+            Some(e) if e.kind == EntryKind::File => return Ok(vec![e]),
+            Some(_) => {}
+        }
+        let mut stmt =
+            tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 AND path != '/' ORDER BY path"))?;
+        let rows = stmt.query_map([path.as_str()], entry_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn search(&mut self, text: &str, limit: usize) -> Result<Vec<EntryInfo>, TrackerError> {
+        let needle = text.to_lowercase();
+        let tx = self.conn.transaction()?;
+        let mut stmt = tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"))?;
+        let rows = stmt.query_map([&needle], entry_from_row)?;
+        let mut out = Vec::new();
+        for e in rows {
+            let e = e?;
+            let name = e.path.rsplit('/').next().unwrap_or("").to_lowercase();
+            if name.contains(&needle) {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&mut self, path: &RemotePath, recursive: bool) -> Result<(), TrackerError> {
+        if path.is_root() {
+            return Err(TrackerError::Invalid("cannot remove the root directory".into()));
+        }
+        let tx = self.conn.transaction()?;
+        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        if e.kind == EntryKind::Dir {
+            let children: i64 = tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [path.as_str()], |r| r.get(0))?;
+            if children > 0 && !recursive {
+                return Err(TrackerError::NotEmpty(path.to_string()));
+            }
+            tx.execute(
+                "DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'",
+                [path.as_str()],
+            )?;
+        }
+        tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_str()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn rename(&mut self, from: &RemotePath, to: &RemotePath) -> Result<(), TrackerError> {
+        if from.is_root() || to.is_root() {
+            return Err(TrackerError::Invalid("cannot rename the root directory".into()));
+        }
+        if from == to {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        let src = Self::entry(&tx, from)?.ok_or_else(|| TrackerError::NotFound(from.to_string()))?;
+        if src.kind == EntryKind::Dir && to.starts_with(from) {
+            return Err(TrackerError::Invalid(format!("cannot move {from} into itself")));
+        }
+        Self::require_dir(&tx, &to.parent())?;
+        if let Some(dst) = Self::entry(&tx, to)? {
+            match (src.kind, dst.kind) {
+                (EntryKind::File, EntryKind::File) => {}
+                (EntryKind::Dir, EntryKind::Dir) => {
+                    let n: i64 = tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [to.as_str()], |r| r.get(0))?;
+                    if n > 0 {
+                        return Err(TrackerError::NotEmpty(to.to_string()));
+                    }
+                }
+                (EntryKind::File, EntryKind::Dir) => return Err(TrackerError::IsADirectory(to.to_string())),
+                (EntryKind::Dir, EntryKind::File) => return Err(TrackerError::NotADirectory(to.to_string())),
+            }
+            tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
+        }
+        tx.execute(
+            "UPDATE entries SET path = ?2, parent = ?3 WHERE path = ?1",
+            params![from.as_str(), to.as_str(), to.parent().as_str()],
+        )?;
+        if src.kind == EntryKind::Dir {
+            // Descendants: swap the prefix in both path and parent.
+            tx.execute(
+                "UPDATE entries SET path = ?2 || substr(path, length(?1) + 1), parent = ?2 || substr(parent, length(?1) + 1)
+                 WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'",
+                params![from.as_str(), to.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes a file visible (or replaces it) together with its chunk locations: both or
+    /// neither, so a reader never sees a file whose chunks cannot be found.
+    pub fn commit_file(
+        &mut self,
+        path: &RemotePath,
+        size: u64,
+        file_id: FileId,
+        manifest: &SealedManifest,
+        placements: &[ChunkPlacement],
+    ) -> Result<EntryInfo, TrackerError> {
+        if path.is_root() {
+            return Err(TrackerError::IsADirectory("/".into()));
+        }
+        let tx = self.conn.transaction()?;
+        Self::require_dir(&tx, &path.parent())?;
+        if let Some(e) = Self::entry(&tx, path)? {
+            if e.kind == EntryKind::Dir {
+                return Err(TrackerError::IsADirectory(path.to_string()));
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO entries (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                path.as_str(),
+                path.parent().as_str(),
+                size as i64,
+                now_ms(),
+                file_id.as_bytes().as_slice(),
+                placements.len() as i64,
+                manifest.wrapped_key,
+                manifest.body
+            ],
+        )?;
+        {
+            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
+            for p in placements {
+                for n in &p.holders {
+                    ins.execute(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()])?;
+                }
+            }
+        }
+        let e = Self::entry(&tx, path)?.expect("just written");
+        tx.commit()?;
+        Ok(e)
+    }
+
+    pub fn open_file(&mut self, path: &RemotePath) -> Result<(EntryInfo, SealedManifest), TrackerError> {
+        let tx = self.conn.transaction()?;
+        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        if e.kind == EntryKind::Dir {
+            return Err(TrackerError::IsADirectory(path.to_string()));
+        }
+        let (wrapped_key, body) = tx.query_row(
+            "SELECT wrapped_key, manifest FROM entries WHERE path = ?1",
+            [path.as_str()],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        Ok((e, SealedManifest { wrapped_key, body }))
+    }
+
+    /// Holders of each chunk, in request order.
+    pub fn locate(&mut self, chunks: &[ChunkId]) -> Result<Vec<Vec<NodeId>>, TrackerError> {
+        let tx = self.conn.transaction()?;
+        let mut stmt = tx.prepare_cached("SELECT node FROM locations WHERE chunk = ?1")?;
+        let mut out = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let nodes = stmt
+                .query_map([c.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?
+                .filter_map(|b| b.ok().and_then(|b| NodeId::from_slice(&b).ok()))
+                .collect();
+            out.push(nodes);
+        }
+        Ok(out)
+    }
+
+    pub fn add_locations(&mut self, node: &NodeId, chunks: &[ChunkId], replace: bool) -> Result<(), TrackerError> {
+        let tx = self.conn.transaction()?;
+        if replace {
+            tx.execute("DELETE FROM locations WHERE node = ?1", [node.as_bytes().as_slice()])?;
+        }
+        {
+            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
+            for c in chunks {
+                ins.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_locations(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM locations WHERE chunk = ?1 AND node = ?2")?;
+            for c in chunks {
+                del.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn save_peer(&mut self, p: &StoredPeer) -> Result<(), TrackerError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO peers (node, addrs, capacity, used, chunks) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![p.node.as_bytes().as_slice(), p.addrs.join(","), p.capacity as i64, p.used as i64, p.chunks as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn load_peers(&mut self) -> Result<Vec<StoredPeer>, TrackerError> {
+        let mut stmt = self.conn.prepare("SELECT node, addrs, capacity, used, chunks FROM peers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (node, addrs, capacity, used, chunks) = row?;
+            let Ok(node) = NodeId::from_slice(&node) else { continue };
+            out.push(StoredPeer {
+                node,
+                addrs: addrs.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+                capacity: capacity as u64,
+                used: used as u64,
+                chunks: chunks as u64,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,44 @@
+use swarmfs_proto::{ErrorCode, Response};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TrackerError {
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tracker database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<swarmfs_proto::ProtoError> for TrackerError {
+    fn from(e: swarmfs_proto::ProtoError) -> Self {
+        TrackerError::Invalid(e.to_string())
+    }
+}
+
+impl TrackerError {
+    pub fn to_response(&self) -> Response {
+        let code = match self {
+            TrackerError::NotFound(_) => ErrorCode::NotFound,
+            TrackerError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            TrackerError::NotADirectory(_) => ErrorCode::NotADirectory,
+            TrackerError::IsADirectory(_) => ErrorCode::IsADirectory,
+            TrackerError::NotEmpty(_) => ErrorCode::NotEmpty,
+            TrackerError::Invalid(_) => ErrorCode::InvalidArgument,
+            TrackerError::Db(_) | TrackerError::Io(_) => ErrorCode::Internal,
+        };
+        Response::error(code, self.to_string())
+    }
+}

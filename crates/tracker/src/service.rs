@@ -1,0 +1,220 @@
+//! Request handling for the tracker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use swarmfs_net::{ConnCtx, Service};
+use swarmfs_proto::{ErrorCode, PeerInfo, PeerState, RemotePath, Request, Response, Role};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::db::{Db, StoredPeer};
+use crate::registry::Registry;
+use crate::TrackerError;
+
+/// Most results a search returns.
+const SEARCH_LIMIT: usize = 1000;
+
+pub struct Tracker {
+    db: Arc<Mutex<Db>>,
+    registry: Registry,
+    peer_timeout: Duration,
+}
+
+fn session_of(ctx: &Arc<ConnCtx>) -> usize {
+    Arc::as_ptr(ctx) as usize
+}
+
+impl Tracker {
+    pub fn new(mut db: Db, peer_timeout: Duration) -> Result<Tracker, TrackerError> {
+        let known = db
+            .load_peers()?
+            .into_iter()
+            .map(|p| PeerInfo {
+                node: p.node,
+                addrs: p.addrs,
+                capacity: p.capacity,
+                used: p.used,
+                chunks: p.chunks,
+                load: 0,
+                state: PeerState::Down,
+            })
+            .collect();
+        Ok(Tracker { db: Arc::new(Mutex::new(db)), registry: Registry::new(known), peer_timeout })
+    }
+
+    /// Runs `f` on the database on a blocking thread: SQLite calls fsync.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, TrackerError> + Send + 'static,
+    ) -> Result<T, TrackerError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.lock().expect("db lock")))
+            .await
+            .map_err(|e| TrackerError::Invalid(format!("database task failed: {e}")))?
+    }
+
+    pub async fn reap_silent_peers(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = (self.peer_timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => self.registry.reap(self.peer_timeout),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn dispatch(&self, ctx: &Arc<ConnCtx>, req: Request) -> Result<Response, TrackerError> {
+        let node = ctx.remote;
+        Ok(match req {
+            Request::Join { addrs, capacity } => {
+                if ctx.role != Role::Peer {
+                    return Err(TrackerError::Invalid("only peers join".into()));
+                }
+                let info = self.registry.join(node, addrs.clone(), capacity, session_of(ctx));
+                self.db(move |db| {
+                    db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks })
+                })
+                .await?;
+                Response::Joined { peers: self.registry.snapshot() }
+            }
+            Request::Heartbeat { used, chunks, load } => {
+                if !self.registry.heartbeat(&node, used, chunks, load) {
+                    return Err(TrackerError::Invalid("heartbeat before join".into()));
+                }
+                Response::Ok
+            }
+            Request::Leave => {
+                self.registry.leave(&node);
+                Response::Ok
+            }
+            Request::Subscribe => {
+                let rx = self.registry.subscribe();
+                tokio::spawn(forward_events(ctx.clone(), rx));
+                Response::Ok
+            }
+            Request::Inventory { chunks, first } => {
+                self.db(move |db| db.add_locations(&node, &chunks, first)).await?;
+                Response::Ok
+            }
+            Request::RegisterChunks { chunks } => {
+                self.db(move |db| db.add_locations(&node, &chunks, false)).await?;
+                Response::Ok
+            }
+            Request::UnregisterChunks { chunks } => {
+                self.db(move |db| db.remove_locations(&node, &chunks)).await?;
+                Response::Ok
+            }
+            Request::ReportBadChunk { chunk, node: holder } => {
+                warn!(chunk = %chunk.short(), holder = %holder.short(), reporter = %node.short(), "bad chunk copy reported");
+                self.db(move |db| db.remove_locations(&holder, &[chunk])).await?;
+                Response::Ok
+            }
+            Request::ListPeers => Response::Peers(self.registry.snapshot()),
+            Request::Mkdir { path, parents } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entry(self.db(move |db| db.mkdir(&path, parents)).await?)
+            }
+            Request::List { path } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entries(self.db(move |db| db.list(&path)).await?)
+            }
+            Request::Stat { path } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entry(self.db(move |db| db.stat(&path)).await?)
+            }
+            Request::Rename { from, to } => {
+                let (from, to) = (RemotePath::parse(&from)?, RemotePath::parse(&to)?);
+                self.db(move |db| db.rename(&from, &to)).await?;
+                Response::Ok
+            }
+            Request::Remove { path, recursive } => {
+                let path = RemotePath::parse(&path)?;
+                self.db(move |db| db.remove(&path, recursive)).await?;
+                Response::Ok
+            }
+            Request::CommitFile { path, size, file_id, manifest, placements } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entry(
+                    self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements)).await?,
+                )
+            }
+            Request::OpenFile { path } => {
+                let path = RemotePath::parse(&path)?;
+                let (entry, manifest) = self.db(move |db| db.open_file(&path)).await?;
+                Response::File { entry, manifest }
+            }
+            Request::Search { text } => Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?),
+            Request::Locate { chunks } => {
+                let holders = self.db(move |db| db.locate(&chunks)).await?;
+                let mut index: HashMap<_, u32> = HashMap::new();
+                let mut peers = Vec::new();
+                let holders = holders
+                    .into_iter()
+                    .map(|nodes| {
+                        nodes
+                            .into_iter()
+                            .filter_map(|n| {
+                                if let Some(i) = index.get(&n) {
+                                    return Some(*i);
+                                }
+                                let info = self.registry.get(&n)?;
+                                let i = peers.len() as u32;
+                                peers.push(info);
+                                index.insert(n, i);
+                                Some(i)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Response::Locations { peers, holders }
+            }
+            Request::PutChunk { .. }
+            | Request::GetChunk { .. }
+            | Request::HasChunks { .. }
+            | Request::DeleteChunks { .. }
+            | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
+        })
+    }
+}
+
+async fn forward_events(ctx: Arc<ConnCtx>, mut rx: broadcast::Receiver<swarmfs_proto::Event>) {
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = ctx.closed.cancelled() => return,
+        };
+        match ev {
+            Ok(ev) => {
+                if ctx.push_event(&ev).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => warn!(remote = %ctx.remote.short(), "subscriber lagged; {n} events dropped"),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+impl Service for Tracker {
+    async fn handle(&self, ctx: &Arc<ConnCtx>, req: Request, _payload: Bytes) -> (Response, Bytes) {
+        let name = req.name();
+        let resp = match self.dispatch(ctx, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(request = name, "refused: {e}");
+                e.to_response()
+            }
+        };
+        (resp, Bytes::new())
+    }
+
+    async fn on_close(&self, ctx: &Arc<ConnCtx>) {
+        if ctx.role == Role::Peer {
+            self.registry.connection_closed(&ctx.remote, session_of(ctx));
+        }
+    }
+}
