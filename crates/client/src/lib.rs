@@ -1,1 +1,40 @@
-//! placeholder
+//! The client: chunking, encryption, placement, parallel upload, multi-source download.
+//!
+//! # Layout
+//! - [`client`]: [`Client`], the tracker connection and namespace operations.
+//! - [`pool`]: one multiplexed connection per peer, dialled on first use.
+//! - [`placement`]: which peers get each chunk (rendezvous, least-used, lowest-latency).
+//! - [`put`]: the upload pipeline (read, seal, store on R peers, commit).
+//! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt).
+//!
+//! Memory is bounded by the window: at most `window` chunks are in flight at once, whatever
+//! the file size.
+
+pub mod client;
+pub mod error;
+pub mod get;
+pub mod placement;
+pub mod pool;
+pub mod put;
+
+pub use client::Client;
+pub use error::ClientError;
+pub use get::GetReport;
+pub use placement::Policy;
+pub use put::{PutOptions, PutReport};
+
+/// Receives progress and warnings from long operations (the CLI draws a bar).
+pub trait Progress: Send + Sync {
+    fn start(&self, _total_bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+    fn warn(&self, message: &str);
+}
+
+/// Progress that prints warnings to stderr and nothing else.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}

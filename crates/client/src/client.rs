@@ -1,0 +1,107 @@
+//! The client handle: a tracker connection, the peer pool and the data key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use swarmfs_core::DataKey;
+use swarmfs_net::{dial, Connection, Swarm};
+use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
+
+use crate::pool::Pool;
+use crate::ClientError;
+
+pub(crate) const TRACKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    pub(crate) tracker: Connection,
+    pub(crate) pool: Pool,
+    pub(crate) data_key: Option<DataKey>,
+}
+
+impl Client {
+    pub async fn connect(
+        swarm: Arc<Swarm>,
+        tracker_addr: &str,
+        tracker_id: NodeId,
+        data_key: Option<DataKey>,
+    ) -> Result<Client, ClientError> {
+        let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
+        Ok(Client { tracker, pool: Pool::new(swarm), data_key })
+    }
+
+    pub(crate) fn data_key(&self) -> Result<&DataKey, ClientError> {
+        self.data_key.as_ref().ok_or(ClientError::NoDataKey)
+    }
+
+    /// One tracker request; an error reply becomes [`ClientError::Remote`].
+    pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
+        match self.tracker.call_timeout(req, Bytes::new(), TRACKER_TIMEOUT).await?.0 {
+            Response::Error { code, message } => Err(ClientError::Remote { code, message }),
+            r => Ok(r),
+        }
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        match self.call(&Request::ListPeers).await? {
+            Response::Peers(p) => Ok(p),
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    pub async fn live_peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        Ok(self.peers().await?.into_iter().filter(|p| p.state == PeerState::Up).collect())
+    }
+
+    /// Round-trip time to each peer, for the lowest-latency policy.
+    pub async fn measure_rtt(&self, peers: &[PeerInfo]) -> HashMap<NodeId, Duration> {
+        let mut out = HashMap::new();
+        for p in peers {
+            let Ok(conn) = self.pool.get(p.node, &p.addrs).await else { continue };
+            let t = Instant::now();
+            if conn.call_timeout(&Request::Ping, Bytes::new(), Duration::from_secs(5)).await.is_ok() {
+                out.insert(p.node, t.elapsed());
+            }
+        }
+        out
+    }
+
+    async fn entry(&self, req: Request) -> Result<EntryInfo, ClientError> {
+        match self.call(&req).await? {
+            Response::Entry(e) => Ok(e),
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    async fn entries(&self, req: Request) -> Result<Vec<EntryInfo>, ClientError> {
+        match self.call(&req).await? {
+            Response::Entries(e) => Ok(e),
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    pub async fn mkdir(&self, path: &RemotePath, parents: bool) -> Result<EntryInfo, ClientError> {
+        self.entry(Request::Mkdir { path: path.to_string(), parents }).await
+    }
+
+    pub async fn list(&self, path: &RemotePath) -> Result<Vec<EntryInfo>, ClientError> {
+        self.entries(Request::List { path: path.to_string() }).await
+    }
+
+    pub async fn stat(&self, path: &RemotePath) -> Result<EntryInfo, ClientError> {
+        self.entry(Request::Stat { path: path.to_string() }).await
+    }
+
+    pub async fn search(&self, text: &str) -> Result<Vec<EntryInfo>, ClientError> {
+        self.entries(Request::Search { text: text.to_string() }).await
+    }
+
+    pub async fn rename(&self, from: &RemotePath, to: &RemotePath) -> Result<(), ClientError> {
+        self.call(&Request::Rename { from: from.to_string(), to: to.to_string() }).await.map(|_| ())
+    }
+
+    pub async fn remove(&self, path: &RemotePath, recursive: bool) -> Result<(), ClientError> {
+        self.call(&Request::Remove { path: path.to_string(), recursive }).await.map(|_| ())
+    }
+}

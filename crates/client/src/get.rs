@@ -1,0 +1,230 @@
+//! Download: locate every needed chunk in batched calls, fetch different chunks from all
+//! their holders at once (least-loaded holder first), verify and decrypt each on a blocking
+//! thread, fall back to the next holder on error, timeout or bad hash, and write in order.
+//! At most `window` chunks are in flight, so memory does not grow with the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use swarmfs_core::{open_chunk, ChunkRef, CoreError, Manifest};
+use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::{Client, ClientError, Progress};
+
+const LOCATE_BATCH: usize = 16 * 1024;
+const WINDOW: usize = 12;
+
+#[derive(Debug)]
+pub struct GetReport {
+    pub size: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Copies that failed verification and were reported to the tracker.
+    pub bad_copies: usize,
+}
+
+/// Who holds which chunk, for the chunks of one read.
+struct Holders {
+    peers: Vec<PeerInfo>,
+    of_chunk: Vec<Vec<u32>>,
+    in_flight: Vec<AtomicU32>,
+}
+
+impl Client {
+    pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
+        let data_key = self.data_key()?.clone();
+        match self.call(&Request::OpenFile { path: remote.to_string() }).await? {
+            Response::File { entry, manifest } => {
+                let m = Manifest::open(&manifest, &data_key).map_err(|e| match e {
+                    CoreError::Decrypt => ClientError::Invalid(format!(
+                        "{remote}: cannot decrypt its manifest: this home's data key is not the one it was written with"
+                    )),
+                    e => e.into(),
+                })?;
+                Ok((entry, m))
+            }
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    /// Downloads `remote` to `local`, via a temporary file renamed into place at the end, so
+    /// a failed download never leaves a truncated file under the wanted name.
+    pub async fn get(&self, remote: &RemotePath, local: &Path, progress: &dyn Progress) -> Result<GetReport, ClientError> {
+        let (_, manifest) = self.open(remote).await?;
+        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+        let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::io(tmp.display(), e))?;
+        let result = self.read_manifest(&manifest, 0, manifest.size, &mut out, progress).await;
+        let result = match result {
+            Ok(r) => out.sync_all().await.map(|_| r).map_err(|e| ClientError::io(tmp.display(), e)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => {
+                tokio::fs::rename(&tmp, local).await.map_err(|e| ClientError::io(local.display(), e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `length` bytes (or to the end) of `remote` from `offset` to `out`, fetching
+    /// only the chunks that range touches.
+    pub async fn read_range<W: AsyncWrite + Unpin>(
+        &self,
+        remote: &RemotePath,
+        offset: u64,
+        length: Option<u64>,
+        out: &mut W,
+        progress: &dyn Progress,
+    ) -> Result<GetReport, ClientError> {
+        let (_, manifest) = self.open(remote).await?;
+        let start = offset.min(manifest.size);
+        let end = match length {
+            Some(l) => start.saturating_add(l).min(manifest.size),
+            None => manifest.size,
+        };
+        self.read_manifest(&manifest, start, end, out, progress).await
+    }
+
+    pub async fn read_manifest<W: AsyncWrite + Unpin>(
+        &self,
+        manifest: &Manifest,
+        start: u64,
+        end: u64,
+        out: &mut W,
+        progress: &dyn Progress,
+    ) -> Result<GetReport, ClientError> {
+        let started = Instant::now();
+        progress.start(end - start);
+        let bad = AtomicUsize::new(0);
+        if start >= end {
+            out.flush().await.map_err(|e| ClientError::io("output", e))?;
+            return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), bad_copies: 0 });
+        }
+        let cs = manifest.chunk_size as u64;
+        let (first, last) = (start / cs, (end - 1) / cs);
+        let refs = &manifest.chunks[first as usize..=last as usize];
+        let holders = self.locate(refs).await?;
+        let mut chunks = stream::iter(refs.iter().enumerate())
+            .map(|(i, r)| {
+                let (holders, bad) = (&holders, &bad);
+                async move { self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await }
+            })
+            .buffered(WINDOW);
+        let mut index = first;
+        let mut written = 0u64;
+        while let Some(plain) = chunks.next().await {
+            let plain = plain?;
+            let chunk_start = index * cs;
+            let lo = start.saturating_sub(chunk_start) as usize;
+            let hi = ((end - chunk_start) as usize).min(plain.len());
+            out.write_all(&plain[lo..hi]).await.map_err(|e| ClientError::io("output", e))?;
+            written += (hi - lo) as u64;
+            progress.advance((hi - lo) as u64);
+            index += 1;
+        }
+        out.flush().await.map_err(|e| ClientError::io("output", e))?;
+        Ok(GetReport { size: manifest.size, bytes: written, elapsed: started.elapsed(), bad_copies: bad.load(Ordering::Relaxed) })
+    }
+
+    async fn locate(&self, refs: &[ChunkRef]) -> Result<Holders, ClientError> {
+        let mut peers: Vec<PeerInfo> = Vec::new();
+        let mut index: HashMap<NodeId, u32> = HashMap::new();
+        let mut of_chunk = Vec::with_capacity(refs.len());
+        for batch in refs.chunks(LOCATE_BATCH) {
+            let req = Request::Locate { chunks: batch.iter().map(|r| r.id).collect() };
+            let Response::Locations { peers: bp, holders } = self.call(&req).await? else {
+                return Err(ClientError::Unexpected("tracker"));
+            };
+            if holders.len() != batch.len() {
+                return Err(ClientError::Unexpected("tracker"));
+            }
+            for hs in holders {
+                let mapped = hs
+                    .into_iter()
+                    .filter_map(|i| bp.get(i as usize))
+                    .map(|p| {
+                        *index.entry(p.node).or_insert_with(|| {
+                            peers.push(p.clone());
+                            (peers.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+                of_chunk.push(mapped);
+            }
+        }
+        let in_flight = peers.iter().map(|_| AtomicU32::new(0)).collect();
+        Ok(Holders { peers, of_chunk, in_flight })
+    }
+
+    async fn fetch_chunk(
+        &self,
+        index: u64,
+        r: &ChunkRef,
+        mine: &[u32],
+        holders: &Holders,
+        bad: &AtomicUsize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<u8>, ClientError> {
+        // Live holders first, least busy first; down ones last in case they are back.
+        let mut order: Vec<u32> = mine.to_vec();
+        order.sort_by_key(|&i| {
+            let p = &holders.peers[i as usize];
+            (p.state != PeerState::Up, holders.in_flight[i as usize].load(Ordering::Relaxed), rand::random::<u8>())
+        });
+        let mut last = String::from("the tracker knows no holder");
+        for &i in &order {
+            let peer = &holders.peers[i as usize];
+            holders.in_flight[i as usize].fetch_add(1, Ordering::Relaxed);
+            let got = self.get_one(peer, r).await;
+            holders.in_flight[i as usize].fetch_sub(1, Ordering::Relaxed);
+            let ciphertext = match got {
+                Ok(b) => b,
+                Err(e) => {
+                    last = format!("peer {}: {e}", peer.node.short());
+                    continue;
+                }
+            };
+            let (id, key) = (r.id, r.key);
+            let opened = tokio::task::spawn_blocking(move || open_chunk(&id, &key, ciphertext))
+                .await
+                .map_err(|e| ClientError::Invalid(e.to_string()))?;
+            match opened {
+                Ok(plain) if plain.len() == r.len as usize => return Ok(plain),
+                Ok(_) | Err(_) => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    progress.warn(&format!(
+                        "bad copy of chunk {index} ({}) on peer {}: failed verification; reported, using another replica",
+                        r.id.short(),
+                        peer.node.short()
+                    ));
+                    let _ = self.call(&Request::ReportBadChunk { chunk: r.id, node: peer.node }).await;
+                    last = format!("peer {}: bad copy", peer.node.short());
+                }
+            }
+        }
+        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: order.len(), last })
+    }
+
+    async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {
+        let conn = self.pool.get(peer.node, &peer.addrs).await?;
+        let req = Request::GetChunk { chunk: r.id, offset: 0, len: u64::MAX };
+        let timeout = Duration::from_secs(20) + Duration::from_millis(r.len as u64 / 10_000);
+        match conn.call_timeout(&req, Bytes::new(), timeout).await? {
+            (Response::Chunk, payload) => Ok(Vec::from(payload)),
+            (Response::Error { code, message }, _) => Err(ClientError::Remote { code, message }),
+            _ => Err(ClientError::Unexpected("peer")),
+        }
+    }
+}
+

@@ -1,0 +1,135 @@
+//! Choosing peers for a chunk.
+//!
+//! Every policy produces a full preference order over the live peers; the uploader takes
+//! the first R and, when one fails, the next in line. So replacement needs no extra logic.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use swarmfs_proto::{ChunkId, NodeId, PeerInfo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Weighted rendezvous hashing on (chunk, node), weighted by free space: deterministic,
+    /// spreads evenly, and moves little when peers come and go.
+    #[default]
+    Rendezvous,
+    /// Fewest stored bytes first, counting what this upload has already placed.
+    LeastUsed,
+    /// Lowest measured round-trip time first.
+    LowestLatency,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rendezvous" => Ok(Policy::Rendezvous),
+            "least-used" => Ok(Policy::LeastUsed),
+            "lowest-latency" => Ok(Policy::LowestLatency),
+            _ => Err(format!("unknown placement policy {s:?}: use rendezvous, least-used or lowest-latency")),
+        }
+    }
+}
+
+pub struct Placer {
+    policy: Policy,
+    peers: Vec<PeerInfo>,
+    /// Bytes this upload has assigned to each peer (least-used).
+    assigned: Mutex<HashMap<NodeId, u64>>,
+    rtt: HashMap<NodeId, Duration>,
+}
+
+impl Placer {
+    pub fn new(policy: Policy, peers: Vec<PeerInfo>, rtt: HashMap<NodeId, Duration>) -> Placer {
+        Placer { policy, peers, assigned: Mutex::new(HashMap::new()), rtt }
+    }
+
+    pub fn peers(&self) -> &[PeerInfo] {
+        &self.peers
+    }
+
+    /// All live peers in order of preference for `chunk` of `len` bytes.
+    pub fn order(&self, chunk: &ChunkId) -> Vec<PeerInfo> {
+        let mut v = self.peers.clone();
+        match self.policy {
+            Policy::Rendezvous => {
+                let score = |p: &PeerInfo| {
+                    let mut h = blake3::Hasher::new();
+                    h.update(chunk.as_bytes());
+                    h.update(p.node.as_bytes());
+                    let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+                    // Uniform in (0,1); -w/ln(u) is the weighted rendezvous score.
+                    let u = (x as f64 + 1.0) / (u64::MAX as f64 + 2.0);
+                    let weight = (p.capacity.saturating_sub(p.used).max(1)) as f64;
+                    -weight / u.ln()
+                };
+                v.sort_by(|a, b| score(b).total_cmp(&score(a)));
+            }
+            Policy::LeastUsed => {
+                let assigned = self.assigned.lock().expect("lock");
+                v.sort_by_key(|p| p.used + assigned.get(&p.node).copied().unwrap_or(0));
+            }
+            Policy::LowestLatency => {
+                v.sort_by_key(|p| self.rtt.get(&p.node).copied().unwrap_or(Duration::MAX));
+            }
+        }
+        v
+    }
+
+    /// Records that `len` bytes went to `node`, so least-used spreads within one upload.
+    pub fn assign(&self, node: NodeId, len: u64) {
+        *self.assigned.lock().expect("lock").entry(node).or_default() += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmfs_proto::PeerState;
+
+    fn peer(b: u8, used: u64) -> PeerInfo {
+        PeerInfo { node: NodeId([b; 32]), addrs: vec![], capacity: 1 << 40, used, chunks: 0, load: 0, state: PeerState::Up }
+    }
+
+    #[test]
+    fn least_used_spreads_within_an_upload() {
+        let p = Placer::new(Policy::LeastUsed, vec![peer(1, 0), peer(2, 10), peer(3, 20)], HashMap::new());
+        let mut counts = HashMap::new();
+        for i in 0..30u8 {
+            let first = p.order(&ChunkId([i; 32]))[0].node;
+            p.assign(first, 10);
+            *counts.entry(first).or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&c| c >= 9), "{counts:?}");
+    }
+
+    #[test]
+    fn rendezvous_is_deterministic_and_spreads() {
+        let peers = vec![peer(1, 0), peer(2, 0), peer(3, 0)];
+        let p = Placer::new(Policy::Rendezvous, peers.clone(), HashMap::new());
+        let q = Placer::new(Policy::Rendezvous, peers, HashMap::new());
+        let mut counts = HashMap::new();
+        for i in 0..300u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let a = p.order(&ChunkId(id));
+            assert_eq!(a, q.order(&ChunkId(id)));
+            *counts.entry(a[0].node).or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&c| c > 60), "{counts:?}");
+    }
+
+    #[test]
+    fn lowest_latency_prefers_fast_peers() {
+        let rtt = HashMap::from([
+            (NodeId([1; 32]), Duration::from_millis(30)),
+            (NodeId([2; 32]), Duration::from_millis(1)),
+            (NodeId([3; 32]), Duration::from_millis(9)),
+        ]);
+        let p = Placer::new(Policy::LowestLatency, vec![peer(1, 0), peer(2, 0), peer(3, 0)], rtt);
+        let order: Vec<u8> = p.order(&ChunkId([0; 32])).iter().map(|p| p.node.0[0]).collect();
+        assert_eq!(order, vec![2, 3, 1]);
+    }
+}
