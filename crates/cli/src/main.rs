@@ -1,1 +1,229 @@
-fn main() {}
+//! The `swarmfs` binary: argument parsing, homes, progress, exit codes.
+//!
+//! # Layout
+//! - `home`: the home directory (identity, swarm membership).
+//! - `nodes`: init, join, tracker, peer.
+//! - `files`: the client commands (put, get, cat, ls, ...).
+//! - `local`: a tracker and peers as child processes on loopback (demo, bench, tests).
+//! - `bench`: the benchmark.
+//! - `progress`: progress bars.
+
+mod bench;
+mod files;
+mod home;
+mod local;
+mod nodes;
+mod progress;
+mod usage;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// swarmfs: an encrypted, replicated file store on the disks of many machines.
+#[derive(Parser)]
+#[command(name = "swarmfs", version, about, long_about = None, after_help = "\
+Quick start on one machine:
+  swarmfs demo                      # tracker + 3 peers on loopback, prints what to run next
+
+Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 cannot reach the swarm, 5 refused (wrong swarm or key)")]
+pub struct Cli {
+    /// Where this node or client keeps its identity, membership and data.
+    #[arg(
+        long,
+        global = true,
+        env = "SWARMFS_HOME",
+        default_value = "~/.swarmfs"
+    )]
+    home: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true, env = "SWARMFS_JSON")]
+    json: bool,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `swarmfs_net=debug`.
+    #[arg(long, global = true, env = "SWARMFS_LOG")]
+    log: Option<String>,
+    /// Write this process's peak RSS and CPU seconds as JSON to FILE on exit (used by bench).
+    #[arg(long, global = true, hide = true, env = "SWARMFS_USAGE_FILE")]
+    usage_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new swarm; the home becomes the tracker's. Prints a peer token and a member token.
+    #[command(
+        after_help = "Example:\n  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000"
+    )]
+    Init(nodes::InitArgs),
+    /// Prepare a home for an existing swarm from a peer or member token.
+    #[command(after_help = "Example:\n  swarmfs join swarmfs-member-AbC... --home ~/.swarmfs")]
+    Join(nodes::JoinArgs),
+    /// Run the tracker in the foreground until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000"
+    )]
+    Tracker(nodes::TrackerArgs),
+    /// Run a storage peer in the foreground until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example:\n  swarmfs peer --home /srv/peer1 --listen 0.0.0.0:7101 --advertise 192.0.2.11:7101 --capacity 500G"
+    )]
+    Peer(nodes::PeerArgs),
+    /// Upload a local file.
+    #[command(
+        after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3"
+    )]
+    Put(files::PutArgs),
+    /// Download a file.
+    #[command(after_help = "Example:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4")]
+    Get(files::GetArgs),
+    /// Write a file, or a byte range of it, to stdout.
+    #[command(after_help = "Example:\n  swarmfs cat /logs/app.log --offset 1048576 --length 4096")]
+    Cat(files::CatArgs),
+    /// List a directory.
+    #[command(after_help = "Example:\n  swarmfs ls /videos --json")]
+    Ls(files::LsArgs),
+    /// Show one file or directory.
+    #[command(after_help = "Example:\n  swarmfs stat /videos/holiday.mp4")]
+    Stat(files::PathArg),
+    /// Remove a file, or a directory (-r for a non-empty one).
+    #[command(after_help = "Example:\n  swarmfs rm -r /old")]
+    Rm(files::RmArgs),
+    /// Rename or move a file or directory.
+    #[command(after_help = "Example:\n  swarmfs mv /a.txt /archive/a.txt")]
+    Mv(files::MvArgs),
+    /// Create a directory.
+    #[command(after_help = "Example:\n  swarmfs mkdir -p /photos/2026")]
+    Mkdir(files::MkdirArgs),
+    /// Find files and directories whose name contains TEXT (case-insensitive).
+    #[command(after_help = "Example:\n  swarmfs search holiday")]
+    Search(files::SearchArgs),
+    /// List the swarm's peers and their state.
+    #[command(after_help = "Example:\n  swarmfs peers --json")]
+    Peers,
+    /// Run a tracker and peers on loopback until Ctrl-C: a whole swarm in one command.
+    #[command(after_help = "Example:\n  swarmfs demo --dir ./swarmfs-demo --peers 3")]
+    Demo(local::DemoArgs),
+    /// Measure put/get throughput on a local swarm next to a raw TCP copy.
+    #[command(after_help = "Example:\n  swarmfs bench --size 1G --peers 3 --replicas 2 --json")]
+    Bench(bench::BenchArgs),
+}
+
+impl Cli {
+    pub fn home_dir(&self) -> PathBuf {
+        expand_home(&self.home)
+    }
+}
+
+pub fn expand_home(s: &str) -> PathBuf {
+    match s.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(rest),
+        None => PathBuf::from(s),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_));
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(run(&cli));
+    if let Some(path) = &cli.usage_file {
+        usage::write_self_usage(path);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Init(a) => nodes::init(cli, a),
+        Command::Join(a) => nodes::join(cli, a),
+        Command::Tracker(a) => nodes::tracker(cli, a).await,
+        Command::Peer(a) => nodes::peer(cli, a).await,
+        Command::Put(a) => files::put(cli, a).await,
+        Command::Get(a) => files::get(cli, a).await,
+        Command::Cat(a) => files::cat(cli, a).await,
+        Command::Ls(a) => files::ls(cli, a).await,
+        Command::Stat(a) => files::stat(cli, a).await,
+        Command::Rm(a) => files::rm(cli, a).await,
+        Command::Mv(a) => files::mv(cli, a).await,
+        Command::Mkdir(a) => files::mkdir(cli, a).await,
+        Command::Search(a) => files::search(cli, a).await,
+        Command::Peers => files::peers(cli).await,
+        Command::Demo(a) => local::demo(cli, a).await,
+        Command::Bench(a) => bench::run(cli, a).await,
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause already in the message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use swarmfs_client::ClientError;
+    use swarmfs_net::NetError;
+    use swarmfs_proto::ErrorCode;
+    for cause in e.chain() {
+        if let Some(ce) = cause.downcast_ref::<ClientError>() {
+            match ce {
+                ClientError::Remote {
+                    code: ErrorCode::NotFound,
+                    ..
+                } => return 3,
+                ClientError::NoPeers | ClientError::ChunkUnavailable { .. } => return 4,
+                ClientError::Net(n) => return net_code(n),
+                ClientError::NoDataKey => return 5,
+                _ => {}
+            }
+        }
+        if let Some(n) = cause.downcast_ref::<NetError>() {
+            return net_code(n);
+        }
+    }
+    1
+}
+
+fn net_code(n: &swarmfs_net::NetError) -> u8 {
+    use swarmfs_net::NetError;
+    match n {
+        NetError::NotMember(_) | NetError::WrongNode { .. } | NetError::Version { .. } => 5,
+        _ => 4,
+    }
+}

@@ -39,7 +39,12 @@ struct Holders {
 impl Client {
     pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
         let data_key = self.data_key()?.clone();
-        match self.call(&Request::OpenFile { path: remote.to_string() }).await? {
+        match self
+            .call(&Request::OpenFile {
+                path: remote.to_string(),
+            })
+            .await?
+        {
             Response::File { entry, manifest } => {
                 let m = Manifest::open(&manifest, &data_key).map_err(|e| match e {
                     CoreError::Decrypt => ClientError::Invalid(format!(
@@ -55,19 +60,37 @@ impl Client {
 
     /// Downloads `remote` to `local`, via a temporary file renamed into place at the end, so
     /// a failed download never leaves a truncated file under the wanted name.
-    pub async fn get(&self, remote: &RemotePath, local: &Path, progress: &dyn Progress) -> Result<GetReport, ClientError> {
+    pub async fn get(
+        &self,
+        remote: &RemotePath,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReport, ClientError> {
         let (_, manifest) = self.open(remote).await?;
-        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+        let name = local
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("download");
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::io(tmp.display(), e))?;
-        let result = self.read_manifest(&manifest, 0, manifest.size, &mut out, progress).await;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| ClientError::io(tmp.display(), e))?;
+        let result = self
+            .read_manifest(&manifest, 0, manifest.size, &mut out, progress)
+            .await;
         let result = match result {
-            Ok(r) => out.sync_all().await.map(|_| r).map_err(|e| ClientError::io(tmp.display(), e)),
+            Ok(r) => out
+                .sync_all()
+                .await
+                .map(|_| r)
+                .map_err(|e| ClientError::io(tmp.display(), e)),
             Err(e) => Err(e),
         };
         match result {
             Ok(r) => {
-                tokio::fs::rename(&tmp, local).await.map_err(|e| ClientError::io(local.display(), e))?;
+                tokio::fs::rename(&tmp, local)
+                    .await
+                    .map_err(|e| ClientError::io(local.display(), e))?;
                 Ok(r)
             }
             Err(e) => {
@@ -93,7 +116,8 @@ impl Client {
             Some(l) => start.saturating_add(l).min(manifest.size),
             None => manifest.size,
         };
-        self.read_manifest(&manifest, start, end, out, progress).await
+        self.read_manifest(&manifest, start, end, out, progress)
+            .await
     }
 
     pub async fn read_manifest<W: AsyncWrite + Unpin>(
@@ -108,8 +132,15 @@ impl Client {
         progress.start(end - start);
         let bad = AtomicUsize::new(0);
         if start >= end {
-            out.flush().await.map_err(|e| ClientError::io("output", e))?;
-            return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), bad_copies: 0 });
+            out.flush()
+                .await
+                .map_err(|e| ClientError::io("output", e))?;
+            return Ok(GetReport {
+                size: manifest.size,
+                bytes: 0,
+                elapsed: started.elapsed(),
+                bad_copies: 0,
+            });
         }
         let cs = manifest.chunk_size as u64;
         let (first, last) = (start / cs, (end - 1) / cs);
@@ -118,7 +149,17 @@ impl Client {
         let mut chunks = stream::iter(refs.iter().enumerate())
             .map(|(i, r)| {
                 let (holders, bad) = (&holders, &bad);
-                async move { self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await }
+                async move {
+                    self.fetch_chunk(
+                        first + i as u64,
+                        r,
+                        &holders.of_chunk[i],
+                        holders,
+                        bad,
+                        progress,
+                    )
+                    .await
+                }
             })
             .buffered(WINDOW);
         let mut index = first;
@@ -128,13 +169,22 @@ impl Client {
             let chunk_start = index * cs;
             let lo = start.saturating_sub(chunk_start) as usize;
             let hi = ((end - chunk_start) as usize).min(plain.len());
-            out.write_all(&plain[lo..hi]).await.map_err(|e| ClientError::io("output", e))?;
+            out.write_all(&plain[lo..hi])
+                .await
+                .map_err(|e| ClientError::io("output", e))?;
             written += (hi - lo) as u64;
             progress.advance((hi - lo) as u64);
             index += 1;
         }
-        out.flush().await.map_err(|e| ClientError::io("output", e))?;
-        Ok(GetReport { size: manifest.size, bytes: written, elapsed: started.elapsed(), bad_copies: bad.load(Ordering::Relaxed) })
+        out.flush()
+            .await
+            .map_err(|e| ClientError::io("output", e))?;
+        Ok(GetReport {
+            size: manifest.size,
+            bytes: written,
+            elapsed: started.elapsed(),
+            bad_copies: bad.load(Ordering::Relaxed),
+        })
     }
 
     async fn locate(&self, refs: &[ChunkRef]) -> Result<Holders, ClientError> {
@@ -142,7 +192,9 @@ impl Client {
         let mut index: HashMap<NodeId, u32> = HashMap::new();
         let mut of_chunk = Vec::with_capacity(refs.len());
         for batch in refs.chunks(LOCATE_BATCH) {
-            let req = Request::Locate { chunks: batch.iter().map(|r| r.id).collect() };
+            let req = Request::Locate {
+                chunks: batch.iter().map(|r| r.id).collect(),
+            };
             let Response::Locations { peers: bp, holders } = self.call(&req).await? else {
                 return Err(ClientError::Unexpected("tracker"));
             };
@@ -164,7 +216,11 @@ impl Client {
             }
         }
         let in_flight = peers.iter().map(|_| AtomicU32::new(0)).collect();
-        Ok(Holders { peers, of_chunk, in_flight })
+        Ok(Holders {
+            peers,
+            of_chunk,
+            in_flight,
+        })
     }
 
     async fn fetch_chunk(
@@ -180,7 +236,11 @@ impl Client {
         let mut order: Vec<u32> = mine.to_vec();
         order.sort_by_key(|&i| {
             let p = &holders.peers[i as usize];
-            (p.state != PeerState::Up, holders.in_flight[i as usize].load(Ordering::Relaxed), rand::random::<u8>())
+            (
+                p.state != PeerState::Up,
+                holders.in_flight[i as usize].load(Ordering::Relaxed),
+                rand::random::<u8>(),
+            )
         });
         let mut last = String::from("the tracker knows no holder");
         for &i in &order {
@@ -208,17 +268,31 @@ impl Client {
                         r.id.short(),
                         peer.node.short()
                     ));
-                    let _ = self.call(&Request::ReportBadChunk { chunk: r.id, node: peer.node }).await;
+                    let _ = self
+                        .call(&Request::ReportBadChunk {
+                            chunk: r.id,
+                            node: peer.node,
+                        })
+                        .await;
                     last = format!("peer {}: bad copy", peer.node.short());
                 }
             }
         }
-        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: order.len(), last })
+        Err(ClientError::ChunkUnavailable {
+            index,
+            chunk: crate::error::short_chunk(&r.id),
+            tried: order.len(),
+            last,
+        })
     }
 
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {
         let conn = self.pool.get(peer.node, &peer.addrs).await?;
-        let req = Request::GetChunk { chunk: r.id, offset: 0, len: u64::MAX };
+        let req = Request::GetChunk {
+            chunk: r.id,
+            offset: 0,
+            len: u64::MAX,
+        };
         let timeout = Duration::from_secs(20) + Duration::from_millis(r.len as u64 / 10_000);
         match conn.call_timeout(&req, Bytes::new(), timeout).await? {
             (Response::Chunk, payload) => Ok(Vec::from(payload)),
@@ -227,4 +301,3 @@ impl Client {
         }
     }
 }
-

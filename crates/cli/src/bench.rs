@@ -1,0 +1,272 @@
+//! `swarmfs bench`: put and get a random file through a local swarm of real processes, next
+//! to baselines measured in the same run (raw TCP loopback copy, BLAKE3 on one core), so the
+//! ratios mean something on a noisy machine.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::RngCore;
+use serde_json::json;
+
+use crate::local::LocalSwarm;
+use crate::nodes::parse_size;
+use crate::usage::{self, Usage};
+use crate::Cli;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// File size.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub size: u64,
+    #[arg(long, default_value_t = 3)]
+    pub peers: usize,
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Working directory (default: a new directory under the system temp dir, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const BUF: usize = 1 << 20;
+
+fn raw_tcp_copy(size: u64) -> Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; BUF];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    });
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let buf = vec![7u8; BUF];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(BUF as u64) as usize;
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    if got != size {
+        bail!("raw TCP copy moved {got} of {size} bytes");
+    }
+    Ok(size as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+fn blake3_speed() -> f64 {
+    let buf = vec![1u8; 64 << 20];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_millis() < 300 {
+        std::hint::black_box(blake3::hash(&buf));
+        n += buf.len() as u64;
+    }
+    n as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn write_random(path: &Path, size: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; BUF];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(BUF as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn file_hash(path: &Path) -> Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize())
+}
+
+/// Runs a client command as its own process; returns wall seconds and its usage.
+fn timed_client(dir: &Path, home: &Path, args: &[&str], name: &str) -> Result<(f64, Usage)> {
+    let usage_file = dir.join(format!("{name}-usage.json"));
+    let start = Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .arg("--usage-file")
+        .arg(&usage_file)
+        .output()
+        .with_context(|| format!("running {name}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let u: Usage = serde_json::from_slice(&std::fs::read(&usage_file)?)?;
+    Ok((secs, u))
+}
+
+fn peers_usage(swarm: &LocalSwarm) -> Vec<Usage> {
+    swarm
+        .peers
+        .iter()
+        .map(|c| usage::of(&c.id().to_string()).unwrap_or_default())
+        .collect()
+}
+
+pub async fn run(cli: &Cli, a: &BenchArgs) -> Result<()> {
+    swarmfs_core::check_chunk_size(a.chunk_size)?;
+    let (dir, cleanup) = match &a.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("swarmfs-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(cli, a, &dir).await;
+    if cleanup {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
+    let gib = a.size as f64 / (1u64 << 30) as f64;
+    let say = |s: &str| {
+        if !cli.json {
+            eprintln!("{s}");
+        }
+    };
+    say(&format!(
+        "bench: {} bytes, {} peers, {} replicas, chunk {}",
+        a.size, a.peers, a.replicas, a.chunk_size
+    ));
+    let input = dir.join("input.bin");
+    write_random(&input, a.size)?;
+    let raw = raw_tcp_copy(a.size)?;
+    say(&format!("  raw TCP loopback copy: {raw:.0} MB/s"));
+    let b3 = blake3_speed();
+    say(&format!("  BLAKE3, one core:      {b3:.0} MB/s"));
+
+    let capacity = format!("{}", a.size * 4 + (1 << 30));
+    let swarm = LocalSwarm::start(&dir.join("swarm"), a.peers, &capacity).await?;
+    let before = peers_usage(&swarm);
+    let input_s = input.display().to_string();
+    let (chunk, replicas) = (a.chunk_size.to_string(), a.replicas.to_string());
+    let (put_secs, put_usage) = timed_client(
+        dir,
+        &swarm.client_home,
+        &[
+            "put",
+            &input_s,
+            "/bench/file",
+            "--quiet",
+            "--chunk-size",
+            &chunk,
+            "--replicas",
+            &replicas,
+        ],
+        "put",
+    )?;
+    let mid = peers_usage(&swarm);
+    let put_mb_s = a.size as f64 / put_secs / 1e6;
+    say(&format!(
+        "  put: {put_mb_s:.0} MB/s ({:.2}x raw TCP)",
+        put_mb_s / raw
+    ));
+
+    let output = dir.join("output.bin");
+    let output_s = output.display().to_string();
+    let (get_secs, get_usage) = timed_client(
+        dir,
+        &swarm.client_home,
+        &["get", "/bench/file", &output_s, "--quiet"],
+        "get",
+    )?;
+    let after = peers_usage(&swarm);
+    let get_mb_s = a.size as f64 / get_secs / 1e6;
+    say(&format!(
+        "  get: {get_mb_s:.0} MB/s ({:.2}x raw TCP)",
+        get_mb_s / raw
+    ));
+    if file_hash(&input)? != file_hash(&output)? {
+        bail!("downloaded file differs from the input");
+    }
+    drop(swarm);
+
+    let cpu = |a: &[Usage], b: &[Usage]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| y.cpu_seconds - x.cpu_seconds)
+            .sum::<f64>()
+    };
+    let peers_put_cpu = cpu(&before, &mid);
+    let peers_get_cpu = cpu(&mid, &after);
+    let peer_peak = after.iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0);
+    let per_gib = |s: f64| if gib > 0.0 { s / gib } else { 0.0 };
+    let report = json!({
+        "size": a.size,
+        "peers": a.peers,
+        "replicas": a.replicas,
+        "chunk_size": a.chunk_size,
+        "raw_tcp_mb_s": raw,
+        "blake3_one_core_mb_s": b3,
+        "put_mb_s": put_mb_s,
+        "get_mb_s": get_mb_s,
+        "put_vs_raw_tcp": put_mb_s / raw,
+        "get_vs_raw_tcp": get_mb_s / raw,
+        "put_client_cpu_s_per_gib": per_gib(put_usage.cpu_seconds),
+        "get_client_cpu_s_per_gib": per_gib(get_usage.cpu_seconds),
+        "put_peers_cpu_s_per_gib": per_gib(peers_put_cpu),
+        "get_peers_cpu_s_per_gib": per_gib(peers_get_cpu),
+        "client_peak_rss_bytes": put_usage.peak_rss_bytes.max(get_usage.peak_rss_bytes),
+        "put_client_peak_rss_bytes": put_usage.peak_rss_bytes,
+        "get_client_peak_rss_bytes": get_usage.peak_rss_bytes,
+        "peer_peak_rss_bytes": peer_peak,
+        "verified": true,
+    });
+    if cli.json {
+        println!("{report}");
+    } else {
+        println!("size {} B, {} peers, R={}", a.size, a.peers, a.replicas);
+        println!("raw TCP      {raw:>8.0} MB/s   BLAKE3 {b3:.0} MB/s (one core)");
+        println!(
+            "put          {put_mb_s:>8.0} MB/s   {:.2}x raw   client {:.2} CPU-s/GiB, peers {:.2} CPU-s/GiB",
+            put_mb_s / raw,
+            per_gib(put_usage.cpu_seconds),
+            per_gib(peers_put_cpu)
+        );
+        println!(
+            "get          {get_mb_s:>8.0} MB/s   {:.2}x raw   client {:.2} CPU-s/GiB, peers {:.2} CPU-s/GiB",
+            get_mb_s / raw,
+            per_gib(get_usage.cpu_seconds),
+            per_gib(peers_get_cpu)
+        );
+        println!(
+            "peak RSS     client put {} MiB, get {} MiB; largest peer {} MiB",
+            put_usage.peak_rss_bytes >> 20,
+            get_usage.peak_rss_bytes >> 20,
+            peer_peak >> 20
+        );
+    }
+    Ok(())
+}

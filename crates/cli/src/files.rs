@@ -1,0 +1,336 @@
+//! Client commands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use swarmfs_client::{Client, Policy, PutOptions};
+use swarmfs_proto::{EntryInfo, EntryKind, PeerInfo, PeerState, RemotePath};
+
+use crate::home::Home;
+use crate::nodes::parse_size;
+use crate::progress::Bar;
+use crate::Cli;
+
+#[derive(Args)]
+pub struct PutArgs {
+    pub local: PathBuf,
+    pub remote: String,
+    /// Chunk size, 512 to 64M.
+    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Copies of each chunk, on distinct peers (capped at the live peers, with a warning).
+    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = 2)]
+    pub replicas: usize,
+    /// Placement policy: rendezvous (default), least-used or lowest-latency.
+    #[arg(long, env = "SWARMFS_PLACEMENT", default_value = "rendezvous")]
+    pub placement: Policy,
+    /// Chunks in flight at once (memory is about 2 × window × chunk size).
+    #[arg(long, env = "SWARMFS_WINDOW", default_value_t = 8)]
+    pub window: usize,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    pub remote: String,
+    pub local: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct CatArgs {
+    pub remote: String,
+    /// First byte to write.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub offset: u64,
+    /// Bytes to write (default: to the end).
+    #[arg(long, value_parser = parse_size)]
+    pub length: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(default_value = "/")]
+    pub dir: String,
+}
+
+#[derive(Args)]
+pub struct PathArg {
+    pub path: String,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    pub path: String,
+    /// Remove a directory and everything below it.
+    #[arg(short, long)]
+    pub recursive: bool,
+}
+
+#[derive(Args)]
+pub struct MvArgs {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Args)]
+pub struct MkdirArgs {
+    pub path: String,
+    /// Create missing parents; no error if it exists.
+    #[arg(short, long)]
+    pub parents: bool,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    pub text: String,
+}
+
+pub async fn connect(cli: &Cli) -> Result<Client> {
+    let home = Home::load(&cli.home_dir())?;
+    let swarm = home.swarm()?;
+    let t = &home.token;
+    Client::connect(swarm, &t.tracker_addr, t.tracker_id, t.data_key.clone())
+        .await
+        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))
+}
+
+fn remote(s: &str) -> Result<RemotePath> {
+    Ok(RemotePath::parse(s)?)
+}
+
+fn entry_json(e: &EntryInfo) -> serde_json::Value {
+    json!({
+        "path": e.path,
+        "name": e.path.rsplit('/').next().unwrap_or(""),
+        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file" },
+        "size": e.size,
+        "mtime_ms": e.mtime_ms,
+        "chunks": e.chunks,
+        "file_id": e.file_id.map(|f| f.to_string()),
+    })
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
+    let opts = PutOptions {
+        chunk_size: swarmfs_core::check_chunk_size(a.chunk_size)?,
+        replicas: a.replicas,
+        policy: a.placement,
+        window: a.window,
+    };
+    let dest = remote(&a.remote)?;
+    let client = connect(cli).await?;
+    let bar = Bar::new("put", !a.quiet && !cli.json);
+    let report = client.put(&a.local, &dest, &opts, &bar).await;
+    bar.finish();
+    let report = report.with_context(|| format!("put {} -> {dest}", a.local.display()))?;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    if cli.json {
+        println!(
+            "{}",
+            json!({ "path": dest.to_string(), "size": report.size, "chunks": report.chunks, "replicas": report.replicas,
+                    "seconds": secs, "mb_s": report.size as f64 / secs / 1e6 })
+        );
+    } else if !a.quiet {
+        eprintln!(
+            "stored {dest}: {} in {} chunk(s) × {} replica(s), {:.1} MB/s",
+            human(report.size),
+            report.chunks,
+            report.replicas,
+            report.size as f64 / secs / 1e6
+        );
+    }
+    Ok(())
+}
+
+pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
+    let src = remote(&a.remote)?;
+    let client = connect(cli).await?;
+    let bar = Bar::new("get", !a.quiet && !cli.json);
+    let report = client.get(&src, &a.local, &bar).await;
+    bar.finish();
+    let report = report.with_context(|| format!("get {src}"))?;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    if cli.json {
+        println!(
+            "{}",
+            json!({ "path": src.to_string(), "size": report.size, "seconds": secs,
+                    "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies })
+        );
+    } else if !a.quiet {
+        eprintln!(
+            "fetched {src}: {}, {:.1} MB/s",
+            human(report.size),
+            report.size as f64 / secs / 1e6
+        );
+    }
+    Ok(())
+}
+
+pub async fn cat(cli: &Cli, a: &CatArgs) -> Result<()> {
+    let src = remote(&a.remote)?;
+    let client = connect(cli).await?;
+    let mut out = tokio::io::stdout();
+    client
+        .read_range(&src, a.offset, a.length, &mut out, &swarmfs_client::Quiet)
+        .await
+        .with_context(|| format!("cat {src}"))?;
+    Ok(())
+}
+
+pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
+    let dir = remote(&a.dir)?;
+    let client = connect(cli).await?;
+    let entries = client.list(&dir).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::Value::Array(entries.iter().map(entry_json).collect())
+        );
+    } else {
+        for e in entries {
+            let name = e.path.rsplit('/').next().unwrap_or("");
+            match e.kind {
+                EntryKind::Dir => println!("{:>12}  {name}/", "-"),
+                EntryKind::File => println!("{:>12}  {name}", e.size),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
+    let p = remote(&a.path)?;
+    let client = connect(cli).await?;
+    let e = client.stat(&p).await?;
+    if cli.json {
+        println!("{}", entry_json(&e));
+    } else {
+        println!("path:   {}", e.path);
+        println!(
+            "kind:   {}",
+            if e.kind == EntryKind::Dir {
+                "directory"
+            } else {
+                "file"
+            }
+        );
+        if e.kind == EntryKind::File {
+            println!("size:   {} ({})", e.size, human(e.size));
+            println!("chunks: {}", e.chunks);
+        }
+        println!("mtime:  {} ms since the epoch", e.mtime_ms);
+    }
+    Ok(())
+}
+
+pub async fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
+    let p = remote(&a.path)?;
+    connect(cli).await?.remove(&p, a.recursive).await?;
+    Ok(())
+}
+
+pub async fn mv(cli: &Cli, a: &MvArgs) -> Result<()> {
+    let (from, to) = (remote(&a.from)?, remote(&a.to)?);
+    let client = connect(cli).await?;
+    // `mv a /dir` moves into an existing directory, like mv(1).
+    let to = match client.stat(&to).await {
+        Ok(e) if e.kind == EntryKind::Dir => to.join(from.name())?,
+        _ => to,
+    };
+    client.rename(&from, &to).await?;
+    Ok(())
+}
+
+pub async fn mkdir(cli: &Cli, a: &MkdirArgs) -> Result<()> {
+    let p = remote(&a.path)?;
+    connect(cli).await?.mkdir(&p, a.parents).await?;
+    Ok(())
+}
+
+pub async fn search(cli: &Cli, a: &SearchArgs) -> Result<()> {
+    let client = connect(cli).await?;
+    let found = client.search(&a.text).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::Value::Array(found.iter().map(entry_json).collect())
+        );
+    } else {
+        for e in found {
+            println!(
+                "{}{}",
+                e.path,
+                if e.kind == EntryKind::Dir { "/" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn peer_json(p: &PeerInfo) -> serde_json::Value {
+    json!({
+        "node_id": p.node.to_string(),
+        "short_id": p.node.short(),
+        "addrs": p.addrs,
+        "state": match p.state { PeerState::Up => "up", PeerState::Down => "down", PeerState::Left => "left" },
+        "capacity": p.capacity,
+        "used": p.used,
+        "chunks": p.chunks,
+        "load": p.load,
+    })
+}
+
+pub async fn peers(cli: &Cli) -> Result<()> {
+    let client = connect(cli).await?;
+    let peers = client.peers().await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::Value::Array(peers.iter().map(peer_json).collect())
+        );
+    } else {
+        println!(
+            "{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS",
+            "NODE", "STATE", "USED", "CAPACITY", "CHUNKS"
+        );
+        for p in peers {
+            let state = match p.state {
+                PeerState::Up => "up",
+                PeerState::Down => "down",
+                PeerState::Left => "left",
+            };
+            println!(
+                "{:<10} {:<6} {:>10} {:>10} {:>8}  {}",
+                p.node.short(),
+                state,
+                human(p.used),
+                human(p.capacity),
+                p.chunks,
+                p.addrs.join(",")
+            );
+        }
+    }
+    Ok(())
+}

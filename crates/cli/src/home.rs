@@ -1,0 +1,105 @@
+//! A home directory: one node's or client's identity, swarm membership and data.
+//!
+//! ```text
+//! HOME/identity.key   ed25519 private key (PKCS#8), mode 0600
+//! HOME/swarm.json     tracker address and id, swarm secret, data key if a member; 0600
+//! HOME/tracker.db     the tracker's database (tracker homes)
+//! HOME/store/         the chunk store (peer homes)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use swarmfs_core::{DataKey, SwarmSecret, Token};
+use swarmfs_net::{Identity, Swarm};
+use swarmfs_proto::NodeId;
+
+#[derive(Serialize, Deserialize)]
+struct SwarmFile {
+    tracker_addr: String,
+    tracker_id: String,
+    swarm_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_key: Option<String>,
+}
+
+pub struct Home {
+    pub dir: PathBuf,
+    pub token: Token,
+}
+
+impl Home {
+    pub fn swarm_file(dir: &Path) -> PathBuf {
+        dir.join("swarm.json")
+    }
+
+    /// Writes the membership of `token` into `dir` (creating it) and makes an identity.
+    pub fn create(dir: &Path, token: &Token) -> Result<Home> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = SwarmFile {
+            tracker_addr: token.tracker_addr.clone(),
+            tracker_id: token.tracker_id.to_string(),
+            swarm_secret: hex::encode(token.swarm_secret.0),
+            data_key: token.data_key.as_ref().map(|k| hex::encode(k.0)),
+        };
+        let json = serde_json::to_vec_pretty(&file)?;
+        swarmfs_net::identity::write_private(&Self::swarm_file(dir), &json)
+            .with_context(|| format!("writing {}", Self::swarm_file(dir).display()))?;
+        Identity::load_or_create(&dir.join("identity.key"))?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            token: token.clone(),
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<Home> {
+        let path = Self::swarm_file(dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} is not a swarmfs home (no swarm.json): run `swarmfs join TOKEN --home {}` first",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let f: SwarmFile = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        let key32 = |s: &str, what: &str| -> Result<[u8; 32]> {
+            hex::decode(s)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .with_context(|| format!("{}: {what} is not 32 hex bytes", path.display()))
+        };
+        let token = Token {
+            tracker_addr: f.tracker_addr,
+            tracker_id: f
+                .tracker_id
+                .parse::<NodeId>()
+                .with_context(|| format!("{}: bad tracker_id", path.display()))?,
+            swarm_secret: SwarmSecret(key32(&f.swarm_secret, "swarm_secret")?),
+            data_key: f
+                .data_key
+                .as_deref()
+                .map(|k| key32(k, "data_key").map(DataKey))
+                .transpose()?,
+        };
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            token,
+        })
+    }
+
+    pub fn identity(&self) -> Result<Identity> {
+        Ok(Identity::load_or_create(&self.dir.join("identity.key"))?)
+    }
+
+    pub fn swarm(&self) -> Result<Arc<Swarm>> {
+        Ok(Arc::new(Swarm {
+            identity: self.identity()?,
+            secret: self.token.swarm_secret.0,
+        }))
+    }
+}

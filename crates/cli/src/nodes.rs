@@ -1,0 +1,218 @@
+//! init, join, tracker, peer.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use swarmfs_core::{DataKey, SwarmSecret, Token};
+use swarmfs_net::Identity;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::home::Home;
+use crate::Cli;
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Address peers and clients will dial to reach the tracker (put in the tokens).
+    #[arg(long, env = "SWARMFS_TRACKER_ADDR")]
+    pub tracker_addr: String,
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    /// A `swarmfs-peer-…` or `swarmfs-member-…` token from `swarmfs init`.
+    pub token: String,
+}
+
+#[derive(Args)]
+pub struct TrackerArgs {
+    /// Address to listen on (default: the tracker address in the tokens).
+    #[arg(long, env = "SWARMFS_LISTEN")]
+    pub listen: Option<String>,
+    /// Seconds without a heartbeat after which a peer is marked down.
+    #[arg(long, env = "SWARMFS_PEER_TIMEOUT", default_value_t = 10.0)]
+    pub peer_timeout: f64,
+}
+
+#[derive(Args)]
+pub struct PeerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7101 (port 0 picks a free port).
+    #[arg(long, env = "SWARMFS_LISTEN")]
+    pub listen: String,
+    /// Address other nodes should dial (default: the listen address).
+    #[arg(long, env = "SWARMFS_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Most bytes this peer stores, e.g. 500G (suffixes K, M, G, T; powers of 1024).
+    #[arg(long, env = "SWARMFS_CAPACITY", default_value = "10G", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Milliseconds between heartbeats to the tracker.
+    #[arg(long, env = "SWARMFS_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+/// Parses `123`, `4K`, `512M`, `1G`, `2T`, `1GiB`, `10MB` (all powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4096, 64K, 512M or 1G"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
+    let dir = cli.home_dir();
+    if Home::swarm_file(&dir).exists() {
+        bail!(
+            "{} already holds a swarm; choose another --home",
+            dir.display()
+        );
+    }
+    let member = create_swarm(&dir, &a.tracker_addr)?;
+    let (peer_token, member_token) = (member.to_peer().encode(), member.encode());
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "peer_token": peer_token, "member_token": member_token, "tracker_id": member.tracker_id.to_string() })
+        );
+    } else {
+        println!("peer token:   {peer_token}");
+        println!("member token: {member_token}");
+        eprintln!();
+        eprintln!(
+            "The member token holds the data key. Keep it safe: without it nobody, not even the"
+        );
+        eprintln!("tracker, can read the files back. The peer token only lets a machine store ciphertext.");
+        eprintln!("Next: swarmfs tracker --home {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Makes `dir` a tracker home for a new swarm and returns the member token.
+pub fn create_swarm(dir: &std::path::Path, tracker_addr: &str) -> Result<Token> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let identity = Identity::load_or_create(&dir.join("identity.key"))?;
+    let member = Token {
+        tracker_addr: tracker_addr.to_string(),
+        tracker_id: identity.node_id(),
+        swarm_secret: SwarmSecret::generate(),
+        data_key: Some(DataKey::generate()),
+    };
+    // The tracker's home gets the peer token only: the tracker never holds the data key.
+    Home::create(dir, &member.to_peer())?;
+    Ok(member)
+}
+
+pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
+    let dir = cli.home_dir();
+    let token = Token::decode(&a.token)?;
+    if let Ok(existing) = Home::load(&dir) {
+        if existing.token.tracker_id != token.tracker_id
+            || existing.token.swarm_secret != token.swarm_secret
+        {
+            bail!(
+                "{} already belongs to another swarm; choose another --home",
+                dir.display()
+            );
+        }
+    }
+    let home = Home::create(&dir, &token)?;
+    let id = home.identity()?.node_id();
+    let kind = if token.data_key.is_some() {
+        "member (can read and write files)"
+    } else {
+        "peer (stores ciphertext only)"
+    };
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": token.data_key.is_some() })
+        );
+    } else {
+        println!("{} joined as {kind}; node {}", dir.display(), id.short());
+    }
+    Ok(())
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
+    let home = Home::load(&cli.home_dir())?;
+    let swarm = home.swarm()?;
+    if swarm.identity.node_id() != home.token.tracker_id {
+        bail!("{} is not a tracker home (its identity is not the swarm's tracker); use the home made by `swarmfs init`", home.dir.display());
+    }
+    let listen = a
+        .listen
+        .clone()
+        .unwrap_or_else(|| home.token.tracker_addr.clone());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let config = swarmfs_tracker::TrackerConfig {
+        db_path: home.dir.join("tracker.db"),
+        peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
+    };
+    swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
+    let home = Home::load(&cli.home_dir())?;
+    let swarm = home.swarm()?;
+    let listener = TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let config = swarmfs_peer::PeerConfig {
+        store_dir: home.dir.join("store"),
+        capacity: a.capacity,
+        advertise: a.advertise.clone(),
+        tracker_addr: home.token.tracker_addr.clone(),
+        tracker_id: home.token.tracker_id,
+        heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+    };
+    swarmfs_peer::run(listener, swarm, config, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+}
