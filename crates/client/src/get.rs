@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use swarmfs_core::{open_chunk, ChunkRef, CoreError, Manifest};
-use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response};
+use swarmfs_proto::{
+    EntryInfo, ErrorCode, NodeId, PeerInfo, PeerState, RemotePath, Request, Response,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::{Client, ClientError, Progress};
@@ -250,6 +252,20 @@ impl Client {
             holders.in_flight[i as usize].fetch_sub(1, Ordering::Relaxed);
             let ciphertext = match got {
                 Ok(b) => b,
+                Err(ClientError::Remote {
+                    code: ErrorCode::Corrupt,
+                    ..
+                }) => {
+                    // The peer caught its own bad copy, quarantined it and told the tracker.
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    progress.warn(&format!(
+                        "bad copy of chunk {index} ({}) on peer {}: the peer found it corrupt; using another replica",
+                        r.id.short(),
+                        peer.node.short()
+                    ));
+                    last = format!("peer {}: bad copy", peer.node.short());
+                    continue;
+                }
                 Err(e) => {
                     last = format!("peer {}: {e}", peer.node.short());
                     continue;

@@ -1,0 +1,267 @@
+//! A real swarm for tests: the `swarmfs` binary as tracker and peers on 127.0.0.1, each
+//! with its own temp home and log file. Everything waits by polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_swarmfs");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub tracker_addr: String,
+    pub member_token: String,
+    pub peer_token: String,
+    tracker: Option<Child>,
+    peers: Vec<Option<Child>>,
+}
+
+pub fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+impl Cluster {
+    /// A tracker and `peers` peers, all up.
+    pub fn start(peers: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker_addr = format!("127.0.0.1:{}", free_port());
+        let out = run(
+            &dir.path().join("tracker"),
+            &["init", "--tracker-addr", &tracker_addr, "--json"],
+        );
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let member_token = v["member_token"].as_str().unwrap().to_string();
+        let peer_token = v["peer_token"].as_str().unwrap().to_string();
+        let mut c = Cluster {
+            dir,
+            tracker_addr,
+            member_token,
+            peer_token,
+            tracker: None,
+            peers: Vec::new(),
+        };
+        let client = c.client_home();
+        assert!(run(&client, &["join", &c.member_token.clone()])
+            .status
+            .success());
+        c.start_tracker();
+        for _ in 0..peers {
+            c.add_peer();
+        }
+        c.wait_up(peers);
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn client_home(&self) -> PathBuf {
+        self.path("client")
+    }
+
+    pub fn peer_home(&self, i: usize) -> PathBuf {
+        self.path(&format!("peer{i}"))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(&format!("{name}.log")))
+            .unwrap();
+        Command::new(BIN)
+            .args(args)
+            .env("SWARMFS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn start_tracker(&mut self) {
+        let home = self.path("tracker").display().to_string();
+        self.tracker = Some(self.spawn("tracker", &["tracker", "--home", &home]));
+    }
+
+    pub fn kill_tracker(&mut self) {
+        if let Some(mut t) = self.tracker.take() {
+            t.kill().unwrap();
+            t.wait().unwrap();
+        }
+    }
+
+    /// Creates and starts a new peer; returns its index.
+    pub fn add_peer(&mut self) -> usize {
+        let i = self.peers.len();
+        let home = self.peer_home(i);
+        let out = run(&home, &["join", &self.peer_token]);
+        assert!(
+            out.status.success(),
+            "join: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.peers.push(None);
+        self.start_peer(i);
+        i
+    }
+
+    pub fn start_peer(&mut self, i: usize) {
+        let home = self.peer_home(i).display().to_string();
+        let child = self.spawn(
+            &format!("peer{i}"),
+            &[
+                "peer",
+                "--home",
+                &home,
+                "--listen",
+                "127.0.0.1:0",
+                "--capacity",
+                "1G",
+            ],
+        );
+        self.peers[i] = Some(child);
+    }
+
+    /// SIGKILL: no goodbye, no flush.
+    pub fn kill_peer(&mut self, i: usize) {
+        if let Some(mut p) = self.peers[i].take() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+    }
+
+    /// Runs a client command with the member home.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run(&self.client_home(), args)
+    }
+
+    /// Runs a client command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "swarmfs {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn peers_json(&self) -> Option<Vec<serde_json::Value>> {
+        let out = self.cli(&["peers", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()?
+            .as_array()
+            .cloned()
+    }
+
+    pub fn up_count(&self) -> usize {
+        self.peers_json()
+            .map(|v| v.iter().filter(|p| p["state"] == "up").count())
+            .unwrap_or(0)
+    }
+
+    pub fn wait_up(&self, n: usize) {
+        wait_for(&format!("{n} peers up"), Duration::from_secs(30), || {
+            (self.up_count() == n).then_some(())
+        });
+    }
+
+    /// Every chunk file in peer `i`'s store.
+    pub fn chunk_files(&self, i: usize) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.peer_home(i).join("store").join("chunks"), &mut out);
+        out
+    }
+}
+
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self
+            .peers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.tracker))
+        {
+            if let Some(mut c) = p.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
