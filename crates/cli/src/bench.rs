@@ -60,9 +60,7 @@ fn raw_tcp_copy(size: u64) -> Result<f64> {
         left -= n as u64;
     }
     drop(s);
-    let got = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    let got = reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
     if got != size {
         bail!("raw TCP copy moved {got} of {size} bytes");
     }
@@ -115,31 +113,21 @@ fn timed_client(dir: &Path, home: &Path, args: &[&str], name: &str) -> Result<(f
         .with_context(|| format!("running {name}"))?;
     let secs = start.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!(
-            "{name} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let u: Usage = serde_json::from_slice(&std::fs::read(&usage_file)?)?;
     Ok((secs, u))
 }
 
 fn peers_usage(swarm: &LocalSwarm) -> Vec<Usage> {
-    swarm
-        .peers
-        .iter()
-        .map(|c| usage::of(&c.id().to_string()).unwrap_or_default())
-        .collect()
+    swarm.peers.iter().map(|c| usage::of(&c.id().to_string()).unwrap_or_default()).collect()
 }
 
 pub async fn run(cli: &Cli, a: &BenchArgs) -> Result<()> {
     swarmfs_core::check_chunk_size(a.chunk_size)?;
     let (dir, cleanup) = match &a.dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("swarmfs-bench-{}", std::process::id())),
-            true,
-        ),
+        None => (std::env::temp_dir().join(format!("swarmfs-bench-{}", std::process::id())), true),
     };
     std::fs::create_dir_all(&dir)?;
     let result = bench(cli, a, &dir).await;
@@ -156,10 +144,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             eprintln!("{s}");
         }
     };
-    say(&format!(
-        "bench: {} bytes, {} peers, {} replicas, chunk {}",
-        a.size, a.peers, a.replicas, a.chunk_size
-    ));
+    say(&format!("bench: {} bytes, {} peers, {} replicas, chunk {}", a.size, a.peers, a.replicas, a.chunk_size));
     let input = dir.join("input.bin");
     write_random(&input, a.size)?;
     let raw = raw_tcp_copy(a.size)?;
@@ -175,50 +160,26 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     let (put_secs, put_usage) = timed_client(
         dir,
         &swarm.client_home,
-        &[
-            "put",
-            &input_s,
-            "/bench/file",
-            "--quiet",
-            "--chunk-size",
-            &chunk,
-            "--replicas",
-            &replicas,
-        ],
+        &["put", &input_s, "/bench/file", "--quiet", "--chunk-size", &chunk, "--replicas", &replicas],
         "put",
     )?;
     let mid = peers_usage(&swarm);
     let put_mb_s = a.size as f64 / put_secs / 1e6;
-    say(&format!(
-        "  put: {put_mb_s:.0} MB/s ({:.2}x raw TCP)",
-        put_mb_s / raw
-    ));
+    say(&format!("  put: {put_mb_s:.0} MB/s ({:.2}x raw TCP)", put_mb_s / raw));
 
     let output = dir.join("output.bin");
     let output_s = output.display().to_string();
-    let (get_secs, get_usage) = timed_client(
-        dir,
-        &swarm.client_home,
-        &["get", "/bench/file", &output_s, "--quiet"],
-        "get",
-    )?;
+    let (get_secs, get_usage) =
+        timed_client(dir, &swarm.client_home, &["get", "/bench/file", &output_s, "--quiet"], "get")?;
     let after = peers_usage(&swarm);
     let get_mb_s = a.size as f64 / get_secs / 1e6;
-    say(&format!(
-        "  get: {get_mb_s:.0} MB/s ({:.2}x raw TCP)",
-        get_mb_s / raw
-    ));
+    say(&format!("  get: {get_mb_s:.0} MB/s ({:.2}x raw TCP)", get_mb_s / raw));
     if file_hash(&input)? != file_hash(&output)? {
         bail!("downloaded file differs from the input");
     }
     drop(swarm);
 
-    let cpu = |a: &[Usage], b: &[Usage]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| y.cpu_seconds - x.cpu_seconds)
-            .sum::<f64>()
-    };
+    let cpu = |a: &[Usage], b: &[Usage]| a.iter().zip(b).map(|(x, y)| y.cpu_seconds - x.cpu_seconds).sum::<f64>();
     let peers_put_cpu = cpu(&before, &mid);
     let peers_get_cpu = cpu(&mid, &after);
     let peer_peak = after.iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0);

@@ -179,11 +179,7 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
                     "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies })
         );
     } else if !a.quiet {
-        eprintln!(
-            "fetched {src}: {}, {:.1} MB/s",
-            human(report.size),
-            report.size as f64 / secs / 1e6
-        );
+        eprintln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
     }
     Ok(())
 }
@@ -204,10 +200,7 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
     let client = connect(cli).await?;
     let entries = client.list(&dir).await?;
     if cli.json {
-        println!(
-            "{}",
-            serde_json::Value::Array(entries.iter().map(entry_json).collect())
-        );
+        println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
     } else {
         for e in entries {
             let name = e.path.rsplit('/').next().unwrap_or("");
@@ -228,14 +221,7 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
         println!("{}", entry_json(&e));
     } else {
         println!("path:   {}", e.path);
-        println!(
-            "kind:   {}",
-            if e.kind == EntryKind::Dir {
-                "directory"
-            } else {
-                "file"
-            }
-        );
+        println!("kind:   {}", if e.kind == EntryKind::Dir { "directory" } else { "file" });
         if e.kind == EntryKind::File {
             println!("size:   {} ({})", e.size, human(e.size));
             println!("chunks: {}", e.chunks);
@@ -273,17 +259,10 @@ pub async fn search(cli: &Cli, a: &SearchArgs) -> Result<()> {
     let client = connect(cli).await?;
     let found = client.search(&a.text).await?;
     if cli.json {
-        println!(
-            "{}",
-            serde_json::Value::Array(found.iter().map(entry_json).collect())
-        );
+        println!("{}", serde_json::Value::Array(found.iter().map(entry_json).collect()));
     } else {
         for e in found {
-            println!(
-                "{}{}",
-                e.path,
-                if e.kind == EntryKind::Dir { "/" } else { "" }
-            );
+            println!("{}{}", e.path, if e.kind == EntryKind::Dir { "/" } else { "" });
         }
     }
     Ok(())
@@ -306,15 +285,9 @@ pub async fn peers(cli: &Cli) -> Result<()> {
     let client = connect(cli).await?;
     let peers = client.peers().await?;
     if cli.json {
-        println!(
-            "{}",
-            serde_json::Value::Array(peers.iter().map(peer_json).collect())
-        );
+        println!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
     } else {
-        println!(
-            "{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS",
-            "NODE", "STATE", "USED", "CAPACITY", "CHUNKS"
-        );
+        println!("{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
         for p in peers {
             let state = match p.state {
                 PeerState::Up => "up",

@@ -48,10 +48,7 @@ impl Home {
         swarmfs_net::identity::write_private(&Self::swarm_file(dir), &json)
             .with_context(|| format!("writing {}", Self::swarm_file(dir).display()))?;
         Identity::load_or_create(&dir.join("identity.key"))?;
-        Ok(Home {
-            dir: dir.to_path_buf(),
-            token: token.clone(),
-        })
+        Ok(Home { dir: dir.to_path_buf(), token: token.clone() })
     }
 
     pub fn load(dir: &Path) -> Result<Home> {
@@ -65,8 +62,7 @@ impl Home {
             ),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let f: SwarmFile = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is corrupt", path.display()))?;
+        let f: SwarmFile = serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
         let key32 = |s: &str, what: &str| -> Result<[u8; 32]> {
             hex::decode(s)
                 .ok()
@@ -80,16 +76,9 @@ impl Home {
                 .parse::<NodeId>()
                 .with_context(|| format!("{}: bad tracker_id", path.display()))?,
             swarm_secret: SwarmSecret(key32(&f.swarm_secret, "swarm_secret")?),
-            data_key: f
-                .data_key
-                .as_deref()
-                .map(|k| key32(k, "data_key").map(DataKey))
-                .transpose()?,
+            data_key: f.data_key.as_deref().map(|k| key32(k, "data_key").map(DataKey)).transpose()?,
         };
-        Ok(Home {
-            dir: dir.to_path_buf(),
-            token,
-        })
+        Ok(Home { dir: dir.to_path_buf(), token })
     }
 
     pub fn identity(&self) -> Result<Identity> {
@@ -97,9 +86,6 @@ impl Home {
     }
 
     pub fn swarm(&self) -> Result<Arc<Swarm>> {
-        Ok(Arc::new(Swarm {
-            identity: self.identity()?,
-            secret: self.token.swarm_secret.0,
-        }))
+        Ok(Arc::new(Swarm { identity: self.identity()?, secret: self.token.swarm_secret.0 }))
     }
 }

@@ -24,9 +24,7 @@ pub struct LocalSwarm {
 
 /// A free loopback port (bound, then released: good enough on a machine we control).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn spawn_logged(dir: &Path, name: &str, args: &[&str]) -> Result<Child> {
@@ -56,10 +54,7 @@ impl LocalSwarm {
             let member = crate::nodes::create_swarm(&tracker_home, &addr)?;
             Home::create(&dir.join("client"), &member)?;
             let tok = dir.join("member-token.txt");
-            swarmfs_net::identity::write_private(
-                &tok,
-                format!("{}\n", member.encode()).as_bytes(),
-            )?;
+            swarmfs_net::identity::write_private(&tok, format!("{}\n", member.encode()).as_bytes())?;
             member
         };
         for i in 1..=peers {
@@ -69,11 +64,7 @@ impl LocalSwarm {
             }
         }
         let th = tracker_home.display().to_string();
-        let tracker = spawn_logged(
-            dir,
-            "tracker",
-            &["tracker", "--home", &th, "--peer-timeout", "5"],
-        )?;
+        let tracker = spawn_logged(dir, "tracker", &["tracker", "--home", &th, "--peer-timeout", "5"])?;
         let mut swarm = LocalSwarm {
             dir: dir.to_path_buf(),
             tracker_addr: member.tracker_addr.clone(),
@@ -86,15 +77,7 @@ impl LocalSwarm {
             let child = spawn_logged(
                 dir,
                 &format!("peer{i}"),
-                &[
-                    "peer",
-                    "--home",
-                    &h,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--capacity",
-                    capacity,
-                ],
+                &["peer", "--home", &h, "--listen", "127.0.0.1:0", "--capacity", capacity],
             )?;
             swarm.peers.push(child);
         }
@@ -105,13 +88,7 @@ impl LocalSwarm {
     pub async fn client(&self) -> Result<Client> {
         let home = Home::load(&self.client_home)?;
         let t = &home.token;
-        Ok(Client::connect(
-            home.swarm()?,
-            &t.tracker_addr,
-            t.tracker_id,
-            t.data_key.clone(),
-        )
-        .await?)
+        Ok(Client::connect(home.swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone()).await?)
     }
 
     /// Polls the tracker until `n` peers are up or the deadline passes.
@@ -136,22 +113,11 @@ impl LocalSwarm {
     }
 
     pub fn stop(&mut self) {
-        for c in self
-            .peers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.tracker))
-        {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+        for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for c in self
-            .peers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.tracker))
-        {
+        for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -197,19 +163,12 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
 
     // Show the main job working before handing over: store, read back, survive a peer loss.
     let sample = dir.join("sample.bin");
-    let data: Vec<u8> = (0..5 * 1024 * 1024 + 7)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 7).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(&sample, &data)?;
     let client = swarm.client().await?;
     let remote = RemotePath::parse("/demo/sample.bin")?;
-    let opts = PutOptions {
-        replicas: 2,
-        ..PutOptions::default()
-    };
-    client
-        .put(&sample, &remote, &opts, &swarmfs_client::Quiet)
-        .await?;
+    let opts = PutOptions { replicas: 2, ..PutOptions::default() };
+    client.put(&sample, &remote, &opts, &swarmfs_client::Quiet).await?;
     let back = dir.join("sample.back");
     client.get(&remote, &back, &swarmfs_client::Quiet).await?;
     if std::fs::read(&back)? != data {
@@ -238,20 +197,11 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     println!("  {exe} put /etc/services /docs/services");
     println!("  {exe} ls /docs");
     println!("  {exe} get /docs/services /tmp/services && cmp /etc/services /tmp/services");
-    println!(
-        "  kill -9 {}      # peer1 dies; reads keep working from the replicas",
-        swarm.peers[0].id()
-    );
+    println!("  kill -9 {}      # peer1 dies; reads keep working from the replicas", swarm.peers[0].id());
     println!("  {exe} cat /docs/services --offset 100 --length 200");
     println!("  {exe} peers");
-    println!(
-        "Member token (reads and writes): {}",
-        dir.join("member-token.txt").display()
-    );
-    println!(
-        "Ctrl-C stops the swarm; its data stays in {} for the next run.",
-        dir.display()
-    );
+    println!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
+    println!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     swarm.stop();

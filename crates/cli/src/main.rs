@@ -30,12 +30,7 @@ Quick start on one machine:
 Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 cannot reach the swarm, 5 refused (wrong swarm or key)")]
 pub struct Cli {
     /// Where this node or client keeps its identity, membership and data.
-    #[arg(
-        long,
-        global = true,
-        env = "SWARMFS_HOME",
-        default_value = "~/.swarmfs"
-    )]
+    #[arg(long, global = true, env = "SWARMFS_HOME", default_value = "~/.swarmfs")]
     home: String,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true, env = "SWARMFS_JSON")]
@@ -53,17 +48,13 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new swarm; the home becomes the tracker's. Prints a peer token and a member token.
-    #[command(
-        after_help = "Example:\n  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000"
-    )]
+    #[command(after_help = "Example:\n  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000")]
     Init(nodes::InitArgs),
     /// Prepare a home for an existing swarm from a peer or member token.
     #[command(after_help = "Example:\n  swarmfs join swarmfs-member-AbC... --home ~/.swarmfs")]
     Join(nodes::JoinArgs),
     /// Run the tracker in the foreground until SIGINT/SIGTERM.
-    #[command(
-        after_help = "Example:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000"
-    )]
+    #[command(after_help = "Example:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000")]
     Tracker(nodes::TrackerArgs),
     /// Run a storage peer in the foreground until SIGINT/SIGTERM.
     #[command(
@@ -71,9 +62,7 @@ enum Command {
     )]
     Peer(nodes::PeerArgs),
     /// Upload a local file.
-    #[command(
-        after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3"
-    )]
+    #[command(after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3")]
     Put(files::PutArgs),
     /// Download a file.
     #[command(after_help = "Example:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4")]
@@ -118,10 +107,7 @@ impl Cli {
 
 pub fn expand_home(s: &str) -> PathBuf {
     match s.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"))
-            .join(rest),
+        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(rest),
         None => PathBuf::from(s),
     }
 }
@@ -142,10 +128,7 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(run(&cli));
     if let Some(path) = &cli.usage_file {
         usage::write_self_usage(path);
@@ -203,10 +186,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(ce) = cause.downcast_ref::<ClientError>() {
             match ce {
-                ClientError::Remote {
-                    code: ErrorCode::NotFound,
-                    ..
-                } => return 3,
+                ClientError::Remote { code: ErrorCode::NotFound, .. } => return 3,
                 ClientError::NoPeers | ClientError::ChunkUnavailable { .. } => return 4,
                 ClientError::Net(n) => return net_code(n),
                 ClientError::NoDataKey => return 5,

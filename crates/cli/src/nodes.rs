@@ -57,9 +57,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 4096, 64K, 512M or 1G"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 4096, 64K, 512M or 1G"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -68,17 +66,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
     let dir = cli.home_dir();
     if Home::swarm_file(&dir).exists() {
-        bail!(
-            "{} already holds a swarm; choose another --home",
-            dir.display()
-        );
+        bail!("{} already holds a swarm; choose another --home", dir.display());
     }
     let member = create_swarm(&dir, &a.tracker_addr)?;
     let (peer_token, member_token) = (member.to_peer().encode(), member.encode());
@@ -91,9 +85,7 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
         println!("peer token:   {peer_token}");
         println!("member token: {member_token}");
         eprintln!();
-        eprintln!(
-            "The member token holds the data key. Keep it safe: without it nobody, not even the"
-        );
+        eprintln!("The member token holds the data key. Keep it safe: without it nobody, not even the");
         eprintln!("tracker, can read the files back. The peer token only lets a machine store ciphertext.");
         eprintln!("Next: swarmfs tracker --home {}", dir.display());
     }
@@ -119,22 +111,14 @@ pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
     let dir = cli.home_dir();
     let token = Token::decode(&a.token)?;
     if let Ok(existing) = Home::load(&dir) {
-        if existing.token.tracker_id != token.tracker_id
-            || existing.token.swarm_secret != token.swarm_secret
-        {
-            bail!(
-                "{} already belongs to another swarm; choose another --home",
-                dir.display()
-            );
+        if existing.token.tracker_id != token.tracker_id || existing.token.swarm_secret != token.swarm_secret {
+            bail!("{} already belongs to another swarm; choose another --home", dir.display());
         }
     }
     let home = Home::create(&dir, &token)?;
     let id = home.identity()?.node_id();
-    let kind = if token.data_key.is_some() {
-        "member (can read and write files)"
-    } else {
-        "peer (stores ciphertext only)"
-    };
+    let kind =
+        if token.data_key.is_some() { "member (can read and write files)" } else { "peer (stores ciphertext only)" };
     if cli.json {
         println!(
             "{}",
@@ -151,8 +135,8 @@ fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -167,15 +151,13 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.swarm()?;
     if swarm.identity.node_id() != home.token.tracker_id {
-        bail!("{} is not a tracker home (its identity is not the swarm's tracker); use the home made by `swarmfs init`", home.dir.display());
+        bail!(
+            "{} is not a tracker home (its identity is not the swarm's tracker); use the home made by `swarmfs init`",
+            home.dir.display()
+        );
     }
-    let listen = a
-        .listen
-        .clone()
-        .unwrap_or_else(|| home.token.tracker_addr.clone());
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listen = a.listen.clone().unwrap_or_else(|| home.token.tracker_addr.clone());
+    let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let config = swarmfs_tracker::TrackerConfig {
         db_path: home.dir.join("tracker.db"),
         peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
@@ -187,9 +169,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
 pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.swarm()?;
-    let listener = TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let config = swarmfs_peer::PeerConfig {
         store_dir: home.dir.join("store"),
         capacity: a.capacity,

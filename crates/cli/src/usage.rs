@@ -11,22 +11,13 @@ pub struct Usage {
 /// Peak RSS and user+system CPU of `pid` ("self" for this process).
 pub fn of(pid: &str) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let peak_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let peak_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Usage {
-        peak_rss_bytes: peak_kb * 1024,
-        cpu_seconds: ticks as f64 / clock_ticks(),
-    })
+    Some(Usage { peak_rss_bytes: peak_kb * 1024, cpu_seconds: ticks as f64 / clock_ticks() })
 }
 
 fn clock_ticks() -> f64 {

@@ -16,30 +16,16 @@ fn every_file_reads_back_after_a_peer_is_killed() {
         let data = pattern(size, i as u64);
         let local = c.path(&format!("in{i}"));
         std::fs::write(&local, &data).unwrap();
-        c.ok(&[
-            "put",
-            local.to_str().unwrap(),
-            &format!("/f{i}"),
-            "--chunk-size",
-            "64K",
-            "--replicas",
-            "2",
-        ]);
+        c.ok(&["put", local.to_str().unwrap(), &format!("/f{i}"), "--chunk-size", "64K", "--replicas", "2"]);
         files.push(data);
     }
     c.kill_peer(1);
     for (i, data) in files.iter().enumerate() {
         let back = c.path(&format!("out{i}"));
         c.ok(&["get", &format!("/f{i}"), back.to_str().unwrap()]);
-        assert_eq!(
-            &std::fs::read(&back).unwrap(),
-            data,
-            "file {i} after peer 1 died"
-        );
+        assert_eq!(&std::fs::read(&back).unwrap(), data, "file {i} after peer 1 died");
     }
-    wait_for("the dead peer shown down", Duration::from_secs(10), || {
-        (c.up_count() == 2).then_some(())
-    });
+    wait_for("the dead peer shown down", Duration::from_secs(10), || (c.up_count() == 2).then_some(()));
 }
 
 #[test]
@@ -49,42 +35,22 @@ fn killing_a_peer_during_a_put_completes_on_the_others_or_leaves_nothing() {
     let local = c.path("big");
     std::fs::write(&local, &data).unwrap();
     let put = Command::new(BIN)
-        .args([
-            "put",
-            local.to_str().unwrap(),
-            "/big",
-            "--chunk-size",
-            "256K",
-            "--replicas",
-            "2",
-            "--window",
-            "2",
-        ])
+        .args(["put", local.to_str().unwrap(), "/big", "--chunk-size", "256K", "--replicas", "2", "--window", "2"])
         .arg("--home")
         .arg(c.client_home())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Kill peer 0 once the upload is visibly under way on it.
-    wait_for("upload under way", Duration::from_secs(30), || {
-        (c.chunk_files(0).len() >= 4).then_some(())
-    });
+    wait_for("upload under way", Duration::from_secs(30), || (c.chunk_files(0).len() >= 4).then_some(()));
     c.kill_peer(0);
     let out = put.wait_with_output().unwrap();
     if out.status.success() {
         let back = c.path("back");
         c.ok(&["get", "/big", back.to_str().unwrap()]);
-        assert!(
-            std::fs::read(&back).unwrap() == data,
-            "completed put reads back byte-exact"
-        );
+        assert!(std::fs::read(&back).unwrap() == data, "completed put reads back byte-exact");
     } else {
-        assert_eq!(
-            c.cli(&["stat", "/big"]).status.code(),
-            Some(3),
-            "failed put is not visible: {}",
-            stderr(&out)
-        );
+        assert_eq!(c.cli(&["stat", "/big"]).status.code(), Some(3), "failed put is not visible: {}", stderr(&out));
     }
 }
 
@@ -95,13 +61,7 @@ fn tracker_kill_9_and_restart_keeps_namespace_and_locations() {
     let local = c.path("f");
     std::fs::write(&local, &data).unwrap();
     c.ok(&["mkdir", "/kept"]);
-    c.ok(&[
-        "put",
-        local.to_str().unwrap(),
-        "/kept/f",
-        "--chunk-size",
-        "64K",
-    ]);
+    c.ok(&["put", local.to_str().unwrap(), "/kept/f", "--chunk-size", "64K"]);
     c.kill_tracker();
     c.start_tracker();
     // Peers reconnect by themselves.
@@ -112,10 +72,7 @@ fn tracker_kill_9_and_restart_keeps_namespace_and_locations() {
     c.ok(&["get", "/kept/f", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), data);
     let log = c.log("peer0");
-    assert!(
-        log.matches("joined the swarm").count() >= 2,
-        "peer rejoined on its own:\n{log}"
-    );
+    assert!(log.matches("joined the swarm").count() >= 2, "peer rejoined on its own:\n{log}");
 }
 
 #[test]
@@ -124,21 +81,9 @@ fn corrupt_chunk_on_one_peer_is_reported_and_read_from_the_other() {
     let data = pattern(400_000, 11);
     let local = c.path("f");
     std::fs::write(&local, &data).unwrap();
-    c.ok(&[
-        "put",
-        local.to_str().unwrap(),
-        "/f",
-        "--chunk-size",
-        "64K",
-        "--replicas",
-        "2",
-    ]);
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "64K", "--replicas", "2"]);
     let files = c.chunk_files(0);
-    assert_eq!(
-        files.len(),
-        7,
-        "every chunk has a replica on each of the two peers"
-    );
+    assert_eq!(files.len(), 7, "every chunk has a replica on each of the two peers");
     for f in &files {
         let mut bytes = std::fs::read(f).unwrap();
         bytes[100] ^= 0xff;
@@ -151,17 +96,11 @@ fn corrupt_chunk_on_one_peer_is_reported_and_read_from_the_other() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(std::fs::read(&back).unwrap(), data);
         if round == 0 {
-            assert!(
-                stderr(&out).contains("bad copy"),
-                "the bad copy is reported: {}",
-                stderr(&out)
-            );
+            assert!(stderr(&out).contains("bad copy"), "the bad copy is reported: {}", stderr(&out));
         }
     }
     // The peer quarantined what it found corrupt.
-    let quarantined = std::fs::read_dir(c.peer_home(0).join("store").join("quarantine"))
-        .unwrap()
-        .count();
+    let quarantined = std::fs::read_dir(c.peer_home(0).join("store").join("quarantine")).unwrap().count();
     assert!(quarantined >= 1);
 }
 
@@ -185,11 +124,8 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
     c.ok(&["put", local.to_str().unwrap(), "/f"]);
     let targets = [c.tracker_addr.clone(), peer_addr(&c, 0)];
     for addr in &targets {
-        for junk in [
-            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-            &[0xff; 4096][..],
-            &[0x16, 0x03, 0x01, 0xff, 0xff][..],
-        ] {
+        for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 4096][..], &[0x16, 0x03, 0x01, 0xff, 0xff][..]]
+        {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             let _ = s.write_all(junk);
@@ -206,10 +142,7 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
         }
     }
     // Oversized and malformed frames after a valid handshake, from a real member.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let home = swarmfs_cli_home(&c);
@@ -218,20 +151,12 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
             secret: home_secret(&home),
         };
         let tracker_id = home_tracker_id(&home);
-        for frame in [
-            u32::MAX.to_be_bytes().to_vec(),
-            vec![0, 0, 0, 14, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xee],
-        ] {
-            let mut s = swarmfs_net::rpc::dial_raw(&swarm, &c.tracker_addr, tracker_id)
-                .await
-                .unwrap();
+        for frame in [u32::MAX.to_be_bytes().to_vec(), vec![0, 0, 0, 14, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xee]] {
+            let mut s = swarmfs_net::rpc::dial_raw(&swarm, &c.tracker_addr, tracker_id).await.unwrap();
             s.write_all(&frame).await.unwrap();
             s.flush().await.unwrap();
             let mut buf = [0u8; 64];
-            let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap_or(0);
+            let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await.unwrap().unwrap_or(0);
             assert_eq!(n, 0, "tracker closes a connection that sent a bad frame");
         }
     });
@@ -250,16 +175,9 @@ fn home_json(home: &std::path::Path) -> serde_json::Value {
 }
 
 fn home_secret(home: &std::path::Path) -> [u8; 32] {
-    hex::decode(home_json(home)["swarm_secret"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap()
+    hex::decode(home_json(home)["swarm_secret"].as_str().unwrap()).unwrap().try_into().unwrap()
 }
 
 fn home_tracker_id(home: &std::path::Path) -> swarmfs_proto::NodeId {
-    home_json(home)["tracker_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    home_json(home)["tracker_id"].as_str().unwrap().parse().unwrap()
 }

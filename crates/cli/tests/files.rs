@@ -8,30 +8,16 @@ use common::{pattern, stderr, Cluster};
 fn put_get_is_byte_exact_at_chunk_boundaries() {
     let c = Cluster::start(3);
     for cs in [4096usize, 65536] {
-        for (k, size) in [0, 1, cs - 1, cs, cs + 1, 5 * cs + 7]
-            .into_iter()
-            .enumerate()
-        {
+        for (k, size) in [0, 1, cs - 1, cs, cs + 1, 5 * cs + 7].into_iter().enumerate() {
             let data = pattern(size, (cs + k) as u64);
             let local = c.path(&format!("in-{cs}-{size}"));
             std::fs::write(&local, &data).unwrap();
             let remote = format!("/sizes/{cs}/f{size}");
-            c.ok(&[
-                "put",
-                local.to_str().unwrap(),
-                &remote,
-                "--chunk-size",
-                &cs.to_string(),
-            ]);
+            c.ok(&["put", local.to_str().unwrap(), &remote, "--chunk-size", &cs.to_string()]);
             let back = c.path(&format!("out-{cs}-{size}"));
             c.ok(&["get", &remote, back.to_str().unwrap()]);
-            assert_eq!(
-                std::fs::read(&back).unwrap(),
-                data,
-                "size {size} chunk {cs}"
-            );
-            let st: serde_json::Value =
-                serde_json::from_str(&c.ok(&["stat", &remote, "--json"])).unwrap();
+            assert_eq!(std::fs::read(&back).unwrap(), data, "size {size} chunk {cs}");
+            let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", &remote, "--json"])).unwrap();
             assert_eq!(st["size"], size as u64);
             assert_eq!(st["chunks"], size.div_ceil(cs) as u64);
         }
@@ -55,12 +41,7 @@ fn cat_ranges_cross_chunk_boundaries() {
         (9 * cs, Some(1)),
     ];
     for (off, len) in cases {
-        let mut args = vec![
-            "cat".to_string(),
-            "/f".into(),
-            "--offset".into(),
-            off.to_string(),
-        ];
+        let mut args = vec!["cat".to_string(), "/f".into(), "--offset".into(), off.to_string()];
         if let Some(l) = len {
             args.extend(["--length".into(), l.to_string()]);
         }
@@ -68,9 +49,7 @@ fn cat_ranges_cross_chunk_boundaries() {
         let out = c.cli(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let start = off.min(data.len());
-        let end = len
-            .map(|l| (start + l).min(data.len()))
-            .unwrap_or(data.len());
+        let end = len.map(|l| (start + l).min(data.len())).unwrap_or(data.len());
         assert_eq!(out.stdout, &data[start..end], "offset {off} length {len:?}");
     }
 }
@@ -87,8 +66,7 @@ fn namespace_commands_and_json() {
     assert_eq!(ls[0]["kind"], "dir");
     c.ok(&["mv", "/docs/2026", "/archive"]);
     assert_eq!(c.ok(&["cat", "/archive/note.txt"]), "hello swarm\n");
-    let found: serde_json::Value =
-        serde_json::from_str(&c.ok(&["search", "NOTE", "--json"])).unwrap();
+    let found: serde_json::Value = serde_json::from_str(&c.ok(&["search", "NOTE", "--json"])).unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["path"], "/archive/note.txt");
     // A non-empty directory needs -r.
@@ -112,30 +90,20 @@ fn bad_input_gives_one_clear_line_and_nonzero_exit() {
         (&["get", "/nope", "/tmp/never-written"], "no such file"),
         (&["put", "/definitely/not/here", "/a"], "No such file"),
         (&["put", local.to_str().unwrap(), "/a/../b"], "not allowed"),
-        (
-            &["put", local.to_str().unwrap(), "/a", "--chunk-size", "100"],
-            "chunk size",
-        ),
+        (&["put", local.to_str().unwrap(), "/a", "--chunk-size", "100"], "chunk size"),
         (&["cat", "/"], "is a directory"),
     ];
     for (args, want) in cases {
         let out = c.cli(args);
         assert!(!out.status.success(), "{args:?} should fail");
         let err = stderr(&out);
-        assert!(
-            err.starts_with("error: ") && err.lines().count() == 1,
-            "{args:?}: {err}"
-        );
+        assert!(err.starts_with("error: ") && err.lines().count() == 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
     // More replicas than peers: stored with a warning.
     let out = c.cli(&["put", local.to_str().unwrap(), "/r", "--replicas", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("only 1 live peer"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("only 1 live peer"), "{}", stderr(&out));
 }
 
 #[test]
@@ -144,23 +112,13 @@ fn no_live_peers_and_unreachable_tracker_fail_clearly() {
     let local = c.path("x");
     std::fs::write(&local, b"data").unwrap();
     c.kill_peer(0);
-    common::wait_for("peer down", std::time::Duration::from_secs(10), || {
-        (c.up_count() == 0).then_some(())
-    });
+    common::wait_for("peer down", std::time::Duration::from_secs(10), || (c.up_count() == 0).then_some(()));
     let out = c.cli(&["put", local.to_str().unwrap(), "/x"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("no live peers"), "{}", stderr(&out));
-    assert_eq!(
-        c.cli(&["stat", "/x"]).status.code(),
-        Some(3),
-        "a failed put leaves nothing visible"
-    );
+    assert_eq!(c.cli(&["stat", "/x"]).status.code(), Some(3), "a failed put leaves nothing visible");
     c.kill_tracker();
     let out = c.cli(&["ls"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(
-        stderr(&out).contains("cannot reach the tracker"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot reach the tracker"), "{}", stderr(&out));
 }

@@ -33,27 +33,20 @@ fn a_join_and_a_death_reach_existing_peers_within_a_second() {
         line_with(&t, "PeerJoined", &short).map(log_time)
     });
     for p in 0..2 {
-        let seen = wait_for(
-            "existing peer sees the join",
-            Duration::from_secs(10),
-            || line_with(&c.log(&format!("peer{p}")), "member joined", &short).map(log_time),
-        );
+        let seen = wait_for("existing peer sees the join", Duration::from_secs(10), || {
+            line_with(&c.log(&format!("peer{p}")), "member joined", &short).map(log_time)
+        });
         let lag = (seen - joined_at).rem_euclid(86_400.0);
-        assert!(
-            lag < 1.0,
-            "peer{p} saw the join {lag:.3}s after the tracker"
-        );
+        assert!(lag < 1.0, "peer{p} saw the join {lag:.3}s after the tracker");
     }
     c.kill_peer(i);
     let down_at = wait_for("tracker notices the death", Duration::from_secs(10), || {
         line_with(&c.log("tracker"), "PeerDown", &short).map(log_time)
     });
     for p in 0..2 {
-        let seen = wait_for(
-            "existing peer sees the death",
-            Duration::from_secs(10),
-            || line_with(&c.log(&format!("peer{p}")), "member down", &short).map(log_time),
-        );
+        let seen = wait_for("existing peer sees the death", Duration::from_secs(10), || {
+            line_with(&c.log(&format!("peer{p}")), "member down", &short).map(log_time)
+        });
         assert!((seen - down_at).rem_euclid(86_400.0) < 1.0);
     }
 }

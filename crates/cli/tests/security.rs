@@ -16,22 +16,14 @@ fn another_swarms_token_is_refused() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("not a member of this swarm"), "{err}");
-    assert!(
-        !err.to_lowercase().contains("alert") && err.lines().count() == 1,
-        "no TLS dump: {err}"
-    );
+    assert!(!err.to_lowercase().contains("alert") && err.lines().count() == 1, "no TLS dump: {err}");
 
     // A real second swarm's token pointed at this tracker's address: the pin does not match.
     let other = c.path("other-tracker");
-    let out = run(
-        &other,
-        &["init", "--tracker-addr", &c.tracker_addr, "--json"],
-    );
+    let out = run(&other, &["init", "--tracker-addr", &c.tracker_addr, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let home = c.path("other-client");
-    assert!(run(&home, &["join", v["member_token"].as_str().unwrap()])
-        .status
-        .success());
+    assert!(run(&home, &["join", v["member_token"].as_str().unwrap()]).status.success());
     let out = run(&home, &["ls"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("another swarm"), "{}", stderr(&out));
@@ -47,20 +39,12 @@ fn another_swarms_token_is_refused() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let log = common::wait_for(
-        "the intruder's refusal",
-        std::time::Duration::from_secs(10),
-        || {
-            let t = c.log("tracker");
-            t.contains("wrong swarm proof").then_some(t)
-        },
-    );
+    let log = common::wait_for("the intruder's refusal", std::time::Duration::from_secs(10), || {
+        let t = c.log("tracker");
+        t.contains("wrong swarm proof").then_some(t)
+    });
     assert!(log.contains("wrong swarm proof"));
-    assert_eq!(
-        c.peers_json().unwrap().len(),
-        1,
-        "the intruder is not a member"
-    );
+    assert_eq!(c.peers_json().unwrap().len(), 1, "the intruder is not a member");
     let _ = p.kill();
     let _ = p.wait();
 }
@@ -90,13 +74,7 @@ fn no_plaintext_reaches_peers_or_tracker_and_keys_are_private() {
     }
     let local = c.path("plain.txt");
     std::fs::write(&local, &data).unwrap();
-    c.ok(&[
-        "put",
-        local.to_str().unwrap(),
-        "/plain.txt",
-        "--chunk-size",
-        "4K",
-    ]);
+    c.ok(&["put", local.to_str().unwrap(), "/plain.txt", "--chunk-size", "4K"]);
     let mut files = Vec::new();
     for dir in [c.peer_home(0), c.peer_home(1), c.path("tracker")] {
         walk(&dir, &mut files);
@@ -104,24 +82,13 @@ fn no_plaintext_reaches_peers_or_tracker_and_keys_are_private() {
     assert!(files.len() > 10);
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        assert!(
-            !bytes.windows(marker.len()).any(|w| w == marker),
-            "plaintext marker found in {}",
-            f.display()
-        );
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "plaintext marker found in {}", f.display());
     }
     let tracker_swarm = std::fs::read_to_string(c.path("tracker").join("swarm.json")).unwrap();
-    assert!(
-        !tracker_swarm.contains("data_key"),
-        "the tracker's home holds no data key"
-    );
+    assert!(!tracker_swarm.contains("data_key"), "the tracker's home holds no data key");
     for home in [c.client_home(), c.peer_home(0), c.path("tracker")] {
         for name in ["identity.key", "swarm.json"] {
-            let mode = std::fs::metadata(home.join(name))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
+            let mode = std::fs::metadata(home.join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}/{name}", home.display());
         }
     }

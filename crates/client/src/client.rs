@@ -28,11 +28,7 @@ impl Client {
         data_key: Option<DataKey>,
     ) -> Result<Client, ClientError> {
         let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
-        Ok(Client {
-            tracker,
-            pool: Pool::new(swarm),
-            data_key,
-        })
+        Ok(Client { tracker, pool: Pool::new(swarm), data_key })
     }
 
     pub(crate) fn data_key(&self) -> Result<&DataKey, ClientError> {
@@ -41,12 +37,7 @@ impl Client {
 
     /// One tracker request; an error reply becomes [`ClientError::Remote`].
     pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        match self
-            .tracker
-            .call_timeout(req, Bytes::new(), TRACKER_TIMEOUT)
-            .await?
-            .0
-        {
+        match self.tracker.call_timeout(req, Bytes::new(), TRACKER_TIMEOUT).await?.0 {
             Response::Error { code, message } => Err(ClientError::Remote { code, message }),
             r => Ok(r),
         }
@@ -60,12 +51,7 @@ impl Client {
     }
 
     pub async fn live_peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
-        Ok(self
-            .peers()
-            .await?
-            .into_iter()
-            .filter(|p| p.state == PeerState::Up)
-            .collect())
+        Ok(self.peers().await?.into_iter().filter(|p| p.state == PeerState::Up).collect())
     }
 
     /// Round-trip time to each peer, for the lowest-latency policy.
@@ -76,11 +62,7 @@ impl Client {
                 continue;
             };
             let t = Instant::now();
-            if conn
-                .call_timeout(&Request::Ping, Bytes::new(), Duration::from_secs(5))
-                .await
-                .is_ok()
-            {
+            if conn.call_timeout(&Request::Ping, Bytes::new(), Duration::from_secs(5)).await.is_ok() {
                 out.insert(p.node, t.elapsed());
             }
         }
@@ -102,49 +84,26 @@ impl Client {
     }
 
     pub async fn mkdir(&self, path: &RemotePath, parents: bool) -> Result<EntryInfo, ClientError> {
-        self.entry(Request::Mkdir {
-            path: path.to_string(),
-            parents,
-        })
-        .await
+        self.entry(Request::Mkdir { path: path.to_string(), parents }).await
     }
 
     pub async fn list(&self, path: &RemotePath) -> Result<Vec<EntryInfo>, ClientError> {
-        self.entries(Request::List {
-            path: path.to_string(),
-        })
-        .await
+        self.entries(Request::List { path: path.to_string() }).await
     }
 
     pub async fn stat(&self, path: &RemotePath) -> Result<EntryInfo, ClientError> {
-        self.entry(Request::Stat {
-            path: path.to_string(),
-        })
-        .await
+        self.entry(Request::Stat { path: path.to_string() }).await
     }
 
     pub async fn search(&self, text: &str) -> Result<Vec<EntryInfo>, ClientError> {
-        self.entries(Request::Search {
-            text: text.to_string(),
-        })
-        .await
+        self.entries(Request::Search { text: text.to_string() }).await
     }
 
     pub async fn rename(&self, from: &RemotePath, to: &RemotePath) -> Result<(), ClientError> {
-        self.call(&Request::Rename {
-            from: from.to_string(),
-            to: to.to_string(),
-        })
-        .await
-        .map(|_| ())
+        self.call(&Request::Rename { from: from.to_string(), to: to.to_string() }).await.map(|_| ())
     }
 
     pub async fn remove(&self, path: &RemotePath, recursive: bool) -> Result<(), ClientError> {
-        self.call(&Request::Remove {
-            path: path.to_string(),
-            recursive,
-        })
-        .await
-        .map(|_| ())
+        self.call(&Request::Remove { path: path.to_string(), recursive }).await.map(|_| ())
     }
 }

@@ -13,19 +13,11 @@ pub enum ClientError {
     #[error("no live peers in the swarm: start a peer with `swarmfs peer`")]
     NoPeers,
     #[error("chunk {index} ({chunk}) could not be read from any of its {tried} holders (last error: {last})")]
-    ChunkUnavailable {
-        index: u64,
-        chunk: String,
-        tried: usize,
-        last: String,
-    },
+    ChunkUnavailable { index: u64, chunk: String, tried: usize, last: String },
     #[error("could not store chunk {index} on enough peers: {last}")]
     PlacementFailed { index: u64, last: String },
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("this home holds a peer token, not a member token: it cannot read or write files")]
     NoDataKey,
     #[error("{0}")]
@@ -36,10 +28,7 @@ pub enum ClientError {
 
 impl ClientError {
     pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> ClientError {
-        ClientError::Io {
-            path: path.to_string(),
-            source,
-        }
+        ClientError::Io { path: path.to_string(), source }
     }
 
     pub fn code(&self) -> Option<ErrorCode> {

@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use swarmfs_core::{open_chunk, ChunkRef, CoreError, Manifest};
-use swarmfs_proto::{
-    EntryInfo, ErrorCode, NodeId, PeerInfo, PeerState, RemotePath, Request, Response,
-};
+use swarmfs_proto::{EntryInfo, ErrorCode, NodeId, PeerInfo, PeerState, RemotePath, Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::{Client, ClientError, Progress};
 
 const LOCATE_BATCH: usize = 16 * 1024;
-const WINDOW: usize = 12;
+const WINDOW: usize = 16;
 
 #[derive(Debug)]
 pub struct GetReport {
@@ -41,12 +39,7 @@ struct Holders {
 impl Client {
     pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
         let data_key = self.data_key()?.clone();
-        match self
-            .call(&Request::OpenFile {
-                path: remote.to_string(),
-            })
-            .await?
-        {
+        match self.call(&Request::OpenFile { path: remote.to_string() }).await? {
             Response::File { entry, manifest } => {
                 let m = Manifest::open(&manifest, &data_key).map_err(|e| match e {
                     CoreError::Decrypt => ClientError::Invalid(format!(
@@ -69,30 +62,18 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
         let (_, manifest) = self.open(remote).await?;
-        let name = local
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("download");
+        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| ClientError::io(tmp.display(), e))?;
-        let result = self
-            .read_manifest(&manifest, 0, manifest.size, &mut out, progress)
-            .await;
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::io(tmp.display(), e))?;
+        let result = self.read_manifest(&manifest, 0, manifest.size, &mut out, progress).await;
         let result = match result {
-            Ok(r) => out
-                .sync_all()
-                .await
-                .map(|_| r)
-                .map_err(|e| ClientError::io(tmp.display(), e)),
+            // No fsync: like cp and curl, durability of the local copy is the file system's job.
+            Ok(r) => out.flush().await.map(|_| r).map_err(|e| ClientError::io(tmp.display(), e)),
             Err(e) => Err(e),
         };
         match result {
             Ok(r) => {
-                tokio::fs::rename(&tmp, local)
-                    .await
-                    .map_err(|e| ClientError::io(local.display(), e))?;
+                tokio::fs::rename(&tmp, local).await.map_err(|e| ClientError::io(local.display(), e))?;
                 Ok(r)
             }
             Err(e) => {
@@ -118,8 +99,7 @@ impl Client {
             Some(l) => start.saturating_add(l).min(manifest.size),
             None => manifest.size,
         };
-        self.read_manifest(&manifest, start, end, out, progress)
-            .await
+        self.read_manifest(&manifest, start, end, out, progress).await
     }
 
     pub async fn read_manifest<W: AsyncWrite + Unpin>(
@@ -134,53 +114,50 @@ impl Client {
         progress.start(end - start);
         let bad = AtomicUsize::new(0);
         if start >= end {
-            out.flush()
-                .await
-                .map_err(|e| ClientError::io("output", e))?;
-            return Ok(GetReport {
-                size: manifest.size,
-                bytes: 0,
-                elapsed: started.elapsed(),
-                bad_copies: 0,
-            });
+            out.flush().await.map_err(|e| ClientError::io("output", e))?;
+            return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), bad_copies: 0 });
         }
         let cs = manifest.chunk_size as u64;
         let (first, last) = (start / cs, (end - 1) / cs);
         let refs = &manifest.chunks[first as usize..=last as usize];
         let holders = self.locate(refs).await?;
-        let mut chunks = stream::iter(refs.iter().enumerate())
-            .map(|(i, r)| {
-                let (holders, bad) = (&holders, &bad);
-                async move {
-                    self.fetch_chunk(
-                        first + i as u64,
-                        r,
-                        &holders.of_chunk[i],
-                        holders,
-                        bad,
-                        progress,
-                    )
-                    .await
+        // Fetching and writing run concurrently in this task: while a write is pending the
+        // fetch stream is still polled, so the network and the disk overlap. The channel holds
+        // a few finished chunks; together with the window that bounds memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let fetch = async {
+            let mut chunks = stream::iter(refs.iter().enumerate())
+                .map(|(i, r)| {
+                    let (holders, bad) = (&holders, &bad);
+                    async move { self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await }
+                })
+                .buffered(WINDOW);
+            while let Some(plain) = chunks.next().await {
+                if tx.send(plain?).await.is_err() {
+                    break;
                 }
-            })
-            .buffered(WINDOW);
-        let mut index = first;
-        let mut written = 0u64;
-        while let Some(plain) = chunks.next().await {
-            let plain = plain?;
-            let chunk_start = index * cs;
-            let lo = start.saturating_sub(chunk_start) as usize;
-            let hi = ((end - chunk_start) as usize).min(plain.len());
-            out.write_all(&plain[lo..hi])
-                .await
-                .map_err(|e| ClientError::io("output", e))?;
-            written += (hi - lo) as u64;
-            progress.advance((hi - lo) as u64);
-            index += 1;
-        }
-        out.flush()
-            .await
-            .map_err(|e| ClientError::io("output", e))?;
+            }
+            drop(tx);
+            Ok::<_, ClientError>(())
+        };
+        let write = async {
+            let mut index = first;
+            let mut written = 0u64;
+            while let Some(plain) = rx.recv().await {
+                let chunk_start = index * cs;
+                let lo = start.saturating_sub(chunk_start) as usize;
+                let hi = ((end - chunk_start) as usize).min(plain.len());
+                out.write_all(&plain[lo..hi]).await.map_err(|e| ClientError::io("output", e))?;
+                written += (hi - lo) as u64;
+                progress.advance((hi - lo) as u64);
+                index += 1;
+            }
+            Ok::<_, ClientError>(written)
+        };
+        let (fetched, written) = tokio::join!(fetch, write);
+        fetched?;
+        let written = written?;
+        out.flush().await.map_err(|e| ClientError::io("output", e))?;
         Ok(GetReport {
             size: manifest.size,
             bytes: written,
@@ -194,9 +171,7 @@ impl Client {
         let mut index: HashMap<NodeId, u32> = HashMap::new();
         let mut of_chunk = Vec::with_capacity(refs.len());
         for batch in refs.chunks(LOCATE_BATCH) {
-            let req = Request::Locate {
-                chunks: batch.iter().map(|r| r.id).collect(),
-            };
+            let req = Request::Locate { chunks: batch.iter().map(|r| r.id).collect() };
             let Response::Locations { peers: bp, holders } = self.call(&req).await? else {
                 return Err(ClientError::Unexpected("tracker"));
             };
@@ -218,11 +193,7 @@ impl Client {
             }
         }
         let in_flight = peers.iter().map(|_| AtomicU32::new(0)).collect();
-        Ok(Holders {
-            peers,
-            of_chunk,
-            in_flight,
-        })
+        Ok(Holders { peers, of_chunk, in_flight })
     }
 
     async fn fetch_chunk(
@@ -238,11 +209,7 @@ impl Client {
         let mut order: Vec<u32> = mine.to_vec();
         order.sort_by_key(|&i| {
             let p = &holders.peers[i as usize];
-            (
-                p.state != PeerState::Up,
-                holders.in_flight[i as usize].load(Ordering::Relaxed),
-                rand::random::<u8>(),
-            )
+            (p.state != PeerState::Up, holders.in_flight[i as usize].load(Ordering::Relaxed), rand::random::<u8>())
         });
         let mut last = String::from("the tracker knows no holder");
         for &i in &order {
@@ -252,10 +219,7 @@ impl Client {
             holders.in_flight[i as usize].fetch_sub(1, Ordering::Relaxed);
             let ciphertext = match got {
                 Ok(b) => b,
-                Err(ClientError::Remote {
-                    code: ErrorCode::Corrupt,
-                    ..
-                }) => {
+                Err(ClientError::Remote { code: ErrorCode::Corrupt, .. }) => {
                     // The peer caught its own bad copy, quarantined it and told the tracker.
                     bad.fetch_add(1, Ordering::Relaxed);
                     progress.warn(&format!(
@@ -284,31 +248,17 @@ impl Client {
                         r.id.short(),
                         peer.node.short()
                     ));
-                    let _ = self
-                        .call(&Request::ReportBadChunk {
-                            chunk: r.id,
-                            node: peer.node,
-                        })
-                        .await;
+                    let _ = self.call(&Request::ReportBadChunk { chunk: r.id, node: peer.node }).await;
                     last = format!("peer {}: bad copy", peer.node.short());
                 }
             }
         }
-        Err(ClientError::ChunkUnavailable {
-            index,
-            chunk: crate::error::short_chunk(&r.id),
-            tried: order.len(),
-            last,
-        })
+        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: order.len(), last })
     }
 
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {
         let conn = self.pool.get(peer.node, &peer.addrs).await?;
-        let req = Request::GetChunk {
-            chunk: r.id,
-            offset: 0,
-            len: u64::MAX,
-        };
+        let req = Request::GetChunk { chunk: r.id, offset: 0, len: u64::MAX };
         let timeout = Duration::from_secs(20) + Duration::from_millis(r.len as u64 / 10_000);
         match conn.call_timeout(&req, Bytes::new(), timeout).await? {
             (Response::Chunk, payload) => Ok(Vec::from(payload)),

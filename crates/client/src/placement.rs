@@ -28,9 +28,7 @@ impl std::str::FromStr for Policy {
             "rendezvous" => Ok(Policy::Rendezvous),
             "least-used" => Ok(Policy::LeastUsed),
             "lowest-latency" => Ok(Policy::LowestLatency),
-            _ => Err(format!(
-                "unknown placement policy {s:?}: use rendezvous, least-used or lowest-latency"
-            )),
+            _ => Err(format!("unknown placement policy {s:?}: use rendezvous, least-used or lowest-latency")),
         }
     }
 }
@@ -45,12 +43,7 @@ pub struct Placer {
 
 impl Placer {
     pub fn new(policy: Policy, peers: Vec<PeerInfo>, rtt: HashMap<NodeId, Duration>) -> Placer {
-        Placer {
-            policy,
-            peers,
-            assigned: Mutex::new(HashMap::new()),
-            rtt,
-        }
+        Placer { policy, peers, assigned: Mutex::new(HashMap::new()), rtt }
     }
 
     pub fn peers(&self) -> &[PeerInfo] {
@@ -66,9 +59,7 @@ impl Placer {
                     let mut h = blake3::Hasher::new();
                     h.update(chunk.as_bytes());
                     h.update(p.node.as_bytes());
-                    let x = u64::from_le_bytes(
-                        h.finalize().as_bytes()[..8].try_into().expect("8 bytes"),
-                    );
+                    let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
                     // Uniform in (0,1); -w/ln(u) is the weighted rendezvous score.
                     let u = (x as f64 + 1.0) / (u64::MAX as f64 + 2.0);
                     let weight = (p.capacity.saturating_sub(p.used).max(1)) as f64;
@@ -112,11 +103,7 @@ mod tests {
 
     #[test]
     fn least_used_spreads_within_an_upload() {
-        let p = Placer::new(
-            Policy::LeastUsed,
-            vec![peer(1, 0), peer(2, 10), peer(3, 20)],
-            HashMap::new(),
-        );
+        let p = Placer::new(Policy::LeastUsed, vec![peer(1, 0), peer(2, 10), peer(3, 20)], HashMap::new());
         let mut counts = HashMap::new();
         for i in 0..30u8 {
             let first = p.order(&ChunkId([i; 32]))[0].node;
@@ -149,16 +136,8 @@ mod tests {
             (NodeId([2; 32]), Duration::from_millis(1)),
             (NodeId([3; 32]), Duration::from_millis(9)),
         ]);
-        let p = Placer::new(
-            Policy::LowestLatency,
-            vec![peer(1, 0), peer(2, 0), peer(3, 0)],
-            rtt,
-        );
-        let order: Vec<u8> = p
-            .order(&ChunkId([0; 32]))
-            .iter()
-            .map(|p| p.node.0[0])
-            .collect();
+        let p = Placer::new(Policy::LowestLatency, vec![peer(1, 0), peer(2, 0), peer(3, 0)], rtt);
+        let order: Vec<u8> = p.order(&ChunkId([0; 32])).iter().map(|p| p.node.0[0]).collect();
         assert_eq!(order, vec![2, 3, 1]);
     }
 }

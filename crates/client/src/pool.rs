@@ -13,21 +13,12 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(swarm: Arc<Swarm>) -> Pool {
-        Pool {
-            swarm,
-            slots: Mutex::new(HashMap::new()),
-        }
+        Pool { swarm, slots: Mutex::new(HashMap::new()) }
     }
 
     /// A live connection to `node`, dialling its addresses in order if there is none.
     pub async fn get(&self, node: NodeId, addrs: &[String]) -> Result<Connection, NetError> {
-        let slot = self
-            .slots
-            .lock()
-            .expect("pool lock")
-            .entry(node)
-            .or_default()
-            .clone();
+        let slot = self.slots.lock().expect("pool lock").entry(node).or_default().clone();
         // Holding the per-peer async lock while dialling makes concurrent callers share one
         // dial instead of opening one connection each.
         let mut slot = slot.lock().await;

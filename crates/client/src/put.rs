@@ -27,12 +27,7 @@ pub struct PutOptions {
 
 impl Default for PutOptions {
     fn default() -> Self {
-        PutOptions {
-            chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
-            replicas: 2,
-            policy: Policy::default(),
-            window: 8,
-        }
+        PutOptions { chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE, replicas: 2, policy: Policy::default(), window: 8 }
     }
 }
 
@@ -63,23 +58,14 @@ impl Client {
             return Err(ClientError::Invalid("cannot put a file at /".into()));
         }
         let file = File::open(local).map_err(|e| ClientError::io(local.display(), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| ClientError::io(local.display(), e))?;
+        let meta = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
         if !meta.is_file() {
-            return Err(ClientError::Invalid(format!(
-                "{}: not a regular file",
-                local.display()
-            )));
+            return Err(ClientError::Invalid(format!("{}: not a regular file", local.display())));
         }
         let size = meta.len();
         let n = chunk_count(size, opts.chunk_size);
         if n > MAX_CHUNKS_PER_FILE {
-            return Err(swarmfs_core::CoreError::TooManyChunks {
-                chunks: n,
-                max: MAX_CHUNKS_PER_FILE,
-            }
-            .into());
+            return Err(swarmfs_core::CoreError::TooManyChunks { chunks: n, max: MAX_CHUNKS_PER_FILE }.into());
         }
         // Fail early on a bad destination rather than after uploading everything.
         match self.stat(remote).await {
@@ -107,11 +93,7 @@ impl Client {
                 opts.replicas
             ));
         }
-        let rtt = if opts.policy == Policy::LowestLatency {
-            self.measure_rtt(&live).await
-        } else {
-            Default::default()
-        };
+        let rtt = if opts.policy == Policy::LowestLatency { self.measure_rtt(&live).await } else { Default::default() };
         let placer = Placer::new(opts.policy, live, rtt);
         let file = Arc::new(file);
         let deriver = data_key.chunk_key_deriver();
@@ -133,24 +115,10 @@ impl Client {
                     .map_err(|e| ClientError::Invalid(e.to_string()))?
                     .map_err(|e| ClientError::io("reading the local file", e))?;
                     let holders = self
-                        .store_replicas(
-                            index,
-                            &sealed.id,
-                            Bytes::from(sealed.ciphertext),
-                            replicas,
-                            placer,
-                            progress,
-                        )
+                        .store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext), replicas, placer, progress)
                         .await?;
                     progress.advance(len as u64);
-                    Ok::<_, ClientError>((
-                        ChunkRef {
-                            id: sealed.id,
-                            key: sealed.key,
-                            len: len as u32,
-                        },
-                        holders,
-                    ))
+                    Ok::<_, ClientError>((ChunkRef { id: sealed.id, key: sealed.key, len: len as u32 }, holders))
                 }
             })
             .buffered(opts.window.max(1))
@@ -171,13 +139,7 @@ impl Client {
             chunks: placed.iter().map(|(r, _)| r.clone()).collect(),
         };
         let (sealed, _file_key) = manifest.seal(&data_key);
-        let placements = placed
-            .into_iter()
-            .map(|(r, holders)| ChunkPlacement {
-                chunk: r.id,
-                holders,
-            })
-            .collect();
+        let placements = placed.into_iter().map(|(r, holders)| ChunkPlacement { chunk: r.id, holders }).collect();
         let req = Request::CommitFile {
             path: remote.to_string(),
             size,
@@ -189,12 +151,7 @@ impl Client {
             Response::Entry(_) => {}
             _ => return Err(ClientError::Unexpected("tracker")),
         }
-        Ok(PutReport {
-            size,
-            chunks: n,
-            replicas,
-            elapsed: started.elapsed(),
-        })
+        Ok(PutReport { size, chunks: n, replicas, elapsed: started.elapsed() })
     }
 
     /// Stores one chunk on `replicas` distinct peers, walking down the placement order past
@@ -215,17 +172,12 @@ impl Client {
         while holders.len() < replicas {
             let want = replicas - holders.len();
             if next >= order.len() {
-                return Err(ClientError::PlacementFailed {
-                    index,
-                    last: last_err,
-                });
+                return Err(ClientError::PlacementFailed { index, last: last_err });
             }
             let batch: Vec<&PeerInfo> = order[next..].iter().take(want).collect();
             next += batch.len();
-            let results = futures_util::future::join_all(
-                batch.iter().map(|p| self.put_one(p, chunk, bytes.clone())),
-            )
-            .await;
+            let results =
+                futures_util::future::join_all(batch.iter().map(|p| self.put_one(p, chunk, bytes.clone()))).await;
             for (p, r) in batch.into_iter().zip(results) {
                 match r {
                     Ok(()) => {
@@ -245,19 +197,10 @@ impl Client {
         Ok(holders)
     }
 
-    async fn put_one(
-        &self,
-        peer: &PeerInfo,
-        chunk: &swarmfs_proto::ChunkId,
-        bytes: Bytes,
-    ) -> Result<(), ClientError> {
+    async fn put_one(&self, peer: &PeerInfo, chunk: &swarmfs_proto::ChunkId, bytes: Bytes) -> Result<(), ClientError> {
         let conn = self.pool.get(peer.node, &peer.addrs).await?;
         let timeout = transfer_timeout(bytes.len());
-        match conn
-            .call_timeout(&Request::PutChunk { chunk: *chunk }, bytes, timeout)
-            .await?
-            .0
-        {
+        match conn.call_timeout(&Request::PutChunk { chunk: *chunk }, bytes, timeout).await?.0 {
             Response::Ok => Ok(()),
             Response::Error { code, message } => Err(ClientError::Remote { code, message }),
             _ => Err(ClientError::Unexpected("peer")),

@@ -24,33 +24,17 @@ pub fn seal_chunk(deriver: &[u8; 32], plaintext: &[u8]) -> SealedChunk {
     let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
     buf.extend_from_slice(plaintext);
     aead(&key)
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::empty(),
-            &mut buf,
-        )
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
         .expect("AES-GCM sealing only fails past 2^36 bytes");
     let id = ChunkId(*blake3::hash(&buf).as_bytes());
-    SealedChunk {
-        id,
-        key,
-        ciphertext: buf,
-    }
+    SealedChunk { id, key, ciphertext: buf }
 }
 
 /// Verifies `ciphertext` against `id`, then decrypts it in place and returns the plaintext.
-pub fn open_chunk(
-    id: &ChunkId,
-    key: &[u8; 32],
-    mut ciphertext: Vec<u8>,
-) -> Result<Vec<u8>, CoreError> {
+pub fn open_chunk(id: &ChunkId, key: &[u8; 32], mut ciphertext: Vec<u8>) -> Result<Vec<u8>, CoreError> {
     verify_chunk(id, &ciphertext)?;
     let len = aead(key)
-        .open_in_place(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::empty(),
-            &mut ciphertext,
-        )
+        .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut ciphertext)
         .map_err(|_| CoreError::Decrypt)?
         .len();
     ciphertext.truncate(len);
@@ -86,17 +70,10 @@ mod tests {
             assert_eq!(open_chunk(&a.id, &a.key, a.ciphertext.clone()).unwrap(), pt);
             let mut bad = a.ciphertext.clone();
             bad[0] ^= 1;
-            assert!(matches!(
-                open_chunk(&a.id, &a.key, bad),
-                Err(CoreError::HashMismatch(_))
-            ));
+            assert!(matches!(open_chunk(&a.id, &a.key, bad), Err(CoreError::HashMismatch(_))));
         }
         let other = DataKey([8; 32]).chunk_key_deriver();
-        assert_ne!(
-            seal_chunk(&d, b"x").id,
-            seal_chunk(&other, b"x").id,
-            "other swarms cannot confirm content"
-        );
+        assert_ne!(seal_chunk(&d, b"x").id, seal_chunk(&other, b"x").id, "other swarms cannot confirm content");
     }
 
     #[test]

@@ -13,8 +13,6 @@ pub enum CoreError {
     BadToken(&'static str),
     #[error("manifest is malformed: {0}")]
     BadManifest(String),
-    #[error(
-        "file needs {chunks} chunks at this chunk size (at most {max}); use a larger --chunk-size"
-    )]
+    #[error("file needs {chunks} chunks at this chunk size (at most {max}); use a larger --chunk-size")]
     TooManyChunks { chunks: u64, max: u64 },
 }

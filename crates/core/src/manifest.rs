@@ -37,20 +37,15 @@ impl Manifest {
     }
 
     pub fn open(sealed: &SealedManifest, data_key: &DataKey) -> Result<Manifest, CoreError> {
-        let file_key: [u8; 32] =
-            open_random_nonce(&data_key.manifest_wrap_key(), &sealed.wrapped_key)?
-                .try_into()
-                .map_err(|_| CoreError::BadManifest("wrapped key has the wrong length".into()))?;
+        let file_key: [u8; 32] = open_random_nonce(&data_key.manifest_wrap_key(), &sealed.wrapped_key)?
+            .try_into()
+            .map_err(|_| CoreError::BadManifest("wrapped key has the wrong length".into()))?;
         Self::open_with_file_key(sealed, &file_key)
     }
 
-    pub fn open_with_file_key(
-        sealed: &SealedManifest,
-        file_key: &[u8; 32],
-    ) -> Result<Manifest, CoreError> {
+    pub fn open_with_file_key(sealed: &SealedManifest, file_key: &[u8; 32]) -> Result<Manifest, CoreError> {
         let plain = open_random_nonce(file_key, &sealed.body)?;
-        let m: Manifest =
-            postcard::from_bytes(&plain).map_err(|e| CoreError::BadManifest(e.to_string()))?;
+        let m: Manifest = postcard::from_bytes(&plain).map_err(|e| CoreError::BadManifest(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
@@ -60,9 +55,7 @@ impl Manifest {
         crate::check_chunk_size(self.chunk_size as u64)?;
         let expected = crate::chunk_count(self.size, self.chunk_size);
         if self.chunks.len() as u64 != expected {
-            return Err(CoreError::BadManifest(
-                "chunk count does not match size".into(),
-            ));
+            return Err(CoreError::BadManifest("chunk count does not match size".into()));
         }
         let total: u64 = self.chunks.iter().map(|c| c.len as u64).sum();
         if total != self.size || self.chunks.iter().any(|c| c.len > self.chunk_size) {
@@ -110,25 +103,14 @@ mod tests {
             mode: 0o644,
             mtime_ms: 5,
             chunks: vec![
-                ChunkRef {
-                    id: ChunkId([1; 32]),
-                    key: [2; 32],
-                    len: 1024,
-                },
-                ChunkRef {
-                    id: ChunkId([3; 32]),
-                    key: [4; 32],
-                    len: 476,
-                },
+                ChunkRef { id: ChunkId([1; 32]), key: [2; 32], len: 1024 },
+                ChunkRef { id: ChunkId([3; 32]), key: [4; 32], len: 476 },
             ],
         };
         let dk = DataKey([9; 32]);
         let (sealed, file_key) = m.seal(&dk);
         assert_eq!(Manifest::open(&sealed, &dk).unwrap(), m);
         assert_eq!(Manifest::open_with_file_key(&sealed, &file_key).unwrap(), m);
-        assert!(matches!(
-            Manifest::open(&sealed, &DataKey([8; 32])),
-            Err(CoreError::Decrypt)
-        ));
+        assert!(matches!(Manifest::open(&sealed, &DataKey([8; 32])), Err(CoreError::Decrypt)));
     }
 }

@@ -47,10 +47,7 @@ impl Token {
 
     /// The same swarm without the data key.
     pub fn to_peer(&self) -> Token {
-        Token {
-            data_key: None,
-            ..self.clone()
-        }
+        Token { data_key: None, ..self.clone() }
     }
 
     pub fn encode(&self) -> String {
@@ -61,15 +58,8 @@ impl Token {
             swarm_secret: self.swarm_secret.0,
             data_key: self.data_key.as_ref().map(|k| k.0),
         };
-        let prefix = if self.data_key.is_some() {
-            MEMBER_PREFIX
-        } else {
-            PEER_PREFIX
-        };
-        format!(
-            "{prefix}{}",
-            URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes"))
-        )
+        let prefix = if self.data_key.is_some() { MEMBER_PREFIX } else { PEER_PREFIX };
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes")))
     }
 
     pub fn decode(s: &str) -> Result<Token, CoreError> {
@@ -79,15 +69,10 @@ impl Token {
         } else if let Some(b) = s.strip_prefix(PEER_PREFIX) {
             (b, false)
         } else {
-            return Err(CoreError::BadToken(
-                "it must start with swarmfs-peer- or swarmfs-member-",
-            ));
+            return Err(CoreError::BadToken("it must start with swarmfs-peer- or swarmfs-member-"));
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| CoreError::BadToken("not base64url"))?;
-        let wire: Wire = postcard::from_bytes(&bytes)
-            .map_err(|_| CoreError::BadToken("truncated or corrupted"))?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CoreError::BadToken("not base64url"))?;
+        let wire: Wire = postcard::from_bytes(&bytes).map_err(|_| CoreError::BadToken("truncated or corrupted"))?;
         if wire.version != 1 {
             return Err(CoreError::BadToken("unknown token version"));
         }

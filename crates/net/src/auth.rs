@@ -28,40 +28,23 @@ pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     exporter: &[u8; 32],
     role: Role,
 ) -> Result<(), NetError> {
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        role,
-        proof: proof(secret, b"dialer", exporter),
-    };
-    write_frame(
-        s,
-        &Frame::new(FrameKind::Hello, 0, &hello, Default::default()),
-    )
-    .await?;
+    let hello = Hello { version: PROTOCOL_VERSION, role, proof: proof(secret, b"dialer", exporter) };
+    write_frame(s, &Frame::new(FrameKind::Hello, 0, &hello, Default::default())).await?;
     s.flush().await?;
-    let f = read_frame(s).await?.ok_or(NetError::NotMember(
-        "the other side closed the connection".into(),
-    ))?;
+    let f = read_frame(s).await?.ok_or(NetError::NotMember("the other side closed the connection".into()))?;
     if f.kind != FrameKind::HelloReply {
-        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
-            "expected a hello reply",
-        )));
+        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a hello reply")));
     }
     match f.decode_meta::<HelloReply>()? {
         HelloReply::Refused { reason } => Err(NetError::NotMember(reason)),
         HelloReply::Welcome { version, .. } if version != PROTOCOL_VERSION => {
-            Err(NetError::Version {
-                ours: PROTOCOL_VERSION,
-                theirs: version,
-            })
+            Err(NetError::Version { ours: PROTOCOL_VERSION, theirs: version })
         }
         HelloReply::Welcome { proof: p, .. } => {
             if ct_eq(&p, &proof(secret, b"listener", exporter)) {
                 Ok(())
             } else {
-                Err(NetError::NotMember(
-                    "the other side could not prove it belongs to this swarm".into(),
-                ))
+                Err(NetError::NotMember("the other side could not prove it belongs to this swarm".into()))
             }
         }
     }
@@ -75,49 +58,25 @@ pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Role, NetError> {
     let f = read_frame(s).await?.ok_or(NetError::Closed)?;
     if f.kind != FrameKind::Hello {
-        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
-            "expected a hello",
-        )));
+        return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a hello")));
     }
     let hello: Hello = f.decode_meta()?;
     let refuse = |reason: &str| {
-        Frame::new(
-            FrameKind::HelloReply,
-            0,
-            &HelloReply::Refused {
-                reason: reason.into(),
-            },
-            Default::default(),
-        )
+        Frame::new(FrameKind::HelloReply, 0, &HelloReply::Refused { reason: reason.into() }, Default::default())
     };
     if hello.version != PROTOCOL_VERSION {
-        let msg = format!(
-            "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-            hello.version
-        );
+        let msg = format!("protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})", hello.version);
         write_frame(s, &refuse(&msg)).await?;
         s.flush().await?;
-        return Err(NetError::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: hello.version,
-        });
+        return Err(NetError::Version { ours: PROTOCOL_VERSION, theirs: hello.version });
     }
     if !ct_eq(&hello.proof, &proof(secret, b"dialer", exporter)) {
         write_frame(s, &refuse("not a member of this swarm")).await?;
         s.flush().await?;
-        return Err(NetError::NotMember(
-            "dialer gave a wrong swarm proof".into(),
-        ));
+        return Err(NetError::NotMember("dialer gave a wrong swarm proof".into()));
     }
-    let reply = HelloReply::Welcome {
-        version: PROTOCOL_VERSION,
-        proof: proof(secret, b"listener", exporter),
-    };
-    write_frame(
-        s,
-        &Frame::new(FrameKind::HelloReply, 0, &reply, Default::default()),
-    )
-    .await?;
+    let reply = HelloReply::Welcome { version: PROTOCOL_VERSION, proof: proof(secret, b"listener", exporter) };
+    write_frame(s, &Frame::new(FrameKind::HelloReply, 0, &reply, Default::default())).await?;
     s.flush().await?;
     Ok(hello.role)
 }

@@ -7,15 +7,10 @@ pub enum NetError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("TLS handshake with {addr} failed: {reason}")]
     Tls { addr: String, reason: String },
-    #[error(
-        "{addr} is not the node we expected ({expected}): wrong address or another swarm's token"
-    )]
+    #[error("{addr} is not the node we expected ({expected}): wrong address or another swarm's token")]
     WrongNode { addr: String, expected: String },
     #[error("not a member of this swarm: {0}")]
     NotMember(String),
@@ -34,10 +29,7 @@ pub enum NetError {
 impl NetError {
     /// True when retrying later (or elsewhere) may work: the network, not the request, failed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            NetError::Io(_) | NetError::Connect { .. } | NetError::Closed | NetError::Timeout(_)
-        )
+        matches!(self, NetError::Io(_) | NetError::Connect { .. } | NetError::Closed | NetError::Timeout(_))
     }
 }
 

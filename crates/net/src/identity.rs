@@ -16,20 +16,14 @@ pub struct Identity {
 
 impl Identity {
     pub fn generate() -> Result<Identity, NetError> {
-        let kp =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| NetError::Identity {
-                path: "(new)".into(),
-                reason: e.to_string(),
-            })?;
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .map_err(|e| NetError::Identity { path: "(new)".into(), reason: e.to_string() })?;
         Self::from_pkcs8(kp.serialize_der(), "(new)")
     }
 
     /// Loads `path`, or creates it (mode 0600) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Identity, NetError> {
-        let err = |reason: String| NetError::Identity {
-            path: path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| NetError::Identity { path: path.display().to_string(), reason };
         match std::fs::read(path) {
             Ok(der) => Self::from_pkcs8(der, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -42,20 +36,13 @@ impl Identity {
     }
 
     fn from_pkcs8(der: Vec<u8>, path: &str) -> Result<Identity, NetError> {
-        let err = |reason: String| NetError::Identity {
-            path: path.into(),
-            reason,
-        };
+        let err = |reason: String| NetError::Identity { path: path.into(), reason };
         let kp = rcgen::KeyPair::try_from(der.as_slice()).map_err(|e| err(e.to_string()))?;
         let node_id = NodeId::from_slice(kp.public_key_raw()).map_err(|e| err(e.to_string()))?;
         let cert = rcgen::CertificateParams::new(vec!["swarmfs".to_string()])
             .and_then(|p| p.self_signed(&kp))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Identity {
-            node_id,
-            key_pkcs8: der,
-            cert_der: cert.der().to_vec(),
-        })
+        Ok(Identity { node_id, key_pkcs8: der, cert_der: cert.der().to_vec() })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -77,12 +64,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -100,10 +82,7 @@ mod tests {
         let a = Identity::load_or_create(&p).unwrap();
         let b = Identity::load_or_create(&p).unwrap();
         assert_eq!(a.node_id(), b.node_id());
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(crate::tls::node_id_of_cert(&a.cert_der), Some(a.node_id()));
         std::fs::remove_dir_all(dir).unwrap();
     }

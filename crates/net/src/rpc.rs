@@ -42,11 +42,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 1024,
-            max_in_flight_per_connection: 64,
-            handshake_timeout: Duration::from_secs(10),
-        }
+        Limits { max_connections: 1024, max_in_flight_per_connection: 64, handshake_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -84,11 +80,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&self.id);
+        self.inner.pending.lock().expect("pending lock").remove(&self.id);
     }
 }
 
@@ -116,20 +108,9 @@ impl Connection {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (otx, orx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(id, otx);
-        let _guard = PendingGuard {
-            inner: &self.inner,
-            id,
-        };
-        self.inner
-            .tx
-            .send(Frame::new(FrameKind::Request, id, req, payload))
-            .await
-            .map_err(|_| NetError::Closed)?;
+        self.inner.pending.lock().expect("pending lock").insert(id, otx);
+        let _guard = PendingGuard { inner: &self.inner, id };
+        self.inner.tx.send(Frame::new(FrameKind::Request, id, req, payload)).await.map_err(|_| NetError::Closed)?;
         let frame = tokio::select! {
             r = orx => r.map_err(|_| NetError::Closed)?,
             _ = self.inner.closed.cancelled() => return Err(NetError::Closed),
@@ -159,14 +140,8 @@ pub async fn dial(
 ) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| NetError::Connect {
-            addr: addr.into(),
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|source| NetError::Connect {
-            addr: addr.into(),
-            source,
-        })?;
+        .map_err(|_| NetError::Connect { addr: addr.into(), source: std::io::ErrorKind::TimedOut.into() })?
+        .map_err(|source| NetError::Connect { addr: addr.into(), source })?;
     tcp.set_nodelay(true)?;
     let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
     let name = ServerName::try_from("swarmfs").expect("static name");
@@ -178,16 +153,10 @@ pub async fn dial(
         .get_ref()
         .1
         .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-        .map_err(|e| NetError::Tls {
-            addr: addr.into(),
-            reason: e.to_string(),
-        })?;
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        hello_dialer(&mut tls, &swarm.secret, &exporter, role),
-    )
-    .await
-    .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
+        .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
+    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, &swarm.secret, &exporter, role))
+        .await
+        .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
 
     let (r, w) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -255,22 +224,14 @@ pub async fn dial(
 fn tls_error(addr: &str, expected: NodeId, e: std::io::Error) -> NetError {
     let rustls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     match rustls_err {
-        Some(rustls::Error::General(m)) if m == WRONG_NODE => NetError::WrongNode {
-            addr: addr.into(),
-            expected: crate::error::short(&expected),
-        },
-        _ => NetError::Tls {
-            addr: addr.into(),
-            reason: e.to_string(),
-        },
+        Some(rustls::Error::General(m)) if m == WRONG_NODE => {
+            NetError::WrongNode { addr: addr.into(), expected: crate::error::short(&expected) }
+        }
+        _ => NetError::Tls { addr: addr.into(), reason: e.to_string() },
     }
 }
 
-async fn writer_loop<W: AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::Receiver<Frame>,
-    closed: CancellationToken,
-) {
+async fn writer_loop<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::Receiver<Frame>, closed: CancellationToken) {
     let mut w = BufWriter::with_capacity(256 * 1024, w);
     loop {
         let frame = tokio::select! {
@@ -307,10 +268,7 @@ pub struct ConnCtx {
 impl ConnCtx {
     /// Pushes an event to the dialer; fails once the connection has closed.
     pub async fn push_event(&self, ev: &Event) -> Result<(), NetError> {
-        self.out
-            .send(Frame::new(FrameKind::Event, 0, ev, Bytes::new()))
-            .await
-            .map_err(|_| NetError::Closed)
+        self.out.send(Frame::new(FrameKind::Event, 0, ev, Bytes::new())).await.map_err(|_| NetError::Closed)
     }
 }
 
@@ -357,28 +315,13 @@ pub async fn serve<S: Service>(
             warn!(%remote_addr, "connection limit reached; refusing");
             continue;
         };
-        let (acceptor, swarm, service, limits, shutdown) = (
-            acceptor.clone(),
-            swarm.clone(),
-            service.clone(),
-            limits.clone(),
-            shutdown.clone(),
-        );
+        let (acceptor, swarm, service, limits, shutdown) =
+            (acceptor.clone(), swarm.clone(), service.clone(), limits.clone(), shutdown.clone());
         let span = tracing::debug_span!("conn", %remote_addr);
         tokio::spawn(
             async move {
                 let _permit = permit;
-                if let Err(e) = serve_conn(
-                    tcp,
-                    remote_addr,
-                    acceptor,
-                    &swarm,
-                    service,
-                    &limits,
-                    shutdown,
-                )
-                .await
-                {
+                if let Err(e) = serve_conn(tcp, remote_addr, acceptor, &swarm, service, &limits, shutdown).await {
                     info!("connection from {remote_addr} closed: {e}");
                 }
             }
@@ -401,47 +344,29 @@ async fn serve_conn<S: Service>(
     let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| NetError::Timeout("in the TLS handshake"))?
-        .map_err(|e| NetError::Tls {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| NetError::Tls { addr: addr.clone(), reason: e.to_string() })?;
     let (remote, exporter) = {
         let conn = tls.get_ref().1;
         let remote = conn
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| node_id_of_cert(c))
-            .ok_or_else(|| NetError::Tls {
-                addr: addr.clone(),
-                reason: "no node certificate".into(),
-            })?;
+            .ok_or_else(|| NetError::Tls { addr: addr.clone(), reason: "no node certificate".into() })?;
         let exporter = conn
             .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-            .map_err(|e| NetError::Tls {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| NetError::Tls { addr: addr.clone(), reason: e.to_string() })?;
         (remote, exporter)
     };
-    let role = tokio::time::timeout(
-        limits.handshake_timeout,
-        hello_listener(&mut tls, &swarm.secret, &exporter),
-    )
-    .await
-    .map_err(|_| NetError::Timeout("waiting for the hello"))??;
+    let role = tokio::time::timeout(limits.handshake_timeout, hello_listener(&mut tls, &swarm.secret, &exporter))
+        .await
+        .map_err(|_| NetError::Timeout("waiting for the hello"))??;
     debug!(remote = %remote.short(), ?role, "connection authenticated");
 
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
     tokio::spawn(writer_loop(w, rx, closed.clone()).in_current_span());
-    let ctx = Arc::new(ConnCtx {
-        remote,
-        role,
-        remote_addr,
-        closed: closed.clone(),
-        out,
-    });
+    let ctx = Arc::new(ConnCtx { remote, role, remote_addr, closed: closed.clone(), out });
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
     let mut r = BufReader::with_capacity(256 * 1024, r);
     let result = loop {
@@ -455,28 +380,19 @@ async fn serve_conn<S: Service>(
             Err(e) => break Err(e),
         };
         if frame.kind != FrameKind::Request {
-            break Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed(
-                "expected a request",
-            )));
+            break Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a request")));
         }
         let req: Request = match frame.decode_meta() {
             Ok(r) => r,
             Err(e) => break Err(e.into()),
         };
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
         let (ctx, service) = (ctx.clone(), service.clone());
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let (resp, payload) = service.handle(&ctx, req, frame.payload).await;
-                let _ = ctx
-                    .out
-                    .send(Frame::new(FrameKind::Response, frame.id, &resp, payload))
-                    .await;
+                let _ = ctx.out.send(Frame::new(FrameKind::Response, frame.id, &resp, payload)).await;
             }
             .in_current_span(),
         );
@@ -493,12 +409,7 @@ pub async fn dial_raw(
     addr: &str,
     expected: NodeId,
 ) -> Result<impl AsyncRead + AsyncWrite + Unpin, NetError> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|source| NetError::Connect {
-            addr: addr.into(),
-            source,
-        })?;
+    let tcp = TcpStream::connect(addr).await.map_err(|source| NetError::Connect { addr: addr.into(), source })?;
     let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
     let mut tls = connector
         .connect(ServerName::try_from("swarmfs").expect("static"), tcp)
@@ -508,10 +419,7 @@ pub async fn dial_raw(
         .get_ref()
         .1
         .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-        .map_err(|e| NetError::Tls {
-            addr: addr.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     hello_dialer(&mut tls, &swarm.secret, &exporter, Role::Client).await?;
     Ok(tls)
 }

@@ -9,18 +9,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use swarmfs_proto::NodeId;
 
 use crate::Identity;
 
 /// DER of an ed25519 SubjectPublicKeyInfo up to the key: SEQUENCE { SEQUENCE { OID
 /// 1.3.101.112 }, BIT STRING (33 bytes, 0 unused bits) }.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// The NodeId a certificate speaks for: its ed25519 public key. A certificate holding the
 /// SPKI pattern more than once is refused rather than guessed at.
@@ -47,12 +43,7 @@ fn check_signature(
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    verify_tls13_signature(
-        message,
-        cert,
-        dss,
-        &provider().signature_verification_algorithms,
-    )
+    verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
 }
 
 #[derive(Debug)]
@@ -116,11 +107,7 @@ impl ClientCertVerifier for AnyNode {
     ) -> Result<ClientCertVerified, rustls::Error> {
         node_id_of_cert(end_entity)
             .map(|_| ClientCertVerified::assertion())
-            .ok_or_else(|| {
-                rustls::Error::General(
-                    "client certificate is not an ed25519 node certificate".into(),
-                )
-            })
+            .ok_or_else(|| rustls::Error::General("client certificate is not an ed25519 node certificate".into()))
     }
     fn verify_tls12_signature(
         &self,

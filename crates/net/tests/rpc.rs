@@ -14,70 +14,36 @@ struct Echo;
 impl Service for Echo {
     async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {
         match req {
-            Request::Ping => (
-                Response::Pong {
-                    used: payload.len() as u64,
-                    capacity: 0,
-                    chunks: 0,
-                },
-                payload,
-            ),
-            _ => (
-                Response::error(swarmfs_proto::ErrorCode::Unsupported, "no"),
-                Bytes::new(),
-            ),
+            Request::Ping => (Response::Pong { used: payload.len() as u64, capacity: 0, chunks: 0 }, payload),
+            _ => (Response::error(swarmfs_proto::ErrorCode::Unsupported, "no"), Bytes::new()),
         }
     }
 }
 
 async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
-    let swarm = Arc::new(Swarm {
-        identity: Identity::generate().unwrap(),
-        secret,
-    });
+    let swarm = Arc::new(Swarm { identity: Identity::generate().unwrap(), secret });
     let id = swarm.identity.node_id();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        l,
-        swarm,
-        Arc::new(Echo),
-        Limits::default(),
-        stop.clone(),
-    ));
+    tokio::spawn(serve(l, swarm, Arc::new(Echo), Limits::default(), stop.clone()));
     (addr, id, stop)
 }
 
 fn client(secret: [u8; 32]) -> Swarm {
-    Swarm {
-        identity: Identity::generate().unwrap(),
-        secret,
-    }
+    Swarm { identity: Identity::generate().unwrap(), secret }
 }
 
 #[tokio::test]
 async fn many_requests_in_flight_on_one_connection() {
     let (addr, id, _stop) = start([1; 32]).await;
-    let (conn, _ev) = dial(&client([1; 32]), &addr, id, Role::Client)
-        .await
-        .unwrap();
+    let (conn, _ev) = dial(&client([1; 32]), &addr, id, Role::Client).await.unwrap();
     let mut calls = Vec::new();
     for i in 0..50usize {
         let c = conn.clone();
         calls.push(tokio::spawn(async move {
-            let (r, p) = c
-                .call(&Request::Ping, Bytes::from(vec![i as u8; i * 1000]))
-                .await
-                .unwrap();
-            assert_eq!(
-                r,
-                Response::Pong {
-                    used: (i * 1000) as u64,
-                    capacity: 0,
-                    chunks: 0
-                }
-            );
+            let (r, p) = c.call(&Request::Ping, Bytes::from(vec![i as u8; i * 1000])).await.unwrap();
+            assert_eq!(r, Response::Pong { used: (i * 1000) as u64, capacity: 0, chunks: 0 });
             assert_eq!(p.len(), i * 1000);
         }));
     }
@@ -89,24 +55,15 @@ async fn many_requests_in_flight_on_one_connection() {
 #[tokio::test]
 async fn wrong_secret_is_not_a_member() {
     let (addr, id, _stop) = start([1; 32]).await;
-    let err = dial(&client([2; 32]), &addr, id, Role::Client)
-        .await
-        .err()
-        .unwrap();
+    let err = dial(&client([2; 32]), &addr, id, Role::Client).await.err().unwrap();
     assert!(matches!(err, NetError::NotMember(_)), "{err}");
-    assert!(
-        err.to_string().contains("not a member of this swarm"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a member of this swarm"), "{err}");
 }
 
 #[tokio::test]
 async fn wrong_node_id_is_refused_by_the_pin() {
     let (addr, _id, _stop) = start([1; 32]).await;
-    let err = dial(&client([1; 32]), &addr, NodeId([3; 32]), Role::Client)
-        .await
-        .err()
-        .unwrap();
+    let err = dial(&client([1; 32]), &addr, NodeId([3; 32]), Role::Client).await.err().unwrap();
     assert!(matches!(err, NetError::WrongNode { .. }), "{err}");
 }
 
@@ -115,37 +72,23 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     let (addr, id, _stop) = start([1; 32]).await;
     let member = client([1; 32]);
     // Oversized length prefix after a valid handshake.
-    let mut raw = swarmfs_net::rpc::dial_raw(&member, &addr, id)
-        .await
-        .unwrap();
+    let mut raw = swarmfs_net::rpc::dial_raw(&member, &addr, id).await.unwrap();
     raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     raw.flush().await.unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(
-        raw.read(&mut buf).await.unwrap_or(0),
-        0,
-        "server closes the connection"
-    );
+    assert_eq!(raw.read(&mut buf).await.unwrap_or(0), 0, "server closes the connection");
     // Garbage before TLS.
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let _ = tcp.read(&mut buf).await;
     // A well-formed length with a garbage body.
-    let mut raw = swarmfs_net::rpc::dial_raw(&member, &addr, id)
+    let mut raw = swarmfs_net::rpc::dial_raw(&member, &addr, id).await.unwrap();
+    raw.write_all(&[0, 0, 0, 20, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
         .await
         .unwrap();
-    raw.write_all(&[
-        0, 0, 0, 20, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff,
-    ])
-    .await
-    .unwrap();
     raw.flush().await.unwrap();
     assert_eq!(raw.read(&mut buf).await.unwrap_or(0), 0);
     // The listener still serves a good client.
     let (conn, _ev) = dial(&member, &addr, id, Role::Client).await.unwrap();
-    assert!(matches!(
-        conn.call(&Request::Ping, Bytes::new()).await.unwrap().0,
-        Response::Pong { .. }
-    ));
+    assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Pong { .. }));
 }

@@ -33,12 +33,7 @@ fn store_error(e: StoreError) -> Response {
 impl PeerService {
     pub fn new(store: Arc<ChunkStore>) -> PeerService {
         let (corrupt_tx, rx) = mpsc::unbounded_channel();
-        PeerService {
-            store,
-            in_flight: AtomicU32::new(0),
-            corrupt_tx,
-            corrupt_rx: std::sync::Mutex::new(Some(rx)),
-        }
+        PeerService { store, in_flight: AtomicU32::new(0), corrupt_tx, corrupt_rx: std::sync::Mutex::new(Some(rx)) }
     }
 
     pub fn load(&self) -> u32 {
@@ -62,12 +57,10 @@ impl PeerService {
 
     async fn dispatch(&self, req: Request, payload: Bytes) -> (Response, Bytes) {
         match req {
-            Request::PutChunk { chunk } => {
-                match self.blocking(move |s| s.put(&chunk, &payload)).await {
-                    Ok(_) => (Response::Ok, Bytes::new()),
-                    Err(e) => (store_error(e), Bytes::new()),
-                }
-            }
+            Request::PutChunk { chunk } => match self.blocking(move |s| s.put(&chunk, &payload)).await {
+                Ok(_) => (Response::Ok, Bytes::new()),
+                Err(e) => (store_error(e), Bytes::new()),
+            },
             Request::GetChunk { chunk, offset, len } => {
                 match self.blocking(move |s| s.get(&chunk, offset, len)).await {
                     Ok(bytes) => (Response::Chunk, Bytes::from(bytes)),
@@ -81,9 +74,7 @@ impl PeerService {
                 }
             }
             Request::HasChunks { chunks } => {
-                let has = self
-                    .blocking(move |s| Ok(chunks.iter().map(|c| s.has(c)).collect()))
-                    .await;
+                let has = self.blocking(move |s| Ok(chunks.iter().map(|c| s.has(c)).collect())).await;
                 match has {
                     Ok(v) => (Response::Has(v), Bytes::new()),
                     Err(e) => (store_error(e), Bytes::new()),
@@ -104,18 +95,11 @@ impl PeerService {
                 }
             }
             Request::Ping => (
-                Response::Pong {
-                    used: self.store.used(),
-                    capacity: self.store.capacity(),
-                    chunks: self.store.count(),
-                },
+                Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
                 Bytes::new(),
             ),
             other => (
-                Response::error(
-                    ErrorCode::Unsupported,
-                    format!("a peer does not answer {}", other.name()),
-                ),
+                Response::error(ErrorCode::Unsupported, format!("a peer does not answer {}", other.name())),
                 Bytes::new(),
             ),
         }

@@ -30,17 +30,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut members: HashMap<NodeId, PeerInfo> = HashMap::new();
     loop {
-        let r = session(
-            &swarm,
-            &config,
-            &advertise,
-            &store,
-            &service,
-            &mut corrupt,
-            &mut members,
-            &shutdown,
-        )
-        .await;
+        let r = session(&swarm, &config, &advertise, &store, &service, &mut corrupt, &mut members, &shutdown).await;
         match r {
             Ok(()) => return,
             Err(e) => warn!("tracker session ended: {e}; reconnecting in {backoff:?}"),
@@ -92,53 +82,27 @@ async fn session(
     members: &mut HashMap<NodeId, PeerInfo>,
     shutdown: &CancellationToken,
 ) -> Result<(), PeerError> {
-    let (conn, mut events) =
-        dial(swarm, &config.tracker_addr, config.tracker_id, Role::Peer).await?;
+    let (conn, mut events) = dial(swarm, &config.tracker_addr, config.tracker_id, Role::Peer).await?;
     // Subscribe first so no membership change between join and subscribe is missed.
     call(&conn, &Request::Subscribe).await?;
-    let joined = call(
-        &conn,
-        &Request::Join {
-            addrs: vec![advertise.to_string()],
-            capacity: config.capacity,
-        },
-    )
-    .await?;
+    let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: config.capacity }).await?;
     if let Response::Joined { peers } = joined {
         members.clear();
-        for p in peers
-            .into_iter()
-            .filter(|p| p.state == swarmfs_proto::PeerState::Up)
-        {
+        for p in peers.into_iter().filter(|p| p.state == swarmfs_proto::PeerState::Up) {
             members.insert(p.node, p);
         }
         info!(members = members.len(), tracker = %config.tracker_addr, "joined the swarm");
     }
     let st = store.clone();
-    let inventory = tokio::task::spawn_blocking(move || st.list())
-        .await
-        .map_err(|e| PeerError::Task(e.to_string()))??;
+    let inventory =
+        tokio::task::spawn_blocking(move || st.list()).await.map_err(|e| PeerError::Task(e.to_string()))??;
     let mut first = true;
     for batch in inventory.chunks(INVENTORY_BATCH) {
-        call(
-            &conn,
-            &Request::Inventory {
-                chunks: batch.to_vec(),
-                first,
-            },
-        )
-        .await?;
+        call(&conn, &Request::Inventory { chunks: batch.to_vec(), first }).await?;
         first = false;
     }
     if first {
-        call(
-            &conn,
-            &Request::Inventory {
-                chunks: vec![],
-                first: true,
-            },
-        )
-        .await?;
+        call(&conn, &Request::Inventory { chunks: vec![], first: true }).await?;
     }
     info!(chunks = inventory.len(), "inventory sent");
 

@@ -50,12 +50,7 @@ pub struct Frame {
 impl Frame {
     pub fn new<T: Serialize>(kind: FrameKind, id: u64, meta: &T, payload: Bytes) -> Self {
         let meta = postcard::to_stdvec(meta).expect("postcard encoding into a Vec cannot fail");
-        Frame {
-            kind,
-            id,
-            meta: meta.into(),
-            payload,
-        }
+        Frame { kind, id, meta: meta.into(), payload }
     }
 
     pub fn decode_meta<T: DeserializeOwned>(&self) -> Result<T, ProtoError> {
@@ -113,12 +108,7 @@ impl Frame {
             return Err(ProtoError::Malformed("metadata longer than the frame"));
         }
         let meta = body.split_to(meta_len);
-        Ok(Frame {
-            kind,
-            id,
-            meta,
-            payload: body,
-        })
+        Ok(Frame { kind, id, meta, payload: body })
     }
 }
 
@@ -128,22 +118,14 @@ mod tests {
     use crate::{ChunkId, ErrorCode, Request, Response};
 
     fn hex(bytes: &[u8]) -> String {
-        bytes
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
     }
 
     /// Golden bytes: if this changes, old and new nodes can no longer talk. Bump
     /// PROTOCOL_VERSION and record it in docs/wire.md instead of editing the expectation.
     #[test]
     fn golden_get_chunk_request() {
-        let req = Request::GetChunk {
-            chunk: ChunkId([0xab; 32]),
-            offset: 1,
-            len: 300,
-        };
+        let req = Request::GetChunk { chunk: ChunkId([0xab; 32]), offset: 1, len: 300 };
         let f = Frame::new(FrameKind::Request, 7, &req, Bytes::new());
         let bytes = f.to_bytes().unwrap();
         let expected = concat!(
@@ -162,9 +144,7 @@ mod tests {
 
     #[test]
     fn golden_put_chunk_carries_raw_payload() {
-        let req = Request::PutChunk {
-            chunk: ChunkId([1; 32]),
-        };
+        let req = Request::PutChunk { chunk: ChunkId([1; 32]) };
         let f = Frame::new(FrameKind::Request, 1, &req, Bytes::from_static(b"xyz"));
         let bytes = f.to_bytes().unwrap();
         assert_eq!(bytes[17], 0x12, "variant 18 PutChunk");
@@ -181,9 +161,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_limits() {
-        let req = Request::Locate {
-            chunks: vec![ChunkId([9; 32]); 3],
-        };
+        let req = Request::Locate { chunks: vec![ChunkId([9; 32]); 3] };
         let f = Frame::new(FrameKind::Request, u64::MAX, &req, Bytes::from_static(b"p"));
         let bytes = f.to_bytes().unwrap();
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap());

@@ -251,10 +251,7 @@ pub enum Response {
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Response::Error {
-            code,
-            message: message.into(),
-        }
+        Response::Error { code, message: message.into() }
     }
 }
 

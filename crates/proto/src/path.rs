@@ -18,10 +18,7 @@ impl RemotePath {
 
     /// Accepts `a/b`, `/a/b`, `/a/b/`; rejects `..`, `.`, empty names, NUL, over-long input.
     pub fn parse(input: &str) -> Result<Self, ProtoError> {
-        let bad = |reason| ProtoError::InvalidPath {
-            path: input.chars().take(100).collect(),
-            reason,
-        };
+        let bad = |reason| ProtoError::InvalidPath { path: input.chars().take(100).collect(), reason };
         if input.len() > MAX_PATH_LEN {
             return Err(bad("longer than 4096 bytes"));
         }
@@ -101,13 +98,8 @@ mod tests {
         let p = RemotePath::parse("/a/b/c").unwrap();
         assert_eq!(p.parent().as_str(), "/a/b");
         assert_eq!(p.name(), "c");
-        assert_eq!(
-            RemotePath::parse("/a").unwrap().parent(),
-            RemotePath::root()
-        );
+        assert_eq!(RemotePath::parse("/a").unwrap().parent(), RemotePath::root());
         assert!(p.starts_with(&RemotePath::parse("/a").unwrap()));
-        assert!(!RemotePath::parse("/ab")
-            .unwrap()
-            .starts_with(&RemotePath::parse("/a").unwrap()));
+        assert!(!RemotePath::parse("/ab").unwrap().starts_with(&RemotePath::parse("/a").unwrap()));
     }
 }

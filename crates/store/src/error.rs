@@ -13,12 +13,7 @@ pub enum StoreError {
     #[error("stored copy of chunk {0} is corrupt; it has been quarantined")]
     Corrupt(ChunkId),
     #[error("range {offset}+{len} is outside chunk {id} of {size} bytes")]
-    BadRange {
-        id: ChunkId,
-        offset: u64,
-        len: u64,
-        size: u64,
-    },
+    BadRange { id: ChunkId, offset: u64, len: u64, size: u64 },
     #[error("chunk store I/O: {0}")]
     Io(#[from] std::io::Error),
 }

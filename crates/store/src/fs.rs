@@ -28,12 +28,8 @@ impl ChunkStore {
         for e in fs::read_dir(root.join("tmp"))? {
             let _ = fs::remove_file(e?.path());
         }
-        let store = ChunkStore {
-            root: root.to_path_buf(),
-            capacity,
-            used: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        };
+        let store =
+            ChunkStore { root: root.to_path_buf(), capacity, used: AtomicU64::new(0), count: AtomicU64::new(0) };
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
             used += len;
@@ -57,11 +53,7 @@ impl ChunkStore {
 
     fn path_of(&self, id: &ChunkId) -> PathBuf {
         let h = id.to_string();
-        self.root
-            .join("chunks")
-            .join(&h[0..2])
-            .join(&h[2..4])
-            .join(h)
+        self.root.join("chunks").join(&h[0..2]).join(&h[2..4]).join(h)
     }
 
     /// Stores `ciphertext` under `id` after checking that it hashes to `id`. Returns false
@@ -91,9 +83,7 @@ impl ChunkStore {
 
     fn reserve(&self, len: u64) -> Result<(), StoreError> {
         self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                (u + len <= self.capacity).then_some(u + len)
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| (u + len <= self.capacity).then_some(u + len))
             .map(|_| ())
             .map_err(|u| StoreError::NoSpace {
                 need: len,
@@ -127,9 +117,7 @@ impl ChunkStore {
         let path = self.path_of(id);
         let mut f = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(*id))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
             Err(e) => return Err(e.into()),
         };
         let size = f.metadata()?.len();
@@ -142,18 +130,9 @@ impl ChunkStore {
             }
             return Ok(buf);
         }
-        let end = if len == u64::MAX {
-            size
-        } else {
-            offset.saturating_add(len)
-        };
+        let end = if len == u64::MAX { size } else { offset.saturating_add(len) };
         if offset > size || end > size {
-            return Err(StoreError::BadRange {
-                id: *id,
-                offset,
-                len,
-                size,
-            });
+            return Err(StoreError::BadRange { id: *id, offset, len, size });
         }
         let mut buf = vec![0u8; (end - offset) as usize];
         f.seek(SeekFrom::Start(offset))?;
@@ -208,11 +187,7 @@ impl ChunkStore {
             for b in fs::read_dir(a?.path())? {
                 for c in fs::read_dir(b?.path())? {
                     let c = c?;
-                    let Some(id) = c
-                        .file_name()
-                        .to_str()
-                        .and_then(|n| n.parse::<ChunkId>().ok())
-                    else {
+                    let Some(id) = c.file_name().to_str().and_then(|n| n.parse::<ChunkId>().ok()) else {
                         continue;
                     };
                     f(id, c.metadata()?.len());
@@ -230,9 +205,7 @@ impl ChunkStore {
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStore")
-            .field("root", &self.root)
-            .finish()
+        f.debug_struct("ChunkStore").field("root", &self.root).finish()
     }
 }
 
@@ -260,27 +233,14 @@ mod tests {
         assert!(!s.put(&id, &data).unwrap(), "second put is a no-op");
         assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), data);
         assert_eq!(s.get(&id, 6, 5).unwrap(), b"chunk");
-        assert!(matches!(
-            s.get(&id, 6, 50),
-            Err(StoreError::BadRange { .. })
-        ));
-        assert!(matches!(
-            s.put(&id_of(b"x"), b"y"),
-            Err(StoreError::HashMismatch(_))
-        ));
+        assert!(matches!(s.get(&id, 6, 50), Err(StoreError::BadRange { .. })));
+        assert!(matches!(s.put(&id_of(b"x"), b"y"), Err(StoreError::HashMismatch(_))));
         drop(s);
         let s = ChunkStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(
-            (s.count(), s.used()),
-            (1, data.len() as u64),
-            "reopen counts what is on disk"
-        );
+        assert_eq!((s.count(), s.used()), (1, data.len() as u64), "reopen counts what is on disk");
         assert_eq!(s.list().unwrap(), vec![id]);
         assert!(s.delete(&id).unwrap());
-        assert!(matches!(
-            s.get(&id, 0, u64::MAX),
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::NotFound(_))));
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -289,10 +249,7 @@ mod tests {
         let dir = temp();
         let s = ChunkStore::open(&dir, 10).unwrap();
         assert!(s.put(&id_of(b"12345678"), b"12345678").unwrap());
-        assert!(matches!(
-            s.put(&id_of(b"abc"), b"abc"),
-            Err(StoreError::NoSpace { .. })
-        ));
+        assert!(matches!(s.put(&id_of(b"abc"), b"abc"), Err(StoreError::NoSpace { .. })));
         assert_eq!(s.used(), 8, "a refused put reserves nothing");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -304,10 +261,7 @@ mod tests {
         let id = id_of(b"payload");
         s.put(&id, b"payload").unwrap();
         fs::write(s.chunk_path(&id), b"paYload").unwrap();
-        assert!(matches!(
-            s.get(&id, 0, u64::MAX),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::Corrupt(_))));
         assert!(!s.has(&id));
         assert_eq!(s.count(), 0);
         fs::remove_dir_all(dir).unwrap();

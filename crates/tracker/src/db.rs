@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use swarmfs_proto::{
-    ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest,
-};
+use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
 
 use crate::TrackerError;
 
@@ -51,10 +49,7 @@ pub struct StoredPeer {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
@@ -62,11 +57,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
     let file_id: Option<Vec<u8>> = row.get(4)?;
     Ok(EntryInfo {
         path: row.get(0)?,
-        kind: if kind == 0 {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        },
+        kind: if kind == 0 { EntryKind::Dir } else { EntryKind::File },
         size: row.get::<_, i64>(2)? as u64,
         mtime_ms: row.get(3)?,
         file_id: file_id.and_then(|b| FileId::from_slice(&b).ok()),
@@ -99,11 +90,7 @@ impl Db {
             }));
         }
         Ok(tx
-            .query_row(
-                &format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"),
-                [path.as_str()],
-                entry_from_row,
-            )
+            .query_row(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), [path.as_str()], entry_from_row)
             .optional()?)
     }
 
@@ -166,21 +153,17 @@ impl Db {
             Some(e) if e.kind == EntryKind::File => return Ok(vec![e]),
             Some(_) => {}
         }
-        let mut stmt = tx.prepare(&format!(
-            "SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 AND path != '/' ORDER BY path"
-        ))?;
-        let rows = stmt
-            .query_map([path.as_str()], entry_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt =
+            tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 AND path != '/' ORDER BY path"))?;
+        let rows = stmt.query_map([path.as_str()], entry_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     pub fn search(&mut self, text: &str, limit: usize) -> Result<Vec<EntryInfo>, TrackerError> {
         let needle = text.to_lowercase();
         let tx = self.conn.transaction()?;
-        let mut stmt = tx.prepare(&format!(
-            "SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"
-        ))?;
+        let mut stmt =
+            tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"))?;
         let rows = stmt.query_map([&needle], entry_from_row)?;
         let mut out = Vec::new();
         for e in rows {
@@ -198,25 +181,17 @@ impl Db {
 
     pub fn remove(&mut self, path: &RemotePath, recursive: bool) -> Result<(), TrackerError> {
         if path.is_root() {
-            return Err(TrackerError::Invalid(
-                "cannot remove the root directory".into(),
-            ));
+            return Err(TrackerError::Invalid("cannot remove the root directory".into()));
         }
         let tx = self.conn.transaction()?;
         let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if e.kind == EntryKind::Dir {
-            let children: i64 = tx.query_row(
-                "SELECT count(*) FROM entries WHERE parent = ?1",
-                [path.as_str()],
-                |r| r.get(0),
-            )?;
+            let children: i64 =
+                tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [path.as_str()], |r| r.get(0))?;
             if children > 0 && !recursive {
                 return Err(TrackerError::NotEmpty(path.to_string()));
             }
-            tx.execute(
-                "DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'",
-                [path.as_str()],
-            )?;
+            tx.execute("DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'", [path.as_str()])?;
         }
         tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_str()])?;
         tx.commit()?;
@@ -225,41 +200,29 @@ impl Db {
 
     pub fn rename(&mut self, from: &RemotePath, to: &RemotePath) -> Result<(), TrackerError> {
         if from.is_root() || to.is_root() {
-            return Err(TrackerError::Invalid(
-                "cannot rename the root directory".into(),
-            ));
+            return Err(TrackerError::Invalid("cannot rename the root directory".into()));
         }
         if from == to {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        let src =
-            Self::entry(&tx, from)?.ok_or_else(|| TrackerError::NotFound(from.to_string()))?;
+        let src = Self::entry(&tx, from)?.ok_or_else(|| TrackerError::NotFound(from.to_string()))?;
         if src.kind == EntryKind::Dir && to.starts_with(from) {
-            return Err(TrackerError::Invalid(format!(
-                "cannot move {from} into itself"
-            )));
+            return Err(TrackerError::Invalid(format!("cannot move {from} into itself")));
         }
         Self::require_dir(&tx, &to.parent())?;
         if let Some(dst) = Self::entry(&tx, to)? {
             match (src.kind, dst.kind) {
                 (EntryKind::File, EntryKind::File) => {}
                 (EntryKind::Dir, EntryKind::Dir) => {
-                    let n: i64 = tx.query_row(
-                        "SELECT count(*) FROM entries WHERE parent = ?1",
-                        [to.as_str()],
-                        |r| r.get(0),
-                    )?;
+                    let n: i64 =
+                        tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [to.as_str()], |r| r.get(0))?;
                     if n > 0 {
                         return Err(TrackerError::NotEmpty(to.to_string()));
                     }
                 }
-                (EntryKind::File, EntryKind::Dir) => {
-                    return Err(TrackerError::IsADirectory(to.to_string()))
-                }
-                (EntryKind::Dir, EntryKind::File) => {
-                    return Err(TrackerError::NotADirectory(to.to_string()))
-                }
+                (EntryKind::File, EntryKind::Dir) => return Err(TrackerError::IsADirectory(to.to_string())),
+                (EntryKind::Dir, EntryKind::File) => return Err(TrackerError::NotADirectory(to.to_string())),
             }
             tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
         }
@@ -314,14 +277,10 @@ impl Db {
             ],
         )?;
         {
-            let mut ins =
-                tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
+            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
             for p in placements {
                 for n in &p.holders {
-                    ins.execute(params![
-                        p.chunk.as_bytes().as_slice(),
-                        n.as_bytes().as_slice()
-                    ])?;
+                    ins.execute(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()])?;
                 }
             }
         }
@@ -330,20 +289,16 @@ impl Db {
         Ok(e)
     }
 
-    pub fn open_file(
-        &mut self,
-        path: &RemotePath,
-    ) -> Result<(EntryInfo, SealedManifest), TrackerError> {
+    pub fn open_file(&mut self, path: &RemotePath) -> Result<(EntryInfo, SealedManifest), TrackerError> {
         let tx = self.conn.transaction()?;
         let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if e.kind == EntryKind::Dir {
             return Err(TrackerError::IsADirectory(path.to_string()));
         }
-        let (wrapped_key, body) = tx.query_row(
-            "SELECT wrapped_key, manifest FROM entries WHERE path = ?1",
-            [path.as_str()],
-            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
-        )?;
+        let (wrapped_key, body) =
+            tx.query_row("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", [path.as_str()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
         Ok((e, SealedManifest { wrapped_key, body }))
     }
 
@@ -362,22 +317,13 @@ impl Db {
         Ok(out)
     }
 
-    pub fn add_locations(
-        &mut self,
-        node: &NodeId,
-        chunks: &[ChunkId],
-        replace: bool,
-    ) -> Result<(), TrackerError> {
+    pub fn add_locations(&mut self, node: &NodeId, chunks: &[ChunkId], replace: bool) -> Result<(), TrackerError> {
         let tx = self.conn.transaction()?;
         if replace {
-            tx.execute(
-                "DELETE FROM locations WHERE node = ?1",
-                [node.as_bytes().as_slice()],
-            )?;
+            tx.execute("DELETE FROM locations WHERE node = ?1", [node.as_bytes().as_slice()])?;
         }
         {
-            let mut ins =
-                tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
+            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
             for c in chunks {
                 ins.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
             }
@@ -386,15 +332,10 @@ impl Db {
         Ok(())
     }
 
-    pub fn remove_locations(
-        &mut self,
-        node: &NodeId,
-        chunks: &[ChunkId],
-    ) -> Result<(), TrackerError> {
+    pub fn remove_locations(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
         let tx = self.conn.transaction()?;
         {
-            let mut del =
-                tx.prepare_cached("DELETE FROM locations WHERE chunk = ?1 AND node = ?2")?;
+            let mut del = tx.prepare_cached("DELETE FROM locations WHERE chunk = ?1 AND node = ?2")?;
             for c in chunks {
                 del.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
             }
@@ -412,9 +353,7 @@ impl Db {
     }
 
     pub fn load_peers(&mut self) -> Result<Vec<StoredPeer>, TrackerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT node, addrs, capacity, used, chunks FROM peers")?;
+        let mut stmt = self.conn.prepare("SELECT node, addrs, capacity, used, chunks FROM peers")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
@@ -432,11 +371,7 @@ impl Db {
             };
             out.push(StoredPeer {
                 node,
-                addrs: addrs
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
+                addrs: addrs.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
                 capacity: capacity as u64,
                 used: used as u64,
                 chunks: chunks as u64,

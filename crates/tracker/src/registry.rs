@@ -25,23 +25,9 @@ pub struct Registry {
 impl Registry {
     pub fn new(known: Vec<PeerInfo>) -> Registry {
         let now = Instant::now();
-        let members = known
-            .into_iter()
-            .map(|info| {
-                (
-                    info.node,
-                    Member {
-                        info,
-                        last_seen: now,
-                        session: None,
-                    },
-                )
-            })
-            .collect();
-        Registry {
-            members: Mutex::new(members),
-            events: broadcast::channel(4096).0,
-        }
+        let members =
+            known.into_iter().map(|info| (info.node, Member { info, last_seen: now, session: None })).collect();
+        Registry { members: Mutex::new(members), events: broadcast::channel(4096).0 }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -53,13 +39,7 @@ impl Registry {
         let _ = self.events.send(ev);
     }
 
-    pub fn join(
-        &self,
-        node: NodeId,
-        addrs: Vec<String>,
-        capacity: u64,
-        session: usize,
-    ) -> PeerInfo {
+    pub fn join(&self, node: NodeId, addrs: Vec<String>, capacity: u64, session: usize) -> PeerInfo {
         let mut m = self.members.lock().expect("registry lock");
         let now = Instant::now();
         let (ev, info) = match m.get_mut(&node) {
@@ -79,23 +59,8 @@ impl Registry {
                 (ev, mem.info.clone())
             }
             None => {
-                let info = PeerInfo {
-                    node,
-                    addrs,
-                    capacity,
-                    used: 0,
-                    chunks: 0,
-                    load: 0,
-                    state: PeerState::Up,
-                };
-                m.insert(
-                    node,
-                    Member {
-                        info: info.clone(),
-                        last_seen: now,
-                        session: Some(session),
-                    },
-                );
+                let info = PeerInfo { node, addrs, capacity, used: 0, chunks: 0, load: 0, state: PeerState::Up };
+                m.insert(node, Member { info: info.clone(), last_seen: now, session: Some(session) });
                 (Some(Event::PeerJoined(info.clone())), info)
             }
         };
@@ -166,21 +131,12 @@ impl Registry {
     }
 
     pub fn get(&self, node: &NodeId) -> Option<PeerInfo> {
-        self.members
-            .lock()
-            .expect("registry lock")
-            .get(node)
-            .map(|m| m.info.clone())
+        self.members.lock().expect("registry lock").get(node).map(|m| m.info.clone())
     }
 
     pub fn snapshot(&self) -> Vec<PeerInfo> {
-        let mut v: Vec<PeerInfo> = self
-            .members
-            .lock()
-            .expect("registry lock")
-            .values()
-            .map(|m| m.info.clone())
-            .collect();
+        let mut v: Vec<PeerInfo> =
+            self.members.lock().expect("registry lock").values().map(|m| m.info.clone()).collect();
         v.sort_by_key(|p| p.node);
         v
     }

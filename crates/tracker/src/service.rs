@@ -43,11 +43,7 @@ impl Tracker {
                 state: PeerState::Down,
             })
             .collect();
-        Ok(Tracker {
-            db: Arc::new(Mutex::new(db)),
-            registry: Registry::new(known),
-            peer_timeout,
-        })
+        Ok(Tracker { db: Arc::new(Mutex::new(db)), registry: Registry::new(known), peer_timeout })
     }
 
     /// Runs `f` on the database on a blocking thread: SQLite calls fsync.
@@ -78,22 +74,12 @@ impl Tracker {
                 if ctx.role != Role::Peer {
                     return Err(TrackerError::Invalid("only peers join".into()));
                 }
-                let info = self
-                    .registry
-                    .join(node, addrs.clone(), capacity, session_of(ctx));
+                let info = self.registry.join(node, addrs.clone(), capacity, session_of(ctx));
                 self.db(move |db| {
-                    db.save_peer(&StoredPeer {
-                        node,
-                        addrs,
-                        capacity,
-                        used: info.used,
-                        chunks: info.chunks,
-                    })
+                    db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks })
                 })
                 .await?;
-                Response::Joined {
-                    peers: self.registry.snapshot(),
-                }
+                Response::Joined { peers: self.registry.snapshot() }
             }
             Request::Heartbeat { used, chunks, load } => {
                 if !self.registry.heartbeat(&node, used, chunks, load) {
@@ -111,27 +97,20 @@ impl Tracker {
                 Response::Ok
             }
             Request::Inventory { chunks, first } => {
-                self.db(move |db| db.add_locations(&node, &chunks, first))
-                    .await?;
+                self.db(move |db| db.add_locations(&node, &chunks, first)).await?;
                 Response::Ok
             }
             Request::RegisterChunks { chunks } => {
-                self.db(move |db| db.add_locations(&node, &chunks, false))
-                    .await?;
+                self.db(move |db| db.add_locations(&node, &chunks, false)).await?;
                 Response::Ok
             }
             Request::UnregisterChunks { chunks } => {
-                self.db(move |db| db.remove_locations(&node, &chunks))
-                    .await?;
+                self.db(move |db| db.remove_locations(&node, &chunks)).await?;
                 Response::Ok
             }
-            Request::ReportBadChunk {
-                chunk,
-                node: holder,
-            } => {
+            Request::ReportBadChunk { chunk, node: holder } => {
                 warn!(chunk = %chunk.short(), holder = %holder.short(), reporter = %node.short(), "bad chunk copy reported");
-                self.db(move |db| db.remove_locations(&holder, &[chunk]))
-                    .await?;
+                self.db(move |db| db.remove_locations(&holder, &[chunk])).await?;
                 Response::Ok
             }
             Request::ListPeers => Response::Peers(self.registry.snapshot()),
@@ -157,27 +136,16 @@ impl Tracker {
                 self.db(move |db| db.remove(&path, recursive)).await?;
                 Response::Ok
             }
-            Request::CommitFile {
-                path,
-                size,
-                file_id,
-                manifest,
-                placements,
-            } => {
+            Request::CommitFile { path, size, file_id, manifest, placements } => {
                 let path = RemotePath::parse(&path)?;
-                Response::Entry(
-                    self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements))
-                        .await?,
-                )
+                Response::Entry(self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements)).await?)
             }
             Request::OpenFile { path } => {
                 let path = RemotePath::parse(&path)?;
                 let (entry, manifest) = self.db(move |db| db.open_file(&path)).await?;
                 Response::File { entry, manifest }
             }
-            Request::Search { text } => {
-                Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?)
-            }
+            Request::Search { text } => Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?),
             Request::Locate { chunks } => {
                 let holders = self.db(move |db| db.locate(&chunks)).await?;
                 let mut index: HashMap<_, u32> = HashMap::new();
@@ -206,9 +174,7 @@ impl Tracker {
             | Request::GetChunk { .. }
             | Request::HasChunks { .. }
             | Request::DeleteChunks { .. }
-            | Request::Ping => {
-                Response::error(ErrorCode::Unsupported, "the tracker stores no chunks")
-            }
+            | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
         })
     }
 }
@@ -248,8 +214,7 @@ impl Service for Tracker {
 
     async fn on_close(&self, ctx: &Arc<ConnCtx>) {
         if ctx.role == Role::Peer {
-            self.registry
-                .connection_closed(&ctx.remote, session_of(ctx));
+            self.registry.connection_closed(&ctx.remote, session_of(ctx));
         }
     }
 }

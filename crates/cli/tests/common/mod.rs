@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_swarmfs");
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `f` every 50 ms until it returns Some or `limit` passes.
@@ -24,10 +20,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -42,13 +35,7 @@ pub struct Cluster {
 }
 
 pub fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).arg("--home").arg(home).stdin(Stdio::null()).output().unwrap()
 }
 
 impl Cluster {
@@ -56,30 +43,14 @@ impl Cluster {
     pub fn start(peers: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tracker_addr = format!("127.0.0.1:{}", free_port());
-        let out = run(
-            &dir.path().join("tracker"),
-            &["init", "--tracker-addr", &tracker_addr, "--json"],
-        );
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run(&dir.path().join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let member_token = v["member_token"].as_str().unwrap().to_string();
         let peer_token = v["peer_token"].as_str().unwrap().to_string();
-        let mut c = Cluster {
-            dir,
-            tracker_addr,
-            member_token,
-            peer_token,
-            tracker: None,
-            peers: Vec::new(),
-        };
+        let mut c = Cluster { dir, tracker_addr, member_token, peer_token, tracker: None, peers: Vec::new() };
         let client = c.client_home();
-        assert!(run(&client, &["join", &c.member_token.clone()])
-            .status
-            .success());
+        assert!(run(&client, &["join", &c.member_token.clone()]).status.success());
         c.start_tracker();
         for _ in 0..peers {
             c.add_peer();
@@ -105,11 +76,8 @@ impl Cluster {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path(&format!("{name}.log")))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.path(&format!("{name}.log"))).unwrap();
         Command::new(BIN)
             .args(args)
             .env("SWARMFS_LOG", "info")
@@ -137,11 +105,7 @@ impl Cluster {
         let i = self.peers.len();
         let home = self.peer_home(i);
         let out = run(&home, &["join", &self.peer_token]);
-        assert!(
-            out.status.success(),
-            "join: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "join: {}", String::from_utf8_lossy(&out.stderr));
         self.peers.push(None);
         self.start_peer(i);
         i
@@ -149,18 +113,8 @@ impl Cluster {
 
     pub fn start_peer(&mut self, i: usize) {
         let home = self.peer_home(i).display().to_string();
-        let child = self.spawn(
-            &format!("peer{i}"),
-            &[
-                "peer",
-                "--home",
-                &home,
-                "--listen",
-                "127.0.0.1:0",
-                "--capacity",
-                "1G",
-            ],
-        );
+        let child =
+            self.spawn(&format!("peer{i}"), &["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", "1G"]);
         self.peers[i] = Some(child);
     }
 
@@ -194,22 +148,15 @@ impl Cluster {
         if !out.status.success() {
             return None;
         }
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()?
-            .as_array()
-            .cloned()
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?.as_array().cloned()
     }
 
     pub fn up_count(&self) -> usize {
-        self.peers_json()
-            .map(|v| v.iter().filter(|p| p["state"] == "up").count())
-            .unwrap_or(0)
+        self.peers_json().map(|v| v.iter().filter(|p| p["state"] == "up").count()).unwrap_or(0)
     }
 
     pub fn wait_up(&self, n: usize) {
-        wait_for(&format!("{n} peers up"), Duration::from_secs(30), || {
-            (self.up_count() == n).then_some(())
-        });
+        wait_for(&format!("{n} peers up"), Duration::from_secs(30), || (self.up_count() == n).then_some(()));
     }
 
     /// Every chunk file in peer `i`'s store.
@@ -236,11 +183,7 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for p in self
-            .peers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.tracker))
-        {
+        for p in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
             if let Some(mut c) = p.take() {
                 let _ = c.kill();
                 let _ = c.wait();
