@@ -50,8 +50,12 @@ impl Placer {
         &self.peers
     }
 
-    /// All live peers in order of preference for `chunk` of `len` bytes.
+    /// All live peers in order of preference for `chunk`.
     pub fn order(&self, chunk: &ChunkId) -> Vec<PeerInfo> {
+        self.order_with(chunk, &self.assigned.lock().expect("lock"))
+    }
+
+    fn order_with(&self, chunk: &ChunkId, assigned: &HashMap<NodeId, u64>) -> Vec<PeerInfo> {
         let mut v = self.peers.clone();
         match self.policy {
             Policy::Rendezvous => {
@@ -68,7 +72,6 @@ impl Placer {
                 v.sort_by(|a, b| score(b).total_cmp(&score(a)));
             }
             Policy::LeastUsed => {
-                let assigned = self.assigned.lock().expect("lock");
                 v.sort_by_key(|p| p.used + assigned.get(&p.node).copied().unwrap_or(0));
             }
             Policy::LowestLatency => {
@@ -78,9 +81,24 @@ impl Placer {
         v
     }
 
-    /// Records that `len` bytes went to `node`, so least-used spreads within one upload.
-    pub fn assign(&self, node: NodeId, len: u64) {
-        *self.assigned.lock().expect("lock").entry(node).or_default() += len;
+    /// The best `n` peers for `chunk` not in `exclude`, counted as holding `len` more bytes
+    /// from now on. Ordering and counting happen under one lock, so chunks placed at the same
+    /// time see each other and least-used spreads evenly within one upload.
+    pub fn pick(&self, chunk: &ChunkId, n: usize, exclude: &[NodeId], len: u64) -> Vec<PeerInfo> {
+        let mut assigned = self.assigned.lock().expect("lock");
+        let chosen: Vec<PeerInfo> =
+            self.order_with(chunk, &assigned).into_iter().filter(|p| !exclude.contains(&p.node)).take(n).collect();
+        for p in &chosen {
+            *assigned.entry(p.node).or_default() += len;
+        }
+        chosen
+    }
+
+    /// Gives back what [`Placer::pick`] counted, for a peer that then failed.
+    pub fn release(&self, node: NodeId, len: u64) {
+        let mut assigned = self.assigned.lock().expect("lock");
+        let a = assigned.entry(node).or_default();
+        *a = a.saturating_sub(len);
     }
 }
 
@@ -106,11 +124,14 @@ mod tests {
         let p = Placer::new(Policy::LeastUsed, vec![peer(1, 0), peer(2, 10), peer(3, 20)], HashMap::new());
         let mut counts = HashMap::new();
         for i in 0..30u8 {
-            let first = p.order(&ChunkId([i; 32]))[0].node;
-            p.assign(first, 10);
+            let first = p.pick(&ChunkId([i; 32]), 1, &[], 10)[0].node;
             *counts.entry(first).or_insert(0) += 1;
         }
-        assert!(counts.values().all(|&c| c >= 9), "{counts:?}");
+        // 0, 10 and 20 bytes used to start with: the first two absorb the head start.
+        assert_eq!(counts.values().sum::<i32>(), 30);
+        assert!(counts.values().all(|&c| (9..=11).contains(&c)), "{counts:?}");
+        let excluded = p.pick(&ChunkId([0; 32]), 3, &[NodeId([1; 32])], 0);
+        assert_eq!(excluded.len(), 2, "excluded peers are never picked");
     }
 
     #[test]

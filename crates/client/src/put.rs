@@ -165,26 +165,23 @@ impl Client {
         placer: &Placer,
         progress: &dyn Progress,
     ) -> Result<Vec<NodeId>, ClientError> {
-        let order = placer.order(chunk);
-        let mut next = 0usize;
+        let len = bytes.len() as u64;
+        let mut tried: Vec<NodeId> = Vec::new();
         let mut holders = Vec::with_capacity(replicas);
         let mut last_err = String::from("no peer available");
         while holders.len() < replicas {
-            let want = replicas - holders.len();
-            if next >= order.len() {
+            let batch = placer.pick(chunk, replicas - holders.len(), &tried, len);
+            if batch.is_empty() {
                 return Err(ClientError::PlacementFailed { index, last: last_err });
             }
-            let batch: Vec<&PeerInfo> = order[next..].iter().take(want).collect();
-            next += batch.len();
+            tried.extend(batch.iter().map(|p| p.node));
             let results =
                 futures_util::future::join_all(batch.iter().map(|p| self.put_one(p, chunk, bytes.clone()))).await;
             for (p, r) in batch.into_iter().zip(results) {
                 match r {
-                    Ok(()) => {
-                        placer.assign(p.node, bytes.len() as u64);
-                        holders.push(p.node);
-                    }
+                    Ok(()) => holders.push(p.node),
                     Err(e) => {
+                        placer.release(p.node, len);
                         progress.warn(&format!(
                             "peer {} failed to store chunk {index}: {e}; trying another",
                             p.node.short()

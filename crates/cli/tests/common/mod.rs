@@ -30,6 +30,7 @@ pub struct Cluster {
     pub tracker_addr: String,
     pub member_token: String,
     pub peer_token: String,
+    capacity: String,
     tracker: Option<Child>,
     peers: Vec<Option<Child>>,
 }
@@ -41,6 +42,11 @@ pub fn run(home: &Path, args: &[&str]) -> Output {
 impl Cluster {
     /// A tracker and `peers` peers, all up.
     pub fn start(peers: usize) -> Cluster {
+        Self::start_with_capacity(peers, "1G")
+    }
+
+    /// Like [`Cluster::start`] with every peer's `--capacity` set to `capacity`.
+    pub fn start_with_capacity(peers: usize, capacity: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tracker_addr = format!("127.0.0.1:{}", free_port());
         let out = run(&dir.path().join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]);
@@ -48,7 +54,15 @@ impl Cluster {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let member_token = v["member_token"].as_str().unwrap().to_string();
         let peer_token = v["peer_token"].as_str().unwrap().to_string();
-        let mut c = Cluster { dir, tracker_addr, member_token, peer_token, tracker: None, peers: Vec::new() };
+        let mut c = Cluster {
+            dir,
+            tracker_addr,
+            member_token,
+            peer_token,
+            capacity: capacity.to_string(),
+            tracker: None,
+            peers: Vec::new(),
+        };
         let client = c.client_home();
         assert!(run(&client, &["join", &c.member_token.clone()]).status.success());
         c.start_tracker();
@@ -113,8 +127,10 @@ impl Cluster {
 
     pub fn start_peer(&mut self, i: usize) {
         let home = self.peer_home(i).display().to_string();
-        let child =
-            self.spawn(&format!("peer{i}"), &["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", "1G"]);
+        let child = self.spawn(
+            &format!("peer{i}"),
+            &["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", &self.capacity],
+        );
         self.peers[i] = Some(child);
     }
 

@@ -1,0 +1,61 @@
+//! Peer behaviour seen from a client: capacity, restarts, placement.
+
+mod common;
+
+use common::{pattern, stderr, Cluster};
+
+#[test]
+fn a_full_swarm_refuses_the_put_clearly_and_loses_nothing() {
+    let c = Cluster::start_with_capacity(2, "300K");
+    let small = c.path("small");
+    std::fs::write(&small, pattern(100_000, 6)).unwrap();
+    c.ok(&["put", small.to_str().unwrap(), "/small", "--chunk-size", "64K"]);
+    let big = c.path("big");
+    std::fs::write(&big, pattern(1 << 20, 5)).unwrap();
+    let out = c.cli(&["put", big.to_str().unwrap(), "/big", "--chunk-size", "64K"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.lines().last().unwrap().starts_with("error: "), "{err}");
+    assert!(err.lines().last().unwrap().contains("store is full"), "{err}");
+    assert_eq!(c.cli(&["stat", "/big"]).status.code(), Some(3), "nothing visible after a failed put");
+    let back = c.path("back");
+    c.ok(&["get", "/small", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), pattern(100_000, 6), "what was stored before is intact");
+}
+
+#[test]
+fn a_restarted_peer_keeps_its_chunks_and_announces_them() {
+    let mut c = Cluster::start(2);
+    let data = pattern(1_000_000, 8);
+    let local = c.path("f");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "64K", "--replicas", "2"]);
+    c.kill_peer(0);
+    c.start_peer(0);
+    c.wait_up(2);
+    // Only the restarted peer is left: the file must come from what it kept on disk.
+    c.kill_peer(1);
+    common::wait_for("peer 1 down", std::time::Duration::from_secs(10), || (c.up_count() == 1).then_some(()));
+    let back = c.path("back");
+    c.ok(&["get", "/f", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let peers = c.peers_json().unwrap();
+    let up = peers.iter().find(|p| p["state"] == "up").unwrap();
+    assert_eq!(up["chunks"], 16, "heartbeat reports the chunks kept across the restart");
+}
+
+#[test]
+fn least_used_placement_spreads_chunks_over_all_peers() {
+    let c = Cluster::start(3);
+    let local = c.path("f");
+    std::fs::write(&local, pattern(30 * 4096, 9)).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "4K", "--replicas", "1", "--placement", "least-used"]);
+    let counts: Vec<usize> = (0..3).map(|i| c.chunk_files(i).len()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 30);
+    assert!(counts.iter().all(|&n| n == 10), "even spread: {counts:?}");
+    // lowest-latency works too and reads back.
+    c.ok(&["put", local.to_str().unwrap(), "/g", "--chunk-size", "4K", "--placement", "lowest-latency"]);
+    let back = c.path("back");
+    c.ok(&["get", "/g", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
+}
