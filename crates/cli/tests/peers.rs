@@ -59,3 +59,18 @@ fn least_used_placement_spreads_chunks_over_all_peers() {
     c.ok(&["get", "/g", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
 }
+
+#[test]
+fn a_silent_peer_is_marked_down_after_the_timeout_and_back_up_when_it_speaks() {
+    let mut c = Cluster::start(2);
+    c.start_tracker_with(&["--peer-timeout", "1"]);
+    c.wait_up(2);
+    let pid = c.peer_pid(0).to_string();
+    // SIGSTOP keeps the peer's connection open but silences its heartbeats.
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    common::wait_for("frozen peer marked down", std::time::Duration::from_secs(10), || {
+        (c.up_count() == 1).then_some(())
+    });
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    c.wait_up(2);
+}

@@ -103,8 +103,19 @@ impl Cluster {
     }
 
     pub fn start_tracker(&mut self) {
+        self.start_tracker_with(&[]);
+    }
+
+    pub fn start_tracker_with(&mut self, extra: &[&str]) {
+        self.kill_tracker();
         let home = self.path("tracker").display().to_string();
-        self.tracker = Some(self.spawn("tracker", &["tracker", "--home", &home]));
+        let mut args = vec!["tracker", "--home", &home];
+        args.extend_from_slice(extra);
+        self.tracker = Some(self.spawn("tracker", &args));
+    }
+
+    pub fn peer_pid(&self, i: usize) -> u32 {
+        self.peers[i].as_ref().expect("peer running").id()
     }
 
     pub fn kill_tracker(&mut self) {
