@@ -109,7 +109,8 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
     json!({
         "path": e.path,
         "name": e.path.rsplit('/').next().unwrap_or(""),
-        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file" },
+        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file", EntryKind::Symlink => "symlink" },
+        "mode": format!("{:o}", e.mode),
         "size": e.size,
         "mtime_ms": e.mtime_ms,
         "chunks": e.chunks,
@@ -207,6 +208,7 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
             match e.kind {
                 EntryKind::Dir => println!("{:>12}  {name}/", "-"),
                 EntryKind::File => println!("{:>12}  {name}", e.size),
+                EntryKind::Symlink => println!("{:>12}  {name}@", "-"),
             }
         }
     }
@@ -221,7 +223,13 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
         println!("{}", entry_json(&e));
     } else {
         println!("path:   {}", e.path);
-        println!("kind:   {}", if e.kind == EntryKind::Dir { "directory" } else { "file" });
+        let kind = match e.kind {
+            EntryKind::Dir => "directory",
+            EntryKind::File => "file",
+            EntryKind::Symlink => "symbolic link",
+        };
+        println!("kind:   {kind}");
+        println!("mode:   {:o}", e.mode);
         if e.kind == EntryKind::File {
             println!("size:   {} ({})", e.size, human(e.size));
             println!("chunks: {}", e.chunks);

@@ -29,8 +29,8 @@ pub struct GetReport {
     pub bad_copies: usize,
 }
 
-/// Who holds which chunk, for the chunks of one read.
-struct Holders {
+/// Who holds which chunk, for the chunks of one read (from [`Client::locate`]).
+pub struct Holders {
     peers: Vec<PeerInfo>,
     of_chunk: Vec<Vec<u32>>,
     in_flight: Vec<AtomicU32>,
@@ -169,7 +169,23 @@ impl Client {
         })
     }
 
-    async fn locate(&self, refs: &[ChunkRef]) -> Result<Holders, ClientError> {
+    /// Fetches chunk `i` of a located set (`refs[i]` given to [`Client::locate`]): verified
+    /// and decrypted, from the least busy holder that has a good copy.
+    pub async fn fetch(
+        &self,
+        index: u64,
+        r: &ChunkRef,
+        holders: &Holders,
+        i: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<u8>, ClientError> {
+        let bad = AtomicUsize::new(0);
+        let mine = holders.of_chunk.get(i).map(|v| v.as_slice()).unwrap_or(&[]);
+        self.fetch_chunk(index, r, mine, holders, &bad, progress).await
+    }
+
+    /// Holders of each chunk in `refs`, in batched tracker calls.
+    pub async fn locate(&self, refs: &[ChunkRef]) -> Result<Holders, ClientError> {
         let mut peers: Vec<PeerInfo> = Vec::new();
         let mut index: HashMap<NodeId, u32> = HashMap::new();
         let mut of_chunk = Vec::with_capacity(refs.len());

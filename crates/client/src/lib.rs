@@ -20,8 +20,9 @@ pub mod put;
 pub use client::Client;
 pub use error::ClientError;
 pub use get::GetReport;
+pub use get::Holders;
 pub use placement::Policy;
-pub use put::{PutOptions, PutReport};
+pub use put::{PutOptions, PutReport, Uploader};
 
 /// Receives progress and warnings from long operations (the CLI draws a bar).
 pub trait Progress: Send + Sync {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use swarmfs_core::{chunk_count, seal_chunk, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE};
-use swarmfs_proto::{ChunkPlacement, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
+use swarmfs_proto::{ChunkPlacement, EntryInfo, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
 
 use crate::placement::{Placer, Policy};
 use crate::{Client, ClientError, Progress};
@@ -28,6 +28,35 @@ pub struct PutOptions {
 impl Default for PutOptions {
     fn default() -> Self {
         PutOptions { chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE, replicas: 2, policy: Policy::default(), window: 8 }
+    }
+}
+
+/// Stores chunks for one upload: placement state and the replica count it settled on.
+pub struct Uploader<'a> {
+    client: &'a Client,
+    placer: Placer,
+    pub replicas: usize,
+    deriver: [u8; 32],
+}
+
+impl Uploader<'_> {
+    /// Seals `plain` (on a blocking thread) and stores it on `replicas` peers.
+    pub async fn store(
+        &self,
+        index: u64,
+        plain: Vec<u8>,
+        progress: &dyn Progress,
+    ) -> Result<(ChunkRef, Vec<NodeId>), ClientError> {
+        let deriver = self.deriver;
+        let len = plain.len() as u32;
+        let sealed = tokio::task::spawn_blocking(move || seal_chunk(&deriver, &plain))
+            .await
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let holders = self
+            .client
+            .store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext), self.replicas, &self.placer, progress)
+            .await?;
+        Ok((ChunkRef { id: sealed.id, key: sealed.key, len }, holders))
     }
 }
 
@@ -53,7 +82,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<PutReport, ClientError> {
         let started = Instant::now();
-        let data_key = self.data_key()?.clone();
+        self.data_key()?;
         if remote.is_root() {
             return Err(ClientError::Invalid("cannot put a file at /".into()));
         }
@@ -81,44 +110,28 @@ impl Client {
             self.mkdir(&remote.parent(), true).await?;
         }
 
-        let live = self.live_peers().await?;
-        if live.is_empty() && n > 0 {
-            return Err(ClientError::NoPeers);
-        }
-        let replicas = opts.replicas.max(1).min(live.len().max(1));
-        if replicas < opts.replicas && n > 0 {
-            progress.warn(&format!(
-                "only {} live peer(s): storing {replicas} replica(s) instead of {}",
-                live.len(),
-                opts.replicas
-            ));
-        }
-        let rtt = if opts.policy == Policy::LowestLatency { self.measure_rtt(&live).await } else { Default::default() };
-        let placer = Placer::new(opts.policy, live, rtt);
+        let up = self.uploader(opts.replicas, opts.policy, n > 0, progress).await?;
+        let replicas = up.replicas;
         let file = Arc::new(file);
-        let deriver = data_key.chunk_key_deriver();
         let chunk_size = opts.chunk_size as u64;
         progress.start(size);
 
         let placed: Vec<(ChunkRef, Vec<NodeId>)> = stream::iter(0..n)
             .map(|index| {
-                let (file, placer) = (file.clone(), &placer);
+                let (file, up) = (file.clone(), &up);
                 async move {
                     let offset = index * chunk_size;
                     let len = chunk_size.min(size - offset) as usize;
-                    let sealed = tokio::task::spawn_blocking(move || {
+                    let plain = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; len];
-                        file.read_exact_at(&mut buf, offset)?;
-                        Ok::<_, std::io::Error>(seal_chunk(&deriver, &buf))
+                        file.read_exact_at(&mut buf, offset).map(|_| buf)
                     })
                     .await
                     .map_err(|e| ClientError::Invalid(e.to_string()))?
                     .map_err(|e| ClientError::io("reading the local file", e))?;
-                    let holders = self
-                        .store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext), replicas, placer, progress)
-                        .await?;
+                    let placed = up.store(index, plain, progress).await?;
                     progress.advance(len as u64);
-                    Ok::<_, ClientError>((ChunkRef { id: sealed.id, key: sealed.key, len: len as u32 }, holders))
+                    Ok::<_, ClientError>(placed)
                 }
             })
             .buffered(opts.window.max(1))
@@ -138,20 +151,55 @@ impl Client {
             mtime_ms,
             chunks: placed.iter().map(|(r, _)| r.clone()).collect(),
         };
-        let (sealed, _file_key) = manifest.seal(&data_key);
         let placements = placed.into_iter().map(|(r, holders)| ChunkPlacement { chunk: r.id, holders }).collect();
+        self.commit(remote, &manifest, placements).await?;
+        Ok(PutReport { size, chunks: n, replicas, elapsed: started.elapsed() })
+    }
+
+    /// Prepares to store chunks: fetches the live peers and caps the replica count at them
+    /// (warning through `progress` when it does). `need_peers` false allows an empty swarm,
+    /// for files with no chunks.
+    pub async fn uploader(
+        &self,
+        replicas: usize,
+        policy: Policy,
+        need_peers: bool,
+        progress: &dyn Progress,
+    ) -> Result<Uploader<'_>, ClientError> {
+        let deriver = self.data_key()?.chunk_key_deriver();
+        let live = self.live_peers().await?;
+        if live.is_empty() && need_peers {
+            return Err(ClientError::NoPeers);
+        }
+        let capped = replicas.max(1).min(live.len().max(1));
+        if capped < replicas && need_peers {
+            progress
+                .warn(&format!("only {} live peer(s): storing {capped} replica(s) instead of {replicas}", live.len()));
+        }
+        let rtt = if policy == Policy::LowestLatency { self.measure_rtt(&live).await } else { Default::default() };
+        Ok(Uploader { client: self, placer: Placer::new(policy, live, rtt), replicas: capped, deriver })
+    }
+
+    /// Makes a file visible: seals `manifest` and records it with the chunk placements in
+    /// one tracker transaction. Placements may list chunks stored earlier with no holders.
+    pub async fn commit(
+        &self,
+        remote: &RemotePath,
+        manifest: &Manifest,
+        placements: Vec<ChunkPlacement>,
+    ) -> Result<EntryInfo, ClientError> {
+        let (sealed, _file_key) = manifest.seal(self.data_key()?);
         let req = Request::CommitFile {
             path: remote.to_string(),
-            size,
+            size: manifest.size,
             file_id: FileId(rand::random()),
             manifest: sealed,
             placements,
         };
         match self.call(&req).await? {
-            Response::Entry(_) => {}
-            _ => return Err(ClientError::Unexpected("tracker")),
+            Response::Entry(e) => Ok(e),
+            _ => Err(ClientError::Unexpected("tracker")),
         }
-        Ok(PutReport { size, chunks: n, replicas, elapsed: started.elapsed() })
     }
 
     /// Stores one chunk on `replicas` distinct peers, walking down the placement order past

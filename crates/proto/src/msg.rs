@@ -54,6 +54,7 @@ pub struct PeerInfo {
 pub enum EntryKind {
     Dir,
     File,
+    Symlink,
 }
 
 /// One namespace entry as listed or stat'ed.
@@ -65,6 +66,8 @@ pub struct EntryInfo {
     pub mtime_ms: i64,
     pub file_id: Option<FileId>,
     pub chunks: u32,
+    /// Permission bits (07777); the tracker stores them, it does not enforce them.
+    pub mode: u32,
 }
 
 /// A manifest encrypted by the client: the tracker stores it without being able to read it.
@@ -167,6 +170,20 @@ pub enum Request {
         chunks: Vec<ChunkId>,
     },
     Ping,
+    // ---- client -> tracker (protocol 2)
+    /// Changes permission bits and/or the modification time of an entry.
+    SetAttr {
+        path: String,
+        mode: Option<u32>,
+        mtime_ms: Option<i64>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    ReadLink {
+        path: String,
+    },
 }
 
 impl Request {
@@ -196,6 +213,9 @@ impl Request {
             Request::HasChunks { .. } => "has_chunks",
             Request::DeleteChunks { .. } => "delete_chunks",
             Request::Ping => "ping",
+            Request::SetAttr { .. } => "set_attr",
+            Request::Symlink { .. } => "symlink",
+            Request::ReadLink { .. } => "read_link",
         }
     }
 }
@@ -247,6 +267,8 @@ pub enum Response {
         capacity: u64,
         chunks: u64,
     },
+    /// A symlink's target.
+    Target(String),
 }
 
 impl Response {

@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS entries (
     file_id BLOB,
     chunks INTEGER NOT NULL DEFAULT 0,
     wrapped_key BLOB,
-    manifest BLOB
+    manifest BLOB,
+    mode INTEGER NOT NULL DEFAULT 420,   -- 0644
+    target TEXT                          -- symlinks
 );
 CREATE INDEX IF NOT EXISTS entries_parent ON entries(parent);
 CREATE TABLE IF NOT EXISTS peers (
@@ -53,19 +55,24 @@ fn now_ms() -> i64 {
 }
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
-    let kind: i64 = row.get(1)?;
+    let kind = match row.get::<_, i64>(1)? {
+        0 => EntryKind::Dir,
+        2 => EntryKind::Symlink,
+        _ => EntryKind::File,
+    };
     let file_id: Option<Vec<u8>> = row.get(4)?;
     Ok(EntryInfo {
         path: row.get(0)?,
-        kind: if kind == 0 { EntryKind::Dir } else { EntryKind::File },
+        kind,
         size: row.get::<_, i64>(2)? as u64,
         mtime_ms: row.get(3)?,
         file_id: file_id.and_then(|b| FileId::from_slice(&b).ok()),
         chunks: row.get::<_, i64>(5)? as u32,
+        mode: row.get::<_, i64>(6)? as u32,
     })
 }
 
-const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks";
+const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode";
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, TrackerError> {
@@ -75,6 +82,18 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Databases made by protocol 1 lack the columns protocol 2 added.
+        let cols: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('entries')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !cols.iter().any(|c| c == "mode") {
+            conn.execute_batch("ALTER TABLE entries ADD COLUMN mode INTEGER NOT NULL DEFAULT 420")?;
+            conn.execute_batch("UPDATE entries SET mode = 493 WHERE kind = 0")?;
+        }
+        if !cols.iter().any(|c| c == "target") {
+            conn.execute_batch("ALTER TABLE entries ADD COLUMN target TEXT")?;
+        }
         Ok(Db { conn })
     }
 
@@ -87,6 +106,7 @@ impl Db {
                 mtime_ms: 0,
                 file_id: None,
                 chunks: 0,
+                mode: 0o755,
             }));
         }
         Ok(tx
@@ -108,6 +128,10 @@ impl Db {
     }
 
     pub fn mkdir(&mut self, path: &RemotePath, parents: bool) -> Result<EntryInfo, TrackerError> {
+        self.mkdir_mode(path, parents, 0o755)
+    }
+
+    pub fn mkdir_mode(&mut self, path: &RemotePath, parents: bool, mode: u32) -> Result<EntryInfo, TrackerError> {
         let tx = self.conn.transaction()?;
         let mut todo = vec![path.clone()];
         if parents {
@@ -137,8 +161,8 @@ impl Db {
             }
             Self::require_dir(&tx, &dir.parent())?;
             tx.execute(
-                "INSERT INTO entries (path, parent, kind, size, mtime_ms) VALUES (?1, ?2, 0, 0, ?3)",
-                params![dir.as_str(), dir.parent().as_str(), now_ms()],
+                "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode) VALUES (?1, ?2, 0, 0, ?3, ?4)",
+                params![dir.as_str(), dir.parent().as_str(), now_ms(), if dir == path { mode } else { 0o755 }],
             )?;
         }
         let e = Self::entry(&tx, path)?.expect("just created");
@@ -212,17 +236,18 @@ impl Db {
         }
         Self::require_dir(&tx, &to.parent())?;
         if let Some(dst) = Self::entry(&tx, to)? {
-            match (src.kind, dst.kind) {
-                (EntryKind::File, EntryKind::File) => {}
-                (EntryKind::Dir, EntryKind::Dir) => {
+            let (sk, dk) = (src.kind == EntryKind::Dir, dst.kind == EntryKind::Dir);
+            match (sk, dk) {
+                (false, false) => {}
+                (true, true) => {
                     let n: i64 =
                         tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [to.as_str()], |r| r.get(0))?;
                     if n > 0 {
                         return Err(TrackerError::NotEmpty(to.to_string()));
                     }
                 }
-                (EntryKind::File, EntryKind::Dir) => return Err(TrackerError::IsADirectory(to.to_string())),
-                (EntryKind::Dir, EntryKind::File) => return Err(TrackerError::NotADirectory(to.to_string())),
+                (false, true) => return Err(TrackerError::IsADirectory(to.to_string())),
+                (true, false) => return Err(TrackerError::NotADirectory(to.to_string())),
             }
             tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
         }
@@ -257,14 +282,17 @@ impl Db {
         }
         let tx = self.conn.transaction()?;
         Self::require_dir(&tx, &path.parent())?;
+        let mut mode = 0o644;
         if let Some(e) = Self::entry(&tx, path)? {
             if e.kind == EntryKind::Dir {
                 return Err(TrackerError::IsADirectory(path.to_string()));
             }
+            // Overwriting a file keeps its permissions, as writing to it would.
+            mode = e.mode;
         }
         tx.execute(
-            "INSERT OR REPLACE INTO entries (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR REPLACE INTO entries (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 path.as_str(),
                 path.parent().as_str(),
@@ -273,7 +301,8 @@ impl Db {
                 file_id.as_bytes().as_slice(),
                 placements.len() as i64,
                 manifest.wrapped_key,
-                manifest.body
+                manifest.body,
+                mode
             ],
         )?;
         {
@@ -289,11 +318,67 @@ impl Db {
         Ok(e)
     }
 
+    pub fn set_attr(
+        &mut self,
+        path: &RemotePath,
+        mode: Option<u32>,
+        mtime_ms: Option<i64>,
+    ) -> Result<EntryInfo, TrackerError> {
+        let tx = self.conn.transaction()?;
+        Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        if path.is_root() {
+            return Err(TrackerError::Invalid("the root directory's attributes are fixed".into()));
+        }
+        if let Some(m) = mode {
+            tx.execute("UPDATE entries SET mode = ?2 WHERE path = ?1", params![path.as_str(), m & 0o7777])?;
+        }
+        if let Some(t) = mtime_ms {
+            tx.execute("UPDATE entries SET mtime_ms = ?2 WHERE path = ?1", params![path.as_str(), t])?;
+        }
+        let e = Self::entry(&tx, path)?.expect("exists");
+        tx.commit()?;
+        Ok(e)
+    }
+
+    pub fn symlink(&mut self, path: &RemotePath, target: &str) -> Result<EntryInfo, TrackerError> {
+        if target.is_empty() || target.len() > 4096 || target.contains('\0') {
+            return Err(TrackerError::Invalid("a symlink target must be 1 to 4096 bytes without NUL".into()));
+        }
+        let tx = self.conn.transaction()?;
+        Self::require_dir(&tx, &path.parent())?;
+        if Self::entry(&tx, path)?.is_some() {
+            return Err(TrackerError::AlreadyExists(path.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, target) VALUES (?1, ?2, 2, ?3, ?4, 511, ?5)",
+            params![path.as_str(), path.parent().as_str(), target.len() as i64, now_ms(), target],
+        )?;
+        let e = Self::entry(&tx, path)?.expect("just created");
+        tx.commit()?;
+        Ok(e)
+    }
+
+    pub fn read_link(&mut self, path: &RemotePath) -> Result<String, TrackerError> {
+        let tx = self.conn.transaction()?;
+        let target: Option<Option<String>> = tx
+            .query_row("SELECT target FROM entries WHERE path = ?1 AND kind = 2", [path.as_str()], |r| r.get(0))
+            .optional()?;
+        match target {
+            Some(Some(t)) => Ok(t),
+            _ => match Self::entry(&tx, path)? {
+                Some(_) => Err(TrackerError::Invalid(format!("{path} is not a symbolic link"))),
+                None => Err(TrackerError::NotFound(path.to_string())),
+            },
+        }
+    }
+
     pub fn open_file(&mut self, path: &RemotePath) -> Result<(EntryInfo, SealedManifest), TrackerError> {
         let tx = self.conn.transaction()?;
         let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
-        if e.kind == EntryKind::Dir {
-            return Err(TrackerError::IsADirectory(path.to_string()));
+        match e.kind {
+            EntryKind::Dir => return Err(TrackerError::IsADirectory(path.to_string())),
+            EntryKind::Symlink => return Err(TrackerError::Invalid(format!("{path} is a symbolic link"))),
+            EntryKind::File => {}
         }
         let (wrapped_key, body) =
             tx.query_row("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", [path.as_str()], |r| {

@@ -170,6 +170,18 @@ impl Tracker {
                     .collect();
                 Response::Locations { peers, holders }
             }
+            Request::SetAttr { path, mode, mtime_ms } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entry(self.db(move |db| db.set_attr(&path, mode, mtime_ms)).await?)
+            }
+            Request::Symlink { path, target } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Entry(self.db(move |db| db.symlink(&path, &target)).await?)
+            }
+            Request::ReadLink { path } => {
+                let path = RemotePath::parse(&path)?;
+                Response::Target(self.db(move |db| db.read_link(&path)).await?)
+            }
             Request::PutChunk { .. }
             | Request::GetChunk { .. }
             | Request::HasChunks { .. }
