@@ -12,6 +12,7 @@ mod bench;
 mod files;
 mod home;
 mod local;
+mod mount;
 mod nodes;
 mod progress;
 mod usage;
@@ -91,6 +92,9 @@ enum Command {
     /// List the swarm's peers and their state.
     #[command(after_help = "Example:\n  swarmfs peers --json")]
     Peers,
+    /// Mount the swarm as a read-write filesystem; runs until unmounted or SIGINT/SIGTERM.
+    #[command(after_help = "Example:\n  swarmfs mount /mnt/swarm --home ~/.swarmfs\n  fusermount3 -u /mnt/swarm   # or Ctrl-C: staged writes are flushed first")]
+    Mount(mount::MountArgs),
     /// Run a tracker and peers on loopback until Ctrl-C: a whole swarm in one command.
     #[command(after_help = "Example:\n  swarmfs demo --dir ./swarmfs-demo --peers 3")]
     Demo(local::DemoArgs),
@@ -113,7 +117,7 @@ pub fn expand_home(s: &str) -> PathBuf {
 }
 
 fn init_logging(cli: &Cli) {
-    let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_));
+    let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_) | Command::Mount(_));
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -158,6 +162,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mkdir(a) => files::mkdir(cli, a).await,
         Command::Search(a) => files::search(cli, a).await,
         Command::Peers => files::peers(cli).await,
+        Command::Mount(a) => mount::run(cli, a).await,
         Command::Demo(a) => local::demo(cli, a).await,
         Command::Bench(a) => bench::run(cli, a).await,
     }

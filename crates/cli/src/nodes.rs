@@ -50,6 +50,9 @@ pub struct PeerArgs {
     /// Milliseconds between heartbeats to the tracker.
     #[arg(long, env = "SWARMFS_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Also mount the swarm here (needs a member token in this home).
+    #[arg(long, env = "SWARMFS_MOUNT")]
+    pub mount: Option<std::path::PathBuf>,
 }
 
 /// Parses `123`, `4K`, `512M`, `1G`, `2T`, `1GiB`, `10MB` (all powers of 1024).
@@ -131,7 +134,7 @@ pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
 }
 
 /// Cancelled on SIGINT or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
+pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -178,7 +181,26 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
         tracker_id: home.token.tracker_id,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
     };
-    swarmfs_peer::run(listener, swarm, config, shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    let mounted = match &a.mount {
+        Some(mp) => {
+            if home.token.data_key.is_none() {
+                bail!("--mount needs a member token in {}: this home can store ciphertext but not read files", home.dir.display());
+            }
+            let (home_dir, mp, stop) = (home.dir.clone(), mp.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                // The peer must be up before the mount can store anything; give it its own
+                // connection like any other client.
+                crate::mount::serve(&home_dir, &mp, &crate::mount::MountArgs::defaults(mp.clone()), stop).await
+            }))
+        }
+        None => None,
+    };
+    swarmfs_peer::run(listener, swarm, config, shutdown.clone()).await?;
+    if let Some(m) = mounted {
+        shutdown.cancel();
+        m.await.context("mount task")??;
+    }
     Ok(())
 }
 

@@ -12,10 +12,14 @@ use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request,
 use crate::pool::Pool;
 use crate::ClientError;
 
-pub(crate) const TRACKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a tracker call may take, so nothing built on the client (a mount) hangs forever.
+pub(crate) const TRACKER_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Client {
-    pub(crate) tracker: Connection,
+    tracker: std::sync::Mutex<Connection>,
+    swarm: Arc<Swarm>,
+    tracker_addr: String,
+    tracker_id: NodeId,
     pub(crate) pool: Pool,
     pub(crate) data_key: Option<DataKey>,
 }
@@ -28,7 +32,26 @@ impl Client {
         data_key: Option<DataKey>,
     ) -> Result<Client, ClientError> {
         let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
-        Ok(Client { tracker, pool: Pool::new(swarm), data_key })
+        Ok(Client {
+            tracker: std::sync::Mutex::new(tracker),
+            pool: Pool::new(swarm.clone()),
+            swarm,
+            tracker_addr: tracker_addr.to_string(),
+            tracker_id,
+            data_key,
+        })
+    }
+
+    /// The tracker connection, redialled if it has closed (a restarted tracker): a
+    /// long-lived client such as a mount recovers by itself.
+    async fn tracker(&self) -> Result<Connection, ClientError> {
+        let current = self.tracker.lock().expect("tracker lock").clone();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let (fresh, _events) = dial(&self.swarm, &self.tracker_addr, self.tracker_id, Role::Client).await?;
+        *self.tracker.lock().expect("tracker lock") = fresh.clone();
+        Ok(fresh)
     }
 
     pub(crate) fn data_key(&self) -> Result<&DataKey, ClientError> {
@@ -37,7 +60,8 @@ impl Client {
 
     /// One tracker request; an error reply becomes [`ClientError::Remote`].
     pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        match self.tracker.call_timeout(req, Bytes::new(), TRACKER_TIMEOUT).await?.0 {
+        let tracker = self.tracker().await?;
+        match tracker.call_timeout(req, Bytes::new(), TRACKER_TIMEOUT).await?.0 {
             Response::Error { code, message } => Err(ClientError::Remote { code, message }),
             r => Ok(r),
         }
@@ -101,6 +125,26 @@ impl Client {
 
     pub async fn rename(&self, from: &RemotePath, to: &RemotePath) -> Result<(), ClientError> {
         self.call(&Request::Rename { from: from.to_string(), to: to.to_string() }).await.map(|_| ())
+    }
+
+    pub async fn set_attr(
+        &self,
+        path: &RemotePath,
+        mode: Option<u32>,
+        mtime_ms: Option<i64>,
+    ) -> Result<EntryInfo, ClientError> {
+        self.entry(Request::SetAttr { path: path.to_string(), mode, mtime_ms }).await
+    }
+
+    pub async fn symlink(&self, path: &RemotePath, target: &str) -> Result<EntryInfo, ClientError> {
+        self.entry(Request::Symlink { path: path.to_string(), target: target.to_string() }).await
+    }
+
+    pub async fn read_link(&self, path: &RemotePath) -> Result<String, ClientError> {
+        match self.call(&Request::ReadLink { path: path.to_string() }).await? {
+            Response::Target(t) => Ok(t),
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
     }
 
     pub async fn remove(&self, path: &RemotePath, recursive: bool) -> Result<(), ClientError> {

@@ -15,7 +15,7 @@ pub enum ClientError {
     #[error("chunk {index} ({chunk}) could not be read from any of its {tried} holders (last error: {last})")]
     ChunkUnavailable { index: u64, chunk: String, tried: usize, last: String },
     #[error("could not store chunk {index} on enough peers: {last}")]
-    PlacementFailed { index: u64, last: String },
+    PlacementFailed { index: u64, last: String, code: Option<ErrorCode> },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("this home holds a peer token, not a member token: it cannot read or write files")]

@@ -217,10 +217,11 @@ impl Client {
         let mut tried: Vec<NodeId> = Vec::new();
         let mut holders = Vec::with_capacity(replicas);
         let mut last_err = String::from("no peer available");
+        let mut last_code = None;
         while holders.len() < replicas {
             let batch = placer.pick(chunk, replicas - holders.len(), &tried, len);
             if batch.is_empty() {
-                return Err(ClientError::PlacementFailed { index, last: last_err });
+                return Err(ClientError::PlacementFailed { index, last: last_err, code: last_code });
             }
             tried.extend(batch.iter().map(|p| p.node));
             let results =
@@ -235,6 +236,7 @@ impl Client {
                             p.node.short()
                         ));
                         last_err = e.to_string();
+                        last_code = e.code();
                     }
                 }
             }

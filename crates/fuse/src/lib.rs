@@ -1,1 +1,68 @@
-//! FUSE
+//! The swarm as a FUSE filesystem.
+//!
+//! # Layout
+//! - [`inodes`]: inode numbers <-> remote paths, kept right across renames and unlinks.
+//! - [`cache`]: a bounded cache of decrypted chunks; concurrent readers share one fetch.
+//! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
+//!   at any offset, and the flush that uploads only the chunks that changed.
+//! - [`fs`]: the `fuser::Filesystem` implementation; every request runs as a tokio task so a
+//!   slow upload never holds up the rest of the mount.
+//!
+//! Consistency is close-to-open: a file's manifest is fetched when it is opened, and what a
+//! writer has closed (or fsynced) is committed to the tracker before close returns.
+
+pub mod cache;
+pub mod file;
+pub mod fs;
+pub mod inodes;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use swarmfs_client::{Client, Policy};
+
+pub use fs::SwarmFs;
+
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub replicas: usize,
+    pub policy: Policy,
+    pub chunk_size: u32,
+    /// Most bytes of decrypted chunks kept in memory.
+    pub cache_bytes: usize,
+    /// Where dirty chunks are staged until they are uploaded.
+    pub staging_dir: PathBuf,
+    /// Owner shown for every file: a swarm has no per-user ownership.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Mounts the swarm at `mountpoint` and serves it until it is unmounted (`fusermount3 -u`,
+/// or [`unmount`] from another thread). Staged writes are flushed before this returns.
+pub fn mount(client: Arc<Client>, rt: tokio::runtime::Handle, mountpoint: &Path, opts: MountOptions) -> std::io::Result<()> {
+    std::fs::create_dir_all(&opts.staging_dir)?;
+    let fs = SwarmFs::new(client, rt, opts);
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("swarmfs".into()),
+        fuser::MountOption::Subtype("swarmfs".into()),
+        fuser::MountOption::RW,
+        fuser::MountOption::NoAtime,
+    ];
+    fuser::mount(fs, mountpoint, &config)
+}
+
+/// Asks the kernel to unmount `mountpoint`; the serving [`mount`] call then flushes and returns.
+pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("fusermount3").arg("-u").arg(mountpoint).status()?;
+    if status.success() {
+        return Ok(());
+    }
+    // Without fusermount3 (or for a lazy busy mount) root can still unmount directly.
+    let status = std::process::Command::new("umount").arg(mountpoint).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("could not unmount {}", mountpoint.display())))
+    }
+}

@@ -1,0 +1,106 @@
+//! `swarmfs mount`: the swarm as a FUSE filesystem, in the foreground.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use swarmfs_client::{Client, Policy};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::home::Home;
+use crate::nodes::parse_size;
+use crate::Cli;
+
+#[derive(Args, Clone)]
+pub struct MountArgs {
+    /// An existing empty directory.
+    pub mountpoint: PathBuf,
+    /// Copies of each chunk written through the mount.
+    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = 2)]
+    pub replicas: usize,
+    /// Chunk size for files created through the mount.
+    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Placement policy: rendezvous, least-used or lowest-latency.
+    #[arg(long, env = "SWARMFS_PLACEMENT", default_value = "rendezvous")]
+    pub placement: Policy,
+    /// Memory for decrypted chunks read through the mount.
+    #[arg(long, env = "SWARMFS_CACHE", default_value = "64M", value_parser = parse_size)]
+    pub cache: u64,
+}
+
+impl MountArgs {
+    pub fn defaults(mountpoint: PathBuf) -> MountArgs {
+        MountArgs {
+            mountpoint,
+            replicas: 2,
+            chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE as u64,
+            placement: Policy::default(),
+            cache: 64 << 20,
+        }
+    }
+}
+
+/// Our own uid and gid, shown as every file's owner.
+fn ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+pub async fn run(cli: &Cli, a: &MountArgs) -> Result<()> {
+    serve(&cli.home_dir(), &a.mountpoint, a, crate::nodes::shutdown_on_signal()).await
+}
+
+/// Mounts and serves until the filesystem is unmounted from outside or `stop` is cancelled
+/// (then it unmounts itself). Staged writes are flushed before it returns.
+pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: CancellationToken) -> Result<()> {
+    let home = Home::load(home_dir)?;
+    if home.token.data_key.is_none() {
+        bail!("{} holds a peer token: mounting needs a member token", home.dir.display());
+    }
+    if !mountpoint.is_dir() {
+        bail!("{}: not a directory", mountpoint.display());
+    }
+    let t = &home.token;
+    let client = Client::connect(home.swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone())
+        .await
+        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))?;
+    let (uid, gid) = ids();
+    let opts = swarmfs_fuse::MountOptions {
+        replicas: a.replicas,
+        policy: a.placement,
+        chunk_size: swarmfs_core::check_chunk_size(a.chunk_size)?,
+        cache_bytes: a.cache as usize,
+        staging_dir: home.dir.join("staging"),
+        uid,
+        gid,
+    };
+    let rt = tokio::runtime::Handle::current();
+    let mp = mountpoint.to_path_buf();
+    let mut session = tokio::task::spawn_blocking({
+        let (client, mp) = (Arc::new(client), mp.clone());
+        move || swarmfs_fuse::mount(client, rt, &mp, opts)
+    });
+    info!(mountpoint = %mp.display(), "mounted; Ctrl-C or `fusermount3 -u {}` unmounts", mp.display());
+    let result = tokio::select! {
+        r = &mut session => r,
+        _ = stop.cancelled() => {
+            let mp2 = mp.clone();
+            tokio::task::spawn_blocking(move || swarmfs_fuse::unmount(&mp2)).await?.context("unmounting")?;
+            session.await
+        }
+    };
+    result.context("mount task")?.with_context(|| format!("mounting {}", mp.display()))?;
+    info!("unmounted {}", mp.display());
+    Ok(())
+}

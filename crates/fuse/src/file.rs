@@ -1,0 +1,307 @@
+//! An open file. Reads come from staged chunks, the cache, or the swarm; writes go to a
+//! sparse staging file laid out like the real file (chunk i at offset i × chunk size), and
+//! mark their chunks dirty. A flush uploads only the dirty chunks and commits a manifest
+//! that reuses every other chunk (copy-on-write by chunk).
+//!
+//! Invariant: the staging file is exactly `size` bytes long, and every chunk that is neither
+//! dirty nor in the base manifest reads as zeros there (it is a hole or was zeroed by
+//! `set_len`), so extending a file never resurrects old bytes.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use swarmfs_client::{Client, ClientError, Holders, Progress};
+use swarmfs_core::{chunk_count, Manifest};
+use swarmfs_proto::{ChunkPlacement, RemotePath};
+
+use crate::cache::ChunkCache;
+use crate::MountOptions;
+
+/// Warnings from the client end up in the mount's log.
+pub struct LogProgress;
+
+impl Progress for LogProgress {
+    fn warn(&self, message: &str) {
+        tracing::warn!("{message}");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("staging file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("file is too large for its chunk size")]
+    TooLarge,
+}
+
+pub struct FileState {
+    pub base: Manifest,
+    holders: Option<Arc<Holders>>,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: SystemTime,
+    staging: File,
+    staging_path: std::path::PathBuf,
+    dirty: BTreeSet<u64>,
+    /// Size or times changed without a chunk changing; still needs a commit.
+    meta_dirty: bool,
+    pub opens: usize,
+    /// End of the last read, to spot sequential access for read-ahead.
+    last_read_end: u64,
+    pub unlinked: bool,
+}
+
+impl Drop for FileState {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.staging_path);
+    }
+}
+
+impl FileState {
+    pub fn new(base: Manifest, mode: u32, mtime: SystemTime, opts: &MountOptions) -> Result<FileState, FileError> {
+        let staging_path = opts.staging_dir.join(format!("{:016x}", rand_u64()));
+        let staging = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&staging_path)?;
+        staging.set_len(base.size)?;
+        Ok(FileState {
+            size: base.size,
+            base,
+            holders: None,
+            mode,
+            mtime,
+            staging,
+            staging_path,
+            dirty: BTreeSet::new(),
+            meta_dirty: false,
+            opens: 0,
+            last_read_end: u64::MAX,
+            unlinked: false,
+        })
+    }
+
+    fn cs(&self) -> u64 {
+        self.base.chunk_size as u64
+    }
+
+    fn chunk_len(&self, i: u64) -> usize {
+        let start = i * self.cs();
+        self.cs().min(self.size.saturating_sub(start)) as usize
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.meta_dirty
+    }
+
+    async fn holders(&mut self, client: &Client) -> Result<Arc<Holders>, FileError> {
+        if let Some(h) = &self.holders {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(client.locate(&self.base.chunks).await?);
+        self.holders = Some(h.clone());
+        Ok(h)
+    }
+
+    /// The current plaintext of chunk `i`, exactly `chunk_len(i)` bytes.
+    async fn chunk(&mut self, client: &Client, cache: &ChunkCache, i: u64) -> Result<Vec<u8>, FileError> {
+        let len = self.chunk_len(i);
+        if self.dirty.contains(&i) {
+            let mut buf = vec![0u8; len];
+            self.staging.read_exact_at(&mut buf, i * self.cs())?;
+            return Ok(buf);
+        }
+        let Some(r) = self.base.chunks.get(i as usize).cloned() else {
+            return Ok(vec![0u8; len]);
+        };
+        let holders = self.holders(client).await?;
+        let data = cache.get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await }).await?;
+        let mut v = data[..len.min(data.len())].to_vec();
+        v.resize(len, 0);
+        Ok(v)
+    }
+
+    /// Copies chunk `i`'s current content into staging and marks it dirty.
+    async fn materialize(&mut self, client: &Client, cache: &ChunkCache, i: u64) -> Result<(), FileError> {
+        if self.dirty.contains(&i) {
+            return Ok(());
+        }
+        if (i as usize) < self.base.chunks.len() {
+            let data = self.chunk(client, cache, i).await?;
+            self.staging.write_all_at(&data, i * self.cs())?;
+        }
+        self.dirty.insert(i);
+        Ok(())
+    }
+
+    pub async fn read(
+        &mut self,
+        client: &Arc<Client>,
+        cache: &Arc<ChunkCache>,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, FileError> {
+        let end = offset.saturating_add(len as u64).min(self.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let cs = self.cs();
+        let sequential = offset == self.last_read_end;
+        self.last_read_end = end;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for i in offset / cs..=(end - 1) / cs {
+            let data = self.chunk(client, cache, i).await?;
+            let lo = offset.saturating_sub(i * cs) as usize;
+            let hi = ((end - i * cs) as usize).min(data.len());
+            out.extend_from_slice(&data[lo..hi]);
+        }
+        if sequential {
+            self.read_ahead(client, cache, (end - 1) / cs + 1).await;
+        }
+        Ok(out)
+    }
+
+    /// Starts fetching the next few base chunks into the cache, without waiting.
+    async fn read_ahead(&mut self, client: &Arc<Client>, cache: &Arc<ChunkCache>, from: u64) {
+        const AHEAD: u64 = 4;
+        let Ok(holders) = self.holders(client).await else { return };
+        for i in from..(from + AHEAD).min(self.base.chunks.len() as u64) {
+            if self.dirty.contains(&i) {
+                continue;
+            }
+            let r = self.base.chunks[i as usize].clone();
+            let (client, cache, holders) = (client.clone(), cache.clone(), holders.clone());
+            tokio::spawn(async move {
+                let _ = cache.get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await }).await;
+            });
+        }
+    }
+
+    pub async fn write(&mut self, client: &Client, cache: &ChunkCache, offset: u64, data: &[u8]) -> Result<(), FileError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or(FileError::TooLarge)?;
+        if chunk_count(end, self.base.chunk_size) > swarmfs_core::MAX_CHUNKS_PER_FILE {
+            return Err(FileError::TooLarge);
+        }
+        let cs = self.cs();
+        for i in offset / cs..=(end - 1) / cs {
+            let whole = offset <= i * cs && end >= (i + 1) * cs;
+            if whole {
+                self.dirty.insert(i);
+            } else {
+                self.materialize(client, cache, i).await?;
+            }
+        }
+        self.staging.write_all_at(data, offset)?;
+        if end > self.size {
+            self.size = end;
+        }
+        self.mtime = SystemTime::now();
+        self.meta_dirty = true;
+        Ok(())
+    }
+
+    pub async fn truncate(&mut self, client: &Client, cache: &ChunkCache, size: u64) -> Result<(), FileError> {
+        if chunk_count(size, self.base.chunk_size) > swarmfs_core::MAX_CHUNKS_PER_FILE {
+            return Err(FileError::TooLarge);
+        }
+        let cs = self.cs();
+        if size < self.size && size % cs != 0 {
+            // The chunk the new end falls in keeps only its head: stage it so the cut bytes
+            // cannot come back from the base chunk if the file grows again.
+            self.materialize(client, cache, size / cs).await?;
+        }
+        let keep = chunk_count(size, self.base.chunk_size);
+        self.dirty.retain(|&i| i < keep);
+        if (self.base.chunks.len() as u64) > keep {
+            self.base.chunks.truncate(keep as usize);
+            self.holders = None;
+        }
+        self.size = size;
+        self.staging.set_len(size)?;
+        self.mtime = SystemTime::now();
+        self.meta_dirty = true;
+        Ok(())
+    }
+
+    /// Uploads dirty chunks and commits the new manifest at `path`. Nothing is committed for
+    /// an unlinked file; its staged data is simply dropped when the last handle closes.
+    pub async fn flush(
+        &mut self,
+        client: &Client,
+        cache: &ChunkCache,
+        path: Option<&RemotePath>,
+        opts: &MountOptions,
+    ) -> Result<(), FileError> {
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        let Some(path) = path.filter(|_| !self.unlinked) else {
+            self.dirty.clear();
+            self.meta_dirty = false;
+            return Ok(());
+        };
+        let count = chunk_count(self.size, self.base.chunk_size);
+        // A base chunk whose length no longer fits (the old last chunk of a grown file) is
+        // rewritten, padded with zeros.
+        for i in 0..count.min(self.base.chunks.len() as u64) {
+            if self.base.chunks[i as usize].len as usize != self.chunk_len(i) {
+                self.materialize(client, cache, i).await?;
+            }
+        }
+        for i in self.base.chunks.len() as u64..count {
+            self.dirty.insert(i);
+        }
+        let dirty: Vec<u64> = self.dirty.iter().copied().collect();
+        let up = client.uploader(opts.replicas, opts.policy, !dirty.is_empty(), &LogProgress).await?;
+        let cs = self.cs();
+        let lens: Vec<usize> = dirty.iter().map(|&i| self.chunk_len(i)).collect();
+        let staging = &self.staging;
+        let jobs: Vec<(u64, usize)> = dirty.iter().copied().zip(lens).collect();
+        let stored: Vec<_> = stream::iter(jobs)
+            .map(|(i, len)| {
+                let up = &up;
+                async move {
+                    let mut buf = vec![0u8; len];
+                    staging.read_exact_at(&mut buf, i * cs)?;
+                    Ok::<_, FileError>((i, up.store(i, buf, &LogProgress).await?))
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut chunks = self.base.chunks.clone();
+        chunks.resize(count as usize, stored.first().map(|(_, (r, _))| r.clone()).unwrap_or_else(placeholder));
+        let mut placements: Vec<ChunkPlacement> =
+            chunks.iter().map(|r| ChunkPlacement { chunk: r.id, holders: Vec::new() }).collect();
+        for (i, (r, holders)) in stored {
+            placements[i as usize] = ChunkPlacement { chunk: r.id, holders };
+            chunks[i as usize] = r;
+        }
+        let mtime_ms = self.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let manifest =
+            Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
+        client.commit(path, &manifest, placements).await?;
+        self.base = manifest;
+        self.holders = None;
+        self.dirty.clear();
+        self.meta_dirty = false;
+        Ok(())
+    }
+}
+
+fn placeholder() -> swarmfs_core::ChunkRef {
+    swarmfs_core::ChunkRef { id: swarmfs_proto::ChunkId([0; 32]), key: [0; 32], len: 0 }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}

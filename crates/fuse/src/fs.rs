@@ -1,0 +1,737 @@
+//! `fuser::Filesystem` for the swarm. Each request is handed to a tokio task and answered
+//! from there, so requests run concurrently; per-file state sits behind a per-file async
+//! lock, so one file's upload only waits for that file.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use swarmfs_client::{Client, ClientError};
+use swarmfs_core::Manifest;
+use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, PeerState, RemotePath};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{debug, warn};
+
+use crate::cache::ChunkCache;
+use crate::file::{FileError, FileState};
+use crate::inodes::Inodes;
+use crate::MountOptions;
+
+const TTL: Duration = Duration::from_secs(1);
+
+type OpenFile = Arc<AsyncMutex<FileState>>;
+
+struct Inner {
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    opts: MountOptions,
+    inodes: Mutex<Inodes>,
+    /// Open files by inode; every handle on one inode shares its state.
+    files: Mutex<HashMap<u64, OpenFile>>,
+    /// Directory listings by handle, taken at opendir.
+    dirs: Mutex<HashMap<u64, Vec<(u64, FileType, String)>>>,
+    next_fh: AtomicU64,
+    cache: Arc<ChunkCache>,
+}
+
+pub struct SwarmFs {
+    inner: Arc<Inner>,
+}
+
+fn errno_of(e: &ClientError) -> Errno {
+    match e {
+        ClientError::Remote { code, .. } | ClientError::PlacementFailed { code: Some(code), .. } => match code {
+            ErrorCode::NotFound => Errno::ENOENT,
+            ErrorCode::AlreadyExists => Errno::EEXIST,
+            ErrorCode::NotADirectory => Errno::ENOTDIR,
+            ErrorCode::IsADirectory => Errno::EISDIR,
+            ErrorCode::NotEmpty => Errno::ENOTEMPTY,
+            ErrorCode::InvalidArgument => Errno::EINVAL,
+            ErrorCode::NoSpace => Errno::ENOSPC,
+            _ => Errno::EIO,
+        },
+        ClientError::NoPeers => Errno::ENOSPC,
+        ClientError::Core(swarmfs_core::CoreError::TooManyChunks { .. }) => Errno::EFBIG,
+        _ => Errno::EIO,
+    }
+}
+
+fn file_errno(e: &FileError) -> Errno {
+    match e {
+        FileError::Client(c) => errno_of(c),
+        FileError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Errno::ENOSPC,
+        FileError::Io(_) => Errno::EIO,
+        FileError::TooLarge => Errno::EFBIG,
+    }
+}
+
+fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errno {
+    if errno == Errno::EIO {
+        warn!("{op}: {e}");
+    } else {
+        debug!("{op}: {e}");
+    }
+    errno
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn ms_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn kind_of(k: EntryKind) -> FileType {
+    match k {
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Symlink => FileType::Symlink,
+    }
+}
+
+impl SwarmFs {
+    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, opts: MountOptions) -> SwarmFs {
+        let cache = Arc::new(ChunkCache::new(opts.cache_bytes));
+        SwarmFs {
+            inner: Arc::new(Inner {
+                client,
+                rt,
+                opts,
+                inodes: Mutex::new(Inodes::default()),
+                files: Mutex::new(HashMap::new()),
+                dirs: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                cache,
+            }),
+        }
+    }
+
+    fn run<F>(&self, f: impl FnOnce(Arc<Inner>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.rt.spawn(f(self.inner.clone()));
+    }
+}
+
+impl Inner {
+    fn path(&self, ino: INodeNo) -> Result<RemotePath, Errno> {
+        self.inodes.lock().expect("inodes").path(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<RemotePath, Errno> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        if name.len() > swarmfs_proto::path::MAX_NAME_LEN {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.path(parent)?.join(name).map_err(|_| Errno::EINVAL)
+    }
+
+    fn open_file(&self, ino: u64) -> Option<OpenFile> {
+        self.files.lock().expect("files").get(&ino).cloned()
+    }
+
+    fn attr(&self, ino: u64, e: &EntryInfo) -> FileAttr {
+        let t = time_of(e.mtime_ms);
+        let perm = if e.mode == 0 && e.kind == EntryKind::Dir { 0o755 } else { (e.mode & 0o7777) as u16 };
+        FileAttr {
+            ino: INodeNo(ino),
+            size: e.size,
+            blocks: e.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: kind_of(e.kind),
+            perm,
+            nlink: if e.kind == EntryKind::Dir { 2 } else { 1 },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+            blksize: self.opts.chunk_size.min(1 << 20),
+            flags: 0,
+        }
+    }
+
+    /// Attributes of `path`, with an open file's local size, mode and time taking precedence.
+    async fn stat(&self, path: &RemotePath) -> Result<FileAttr, Errno> {
+        let ino = self.inodes.lock().expect("inodes").ino(path);
+        if let Some(f) = self.open_file(ino) {
+            let st = f.lock().await;
+            if !st.unlinked {
+                let e = EntryInfo {
+                    path: path.to_string(),
+                    kind: EntryKind::File,
+                    size: st.size,
+                    mtime_ms: ms_of(st.mtime),
+                    file_id: None,
+                    chunks: 0,
+                    mode: st.mode,
+                };
+                return Ok(self.attr(ino, &e));
+            }
+        }
+        let e = self.client.stat(path).await.map_err(|e| log_err("stat", &e, errno_of(&e)))?;
+        Ok(self.attr(ino, &e))
+    }
+
+    /// The open state of `ino`, loading the manifest (close-to-open: a fresh copy) when no
+    /// handle has it open yet.
+    async fn load(&self, ino: u64) -> Result<OpenFile, Errno> {
+        if let Some(f) = self.open_file(ino) {
+            return Ok(f);
+        }
+        let path = self.path(INodeNo(ino))?;
+        let (entry, manifest) = match self.client.open(&path).await {
+            Ok(x) => x,
+            Err(e) => return Err(log_err("open", &e, errno_of(&e))),
+        };
+        let st = FileState::new(manifest, entry.mode, time_of(entry.mtime_ms), &self.opts)
+            .map_err(|e| log_err("staging", &e, file_errno(&e)))?;
+        let f = Arc::new(AsyncMutex::new(st));
+        // Another task may have loaded it meanwhile: keep the first.
+        Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())
+    }
+
+    async fn flush_file(&self, ino: u64, f: &OpenFile) -> Result<(), Errno> {
+        let path = self.inodes.lock().expect("inodes").path(ino);
+        let mut st = f.lock().await;
+        st.flush(&self.client, &self.cache, path.as_ref(), &self.opts)
+            .await
+            .map_err(|e| log_err("flush", &e, file_errno(&e)))
+    }
+
+    /// Called when the last handle closes (or a setattr on a closed file is done).
+    async fn close_if_unused(&self, ino: u64) {
+        let mut files = self.files.lock().expect("files");
+        let unused = files.get(&ino).is_some_and(|f| f.try_lock().is_ok_and(|st| st.opens == 0 && !st.is_dirty()));
+        if unused {
+            files.remove(&ino);
+        }
+    }
+
+    /// Flushes every open file: on unmount, nothing written is lost.
+    async fn flush_all(&self) {
+        let files: Vec<(u64, OpenFile)> =
+            self.files.lock().expect("files").iter().map(|(i, f)| (*i, f.clone())).collect();
+        for (ino, f) in files {
+            if let Err(e) = self.flush_file(ino, &f).await {
+                warn!(ino, "could not flush on unmount: {e:?}");
+            }
+        }
+    }
+
+    fn mark_unlinked(&self, inos: &[u64]) {
+        for ino in inos {
+            if let Some(f) = self.open_file(*ino) {
+                if let Ok(mut st) = f.try_lock() {
+                    st.unlinked = true;
+                } else {
+                    let f = f.clone();
+                    self.rt.spawn(async move { f.lock().await.unlinked = true });
+                }
+            }
+        }
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Filesystem for SwarmFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Larger writes mean fewer round trips through the staging code.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let inner = self.inner.clone();
+        self.inner.rt.block_on(async move { inner.flush_all().await });
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                fs.stat(&path).await
+            }
+            .await;
+            match r {
+                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.run(|fs| async move {
+            let r = async { fs.stat(&fs.path(ino)?).await }.await;
+            match r {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let caller = req.uid();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.path(ino)?;
+                // No per-user ownership in a swarm: only "change to what it already is" works.
+                if uid.is_some_and(|u| u != fs.opts.uid) || gid.is_some_and(|g| g != fs.opts.gid) {
+                    return Err(Errno::EPERM);
+                }
+                let _ = caller;
+                let mtime_ms = mtime.map(|t| match t {
+                    TimeOrNow::SpecificTime(t) => ms_of(t),
+                    TimeOrNow::Now => ms_of(SystemTime::now()),
+                });
+                if let Some(size) = size {
+                    let f = fs.load(ino.0).await?;
+                    {
+                        let mut st = f.lock().await;
+                        st.truncate(&fs.client, &fs.cache, size).await.map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
+                        if let Some(m) = mode {
+                            st.mode = m & 0o7777;
+                        }
+                        if let Some(t) = mtime_ms {
+                            st.mtime = time_of(t);
+                        }
+                        if st.opens == 0 {
+                            let p = fs.inodes.lock().expect("inodes").path(ino.0);
+                            st.flush(&fs.client, &fs.cache, p.as_ref(), &fs.opts)
+                                .await
+                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
+                        }
+                    }
+                    fs.close_if_unused(ino.0).await;
+                }
+                if mode.is_some() || mtime_ms.is_some() {
+                    if let Some(f) = fs.open_file(ino.0) {
+                        let mut st = f.lock().await;
+                        if let Some(m) = mode {
+                            st.mode = m & 0o7777;
+                        }
+                        if let Some(t) = mtime_ms {
+                            st.mtime = time_of(t);
+                        }
+                    }
+                    if !path.is_root() {
+                        fs.client
+                            .set_attr(&path, mode.map(|m| m & 0o7777), mtime_ms)
+                            .await
+                            .map_err(|e| log_err("setattr", &e, errno_of(&e)))?;
+                    }
+                }
+                fs.stat(&path).await
+            }
+            .await;
+            match r {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.path(ino)?;
+                fs.client.read_link(&path).await.map_err(|e| log_err("readlink", &e, errno_of(&e)))
+            }
+            .await;
+            match r {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                fs.client.mkdir(&path, false).await.map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
+                let mode = mode & !umask & 0o7777;
+                if mode != 0o755 {
+                    fs.client.set_attr(&path, Some(mode), None).await.map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
+                }
+                fs.stat(&path).await
+            }
+            .await;
+            match r {
+                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
+                if e.kind == EntryKind::Dir {
+                    return Err(Errno::EISDIR);
+                }
+                fs.client.remove(&path, false).await.map_err(|e| log_err("unlink", &e, errno_of(&e)))?;
+                let gone = fs.inodes.lock().expect("inodes").remove(&path);
+                fs.mark_unlinked(&gone);
+                Ok(())
+            }
+            .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
+                if e.kind != EntryKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                fs.client.remove(&path, false).await.map_err(|e| log_err("rmdir", &e, errno_of(&e)))?;
+                fs.inodes.lock().expect("inodes").remove(&path);
+                Ok(())
+            }
+            .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                let target = target.to_str().ok_or(Errno::EINVAL)?;
+                fs.client.symlink(&path, target).await.map_err(|e| log_err("symlink", &e, errno_of(&e)))?;
+                fs.stat(&path).await
+            }
+            .await;
+            match r {
+                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.run(|fs| async move {
+            let r = async {
+                if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                    return Err(Errno::EINVAL);
+                }
+                let from = fs.child(parent, &name)?;
+                let to = fs.child(newparent, &newname)?;
+                if flags.contains(RenameFlags::RENAME_NOREPLACE) && fs.client.stat(&to).await.is_ok() {
+                    return Err(Errno::EEXIST);
+                }
+                fs.client.rename(&from, &to).await.map_err(|e| log_err("rename", &e, errno_of(&e)))?;
+                let replaced = fs.inodes.lock().expect("inodes").rename(&from, &to);
+                fs.mark_unlinked(&replaced);
+                Ok(())
+            }
+            .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _ = flags;
+        self.run(|fs| async move {
+            let r = async {
+                let f = fs.load(ino.0).await?;
+                f.lock().await.opens += 1;
+                Ok::<_, Errno>(fs.new_fh())
+            }
+            .await;
+            match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.run(|fs| async move {
+            let r = async {
+                let f = fs.load(ino.0).await?;
+                let mut st = f.lock().await;
+                st.read(&fs.client, &fs.cache, offset, size).await.map_err(|e| log_err("read", &e, file_errno(&e)))
+            }
+            .await;
+            match r {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.run(|fs| async move {
+            let r = async {
+                let f = fs.load(ino.0).await?;
+                let mut st = f.lock().await;
+                st.write(&fs.client, &fs.cache, offset, &data).await.map_err(|e| log_err("write", &e, file_errno(&e)))
+            }
+            .await;
+            match r {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.run(|fs| async move {
+            let r = match fs.open_file(ino.0) {
+                Some(f) => fs.flush_file(ino.0, &f).await,
+                None => Ok(()),
+            };
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.run(|fs| async move {
+            let r = match fs.open_file(ino.0) {
+                Some(f) => fs.flush_file(ino.0, &f).await,
+                None => Ok(()),
+            };
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.run(|fs| async move {
+            let r = match fs.open_file(ino.0) {
+                Some(f) => {
+                    let r = fs.flush_file(ino.0, &f).await;
+                    {
+                        let mut st = f.lock().await;
+                        st.opens = st.opens.saturating_sub(1);
+                    }
+                    fs.close_if_unused(ino.0).await;
+                    r
+                }
+                None => Ok(()),
+            };
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.path(ino)?;
+                let entries = fs.client.list(&path).await.map_err(|e| log_err("readdir", &e, errno_of(&e)))?;
+                let parent_ino = {
+                    let mut inodes = fs.inodes.lock().expect("inodes");
+                    inodes.ino(&path.parent())
+                };
+                let mut listing = vec![(ino.0, FileType::Directory, ".".to_string()), (parent_ino, FileType::Directory, "..".to_string())];
+                {
+                    let mut inodes = fs.inodes.lock().expect("inodes");
+                    for e in entries {
+                        let Ok(p) = RemotePath::parse(&e.path) else { continue };
+                        listing.push((inodes.ino(&p), kind_of(e.kind), p.name().to_string()));
+                    }
+                }
+                let fh = fs.new_fh();
+                fs.dirs.lock().expect("dirs").insert(fh, listing);
+                Ok::<_, Errno>(fh)
+            }
+            .await;
+            match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let dirs = self.inner.dirs.lock().expect("dirs");
+        let Some(listing) = dirs.get(&fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.inner.dirs.lock().expect("dirs").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.run(|fs| async move {
+            match fs.client.peers().await {
+                Ok(peers) => {
+                    let live = peers.iter().filter(|p| p.state == PeerState::Up);
+                    let (cap, used) = live.fold((0u64, 0u64), |(c, u), p| (c + p.capacity, u + p.used));
+                    // Usable space is raw space divided by the copies each byte takes.
+                    let r = fs.opts.replicas.max(1) as u64;
+                    let bsize = 4096u64;
+                    let blocks = cap / r / bsize;
+                    let free = cap.saturating_sub(used) / r / bsize;
+                    reply.statfs(blocks, free, free, 1 << 32, 1 << 32, bsize as u32, 255, bsize as u32);
+                }
+                Err(e) => reply.error(log_err("statfs", &e, errno_of(&e))),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                if flags & libc::O_EXCL != 0 && fs.client.stat(&path).await.is_ok() {
+                    return Err(Errno::EEXIST);
+                }
+                let mode = mode & !umask & 0o7777;
+                let empty = Manifest {
+                    size: 0,
+                    chunk_size: fs.opts.chunk_size,
+                    mode,
+                    mtime_ms: ms_of(SystemTime::now()),
+                    chunks: Vec::new(),
+                };
+                fs.client.commit(&path, &empty, Vec::new()).await.map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                let e = fs.client.set_attr(&path, Some(mode), None).await.map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                let ino = {
+                    let mut inodes = fs.inodes.lock().expect("inodes");
+                    inodes.remove(&path);
+                    inodes.ino(&path)
+                };
+                fs.files.lock().expect("files").remove(&ino);
+                let st = FileState::new(empty, mode, time_of(e.mtime_ms), &fs.opts)
+                    .map_err(|e| log_err("create", &e, file_errno(&e)))?;
+                let f = Arc::new(AsyncMutex::new(st));
+                f.lock().await.opens = 1;
+                fs.files.lock().expect("files").insert(ino, f);
+                Ok((fs.attr(ino, &e), fs.new_fh()))
+            }
+            .await;
+            match r {
+                Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+}
+
