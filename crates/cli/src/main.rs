@@ -93,7 +93,9 @@ enum Command {
     #[command(after_help = "Example:\n  swarmfs peers --json")]
     Peers,
     /// Mount the swarm as a read-write filesystem; runs until unmounted or SIGINT/SIGTERM.
-    #[command(after_help = "Example:\n  swarmfs mount /mnt/swarm --home ~/.swarmfs\n  fusermount3 -u /mnt/swarm   # or Ctrl-C: staged writes are flushed first")]
+    #[command(
+        after_help = "Example:\n  swarmfs mount /mnt/swarm --home ~/.swarmfs\n  fusermount3 -u /mnt/swarm   # or Ctrl-C: staged writes are flushed first"
+    )]
     Mount(mount::MountArgs),
     /// Run a tracker and peers on loopback until Ctrl-C: a whole swarm in one command.
     #[command(after_help = "Example:\n  swarmfs demo --dir ./swarmfs-demo --peers 3")]

@@ -87,14 +87,20 @@ pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: Canc
     };
     let rt = tokio::runtime::Handle::current();
     let mp = mountpoint.to_path_buf();
+    let fs = swarmfs_fuse::SwarmFs::new(Arc::new(client), rt, opts).context("preparing the staging directory")?;
+    let flusher = fs.flusher();
     let mut session = tokio::task::spawn_blocking({
-        let (client, mp) = (Arc::new(client), mp.clone());
-        move || swarmfs_fuse::mount(client, rt, &mp, opts)
+        let mp = mp.clone();
+        move || swarmfs_fuse::serve(fs, &mp)
     });
     info!(mountpoint = %mp.display(), "mounted; Ctrl-C or `fusermount3 -u {}` unmounts", mp.display());
     let result = tokio::select! {
         r = &mut session => r,
         _ = stop.cancelled() => {
+            // Upload what open files have staged before anything else: a busy mount is only
+            // detached lazily, and its files may stay open for a long time.
+            info!("flushing staged writes");
+            flusher.flush_all().await;
             let mp2 = mp.clone();
             tokio::task::spawn_blocking(move || swarmfs_fuse::unmount(&mp2)).await?.context("unmounting")?;
             session.await

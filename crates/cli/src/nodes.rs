@@ -185,7 +185,10 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
     let mounted = match &a.mount {
         Some(mp) => {
             if home.token.data_key.is_none() {
-                bail!("--mount needs a member token in {}: this home can store ciphertext but not read files", home.dir.display());
+                bail!(
+                    "--mount needs a member token in {}: this home can store ciphertext but not read files",
+                    home.dir.display()
+                );
             }
             let (home_dir, mp, stop) = (home.dir.clone(), mp.clone(), shutdown.clone());
             Some(tokio::spawn(async move {

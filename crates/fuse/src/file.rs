@@ -180,7 +180,13 @@ impl FileState {
         }
     }
 
-    pub async fn write(&mut self, client: &Client, cache: &ChunkCache, offset: u64, data: &[u8]) -> Result<(), FileError> {
+    pub async fn write(
+        &mut self,
+        client: &Client,
+        cache: &ChunkCache,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), FileError> {
         if data.is_empty() {
             return Ok(());
         }

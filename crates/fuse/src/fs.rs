@@ -46,6 +46,15 @@ pub struct SwarmFs {
     inner: Arc<Inner>,
 }
 
+/// See [`SwarmFs::flusher`].
+pub struct Flusher(Arc<Inner>);
+
+impl Flusher {
+    pub async fn flush_all(&self) {
+        self.0.flush_all().await
+    }
+}
+
 fn errno_of(e: &ClientError) -> Errno {
     match e {
         ClientError::Remote { code, .. } | ClientError::PlacementFailed { code: Some(code), .. } => match code {
@@ -99,9 +108,14 @@ fn kind_of(k: EntryKind) -> FileType {
 }
 
 impl SwarmFs {
-    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, opts: MountOptions) -> SwarmFs {
+    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, opts: MountOptions) -> std::io::Result<SwarmFs> {
+        std::fs::create_dir_all(&opts.staging_dir)?;
+        // Staging files of a previous run that crashed hold nothing committed; start clean.
+        for e in std::fs::read_dir(&opts.staging_dir)?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
         let cache = Arc::new(ChunkCache::new(opts.cache_bytes));
-        SwarmFs {
+        Ok(SwarmFs {
             inner: Arc::new(Inner {
                 client,
                 rt,
@@ -112,7 +126,12 @@ impl SwarmFs {
                 next_fh: AtomicU64::new(1),
                 cache,
             }),
-        }
+        })
+    }
+
+    /// A handle that flushes every open file, usable after the filesystem is handed to FUSE.
+    pub fn flusher(&self) -> Flusher {
+        Flusher(self.inner.clone())
     }
 
     fn run<F>(&self, f: impl FnOnce(Arc<Inner>) -> F)
@@ -321,7 +340,9 @@ impl Filesystem for SwarmFs {
                     let f = fs.load(ino.0).await?;
                     {
                         let mut st = f.lock().await;
-                        st.truncate(&fs.client, &fs.cache, size).await.map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
+                        st.truncate(&fs.client, &fs.cache, size)
+                            .await
+                            .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                         if let Some(m) = mode {
                             st.mode = m & 0o7777;
                         }
@@ -386,7 +407,10 @@ impl Filesystem for SwarmFs {
                 fs.client.mkdir(&path, false).await.map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
                 let mode = mode & !umask & 0o7777;
                 if mode != 0o755 {
-                    fs.client.set_attr(&path, Some(mode), None).await.map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
+                    fs.client
+                        .set_attr(&path, Some(mode), None)
+                        .await
+                        .map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
                 }
                 fs.stat(&path).await
             }
@@ -625,7 +649,10 @@ impl Filesystem for SwarmFs {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.ino(&path.parent())
                 };
-                let mut listing = vec![(ino.0, FileType::Directory, ".".to_string()), (parent_ino, FileType::Directory, "..".to_string())];
+                let mut listing = vec![
+                    (ino.0, FileType::Directory, ".".to_string()),
+                    (parent_ino, FileType::Directory, "..".to_string()),
+                ];
                 {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     for e in entries {
@@ -686,6 +713,46 @@ impl Filesystem for SwarmFs {
         reply.ok();
     }
 
+    // Hard links need an inode layer the namespace does not have (entries are paths); EPERM
+    // is what link(2) answers on file systems without them, and tools such as git fall back.
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    // Directory changes are committed to the tracker before they are acknowledged.
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
     fn create(
         &self,
         _req: &Request,
@@ -712,7 +779,11 @@ impl Filesystem for SwarmFs {
                     chunks: Vec::new(),
                 };
                 fs.client.commit(&path, &empty, Vec::new()).await.map_err(|e| log_err("create", &e, errno_of(&e)))?;
-                let e = fs.client.set_attr(&path, Some(mode), None).await.map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                let e = fs
+                    .client
+                    .set_attr(&path, Some(mode), None)
+                    .await
+                    .map_err(|e| log_err("create", &e, errno_of(&e)))?;
                 let ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.remove(&path);
@@ -734,4 +805,3 @@ impl Filesystem for SwarmFs {
         });
     }
 }
-

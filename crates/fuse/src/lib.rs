@@ -39,9 +39,17 @@ pub struct MountOptions {
 
 /// Mounts the swarm at `mountpoint` and serves it until it is unmounted (`fusermount3 -u`,
 /// or [`unmount`] from another thread). Staged writes are flushed before this returns.
-pub fn mount(client: Arc<Client>, rt: tokio::runtime::Handle, mountpoint: &Path, opts: MountOptions) -> std::io::Result<()> {
-    std::fs::create_dir_all(&opts.staging_dir)?;
-    let fs = SwarmFs::new(client, rt, opts);
+pub fn mount(
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    opts: MountOptions,
+) -> std::io::Result<()> {
+    serve(SwarmFs::new(client, rt, opts)?, mountpoint)
+}
+
+/// Serves an already built filesystem (keep its [`SwarmFs::flusher`] first) until unmounted.
+pub fn serve(fs: SwarmFs, mountpoint: &Path) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("swarmfs".into()),
@@ -52,17 +60,22 @@ pub fn mount(client: Arc<Client>, rt: tokio::runtime::Handle, mountpoint: &Path,
     fuser::mount(fs, mountpoint, &config)
 }
 
-/// Asks the kernel to unmount `mountpoint`; the serving [`mount`] call then flushes and returns.
+/// Asks the kernel to unmount `mountpoint`; the serving [`mount`] call then returns. A mount
+/// still in use is detached lazily: it disappears from the tree at once and is served until
+/// the last open file is closed.
 pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
-    let status = std::process::Command::new("fusermount3").arg("-u").arg(mountpoint).status()?;
-    if status.success() {
-        return Ok(());
+    let attempts: [(&str, &[&str]); 3] =
+        [("fusermount3", &["-u"]), ("fusermount3", &["-u", "-z"]), ("umount", &["-l"])];
+    for (cmd, args) in attempts {
+        let ok = std::process::Command::new(cmd)
+            .args(args)
+            .arg(mountpoint)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
     }
-    // Without fusermount3 (or for a lazy busy mount) root can still unmount directly.
-    let status = std::process::Command::new("umount").arg(mountpoint).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!("could not unmount {}", mountpoint.display())))
-    }
+    Err(std::io::Error::other(format!("could not unmount {}", mountpoint.display())))
 }

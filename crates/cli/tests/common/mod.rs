@@ -235,3 +235,100 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A `swarmfs mount` process; unmounted (SIGTERM, then waited for) on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let d = dir.display().to_string();
+    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(d.as_str()))
+}
+
+impl Mount {
+    pub fn start(c: &Cluster, home: &Path, name: &str, extra: &[&str]) -> Mount {
+        let dir = c.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(c.path(&format!("{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&dir)
+            .arg("--home")
+            .arg(home)
+            .args(extra)
+            .env("SWARMFS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for("the mount to appear", Duration::from_secs(20), || is_mounted(&dir).then_some(()));
+        Mount { dir, child: Some(child) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait for the process to flush, unmount and exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let exited = wait_for_exit(&mut c, Duration::from_secs(30));
+            if !exited {
+                let _ = c.kill();
+                let _ = c.wait();
+                let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.dir).status();
+                panic!("mount process did not exit after SIGTERM");
+            }
+        }
+        assert!(!is_mounted(&self.dir), "still mounted after the mount process exited");
+    }
+}
+
+pub fn wait_for_exit(c: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            if !wait_for_exit(&mut c, Duration::from_secs(20)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.dir).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// A second member home for the same swarm (another user, another machine).
+pub fn member_home(c: &Cluster, name: &str) -> PathBuf {
+    let home = c.path(name);
+    let out = run(&home, &["join", &c.member_token]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    home
+}
+
+/// Runs a shell command that must succeed; returns stdout.
+pub fn sh(cmd: &str, cwd: &Path) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).current_dir(cwd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,197 @@
+//! The FUSE mount, driven by ordinary programs.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::{member_home, pattern, sh, wait_for, Cluster, Mount};
+
+fn errno(r: std::io::Result<impl Sized>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+#[test]
+fn two_mounts_see_closed_files_and_renames() {
+    let c = Cluster::start(2);
+    let a = Mount::start(&c, &c.client_home(), "mnt-a", &[]);
+    let b = Mount::start(&c, &member_home(&c, "client-b"), "mnt-b", &[]);
+    let data = pattern(3 * 1024 * 1024 + 123, 1);
+    std::fs::write(a.dir.join("shared.bin"), &data).unwrap();
+    assert_eq!(std::fs::read(b.dir.join("shared.bin")).unwrap(), data, "closed in A, read in B");
+    // Overwrite in place at an offset in B; A sees it when it opens the file again.
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(b.dir.join("shared.bin")).unwrap();
+        f.write_all_at(b"PATCH", 2 * 1024 * 1024 - 2).unwrap();
+    }
+    let mut expected = data.clone();
+    expected[2 * 1024 * 1024 - 2..2 * 1024 * 1024 + 3].copy_from_slice(b"PATCH");
+    assert_eq!(std::fs::read(a.dir.join("shared.bin")).unwrap(), expected);
+    std::fs::create_dir(a.dir.join("dir")).unwrap();
+    std::fs::rename(a.dir.join("shared.bin"), a.dir.join("dir/moved.bin")).unwrap();
+    wait_for("B sees the rename", Duration::from_secs(10), || {
+        (b.dir.join("dir/moved.bin").exists() && !b.dir.join("shared.bin").exists()).then_some(())
+    });
+    assert_eq!(std::fs::read(b.dir.join("dir/moved.bin")).unwrap(), expected);
+}
+
+#[test]
+fn posix_operations_and_errnos() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "4K"]);
+    let d = &m.dir;
+    // Sparse writes past the end, unaligned, across chunk boundaries.
+    let mut f =
+        std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(d.join("f")).unwrap();
+    f.write_all_at(b"tail", 20_000).unwrap();
+    f.write_all_at(b"head", 4094).unwrap();
+    let mut model = vec![0u8; 20_004];
+    model[20_000..].copy_from_slice(b"tail");
+    model[4094..4098].copy_from_slice(b"head");
+    let mut back = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(back, model, "reads see unflushed writes");
+    // Truncate down mid-chunk, then extend: the cut bytes must read back as zeros.
+    f.set_len(4096).unwrap();
+    f.set_len(10_000).unwrap();
+    drop(f);
+    model.truncate(4096);
+    model.resize(10_000, 0);
+    assert_eq!(std::fs::read(d.join("f")).unwrap(), model);
+    assert_eq!(std::fs::metadata(d.join("f")).unwrap().len(), 10_000);
+    // Append and chmod, symlinks.
+    let mut f = std::fs::OpenOptions::new().append(true).open(d.join("f")).unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(d.join("f")).unwrap().len(), 10_008);
+    std::fs::set_permissions(d.join("f"), std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.join("f")).unwrap().permissions().mode() & 0o777, 0o750);
+    std::os::unix::fs::symlink("f", d.join("link")).unwrap();
+    assert_eq!(std::fs::read_link(d.join("link")).unwrap().to_str().unwrap(), "f");
+    assert_eq!(std::fs::read(d.join("link")).unwrap().len(), 10_008);
+    // Errnos.
+    std::fs::create_dir(d.join("dir")).unwrap();
+    std::fs::write(d.join("dir/x"), b"x").unwrap();
+    assert_eq!(errno(std::fs::metadata(d.join("nope"))), libc::ENOENT);
+    assert_eq!(errno(std::fs::create_dir(d.join("dir"))), libc::EEXIST);
+    assert_eq!(errno(std::fs::metadata(d.join("f/x"))), libc::ENOTDIR);
+    assert_eq!(errno(std::fs::remove_file(d.join("dir"))), libc::EISDIR);
+    assert_eq!(errno(std::fs::remove_dir(d.join("dir"))), libc::ENOTEMPTY);
+    assert_eq!(errno(std::fs::remove_dir(d.join("f"))), libc::ENOTDIR);
+    // Rename replacing a target, across directories.
+    std::fs::write(d.join("g"), b"new").unwrap();
+    std::fs::rename(d.join("g"), d.join("dir/x")).unwrap();
+    assert_eq!(std::fs::read(d.join("dir/x")).unwrap(), b"new");
+    std::fs::remove_file(d.join("dir/x")).unwrap();
+    std::fs::remove_dir(d.join("dir")).unwrap();
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // statfs reports the swarm's usable capacity: 2 peers × 1 GiB at 2 replicas.
+    let df = sh(&format!("stat -f -c '%b %S' {}", d.display()), d);
+    let mut it = df.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    let (blocks, bsize) = (it.next().unwrap(), it.next().unwrap());
+    assert_eq!(blocks * bsize, 1 << 30);
+}
+
+#[test]
+fn cp_r_and_diff_also_after_a_replica_holder_dies() {
+    let mut c = Cluster::start(3);
+    let src = c.path("src");
+    for i in 0..1000 {
+        let dir = src.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), pattern(i * 37 % 9000 + 1, i as u64)).unwrap();
+    }
+    std::fs::write(src.join("large1"), pattern(9 << 20, 1)).unwrap();
+    std::fs::write(src.join("large2"), pattern(3 << 20, 2)).unwrap();
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    sh(&format!("cp -r {} {}/tree", src.display(), m.dir.display()), &m.dir);
+    sh(&format!("diff -r {} {}/tree", src.display(), m.dir.display()), &m.dir);
+    m.stop();
+    c.kill_peer(1);
+    // A fresh mount: nothing comes from a cache.
+    let m = Mount::start(&c, &c.client_home(), "mnt2", &[]);
+    sh(&format!("diff -r {} {}/tree", src.display(), m.dir.display()), &m.dir);
+}
+
+#[test]
+fn git_and_sqlite_work_inside_the_mount() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let repo = m.dir.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    sh("git init -q . && echo one > a.txt && git add a.txt", &repo);
+    sh("git -c user.email=t@example.com -c user.name=t commit -qm first", &repo);
+    sh("echo two >> a.txt && git -c user.email=t@example.com -c user.name=t commit -qam second", &repo);
+    let log = sh("git log --oneline", &repo);
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(sh("git status --porcelain", &repo).is_empty());
+    let db = m.dir.join("app.db");
+    let q = |sql: &str| sh(&format!("sqlite3 {} \"{sql}\"", db.display()), &m.dir);
+    q("create table t(id integer primary key, v text); insert into t(v) values ('a'),('b'),('c');");
+    q("begin; update t set v = 'B' where id = 2; delete from t where id = 3; commit;");
+    assert_eq!(q("select group_concat(v) from t order by id;").trim(), "a,B");
+    assert_eq!(q("pragma integrity_check;").trim(), "ok");
+}
+
+#[test]
+fn fsx_20000_random_operations() {
+    let c = Cluster::start(2);
+    // 4 KiB chunks: fsx's 256 KiB file spans 64 chunks, exercising partial-chunk logic.
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "4K"]);
+    let cfg = c.path("fsx.toml");
+    std::fs::write(
+        &cfg,
+        "flen = 262144\n[opsize]\nmax = 65536\n[weights]\nclose_open = 2\nread = 10\nwrite = 10\nmapread = 5\n\
+         mapwrite = 5\ninvalidate = 1\ntruncate = 3\nfsync = 1\nfdatasync = 1\nsendfile = 1\ncopy_file_range = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("fsx")
+        .args(["-N", "20000", "-S", "2026", "-f"])
+        .arg(&cfg)
+        .arg("-P")
+        .arg(c.path(""))
+        .arg(m.dir.join("fsx.data"))
+        .output()
+        .expect("fsx not found: `cargo install fsx` (.ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("All operations completed A-OK"), "{text}");
+}
+
+#[test]
+fn sigterm_flushes_files_still_open_then_unmounts() {
+    let c = Cluster::start(2);
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let mut f = std::fs::File::create(m.dir.join("open.txt")).unwrap();
+    f.write_all(b"written, never closed").unwrap();
+    let _ = std::process::Command::new("kill").args(["-TERM", &m.pid().to_string()]).status();
+    // The staged bytes reach the swarm while the file is still open.
+    wait_for("staged write flushed", Duration::from_secs(20), || {
+        (c.cli(&["cat", "/open.txt"]).stdout == b"written, never closed").then_some(())
+    });
+    drop(f);
+    m.stop();
+}
+
+#[test]
+fn unreachable_tracker_gives_eio_not_a_hang() {
+    let mut c = Cluster::start(1);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    std::fs::write(m.dir.join("before"), b"x").unwrap();
+    c.kill_tracker();
+    let path = m.dir.join("after-the-tracker-died");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(&path, b"y"));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(60)).expect("the call must not hang");
+    assert_eq!(errno(r), libc::EIO);
+    // With the tracker back, the same mount works again.
+    c.start_tracker();
+    c.wait_up(1);
+    wait_for("mount recovers", Duration::from_secs(20), || std::fs::write(m.dir.join("again"), b"z").ok());
+}
