@@ -153,10 +153,32 @@ impl FileState {
         self.last_read_end = end;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for i in offset / cs..=(end - 1) / cs {
-            let data = self.chunk(client, cache, i).await?;
             let lo = offset.saturating_sub(i * cs) as usize;
-            let hi = ((end - i * cs) as usize).min(data.len());
-            out.extend_from_slice(&data[lo..hi]);
+            let hi = ((end - i * cs) as usize).min(self.chunk_len(i));
+            let base = self.base.chunks.get(i as usize).cloned();
+            match base {
+                // Clean base chunk: slice the cached copy instead of copying the whole chunk
+                // for every (often 128 KiB) kernel read.
+                Some(r) if !self.dirty.contains(&i) => {
+                    let holders = self.holders(client).await?;
+                    let data = cache
+                        .get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await })
+                        .await?;
+                    let avail = hi.min(data.len());
+                    if lo < avail {
+                        out.extend_from_slice(&data[lo..avail]);
+                    }
+                    // Past the base chunk's end (the file grew): zeros.
+                    out.resize(out.len() + (hi - lo.max(avail)), 0);
+                }
+                _ => {
+                    let start = out.len();
+                    out.resize(start + (hi - lo), 0);
+                    if self.dirty.contains(&i) {
+                        self.staging.read_exact_at(&mut out[start..], i * cs + lo as u64)?;
+                    }
+                }
+            }
         }
         if sequential {
             self.read_ahead(client, cache, (end - 1) / cs + 1).await;
