@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Working directory (default: a new directory under the system temp dir, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure through a FUSE mount: sequential write and read with dd (bs=1M), and
+    /// 1,000 files of 4 KiB created, written and closed; next to the same on local disk.
+    #[arg(long)]
+    pub mount: bool,
 }
 
 const BUF: usize = 1 << 20;
@@ -177,6 +181,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     if file_hash(&input)? != file_hash(&output)? {
         bail!("downloaded file differs from the input");
     }
+    let mount_report = if a.mount { Some(bench_mount(cli, a, dir, &swarm, &input).await?) } else { None };
     drop(swarm);
 
     let cpu = |a: &[Usage], b: &[Usage]| a.iter().zip(b).map(|(x, y)| y.cpu_seconds - x.cpu_seconds).sum::<f64>();
@@ -205,6 +210,12 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         "peer_peak_rss_bytes": peer_peak,
         "verified": true,
     });
+    let mut report = report;
+    if let Some(m) = &mount_report {
+        report["mount"] = m.clone();
+        report["mount_write_vs_put"] = json!(m["write_mb_s"].as_f64().unwrap_or(0.0) / put_mb_s);
+        report["mount_read_vs_get"] = json!(m["read_mb_s"].as_f64().unwrap_or(0.0) / get_mb_s);
+    }
     if cli.json {
         println!("{report}");
     } else {
@@ -228,6 +239,112 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             get_usage.peak_rss_bytes >> 20,
             peer_peak >> 20
         );
+        if let Some(m) = &mount_report {
+            let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+            println!(
+                "mount write  {:>8.0} MB/s   {:.2}x put    (local disk, fsync at end: {:.0} MB/s)",
+                f("write_mb_s"),
+                f("write_mb_s") / put_mb_s,
+                f("local_write_mb_s")
+            );
+            println!(
+                "mount read   {:>8.0} MB/s   {:.2}x get    (local disk, page cache: {:.0} MB/s)",
+                f("read_mb_s"),
+                f("read_mb_s") / get_mb_s,
+                f("local_read_mb_s")
+            );
+            println!(
+                "small files  {:>8.0} files/s (1,000 × 4 KiB create+write+close; local disk {:.0} files/s)",
+                f("small_files_per_s"),
+                f("local_small_files_per_s")
+            );
+        }
     }
     Ok(())
+}
+
+fn dd(input: &Path, output: &Path, extra: &[&str]) -> Result<f64> {
+    let start = Instant::now();
+    let out = Command::new("dd")
+        .arg(format!("if={}", input.display()))
+        .arg(format!("of={}", output.display()))
+        .arg("bs=1M")
+        .args(extra)
+        .output()
+        .context("running dd")?;
+    if !out.status.success() {
+        bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn small_files(dir: &Path) -> Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let data = vec![5u8; 4096];
+    let start = Instant::now();
+    for i in 0..1000 {
+        std::fs::write(dir.join(format!("f{i:04}")), &data)?;
+    }
+    Ok(1000.0 / start.elapsed().as_secs_f64())
+}
+
+async fn bench_mount(
+    cli: &Cli,
+    a: &BenchArgs,
+    dir: &Path,
+    swarm: &LocalSwarm,
+    input: &Path,
+) -> Result<serde_json::Value> {
+    let say = |s: &str| {
+        if !cli.json {
+            eprintln!("{s}");
+        }
+    };
+    let mp = dir.join("mnt");
+    std::fs::create_dir_all(&mp)?;
+    let chunk = a.chunk_size.to_string();
+    let replicas = a.replicas.to_string();
+    let log = std::fs::File::create(dir.join("mount.log"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("mount")
+        .arg(&mp)
+        .arg("--home")
+        .arg(&swarm.client_home)
+        .args(["--chunk-size", &chunk, "--replicas", &replicas])
+        .stderr(log)
+        .spawn()
+        .context("starting swarmfs mount")?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/mounts")?.contains(&format!(" {} ", mp.display())) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the mount did not appear; see {}", dir.join("mount.log").display());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let result = (|| -> Result<serde_json::Value> {
+        let mb = a.size as f64 / 1e6;
+        let local = dir.join("local.bin");
+        let local_write = mb / dd(input, &local, &["conv=fsync"])?;
+        let local_read = mb / dd(&local, Path::new("/dev/null"), &[])?;
+        std::fs::remove_file(&local)?;
+        let write = mb / dd(input, &mp.join("seq.bin"), &[])?;
+        say(&format!("  mount sequential write: {write:.0} MB/s"));
+        let read = mb / dd(&mp.join("seq.bin"), Path::new("/dev/null"), &[])?;
+        say(&format!("  mount sequential read:  {read:.0} MB/s"));
+        let local_small = small_files(&dir.join("local-small"))?;
+        let small = small_files(&mp.join("small"))?;
+        say(&format!("  mount small files:      {small:.0} files/s"));
+        Ok(json!({
+            "write_mb_s": write,
+            "read_mb_s": read,
+            "small_files_per_s": small,
+            "local_write_mb_s": local_write,
+            "local_read_mb_s": local_read,
+            "local_small_files_per_s": local_small,
+        }))
+    })();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    result
 }

@@ -239,7 +239,7 @@ impl FileState {
             return Err(FileError::TooLarge);
         }
         let cs = self.cs();
-        if size < self.size && size % cs != 0 {
+        if size < self.size && !size.is_multiple_of(cs) {
             // The chunk the new end falls in keeps only its head: stage it so the cut bytes
             // cannot come back from the base chunk if the file grows again.
             self.materialize(client, cache, size / cs).await?;

@@ -28,6 +28,8 @@ use crate::MountOptions;
 const TTL: Duration = Duration::from_secs(1);
 
 type OpenFile = Arc<AsyncMutex<FileState>>;
+/// A directory listing taken at opendir: (inode, type, name).
+type Listing = Vec<(u64, FileType, String)>;
 
 struct Inner {
     client: Arc<Client>,
@@ -37,7 +39,7 @@ struct Inner {
     /// Open files by inode; every handle on one inode shares its state.
     files: Mutex<HashMap<u64, OpenFile>>,
     /// Directory listings by handle, taken at opendir.
-    dirs: Mutex<HashMap<u64, Vec<(u64, FileType, String)>>>,
+    dirs: Mutex<HashMap<u64, Listing>>,
     next_fh: AtomicU64,
     cache: Arc<ChunkCache>,
 }
@@ -778,12 +780,19 @@ impl Filesystem for SwarmFs {
                     mtime_ms: ms_of(SystemTime::now()),
                     chunks: Vec::new(),
                 };
-                fs.client.commit(&path, &empty, Vec::new()).await.map_err(|e| log_err("create", &e, errno_of(&e)))?;
-                let e = fs
+                let mut e = fs
                     .client
-                    .set_attr(&path, Some(mode), None)
+                    .commit(&path, &empty, Vec::new())
                     .await
                     .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                // A new entry gets 0644; only another mode costs a second tracker commit.
+                if e.mode != mode {
+                    e = fs
+                        .client
+                        .set_attr(&path, Some(mode), None)
+                        .await
+                        .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                }
                 let ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.remove(&path);
