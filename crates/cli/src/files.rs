@@ -109,7 +109,7 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
     json!({
         "path": e.path,
         "name": e.path.rsplit('/').next().unwrap_or(""),
-        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file", EntryKind::Symlink => "symlink" },
+        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file", EntryKind::Symlink => "symlink", EntryKind::Special => "special" },
         "mode": format!("{:o}", e.mode),
         "size": e.size,
         "mtime_ms": e.mtime_ms,
@@ -209,6 +209,7 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
                 EntryKind::Dir => println!("{:>12}  {name}/", "-"),
                 EntryKind::File => println!("{:>12}  {name}", e.size),
                 EntryKind::Symlink => println!("{:>12}  {name}@", "-"),
+                EntryKind::Special => println!("{:>12}  {name}|", "-"),
             }
         }
     }
@@ -227,6 +228,7 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
             EntryKind::Dir => "directory",
             EntryKind::File => "file",
             EntryKind::Symlink => "symbolic link",
+            EntryKind::Special => "special file",
         };
         println!("kind:   {kind}");
         println!("mode:   {:o}", e.mode);

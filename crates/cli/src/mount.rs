@@ -29,6 +29,9 @@ pub struct MountArgs {
     /// Memory for decrypted chunks read through the mount.
     #[arg(long, env = "SWARMFS_CACHE", default_value = "64M", value_parser = parse_size)]
     pub cache: u64,
+    /// Let other local users use the mount; the kernel enforces each file's mode and owner.
+    #[arg(long, env = "SWARMFS_ALLOW_OTHER")]
+    pub allow_other: bool,
 }
 
 impl MountArgs {
@@ -39,22 +42,9 @@ impl MountArgs {
             chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE as u64,
             placement: Policy::default(),
             cache: 64 << 20,
+            allow_other: false,
         }
     }
-}
-
-/// Our own uid and gid, shown as every file's owner.
-fn ids() -> (u32, u32) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Uid:"), field("Gid:"))
 }
 
 pub async fn run(cli: &Cli, a: &MountArgs) -> Result<()> {
@@ -75,15 +65,13 @@ pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: Canc
     let client = Client::connect(home.swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone())
         .await
         .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))?;
-    let (uid, gid) = ids();
     let opts = swarmfs_fuse::MountOptions {
         replicas: a.replicas,
         policy: a.placement,
         chunk_size: swarmfs_core::check_chunk_size(a.chunk_size)?,
         cache_bytes: a.cache as usize,
         staging_dir: home.dir.join("staging"),
-        uid,
-        gid,
+        allow_other: a.allow_other,
     };
     let rt = tokio::runtime::Handle::current();
     let mp = mountpoint.to_path_buf();

@@ -131,13 +131,26 @@ impl Client {
         &self,
         path: &RemotePath,
         mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         mtime_ms: Option<i64>,
     ) -> Result<EntryInfo, ClientError> {
-        self.entry(Request::SetAttr { path: path.to_string(), mode, mtime_ms }).await
+        self.entry(Request::SetAttr { path: path.to_string(), mode, uid, gid, mtime_ms }).await
     }
 
-    pub async fn symlink(&self, path: &RemotePath, target: &str) -> Result<EntryInfo, ClientError> {
-        self.entry(Request::Symlink { path: path.to_string(), target: target.to_string() }).await
+    /// Creates an empty file, a directory, a symlink or a special file; fails if the name exists.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        path: &RemotePath,
+        kind: swarmfs_proto::EntryKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        target: Option<String>,
+    ) -> Result<EntryInfo, ClientError> {
+        self.entry(Request::Create { path: path.to_string(), kind, mode, uid, gid, rdev, target }).await
     }
 
     pub async fn read_link(&self, path: &RemotePath) -> Result<String, ClientError> {

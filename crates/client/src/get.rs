@@ -40,6 +40,17 @@ impl Client {
     pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
         let data_key = self.data_key()?.clone();
         match self.call(&Request::OpenFile { path: remote.to_string() }).await? {
+            // Created empty and never written: no manifest yet.
+            Response::File { entry, manifest } if manifest.body.is_empty() => {
+                let m = Manifest {
+                    size: 0,
+                    chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
+                    mode: entry.mode,
+                    mtime_ms: entry.mtime_ms,
+                    chunks: Vec::new(),
+                };
+                Ok((entry, m))
+            }
             Response::File { entry, manifest } => {
                 let m = Manifest::open(&manifest, &data_key).map_err(|e| match e {
                     CoreError::Decrypt => ClientError::Invalid(format!(

@@ -46,6 +46,8 @@ pub struct FileState {
     pub size: u64,
     pub mode: u32,
     pub mtime: SystemTime,
+    /// The tracker's entry as of open; ownership and ctime come from here.
+    pub entry: swarmfs_proto::EntryInfo,
     staging: File,
     staging_path: std::path::PathBuf,
     dirty: BTreeSet<u64>,
@@ -64,7 +66,9 @@ impl Drop for FileState {
 }
 
 impl FileState {
-    pub fn new(base: Manifest, mode: u32, mtime: SystemTime, opts: &MountOptions) -> Result<FileState, FileError> {
+    pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> Result<FileState, FileError> {
+        let mode = entry.mode;
+        let mtime = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(entry.mtime_ms.max(0) as u64);
         let staging_path = opts.staging_dir.join(format!("{:016x}", rand_u64()));
         let staging = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&staging_path)?;
         staging.set_len(base.size)?;
@@ -74,6 +78,7 @@ impl FileState {
             holders: None,
             mode,
             mtime,
+            entry,
             staging,
             staging_path,
             dirty: BTreeSet::new(),

@@ -101,11 +101,25 @@ fn ms_of(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+fn file_type(e: &EntryInfo) -> FileType {
+    match e.kind {
+        EntryKind::Special => match e.mode & libc::S_IFMT {
+            libc::S_IFIFO => FileType::NamedPipe,
+            libc::S_IFCHR => FileType::CharDevice,
+            libc::S_IFBLK => FileType::BlockDevice,
+            libc::S_IFSOCK => FileType::Socket,
+            _ => FileType::RegularFile,
+        },
+        k => kind_of(k),
+    }
+}
+
 fn kind_of(k: EntryKind) -> FileType {
     match k {
         EntryKind::Dir => FileType::Directory,
         EntryKind::File => FileType::RegularFile,
         EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Special => FileType::NamedPipe,
     }
 }
 
@@ -129,6 +143,10 @@ impl SwarmFs {
                 cache,
             }),
         })
+    }
+
+    pub fn allow_other(&self) -> bool {
+        self.inner.opts.allow_other
     }
 
     /// A handle that flushes every open file, usable after the filesystem is handed to FUSE.
@@ -162,22 +180,22 @@ impl Inner {
     }
 
     fn attr(&self, ino: u64, e: &EntryInfo) -> FileAttr {
-        let t = time_of(e.mtime_ms);
-        let perm = if e.mode == 0 && e.kind == EntryKind::Dir { 0o755 } else { (e.mode & 0o7777) as u16 };
+        let (m, c) = (time_of(e.mtime_ms), time_of(e.ctime_ms.max(e.mtime_ms)));
+        let kind = file_type(e);
         FileAttr {
             ino: INodeNo(ino),
             size: e.size,
             blocks: e.size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind: kind_of(e.kind),
-            perm,
+            atime: m,
+            mtime: m,
+            ctime: c,
+            crtime: c,
+            kind,
+            perm: (e.mode & 0o7777) as u16,
             nlink: if e.kind == EntryKind::Dir { 2 } else { 1 },
-            uid: self.opts.uid,
-            gid: self.opts.gid,
-            rdev: 0,
+            uid: e.uid,
+            gid: e.gid,
+            rdev: e.rdev,
             blksize: self.opts.chunk_size.min(1 << 20),
             flags: 0,
         }
@@ -190,13 +208,11 @@ impl Inner {
             let st = f.lock().await;
             if !st.unlinked {
                 let e = EntryInfo {
-                    path: path.to_string(),
-                    kind: EntryKind::File,
                     size: st.size,
                     mtime_ms: ms_of(st.mtime),
-                    file_id: None,
-                    chunks: 0,
                     mode: st.mode,
+                    ctime_ms: st.entry.ctime_ms.max(ms_of(st.mtime)),
+                    ..st.entry.clone()
                 };
                 return Ok(self.attr(ino, &e));
             }
@@ -216,8 +232,7 @@ impl Inner {
             Ok(x) => x,
             Err(e) => return Err(log_err("open", &e, errno_of(&e))),
         };
-        let st = FileState::new(manifest, entry.mode, time_of(entry.mtime_ms), &self.opts)
-            .map_err(|e| log_err("staging", &e, file_errno(&e)))?;
+        let st = FileState::new(manifest, entry, &self.opts).map_err(|e| log_err("staging", &e, file_errno(&e)))?;
         let f = Arc::new(AsyncMutex::new(st));
         // Another task may have loaded it meanwhile: keep the first.
         Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())
@@ -325,15 +340,12 @@ impl Filesystem for SwarmFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let caller = req.uid();
+        let _ = req;
         self.run(|fs| async move {
             let r = async {
                 let path = fs.path(ino)?;
-                // No per-user ownership in a swarm: only "change to what it already is" works.
-                if uid.is_some_and(|u| u != fs.opts.uid) || gid.is_some_and(|g| g != fs.opts.gid) {
-                    return Err(Errno::EPERM);
-                }
-                let _ = caller;
+                // Permission to chmod/chown/utimens was checked by the kernel
+                // (default_permissions) against the owner and mode we report.
                 let mtime_ms = mtime.map(|t| match t {
                     TimeOrNow::SpecificTime(t) => ms_of(t),
                     TimeOrNow::Now => ms_of(SystemTime::now()),
@@ -345,12 +357,6 @@ impl Filesystem for SwarmFs {
                         st.truncate(&fs.client, &fs.cache, size)
                             .await
                             .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        if let Some(m) = mode {
-                            st.mode = m & 0o7777;
-                        }
-                        if let Some(t) = mtime_ms {
-                            st.mtime = time_of(t);
-                        }
                         if st.opens == 0 {
                             let p = fs.inodes.lock().expect("inodes").path(ino.0);
                             st.flush(&fs.client, &fs.cache, p.as_ref(), &fs.opts)
@@ -360,21 +366,19 @@ impl Filesystem for SwarmFs {
                     }
                     fs.close_if_unused(ino.0).await;
                 }
-                if mode.is_some() || mtime_ms.is_some() {
+                if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
+                    let e = fs
+                        .client
+                        .set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms)
+                        .await
+                        .map_err(|e| log_err("setattr", &e, errno_of(&e)))?;
                     if let Some(f) = fs.open_file(ino.0) {
                         let mut st = f.lock().await;
-                        if let Some(m) = mode {
-                            st.mode = m & 0o7777;
-                        }
+                        st.mode = e.mode;
                         if let Some(t) = mtime_ms {
                             st.mtime = time_of(t);
                         }
-                    }
-                    if !path.is_root() {
-                        fs.client
-                            .set_attr(&path, mode.map(|m| m & 0o7777), mtime_ms)
-                            .await
-                            .map_err(|e| log_err("setattr", &e, errno_of(&e)))?;
+                        st.entry = EntryInfo { size: st.size, ..e };
                     }
                 }
                 fs.stat(&path).await
@@ -401,19 +405,44 @@ impl Filesystem for SwarmFs {
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let name = name.to_owned();
+        let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
-                fs.client.mkdir(&path, false).await.map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
-                let mode = mode & !umask & 0o7777;
-                if mode != 0o755 {
-                    fs.client
-                        .set_attr(&path, Some(mode), None)
-                        .await
-                        .map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
-                }
+                fs.client
+                    .create(&path, EntryKind::Dir, mode & !umask & 0o7777, uid, gid, 0, None)
+                    .await
+                    .map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
+                fs.stat(&path).await
+            }
+            .await;
+            match r {
+                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let name = name.to_owned();
+        let (uid, gid) = (req.uid(), req.gid());
+        self.run(|fs| async move {
+            let r = async {
+                let path = fs.child(parent, &name)?;
+                let perm = mode & !umask & 0o7777;
+                let (kind, mode) = match mode & libc::S_IFMT {
+                    0 | libc::S_IFREG => (EntryKind::File, perm),
+                    libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => {
+                        (EntryKind::Special, (mode & libc::S_IFMT) | perm)
+                    }
+                    _ => return Err(Errno::EINVAL),
+                };
+                fs.client
+                    .create(&path, kind, mode, uid, gid, rdev, None)
+                    .await
+                    .map_err(|e| log_err("mknod", &e, errno_of(&e)))?;
                 fs.stat(&path).await
             }
             .await;
@@ -467,13 +496,17 @@ impl Filesystem for SwarmFs {
         });
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (name, target) = (link_name.to_owned(), target.to_owned());
+        let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
-                let target = target.to_str().ok_or(Errno::EINVAL)?;
-                fs.client.symlink(&path, target).await.map_err(|e| log_err("symlink", &e, errno_of(&e)))?;
+                let target = target.to_str().ok_or(Errno::EINVAL)?.to_string();
+                fs.client
+                    .create(&path, EntryKind::Symlink, 0o777, uid, gid, 0, Some(target))
+                    .await
+                    .map_err(|e| log_err("symlink", &e, errno_of(&e)))?;
                 fs.stat(&path).await
             }
             .await;
@@ -659,7 +692,7 @@ impl Filesystem for SwarmFs {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     for e in entries {
                         let Ok(p) = RemotePath::parse(&e.path) else { continue };
-                        listing.push((inodes.ino(&p), kind_of(e.kind), p.name().to_string()));
+                        listing.push((inodes.ino(&p), file_type(&e), p.name().to_string()));
                     }
                 }
                 let fh = fs.new_fh();
@@ -757,7 +790,7 @@ impl Filesystem for SwarmFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -766,12 +799,11 @@ impl Filesystem for SwarmFs {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
+        let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
-                if flags & libc::O_EXCL != 0 && fs.client.stat(&path).await.is_ok() {
-                    return Err(Errno::EEXIST);
-                }
+                let _ = flags; // the kernel calls create only after a failed lookup: O_EXCL holds.
                 let mode = mode & !umask & 0o7777;
                 let empty = Manifest {
                     size: 0,
@@ -780,27 +812,20 @@ impl Filesystem for SwarmFs {
                     mtime_ms: ms_of(SystemTime::now()),
                     chunks: Vec::new(),
                 };
-                let mut e = fs
+                // One tracker transaction: the name, mode and owner appear together.
+                let e = fs
                     .client
-                    .commit(&path, &empty, Vec::new())
+                    .create(&path, EntryKind::File, mode, uid, gid, 0, None)
                     .await
                     .map_err(|e| log_err("create", &e, errno_of(&e)))?;
-                // A new entry gets 0644; only another mode costs a second tracker commit.
-                if e.mode != mode {
-                    e = fs
-                        .client
-                        .set_attr(&path, Some(mode), None)
-                        .await
-                        .map_err(|e| log_err("create", &e, errno_of(&e)))?;
-                }
                 let ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.remove(&path);
                     inodes.ino(&path)
                 };
                 fs.files.lock().expect("files").remove(&ino);
-                let st = FileState::new(empty, mode, time_of(e.mtime_ms), &fs.opts)
-                    .map_err(|e| log_err("create", &e, file_errno(&e)))?;
+                let st =
+                    FileState::new(empty, e.clone(), &fs.opts).map_err(|e| log_err("create", &e, file_errno(&e)))?;
                 let f = Arc::new(AsyncMutex::new(st));
                 f.lock().await.opens = 1;
                 fs.files.lock().expect("files").insert(ino, f);

@@ -32,9 +32,9 @@ pub struct MountOptions {
     pub cache_bytes: usize,
     /// Where dirty chunks are staged until they are uploaded.
     pub staging_dir: PathBuf,
-    /// Owner shown for every file: a swarm has no per-user ownership.
-    pub uid: u32,
-    pub gid: u32,
+    /// Let other local users use the mount (FUSE `allow_other`); permissions are then
+    /// enforced by the kernel from each entry's mode and owner.
+    pub allow_other: bool,
 }
 
 /// Mounts the swarm at `mountpoint` and serves it until it is unmounted (`fusermount3 -u`,
@@ -50,13 +50,20 @@ pub fn mount(
 
 /// Serves an already built filesystem (keep its [`SwarmFs::flusher`] first) until unmounted.
 pub fn serve(fs: SwarmFs, mountpoint: &Path) -> std::io::Result<()> {
+    let allow_other = fs.allow_other();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("swarmfs".into()),
         fuser::MountOption::Subtype("swarmfs".into()),
         fuser::MountOption::RW,
         fuser::MountOption::NoAtime,
+        // The kernel checks mode and ownership, as on a local file system.
+        fuser::MountOption::DefaultPermissions,
     ];
+    if allow_other {
+        // fuser turns this into the `allow_other` mount option.
+        config.acl = fuser::SessionACL::All;
+    }
     fuser::mount(fs, mountpoint, &config)
 }
 

@@ -55,6 +55,8 @@ pub enum EntryKind {
     Dir,
     File,
     Symlink,
+    /// A FIFO, socket or device node: metadata only, opened by the local kernel.
+    Special,
 }
 
 /// One namespace entry as listed or stat'ed.
@@ -66,8 +68,15 @@ pub struct EntryInfo {
     pub mtime_ms: i64,
     pub file_id: Option<FileId>,
     pub chunks: u32,
-    /// Permission bits (07777); the tracker stores them, it does not enforce them.
+    /// Permission bits (07777), plus the S_IFMT type bits for special files. The tracker
+    /// stores mode and ownership; mounts enforce them (default_permissions).
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Last change to the entry's metadata or content.
+    pub ctime_ms: i64,
 }
 
 /// A manifest encrypted by the client: the tracker stores it without being able to read it.
@@ -171,15 +180,24 @@ pub enum Request {
     },
     Ping,
     // ---- client -> tracker (protocol 2)
-    /// Changes permission bits and/or the modification time of an entry.
+    /// Changes permission bits, ownership and/or the modification time of an entry.
     SetAttr {
         path: String,
         mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         mtime_ms: Option<i64>,
     },
-    Symlink {
+    /// Creates an empty file, a directory, a symlink (`target`) or a special file (`rdev`);
+    /// fails with AlreadyExists if the name is taken.
+    Create {
         path: String,
-        target: String,
+        kind: EntryKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        target: Option<String>,
     },
     ReadLink {
         path: String,
@@ -214,7 +232,7 @@ impl Request {
             Request::DeleteChunks { .. } => "delete_chunks",
             Request::Ping => "ping",
             Request::SetAttr { .. } => "set_attr",
-            Request::Symlink { .. } => "symlink",
+            Request::Create { .. } => "create",
             Request::ReadLink { .. } => "read_link",
         }
     }

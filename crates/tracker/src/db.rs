@@ -11,7 +11,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
     path TEXT PRIMARY KEY,
     parent TEXT NOT NULL,
-    kind INTEGER NOT NULL,          -- 0 dir, 1 file
+    kind INTEGER NOT NULL,          -- 0 dir, 1 file, 2 symlink, 3 special
     size INTEGER NOT NULL,
     mtime_ms INTEGER NOT NULL,
     file_id BLOB,
@@ -19,7 +19,11 @@ CREATE TABLE IF NOT EXISTS entries (
     wrapped_key BLOB,
     manifest BLOB,
     mode INTEGER NOT NULL DEFAULT 420,   -- 0644
-    target TEXT                          -- symlinks
+    target TEXT,                         -- symlinks
+    uid INTEGER NOT NULL DEFAULT 0,
+    gid INTEGER NOT NULL DEFAULT 0,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    ctime_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_parent ON entries(parent);
 CREATE TABLE IF NOT EXISTS peers (
@@ -58,6 +62,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
     let kind = match row.get::<_, i64>(1)? {
         0 => EntryKind::Dir,
         2 => EntryKind::Symlink,
+        3 => EntryKind::Special,
         _ => EntryKind::File,
     };
     let file_id: Option<Vec<u8>> = row.get(4)?;
@@ -69,10 +74,23 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
         file_id: file_id.and_then(|b| FileId::from_slice(&b).ok()),
         chunks: row.get::<_, i64>(5)? as u32,
         mode: row.get::<_, i64>(6)? as u32,
+        uid: row.get::<_, i64>(7)? as u32,
+        gid: row.get::<_, i64>(8)? as u32,
+        rdev: row.get::<_, i64>(9)? as u32,
+        ctime_ms: row.get(10)?,
     })
 }
 
-const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode";
+const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid, gid, rdev, ctime_ms";
+
+fn kind_code(k: EntryKind) -> i64 {
+    match k {
+        EntryKind::Dir => 0,
+        EntryKind::File => 1,
+        EntryKind::Symlink => 2,
+        EntryKind::Special => 3,
+    }
+}
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, TrackerError> {
@@ -87,28 +105,37 @@ impl Db {
             .prepare("SELECT name FROM pragma_table_info('entries')")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        if !cols.iter().any(|c| c == "mode") {
-            conn.execute_batch("ALTER TABLE entries ADD COLUMN mode INTEGER NOT NULL DEFAULT 420")?;
-            conn.execute_batch("UPDATE entries SET mode = 493 WHERE kind = 0")?;
+        let added = [
+            ("mode", "mode INTEGER NOT NULL DEFAULT 420"),
+            ("target", "target TEXT"),
+            ("uid", "uid INTEGER NOT NULL DEFAULT 0"),
+            ("gid", "gid INTEGER NOT NULL DEFAULT 0"),
+            ("rdev", "rdev INTEGER NOT NULL DEFAULT 0"),
+            ("ctime_ms", "ctime_ms INTEGER NOT NULL DEFAULT 0"),
+        ];
+        for (name, ddl) in added {
+            if !cols.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE entries ADD COLUMN {ddl}"))?;
+                if name == "mode" {
+                    conn.execute_batch("UPDATE entries SET mode = 493 WHERE kind = 0")?;
+                }
+            }
         }
-        if !cols.iter().any(|c| c == "target") {
-            conn.execute_batch("ALTER TABLE entries ADD COLUMN target TEXT")?;
-        }
+        // The root is a row too, so its permissions and times behave like any directory's.
+        conn.execute(
+            "INSERT OR IGNORE INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES ('/', '', 0, 0, ?1, 493, ?1)",
+            [now_ms()],
+        )?;
         Ok(Db { conn })
     }
 
+    /// A directory's entries changed: its mtime and ctime move, as POSIX wants.
+    fn touch_dir(tx: &Transaction<'_>, dir: &RemotePath) -> Result<(), TrackerError> {
+        tx.execute("UPDATE entries SET mtime_ms = ?2, ctime_ms = ?2 WHERE path = ?1", params![dir.as_str(), now_ms()])?;
+        Ok(())
+    }
+
     fn entry(tx: &Transaction<'_>, path: &RemotePath) -> Result<Option<EntryInfo>, TrackerError> {
-        if path.is_root() {
-            return Ok(Some(EntryInfo {
-                path: "/".into(),
-                kind: EntryKind::Dir,
-                size: 0,
-                mtime_ms: 0,
-                file_id: None,
-                chunks: 0,
-                mode: 0o755,
-            }));
-        }
         Ok(tx
             .query_row(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), [path.as_str()], entry_from_row)
             .optional()?)
@@ -161,9 +188,10 @@ impl Db {
             }
             Self::require_dir(&tx, &dir.parent())?;
             tx.execute(
-                "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode) VALUES (?1, ?2, 0, 0, ?3, ?4)",
+                "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES (?1, ?2, 0, 0, ?3, ?4, ?3)",
                 params![dir.as_str(), dir.parent().as_str(), now_ms(), if dir == path { mode } else { 0o755 }],
             )?;
+            Self::touch_dir(&tx, &dir.parent())?;
         }
         let e = Self::entry(&tx, path)?.expect("just created");
         tx.commit()?;
@@ -177,8 +205,7 @@ impl Db {
             Some(e) if e.kind == EntryKind::File => return Ok(vec![e]),
             Some(_) => {}
         }
-        let mut stmt =
-            tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 AND path != '/' ORDER BY path"))?;
+        let mut stmt = tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 ORDER BY path"))?;
         let rows = stmt.query_map([path.as_str()], entry_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -218,6 +245,7 @@ impl Db {
             tx.execute("DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'", [path.as_str()])?;
         }
         tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_str()])?;
+        Self::touch_dir(&tx, &path.parent())?;
         tx.commit()?;
         Ok(())
     }
@@ -252,9 +280,11 @@ impl Db {
             tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
         }
         tx.execute(
-            "UPDATE entries SET path = ?2, parent = ?3 WHERE path = ?1",
-            params![from.as_str(), to.as_str(), to.parent().as_str()],
+            "UPDATE entries SET path = ?2, parent = ?3, ctime_ms = ?4 WHERE path = ?1",
+            params![from.as_str(), to.as_str(), to.parent().as_str(), now_ms()],
         )?;
+        Self::touch_dir(&tx, &from.parent())?;
+        Self::touch_dir(&tx, &to.parent())?;
         if src.kind == EntryKind::Dir {
             // Descendants: swap the prefix in both path and parent.
             tx.execute(
@@ -282,17 +312,19 @@ impl Db {
         }
         let tx = self.conn.transaction()?;
         Self::require_dir(&tx, &path.parent())?;
-        let mut mode = 0o644;
-        if let Some(e) = Self::entry(&tx, path)? {
+        let (mut mode, mut uid, mut gid) = (0o644, 0, 0);
+        let existing = Self::entry(&tx, path)?;
+        if let Some(e) = &existing {
             if e.kind == EntryKind::Dir {
                 return Err(TrackerError::IsADirectory(path.to_string()));
             }
-            // Overwriting a file keeps its permissions, as writing to it would.
-            mode = e.mode;
+            // Overwriting a file keeps its permissions and owner, as writing to it would.
+            (mode, uid, gid) = (e.mode, e.uid, e.gid);
         }
         tx.execute(
-            "INSERT OR REPLACE INTO entries (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR REPLACE INTO entries
+                 (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4)",
             params![
                 path.as_str(),
                 path.parent().as_str(),
@@ -302,9 +334,14 @@ impl Db {
                 placements.len() as i64,
                 manifest.wrapped_key,
                 manifest.body,
-                mode
+                mode,
+                uid,
+                gid
             ],
         )?;
+        if existing.is_none() {
+            Self::touch_dir(&tx, &path.parent())?;
+        }
         {
             let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
             for p in placements {
@@ -322,37 +359,77 @@ impl Db {
         &mut self,
         path: &RemotePath,
         mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         mtime_ms: Option<i64>,
     ) -> Result<EntryInfo, TrackerError> {
         let tx = self.conn.transaction()?;
-        Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
-        if path.is_root() {
-            return Err(TrackerError::Invalid("the root directory's attributes are fixed".into()));
-        }
+        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if let Some(m) = mode {
-            tx.execute("UPDATE entries SET mode = ?2 WHERE path = ?1", params![path.as_str(), m & 0o7777])?;
+            // Permission bits change; a special file's type bits stay.
+            let m = (e.mode & 0o170000) | (m & 0o7777);
+            tx.execute("UPDATE entries SET mode = ?2 WHERE path = ?1", params![path.as_str(), m])?;
+        }
+        if let Some(u) = uid {
+            tx.execute("UPDATE entries SET uid = ?2 WHERE path = ?1", params![path.as_str(), u])?;
+        }
+        if let Some(g) = gid {
+            tx.execute("UPDATE entries SET gid = ?2 WHERE path = ?1", params![path.as_str(), g])?;
         }
         if let Some(t) = mtime_ms {
             tx.execute("UPDATE entries SET mtime_ms = ?2 WHERE path = ?1", params![path.as_str(), t])?;
         }
+        tx.execute("UPDATE entries SET ctime_ms = ?2 WHERE path = ?1", params![path.as_str(), now_ms()])?;
         let e = Self::entry(&tx, path)?.expect("exists");
         tx.commit()?;
         Ok(e)
     }
 
-    pub fn symlink(&mut self, path: &RemotePath, target: &str) -> Result<EntryInfo, TrackerError> {
-        if target.is_empty() || target.len() > 4096 || target.contains('\0') {
-            return Err(TrackerError::Invalid("a symlink target must be 1 to 4096 bytes without NUL".into()));
+    /// Creates an empty file, directory, symlink or special file; the name must be free.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &mut self,
+        path: &RemotePath,
+        kind: EntryKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        target: Option<&str>,
+    ) -> Result<EntryInfo, TrackerError> {
+        if path.is_root() {
+            return Err(TrackerError::AlreadyExists("/".into()));
         }
+        let size = match (kind, target) {
+            (EntryKind::Symlink, Some(t)) if !t.is_empty() && t.len() <= 4096 && !t.contains('\0') => t.len() as i64,
+            (EntryKind::Symlink, _) => {
+                return Err(TrackerError::Invalid("a symlink target must be 1 to 4096 bytes without NUL".into()))
+            }
+            _ => 0,
+        };
         let tx = self.conn.transaction()?;
         Self::require_dir(&tx, &path.parent())?;
         if Self::entry(&tx, path)?.is_some() {
             return Err(TrackerError::AlreadyExists(path.to_string()));
         }
+        let now = now_ms();
         tx.execute(
-            "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, target) VALUES (?1, ?2, 2, ?3, ?4, 511, ?5)",
-            params![path.as_str(), path.parent().as_str(), target.len() as i64, now_ms(), target],
+            "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, uid, gid, rdev, target, ctime_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?5)",
+            params![
+                path.as_str(),
+                path.parent().as_str(),
+                kind_code(kind),
+                size,
+                now,
+                mode,
+                uid,
+                gid,
+                rdev,
+                target.filter(|_| kind == EntryKind::Symlink)
+            ],
         )?;
+        Self::touch_dir(&tx, &path.parent())?;
         let e = Self::entry(&tx, path)?.expect("just created");
         tx.commit()?;
         Ok(e)
@@ -377,12 +454,18 @@ impl Db {
         let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         match e.kind {
             EntryKind::Dir => return Err(TrackerError::IsADirectory(path.to_string())),
-            EntryKind::Symlink => return Err(TrackerError::Invalid(format!("{path} is a symbolic link"))),
+            EntryKind::Symlink | EntryKind::Special => {
+                return Err(TrackerError::Invalid(format!("{path} is not a regular file")))
+            }
             EntryKind::File => {}
         }
+        // A file made by Create and never written has no manifest yet: empty vectors say so.
         let (wrapped_key, body) =
             tx.query_row("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", [path.as_str()], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                    r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                ))
             })?;
         Ok((e, SealedManifest { wrapped_key, body }))
     }

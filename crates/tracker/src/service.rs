@@ -170,13 +170,15 @@ impl Tracker {
                     .collect();
                 Response::Locations { peers, holders }
             }
-            Request::SetAttr { path, mode, mtime_ms } => {
+            Request::SetAttr { path, mode, uid, gid, mtime_ms } => {
                 let path = RemotePath::parse(&path)?;
-                Response::Entry(self.db(move |db| db.set_attr(&path, mode, mtime_ms)).await?)
+                Response::Entry(self.db(move |db| db.set_attr(&path, mode, uid, gid, mtime_ms)).await?)
             }
-            Request::Symlink { path, target } => {
+            Request::Create { path, kind, mode, uid, gid, rdev, target } => {
                 let path = RemotePath::parse(&path)?;
-                Response::Entry(self.db(move |db| db.symlink(&path, &target)).await?)
+                Response::Entry(
+                    self.db(move |db| db.create(&path, kind, mode, uid, gid, rdev, target.as_deref())).await?,
+                )
             }
             Request::ReadLink { path } => {
                 let path = RemotePath::parse(&path)?;
