@@ -195,3 +195,26 @@ fn unreachable_tracker_gives_eio_not_a_hang() {
     c.wait_up(1);
     wait_for("mount recovers", Duration::from_secs(20), || std::fs::write(m.dir.join("again"), b"z").ok());
 }
+
+#[test]
+fn pjdfstest_passes_except_the_documented_cases() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--allow-other"]);
+    let dir = m.dir.join("pjd");
+    std::fs::create_dir(&dir).unwrap();
+    // The suite switches to unprivileged users, who must be able to work in its directory.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let secondary = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pjdfstest.toml");
+    let out = std::process::Command::new("pjdfstest")
+        .args(["-c", config, "-p"])
+        .arg(&dir)
+        .arg("-s")
+        .arg(secondary.path())
+        .current_dir(&dir)
+        .output()
+        .expect("pjdfstest not found: `cargo install pjdfstest` (.ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let summary = text.lines().find(|l| l.starts_with("Summary:")).unwrap_or("no summary");
+    assert!(out.status.success() && summary.contains(" 0 failed"), "{summary}\n{text}");
+}

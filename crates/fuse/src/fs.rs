@@ -192,7 +192,7 @@ impl Inner {
             crtime: c,
             kind,
             perm: (e.mode & 0o7777) as u16,
-            nlink: if e.kind == EntryKind::Dir { 2 } else { 1 },
+            nlink: e.nlink.max(1),
             uid: e.uid,
             gid: e.gid,
             rdev: e.rdev,
@@ -201,20 +201,29 @@ impl Inner {
         }
     }
 
+    /// Attributes of an open file: the tracker's entry with the local size and times.
+    fn open_attr(&self, ino: u64, st: &FileState) -> FileAttr {
+        let e = EntryInfo {
+            size: st.size,
+            mtime_ms: ms_of(st.mtime),
+            mode: st.mode,
+            ctime_ms: st.entry.ctime_ms.max(ms_of(st.mtime)),
+            // Unlinked but still open: no name links to it any more.
+            nlink: if st.unlinked { 0 } else { st.entry.nlink },
+            ..st.entry.clone()
+        };
+        let mut a = self.attr(ino, &e);
+        a.nlink = e.nlink;
+        a
+    }
+
     /// Attributes of `path`, with an open file's local size, mode and time taking precedence.
     async fn stat(&self, path: &RemotePath) -> Result<FileAttr, Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
             let st = f.lock().await;
             if !st.unlinked {
-                let e = EntryInfo {
-                    size: st.size,
-                    mtime_ms: ms_of(st.mtime),
-                    mode: st.mode,
-                    ctime_ms: st.entry.ctime_ms.max(ms_of(st.mtime)),
-                    ..st.entry.clone()
-                };
-                return Ok(self.attr(ino, &e));
+                return Ok(self.open_attr(ino, &st));
             }
         }
         let e = self.client.stat(path).await.map_err(|e| log_err("stat", &e, errno_of(&e)))?;
@@ -314,7 +323,17 @@ impl Filesystem for SwarmFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.run(|fs| async move {
-            let r = async { fs.stat(&fs.path(ino)?).await }.await;
+            let r = async {
+                match fs.path(ino) {
+                    Ok(path) => fs.stat(&path).await,
+                    // Unlinked while open: the file lives on for its handles (fstat works).
+                    Err(e) => match fs.open_file(ino.0) {
+                        Some(f) => Ok(fs.open_attr(ino.0, &*f.lock().await)),
+                        None => Err(e),
+                    },
+                }
+            }
+            .await;
             match r {
                 Ok(a) => reply.attr(&TTL, &a),
                 Err(e) => reply.error(e),
@@ -343,7 +362,20 @@ impl Filesystem for SwarmFs {
         let _ = req;
         self.run(|fs| async move {
             let r = async {
-                let path = fs.path(ino)?;
+                let path = match fs.path(ino) {
+                    Ok(p) => p,
+                    // ftruncate on a file unlinked while open: only its local state changes.
+                    Err(e) => {
+                        let f = fs.open_file(ino.0).ok_or(e)?;
+                        let mut st = f.lock().await;
+                        if let Some(size) = size {
+                            st.truncate(&fs.client, &fs.cache, size)
+                                .await
+                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
+                        }
+                        return Ok(fs.open_attr(ino.0, &st));
+                    }
+                };
                 // Permission to chmod/chown/utimens was checked by the kernel
                 // (default_permissions) against the owner and mode we report.
                 let mtime_ms = mtime.map(|t| match t {
@@ -757,6 +789,20 @@ impl Filesystem for SwarmFs {
     // Directory changes are committed to the tracker before they are acknowledged.
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply.ok();
+    }
+
+    // Preallocating space means nothing for chunks that live on other machines.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {

@@ -77,6 +77,8 @@ pub struct EntryInfo {
     pub rdev: u32,
     /// Last change to the entry's metadata or content.
     pub ctime_ms: i64,
+    /// Link count: 1 for files, 2 + subdirectories for directories.
+    pub nlink: u32,
 }
 
 /// A manifest encrypted by the client: the tracker stores it without being able to read it.

@@ -78,10 +78,12 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
         gid: row.get::<_, i64>(8)? as u32,
         rdev: row.get::<_, i64>(9)? as u32,
         ctime_ms: row.get(10)?,
+        nlink: row.get::<_, i64>(11)? as u32,
     })
 }
 
-const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid, gid, rdev, ctime_ms";
+const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid, gid, rdev, ctime_ms, \
+    CASE kind WHEN 0 THEN 2 + (SELECT count(*) FROM entries AS c WHERE c.parent = entries.path AND c.kind = 0) ELSE 1 END";
 
 fn kind_code(k: EntryKind) -> i64 {
     match k {
