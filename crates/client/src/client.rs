@@ -22,7 +22,12 @@ pub struct Client {
     tracker_id: NodeId,
     pub(crate) pool: Pool,
     pub(crate) data_key: Option<DataKey>,
+    /// Live peers as last fetched, for placement; refreshed after LIVE_PEERS_TTL so a
+    /// stream of small uploads (a mount) does not ask the tracker every time.
+    live_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<PeerInfo>)>>,
 }
+
+const LIVE_PEERS_TTL: Duration = Duration::from_secs(2);
 
 impl Client {
     pub async fn connect(
@@ -39,6 +44,7 @@ impl Client {
             tracker_addr: tracker_addr.to_string(),
             tracker_id,
             data_key,
+            live_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -75,7 +81,20 @@ impl Client {
     }
 
     pub async fn live_peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
-        Ok(self.peers().await?.into_iter().filter(|p| p.state == PeerState::Up).collect())
+        let live: Vec<PeerInfo> = self.peers().await?.into_iter().filter(|p| p.state == PeerState::Up).collect();
+        *self.live_cache.lock().expect("cache lock") = Some((Instant::now(), live.clone()));
+        Ok(live)
+    }
+
+    /// Live peers, possibly up to LIVE_PEERS_TTL old: a peer that died since is skipped by
+    /// the uploader's replacement logic like any failing peer.
+    pub async fn live_peers_cached(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        if let Some((at, peers)) = self.live_cache.lock().expect("cache lock").as_ref() {
+            if at.elapsed() < LIVE_PEERS_TTL && !peers.is_empty() {
+                return Ok(peers.clone());
+            }
+        }
+        self.live_peers().await
     }
 
     /// Round-trip time to each peer, for the lowest-latency policy.

@@ -167,7 +167,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Uploader<'_>, ClientError> {
         let deriver = self.data_key()?.chunk_key_deriver();
-        let live = self.live_peers().await?;
+        let live = self.live_peers_cached().await?;
         if live.is_empty() && need_peers {
             return Err(ClientError::NoPeers);
         }

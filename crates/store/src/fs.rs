@@ -92,9 +92,25 @@ impl ChunkStore {
             })
     }
 
+    /// Creates the fan-out directories of a chunk path. A directory made here is only durable
+    /// once its parent is fsynced too, so each one created is followed by that.
+    fn make_dirs_durably(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = dir.parent().expect("below the store root");
+        self.make_dirs_durably(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => File::open(parent)?.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     fn write_durably(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = path.parent().expect("chunk paths have parents");
-        fs::create_dir_all(dir)?;
+        self.make_dirs_durably(dir)?;
         let tmp = self.root.join("tmp").join(format!(
             "{}.{}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
