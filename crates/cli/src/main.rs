@@ -120,7 +120,8 @@ pub fn expand_home(s: &str) -> PathBuf {
 
 fn init_logging(cli: &Cli) {
     let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_) | Command::Mount(_));
-    let default = if daemon { "info" } else { "warn" };
+    // fuser warns when it finds the mount already gone after our own unmount: not news.
+    let default = if daemon { "info,fuser=error" } else { "warn,fuser=error" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

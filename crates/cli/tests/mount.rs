@@ -218,3 +218,51 @@ fn pjdfstest_passes_except_the_documented_cases() {
     let summary = text.lines().find(|l| l.starts_with("Summary:")).unwrap_or("no summary");
     assert!(out.status.success() && summary.contains(" 0 failed"), "{summary}\n{text}");
 }
+
+#[test]
+fn a_peer_dying_under_a_read_does_not_fail_it() {
+    let mut c = Cluster::start(3);
+    let data = pattern(24 << 20, 5);
+    let local = c.path("big");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/big", "--replicas", "2"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let mut f = std::fs::File::open(m.dir.join("big")).unwrap();
+    let mut first = vec![0u8; 8 << 20];
+    f.read_exact(&mut first).unwrap();
+    c.kill_peer(0);
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert!(first == data, "the read completed byte-exact from the surviving replicas");
+}
+
+#[test]
+fn one_files_upload_does_not_stall_the_rest_of_the_mount() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    std::fs::write(m.dir.join("small"), b"small file").unwrap();
+    let big = m.dir.join("big");
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&big).unwrap();
+        // Distinct blocks: equal ones would dedup into a single chunk.
+        for i in 0..160 {
+            f.write_all(&pattern(1 << 20, i)).unwrap();
+        }
+        written_tx.send(()).unwrap();
+        // close = upload of 160 MiB to two peers
+        drop(f);
+        std::time::Instant::now()
+    });
+    written_rx.recv().unwrap();
+    // Once the upload is visibly under way on a peer, other files must still answer.
+    wait_for("upload under way", Duration::from_secs(30), || (c.chunk_files(0).len() >= 5).then_some(()));
+    let small = std::fs::read(m.dir.join("small")).unwrap();
+    let listed = std::fs::read_dir(&m.dir).unwrap().count();
+    let served_at = std::time::Instant::now();
+    let closed_at = writer.join().unwrap();
+    assert_eq!(small, b"small file");
+    assert_eq!(listed, 2);
+    assert!(served_at < closed_at, "reads and listings were answered before the upload finished");
+}
