@@ -193,7 +193,7 @@ impl FileState {
 
     /// Starts fetching the next few base chunks into the cache, without waiting.
     async fn read_ahead(&mut self, client: &Arc<Client>, cache: &Arc<ChunkCache>, from: u64) {
-        const AHEAD: u64 = 4;
+        const AHEAD: u64 = 8;
         let Ok(holders) = self.holders(client).await else { return };
         for i in from..(from + AHEAD).min(self.base.chunks.len() as u64) {
             if self.dirty.contains(&i) {

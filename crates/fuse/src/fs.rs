@@ -154,6 +154,19 @@ impl SwarmFs {
         Flusher(self.inner.clone())
     }
 
+    fn upload_then_reply(&self, ino: INodeNo, reply: ReplyEmpty) {
+        self.run(|fs| async move {
+            let r = match fs.open_file(ino.0) {
+                Some(f) => fs.flush_file(ino.0, &f).await,
+                None => Ok(()),
+            };
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn run<F>(&self, f: impl FnOnce(Arc<Inner>) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -651,30 +664,14 @@ impl Filesystem for SwarmFs {
         });
     }
 
+    // close(2) and fsync(2) both upload what is staged: close-to-open needs the data out
+    // before close returns.
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.run(|fs| async move {
-            let r = match fs.open_file(ino.0) {
-                Some(f) => fs.flush_file(ino.0, &f).await,
-                None => Ok(()),
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.upload_then_reply(ino, reply);
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.run(|fs| async move {
-            let r = match fs.open_file(ino.0) {
-                Some(f) => fs.flush_file(ino.0, &f).await,
-                None => Ok(()),
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.upload_then_reply(ino, reply);
     }
 
     fn release(
