@@ -34,6 +34,10 @@ pub struct TrackerArgs {
     /// Seconds without a heartbeat after which a peer is marked down.
     #[arg(long, env = "SWARMFS_PEER_TIMEOUT", default_value_t = 10.0)]
     pub peer_timeout: f64,
+    /// Seconds a chunk no file uses any more waits before it is deleted from its peers
+    /// (a grace period for uploads still in flight that will reference it).
+    #[arg(long, env = "SWARMFS_GC_DELAY", default_value_t = 60.0)]
+    pub gc_delay: f64,
 }
 
 #[derive(Args)]
@@ -164,6 +168,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
     let config = swarmfs_tracker::TrackerConfig {
         db_path: home.dir.join("tracker.db"),
         peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
+        gc_delay: Duration::from_secs_f64(a.gc_delay.max(0.0)),
     };
     swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;
     Ok(())

@@ -74,3 +74,37 @@ fn a_silent_peer_is_marked_down_after_the_timeout_and_back_up_when_it_speaks() {
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     c.wait_up(2);
 }
+
+#[test]
+fn chunks_no_file_uses_are_collected_and_shared_ones_kept() {
+    let mut c = Cluster::start(2);
+    c.start_tracker_with(&["--gc-delay", "0.3"]);
+    c.wait_up(2);
+    let shared = pattern(200_000, 21);
+    let only_b = pattern(300_000, 22);
+    let (a, b) = (c.path("a"), c.path("b"));
+    std::fs::write(&a, &shared).unwrap();
+    std::fs::write(&b, &only_b).unwrap();
+    let put = |local: &std::path::Path, remote: &str| {
+        c.ok(&["put", local.to_str().unwrap(), remote, "--chunk-size", "64K", "--replicas", "2"]);
+    };
+    put(&a, "/a");
+    put(&a, "/a-copy"); // same content: the same chunks, referenced twice
+    put(&b, "/b");
+    let count = |c: &Cluster| c.chunk_files(0).len() + c.chunk_files(1).len();
+    assert_eq!(count(&c), 2 * (4 + 5));
+    c.ok(&["rm", "/a"]);
+    c.ok(&["rm", "/b"]);
+    // b's five chunks go from both peers; a's four stay, /a-copy still uses them.
+    common::wait_for("b's chunks collected", std::time::Duration::from_secs(20), || (count(&c) == 2 * 4).then_some(()));
+    let back = c.path("back");
+    c.ok(&["get", "/a-copy", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), shared);
+    // Overwriting a file releases the old version's chunks.
+    c.ok(&["put", b.to_str().unwrap(), "/a-copy", "--chunk-size", "64K", "--replicas", "2"]);
+    common::wait_for("old version collected", std::time::Duration::from_secs(20), || {
+        (count(&c) == 2 * 5).then_some(())
+    });
+    let peers = c.peers_json().unwrap();
+    assert!(peers.iter().all(|p| p["state"] == "up"));
+}

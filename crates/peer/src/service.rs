@@ -94,6 +94,14 @@ impl PeerService {
                     Err(e) => (store_error(e), Bytes::new()),
                 }
             }
+            Request::CollectChunks { chunks, idle_ms } => {
+                let idle = std::time::Duration::from_millis(idle_ms);
+                let gone = self.blocking(move |s| chunks.iter().map(|c| s.collect(c, idle)).collect()).await;
+                match gone {
+                    Ok(v) => (Response::Has(v), Bytes::new()),
+                    Err(e) => (store_error(e), Bytes::new()),
+                }
+            }
             Request::Ping => (
                 Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
                 Bytes::new(),

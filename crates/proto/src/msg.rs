@@ -204,6 +204,12 @@ pub enum Request {
     ReadLink {
         path: String,
     },
+    /// Garbage collection, tracker -> peer: delete these chunks unless one was stored (or
+    /// stored again) within the last `idle_ms`; answers `Has`, true where the chunk is gone.
+    CollectChunks {
+        chunks: Vec<ChunkId>,
+        idle_ms: u64,
+    },
 }
 
 impl Request {
@@ -236,6 +242,7 @@ impl Request {
             Request::SetAttr { .. } => "set_attr",
             Request::Create { .. } => "create",
             Request::ReadLink { .. } => "read_link",
+            Request::CollectChunks { .. } => "collect_chunks",
         }
     }
 }

@@ -64,6 +64,9 @@ impl ChunkStore {
         }
         let path = self.path_of(id);
         if path.exists() {
+            // Stored again (dedup): mark it fresh so a pending garbage collection of the same
+            // content, released by another file moments ago, leaves it alone.
+            let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(false);
         }
         let len = ciphertext.len() as u64;
@@ -174,6 +177,22 @@ impl ChunkStore {
         Ok(true)
     }
 
+    /// Deletes `id` if it was not stored within `idle`; true when the chunk is gone (deleted
+    /// now or absent), false when it was stored too recently to be garbage.
+    pub fn collect(&self, id: &ChunkId, idle: std::time::Duration) -> Result<bool, StoreError> {
+        let path = self.path_of(id);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        let age = meta.modified()?.elapsed().unwrap_or_default();
+        if age < idle {
+            return Ok(false);
+        }
+        self.delete(id).map(|_| true)
+    }
+
     /// Moves a bad copy aside (kept for inspection) so it is neither served nor counted.
     pub fn quarantine(&self, id: &ChunkId) {
         let path = self.path_of(id);
@@ -257,6 +276,21 @@ mod tests {
         assert_eq!(s.list().unwrap(), vec![id]);
         assert!(s.delete(&id).unwrap());
         assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::NotFound(_))));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn collect_spares_recently_stored_chunks() {
+        let dir = temp();
+        let s = ChunkStore::open(&dir, 1 << 20).unwrap();
+        let id = id_of(b"garbage");
+        s.put(&id, b"garbage").unwrap();
+        assert!(!s.collect(&id, std::time::Duration::from_secs(60)).unwrap(), "fresh chunk survives");
+        assert!(s.has(&id));
+        assert!(s.collect(&id, std::time::Duration::ZERO).unwrap());
+        assert!(!s.has(&id));
+        assert_eq!(s.used(), 0);
+        assert!(s.collect(&id, std::time::Duration::ZERO).unwrap(), "absent counts as gone");
         fs::remove_dir_all(dir).unwrap();
     }
 

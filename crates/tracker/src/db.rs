@@ -42,10 +42,24 @@ CREATE TABLE IF NOT EXISTS locations (
     PRIMARY KEY (chunk, node)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS locations_node ON locations(node);
+-- Which chunks each committed file version uses; a chunk no version uses is garbage.
+CREATE TABLE IF NOT EXISTS refs (
+    file_id BLOB NOT NULL,
+    chunk BLOB NOT NULL,
+    PRIMARY KEY (file_id, chunk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_chunk ON refs(chunk);
+-- Chunks that lost their last reference, to delete from their holders once due.
+CREATE TABLE IF NOT EXISTS gc_queue (
+    chunk BLOB PRIMARY KEY,
+    due_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 pub struct Db {
     conn: Connection,
+    /// How long an unreferenced chunk waits before it is deleted.
+    gc_delay_ms: i64,
 }
 
 /// A peer as remembered across restarts (liveness is not remembered).
@@ -131,7 +145,91 @@ impl Db {
             "INSERT OR IGNORE INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES ('/', '', 0, 0, ?1, 493, ?1)",
             [now_ms()],
         )?;
-        Ok(Db { conn })
+        Ok(Db { conn, gc_delay_ms: 60_000 })
+    }
+
+    pub fn set_gc_delay(&mut self, delay: std::time::Duration) {
+        self.gc_delay_ms = delay.as_millis() as i64;
+    }
+
+    /// Drops a file version's references; chunks left unreferenced are queued for deletion.
+    fn release(tx: &Transaction<'_>, file_id: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
+        let chunks: Vec<Vec<u8>> = tx
+            .prepare_cached("SELECT chunk FROM refs WHERE file_id = ?1")?
+            .query_map([file_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM refs WHERE file_id = ?1", [file_id])?;
+        let due = now_ms() + delay_ms;
+        for c in chunks {
+            let used: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM refs WHERE chunk = ?1)", [&c], |r| r.get(0))?;
+            if !used {
+                tx.execute("INSERT OR REPLACE INTO gc_queue (chunk, due_ms) VALUES (?1, ?2)", params![c, due])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every file version at `path` or (for a directory) below it.
+    fn release_under(tx: &Transaction<'_>, path: &RemotePath, delay_ms: i64) -> Result<(), TrackerError> {
+        let ids: Vec<Vec<u8>> = tx
+            .prepare(
+                "SELECT file_id FROM entries WHERE file_id IS NOT NULL
+                 AND (path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/')",
+            )?
+            .query_map([path.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            Self::release(tx, &id, delay_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Chunks whose deletion is due and that nothing references again, with their holders.
+    pub fn gc_due(&mut self, limit: usize) -> Result<Vec<(ChunkId, Vec<NodeId>)>, TrackerError> {
+        let tx = self.conn.transaction()?;
+        // Referenced again since (the same content was stored anew): not garbage any more.
+        tx.execute("DELETE FROM gc_queue WHERE EXISTS (SELECT 1 FROM refs WHERE refs.chunk = gc_queue.chunk)", [])?;
+        let due: Vec<Vec<u8>> = tx
+            .prepare("SELECT chunk FROM gc_queue WHERE due_ms <= ?1 LIMIT ?2")?
+            .query_map(params![now_ms(), limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        {
+            let mut holders = tx.prepare_cached("SELECT node FROM locations WHERE chunk = ?1")?;
+            for c in due {
+                let Ok(id) = ChunkId::from_slice(&c) else { continue };
+                let nodes = holders
+                    .query_map([&c], |r| r.get::<_, Vec<u8>>(0))?
+                    .filter_map(|b| b.ok().and_then(|b| NodeId::from_slice(&b).ok()))
+                    .collect();
+                out.push((id, nodes));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `node` deleted (or no longer has) `chunks`; a chunk held nowhere leaves the queue.
+    pub fn gc_done(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
+        let tx = self.conn.transaction()?;
+        for c in chunks {
+            tx.execute(
+                "DELETE FROM locations WHERE chunk = ?1 AND node = ?2",
+                params![c.as_bytes().as_slice(), node.as_bytes().as_slice()],
+            )?;
+            tx.execute(
+                "DELETE FROM gc_queue WHERE chunk = ?1 AND NOT EXISTS (SELECT 1 FROM locations WHERE chunk = ?1)",
+                [c.as_bytes().as_slice()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A queued chunk with no known holder at all is simply dropped from the queue.
+    pub fn gc_forget(&mut self, chunk: &ChunkId) -> Result<(), TrackerError> {
+        self.conn.execute("DELETE FROM gc_queue WHERE chunk = ?1", [chunk.as_bytes().as_slice()])?;
+        Ok(())
     }
 
     /// A directory's entries changed: its mtime and ctime move, as POSIX wants.
@@ -247,6 +345,9 @@ impl Db {
             if children > 0 && !recursive {
                 return Err(TrackerError::NotEmpty(path.to_string()));
             }
+        }
+        Self::release_under(&tx, path, self.gc_delay_ms)?;
+        if e.kind == EntryKind::Dir {
             tx.execute("DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'", [path.as_str()])?;
         }
         tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_str()])?;
@@ -282,6 +383,7 @@ impl Db {
                 (false, true) => return Err(TrackerError::IsADirectory(to.to_string())),
                 (true, false) => return Err(TrackerError::NotADirectory(to.to_string())),
             }
+            Self::release_under(&tx, to, self.gc_delay_ms)?;
             tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
         }
         tx.execute(
@@ -346,6 +448,17 @@ impl Db {
         )?;
         if existing.is_none() {
             Self::touch_dir(&tx, &path.parent())?;
+        }
+        // The new version's references go in before the old version's come out, so chunks
+        // the two share are never queued as garbage.
+        {
+            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO refs (file_id, chunk) VALUES (?1, ?2)")?;
+            for p in placements {
+                ins.execute(params![file_id.as_bytes().as_slice(), p.chunk.as_bytes().as_slice()])?;
+            }
+        }
+        if let Some(old) = existing.as_ref().and_then(|e| e.file_id) {
+            Self::release(&tx, old.as_bytes(), self.gc_delay_ms)?;
         }
         {
             let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;

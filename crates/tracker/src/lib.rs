@@ -29,6 +29,8 @@ pub use service::Tracker;
 pub struct TrackerConfig {
     pub db_path: PathBuf,
     pub peer_timeout: Duration,
+    /// Grace period before a chunk no file references is deleted from its holders.
+    pub gc_delay: Duration,
 }
 
 /// Runs the tracker on `listener` until `shutdown` is cancelled.
@@ -39,10 +41,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
     let db = db::Db::open(&config.db_path)?;
-    let tracker = Arc::new(Tracker::new(db, config.peer_timeout)?);
+    let tracker = Arc::new(Tracker::new(db, config.peer_timeout, config.gc_delay)?);
     let reaper = tokio::spawn(tracker.clone().reap_silent_peers(shutdown.clone()));
+    let collector = tokio::spawn(tracker.clone().collect_garbage(swarm.clone(), shutdown.clone()));
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");
     serve(listener, swarm, tracker, Limits::default(), shutdown).await;
     reaper.abort();
+    collector.abort();
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Tracker {
     db: Arc<Mutex<Db>>,
     registry: Registry,
     peer_timeout: Duration,
+    gc_delay: Duration,
 }
 
 fn session_of(ctx: &Arc<ConnCtx>) -> usize {
@@ -29,7 +30,8 @@ fn session_of(ctx: &Arc<ConnCtx>) -> usize {
 }
 
 impl Tracker {
-    pub fn new(mut db: Db, peer_timeout: Duration) -> Result<Tracker, TrackerError> {
+    pub fn new(mut db: Db, peer_timeout: Duration, gc_delay: Duration) -> Result<Tracker, TrackerError> {
+        db.set_gc_delay(gc_delay);
         let known = db
             .load_peers()?
             .into_iter()
@@ -43,7 +45,7 @@ impl Tracker {
                 state: PeerState::Down,
             })
             .collect();
-        Ok(Tracker { db: Arc::new(Mutex::new(db)), registry: Registry::new(known), peer_timeout })
+        Ok(Tracker { db: Arc::new(Mutex::new(db)), registry: Registry::new(known), peer_timeout, gc_delay })
     }
 
     /// Runs `f` on the database on a blocking thread: SQLite calls fsync.
@@ -65,6 +67,58 @@ impl Tracker {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// The garbage collector: chunks no file version references any more are deleted from
+    /// their holders once `gc_delay` has passed (a grace period for uploads that will still
+    /// reference them), then forgotten.
+    pub async fn collect_garbage(self: Arc<Self>, swarm: Arc<swarmfs_net::Swarm>, shutdown: CancellationToken) {
+        let tick = (self.gc_delay / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.gc_round(&swarm).await {
+                warn!("garbage collection round failed: {e}");
+            }
+        }
+    }
+
+    async fn gc_round(&self, swarm: &swarmfs_net::Swarm) -> Result<(), TrackerError> {
+        let due = self.db(|db| db.gc_due(4096)).await?;
+        let mut by_node: HashMap<swarmfs_proto::NodeId, Vec<swarmfs_proto::ChunkId>> = HashMap::new();
+        for (chunk, holders) in due {
+            if holders.is_empty() {
+                self.db(move |db| db.gc_forget(&chunk)).await?;
+            }
+            for n in holders {
+                by_node.entry(n).or_default().push(chunk);
+            }
+        }
+        for (node, chunks) in by_node {
+            // Down peers keep their garbage queued until they are back.
+            let Some(peer) = self.registry.get(&node).filter(|p| p.state == PeerState::Up) else { continue };
+            let Some(addr) = peer.addrs.first() else { continue };
+            let req = Request::CollectChunks { chunks: chunks.clone(), idle_ms: self.gc_delay.as_millis() as u64 };
+            let reply = async {
+                let (conn, _) = swarmfs_net::dial(swarm, addr, node, Role::Tracker).await?;
+                conn.call_timeout(&req, Bytes::new(), Duration::from_secs(60)).await
+            }
+            .await;
+            match reply {
+                Ok((Response::Has(gone), _)) if gone.len() == chunks.len() => {
+                    let collected: Vec<_> = chunks.iter().zip(gone).filter(|(_, g)| *g).map(|(c, _)| *c).collect();
+                    if !collected.is_empty() {
+                        tracing::info!(node = %node.short(), chunks = collected.len(), "garbage collected");
+                        self.db(move |db| db.gc_done(&node, &collected)).await?;
+                    }
+                }
+                Ok(other) => warn!(node = %node.short(), "unexpected answer to collect: {:?}", other.0),
+                Err(e) => warn!(node = %node.short(), "could not collect garbage: {e}"),
+            }
+        }
+        Ok(())
     }
 
     async fn dispatch(&self, ctx: &Arc<ConnCtx>, req: Request) -> Result<Response, TrackerError> {
@@ -188,6 +242,7 @@ impl Tracker {
             | Request::GetChunk { .. }
             | Request::HasChunks { .. }
             | Request::DeleteChunks { .. }
+            | Request::CollectChunks { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
         })
     }
