@@ -200,6 +200,7 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     println!("  kill -9 {}      # peer1 dies; reads keep working from the replicas", swarm.peers[0].id());
     println!("  {exe} cat /docs/services --offset 100 --length 200");
     println!("  {exe} peers");
+    println!("  mkdir -p /tmp/swarm && {exe} mount /tmp/swarm   # the swarm as a file system (needs fuse3)");
     println!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
     println!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
     tokio::signal::ctrl_c().await?;
