@@ -69,6 +69,12 @@ fn namespace_commands_and_json() {
     let found: serde_json::Value = serde_json::from_str(&c.ok(&["search", "NOTE", "--json"])).unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["path"], "/archive/note.txt");
+    // get into an existing local directory keeps the remote name, like cp.
+    let into = c.path("into");
+    std::fs::create_dir(&into).unwrap();
+    c.ok(&["get", "/archive/note.txt", into.to_str().unwrap()]);
+    assert_eq!(std::fs::read(into.join("note.txt")).unwrap(), b"hello swarm\n");
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 1, "no partial file left behind");
     // A non-empty directory needs -r.
     let out = c.cli(&["rm", "/archive"]);
     assert!(!out.status.success());

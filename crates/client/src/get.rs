@@ -73,6 +73,14 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
         let (_, manifest) = self.open(remote).await?;
+        // Like cp: into an existing directory, under the remote name.
+        let joined;
+        let local = if local.is_dir() {
+            joined = local.join(remote.name());
+            joined.as_path()
+        } else {
+            local
+        };
         let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
         let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::io(tmp.display(), e))?;
@@ -83,10 +91,13 @@ impl Client {
             Err(e) => Err(e),
         };
         match result {
-            Ok(r) => {
-                tokio::fs::rename(&tmp, local).await.map_err(|e| ClientError::io(local.display(), e))?;
-                Ok(r)
-            }
+            Ok(r) => match tokio::fs::rename(&tmp, local).await {
+                Ok(()) => Ok(r),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    Err(ClientError::io(local.display(), e))
+                }
+            },
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 Err(e)
