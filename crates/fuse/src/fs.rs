@@ -1,22 +1,17 @@
-//! `fuser::Filesystem` for the swarm. Each request is handed to a tokio task and answered
-//! from there, so requests run concurrently; per-file state sits behind a per-file async
-//! lock, so one file's upload only waits for that file.
+//! The mount's shared state and the helpers its operations use (`ops.rs` has the operations).
+//! Each request is handed to a tokio task and answered from there, so requests run
+//! concurrently; per-file state sits behind a per-file async lock, so one file's upload only
+//! waits for that file.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
-};
+use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty};
 use swarmfs_client::{Client, ClientError};
-use swarmfs_core::Manifest;
-use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, PeerState, RemotePath};
+use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, warn};
 
@@ -25,27 +20,27 @@ use crate::file::{FileError, FileState};
 use crate::inodes::Inodes;
 use crate::MountOptions;
 
-const TTL: Duration = Duration::from_secs(1);
+pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 type OpenFile = Arc<AsyncMutex<FileState>>;
 /// A directory listing taken at opendir: (inode, type, name).
 type Listing = Vec<(u64, FileType, String)>;
 
-struct Inner {
-    client: Arc<Client>,
-    rt: tokio::runtime::Handle,
-    opts: MountOptions,
-    inodes: Mutex<Inodes>,
+pub(crate) struct Inner {
+    pub(crate) client: Arc<Client>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) opts: MountOptions,
+    pub(crate) inodes: Mutex<Inodes>,
     /// Open files by inode; every handle on one inode shares its state.
-    files: Mutex<HashMap<u64, OpenFile>>,
+    pub(crate) files: Mutex<HashMap<u64, OpenFile>>,
     /// Directory listings by handle, taken at opendir.
-    dirs: Mutex<HashMap<u64, Listing>>,
-    next_fh: AtomicU64,
-    cache: Arc<ChunkCache>,
+    pub(crate) dirs: Mutex<HashMap<u64, Listing>>,
+    pub(crate) next_fh: AtomicU64,
+    pub(crate) cache: Arc<ChunkCache>,
 }
 
 pub struct SwarmFs {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// See [`SwarmFs::flusher`].
@@ -57,7 +52,7 @@ impl Flusher {
     }
 }
 
-fn errno_of(e: &ClientError) -> Errno {
+pub(crate) fn errno_of(e: &ClientError) -> Errno {
     match e {
         ClientError::Remote { code, .. } | ClientError::PlacementFailed { code: Some(code), .. } => match code {
             ErrorCode::NotFound => Errno::ENOENT,
@@ -75,7 +70,7 @@ fn errno_of(e: &ClientError) -> Errno {
     }
 }
 
-fn file_errno(e: &FileError) -> Errno {
+pub(crate) fn file_errno(e: &FileError) -> Errno {
     match e {
         FileError::Client(c) => errno_of(c),
         FileError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Errno::ENOSPC,
@@ -84,7 +79,7 @@ fn file_errno(e: &FileError) -> Errno {
     }
 }
 
-fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errno {
+pub(crate) fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errno {
     if errno == Errno::EIO {
         warn!("{op}: {e}");
     } else {
@@ -93,15 +88,15 @@ fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errno {
     errno
 }
 
-fn time_of(ms: i64) -> SystemTime {
+pub(crate) fn time_of(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
-fn ms_of(t: SystemTime) -> i64 {
+pub(crate) fn ms_of(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn file_type(e: &EntryInfo) -> FileType {
+pub(crate) fn file_type(e: &EntryInfo) -> FileType {
     match e.kind {
         EntryKind::Special => match e.mode & libc::S_IFMT {
             libc::S_IFIFO => FileType::NamedPipe,
@@ -154,7 +149,7 @@ impl SwarmFs {
         Flusher(self.inner.clone())
     }
 
-    fn upload_then_reply(&self, ino: INodeNo, reply: ReplyEmpty) {
+    pub(crate) fn upload_then_reply(&self, ino: INodeNo, reply: ReplyEmpty) {
         self.run(|fs| async move {
             let r = match fs.open_file(ino.0) {
                 Some(f) => fs.flush_file(ino.0, &f).await,
@@ -167,7 +162,7 @@ impl SwarmFs {
         });
     }
 
-    fn run<F>(&self, f: impl FnOnce(Arc<Inner>) -> F)
+    pub(crate) fn run<F>(&self, f: impl FnOnce(Arc<Inner>) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -176,11 +171,11 @@ impl SwarmFs {
 }
 
 impl Inner {
-    fn path(&self, ino: INodeNo) -> Result<RemotePath, Errno> {
+    pub(crate) fn path(&self, ino: INodeNo) -> Result<RemotePath, Errno> {
         self.inodes.lock().expect("inodes").path(ino.0).ok_or(Errno::ENOENT)
     }
 
-    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<RemotePath, Errno> {
+    pub(crate) fn child(&self, parent: INodeNo, name: &OsStr) -> Result<RemotePath, Errno> {
         let name = name.to_str().ok_or(Errno::EINVAL)?;
         if name.len() > swarmfs_proto::path::MAX_NAME_LEN {
             return Err(Errno::ENAMETOOLONG);
@@ -188,11 +183,11 @@ impl Inner {
         self.path(parent)?.join(name).map_err(|_| Errno::EINVAL)
     }
 
-    fn open_file(&self, ino: u64) -> Option<OpenFile> {
+    pub(crate) fn open_file(&self, ino: u64) -> Option<OpenFile> {
         self.files.lock().expect("files").get(&ino).cloned()
     }
 
-    fn attr(&self, ino: u64, e: &EntryInfo) -> FileAttr {
+    pub(crate) fn attr(&self, ino: u64, e: &EntryInfo) -> FileAttr {
         let (m, c) = (time_of(e.mtime_ms), time_of(e.ctime_ms.max(e.mtime_ms)));
         let kind = file_type(e);
         FileAttr {
@@ -215,7 +210,7 @@ impl Inner {
     }
 
     /// Attributes of an open file: the tracker's entry with the local size and times.
-    fn open_attr(&self, ino: u64, st: &FileState) -> FileAttr {
+    pub(crate) fn open_attr(&self, ino: u64, st: &FileState) -> FileAttr {
         let e = EntryInfo {
             size: st.size,
             mtime_ms: ms_of(st.mtime),
@@ -231,7 +226,7 @@ impl Inner {
     }
 
     /// Attributes of `path`, with an open file's local size, mode and time taking precedence.
-    async fn stat(&self, path: &RemotePath) -> Result<FileAttr, Errno> {
+    pub(crate) async fn stat(&self, path: &RemotePath) -> Result<FileAttr, Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
             let st = f.lock().await;
@@ -245,7 +240,7 @@ impl Inner {
 
     /// The open state of `ino`, loading the manifest (close-to-open: a fresh copy) when no
     /// handle has it open yet.
-    async fn load(&self, ino: u64) -> Result<OpenFile, Errno> {
+    pub(crate) async fn load(&self, ino: u64) -> Result<OpenFile, Errno> {
         if let Some(f) = self.open_file(ino) {
             return Ok(f);
         }
@@ -260,7 +255,7 @@ impl Inner {
         Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())
     }
 
-    async fn flush_file(&self, ino: u64, f: &OpenFile) -> Result<(), Errno> {
+    pub(crate) async fn flush_file(&self, ino: u64, f: &OpenFile) -> Result<(), Errno> {
         let path = self.inodes.lock().expect("inodes").path(ino);
         let mut st = f.lock().await;
         st.flush(&self.client, &self.cache, path.as_ref(), &self.opts)
@@ -269,7 +264,7 @@ impl Inner {
     }
 
     /// Called when the last handle closes (or a setattr on a closed file is done).
-    async fn close_if_unused(&self, ino: u64) {
+    pub(crate) async fn close_if_unused(&self, ino: u64) {
         let mut files = self.files.lock().expect("files");
         let unused = files.get(&ino).is_some_and(|f| f.try_lock().is_ok_and(|st| st.opens == 0 && !st.is_dirty()));
         if unused {
@@ -278,7 +273,7 @@ impl Inner {
     }
 
     /// Flushes every open file: on unmount, nothing written is lost.
-    async fn flush_all(&self) {
+    pub(crate) async fn flush_all(&self) {
         let files: Vec<(u64, OpenFile)> =
             self.files.lock().expect("files").iter().map(|(i, f)| (*i, f.clone())).collect();
         for (ino, f) in files {
@@ -288,7 +283,7 @@ impl Inner {
         }
     }
 
-    fn mark_unlinked(&self, inos: &[u64]) {
+    pub(crate) fn mark_unlinked(&self, inos: &[u64]) {
         for ino in inos {
             if let Some(f) = self.open_file(*ino) {
                 if let Ok(mut st) = f.try_lock() {
@@ -301,584 +296,7 @@ impl Inner {
         }
     }
 
-    fn new_fh(&self) -> u64 {
+    pub(crate) fn new_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-impl Filesystem for SwarmFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Larger writes mean fewer round trips through the staging code.
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
-        Ok(())
-    }
-
-    fn destroy(&mut self) {
-        let inner = self.inner.clone();
-        self.inner.rt.block_on(async move { inner.flush_all().await });
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.to_owned();
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.run(|fs| async move {
-            let r = async {
-                match fs.path(ino) {
-                    Ok(path) => fs.stat(&path).await,
-                    // Unlinked while open: the file lives on for its handles (fstat works).
-                    Err(e) => match fs.open_file(ino.0) {
-                        Some(f) => Ok(fs.open_attr(ino.0, &*f.lock().await)),
-                        None => Err(e),
-                    },
-                }
-            }
-            .await;
-            match r {
-                Ok(a) => reply.attr(&TTL, &a),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn setattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        let _ = req;
-        self.run(|fs| async move {
-            let r = async {
-                let path = match fs.path(ino) {
-                    Ok(p) => p,
-                    // ftruncate on a file unlinked while open: only its local state changes.
-                    Err(e) => {
-                        let f = fs.open_file(ino.0).ok_or(e)?;
-                        let mut st = f.lock().await;
-                        if let Some(size) = size {
-                            st.truncate(&fs.client, &fs.cache, size)
-                                .await
-                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        }
-                        return Ok(fs.open_attr(ino.0, &st));
-                    }
-                };
-                // Permission to chmod/chown/utimens was checked by the kernel
-                // (default_permissions) against the owner and mode we report.
-                let mtime_ms = mtime.map(|t| match t {
-                    TimeOrNow::SpecificTime(t) => ms_of(t),
-                    TimeOrNow::Now => ms_of(SystemTime::now()),
-                });
-                if let Some(size) = size {
-                    let f = fs.load(ino.0).await?;
-                    {
-                        let mut st = f.lock().await;
-                        st.truncate(&fs.client, &fs.cache, size)
-                            .await
-                            .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        if st.opens == 0 {
-                            let p = fs.inodes.lock().expect("inodes").path(ino.0);
-                            st.flush(&fs.client, &fs.cache, p.as_ref(), &fs.opts)
-                                .await
-                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        }
-                    }
-                    fs.close_if_unused(ino.0).await;
-                }
-                if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
-                    let e = fs
-                        .client
-                        .set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms)
-                        .await
-                        .map_err(|e| log_err("setattr", &e, errno_of(&e)))?;
-                    if let Some(f) = fs.open_file(ino.0) {
-                        let mut st = f.lock().await;
-                        st.mode = e.mode;
-                        if let Some(t) = mtime_ms {
-                            st.mtime = time_of(t);
-                        }
-                        st.entry = EntryInfo { size: st.size, ..e };
-                    }
-                }
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
-                Ok(a) => reply.attr(&TTL, &a),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.path(ino)?;
-                fs.client.read_link(&path).await.map_err(|e| log_err("readlink", &e, errno_of(&e)))
-            }
-            .await;
-            match r {
-                Ok(t) => reply.data(t.as_bytes()),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let name = name.to_owned();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                fs.client
-                    .create(&path, EntryKind::Dir, mode & !umask & 0o7777, uid, gid, 0, None)
-                    .await
-                    .map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let name = name.to_owned();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                let perm = mode & !umask & 0o7777;
-                let (kind, mode) = match mode & libc::S_IFMT {
-                    0 | libc::S_IFREG => (EntryKind::File, perm),
-                    libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => {
-                        (EntryKind::Special, (mode & libc::S_IFMT) | perm)
-                    }
-                    _ => return Err(Errno::EINVAL),
-                };
-                fs.client
-                    .create(&path, kind, mode, uid, gid, rdev, None)
-                    .await
-                    .map_err(|e| log_err("mknod", &e, errno_of(&e)))?;
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_owned();
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
-                if e.kind == EntryKind::Dir {
-                    return Err(Errno::EISDIR);
-                }
-                fs.client.remove(&path, false).await.map_err(|e| log_err("unlink", &e, errno_of(&e)))?;
-                let gone = fs.inodes.lock().expect("inodes").remove(&path);
-                fs.mark_unlinked(&gone);
-                Ok(())
-            }
-            .await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_owned();
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
-                if e.kind != EntryKind::Dir {
-                    return Err(Errno::ENOTDIR);
-                }
-                fs.client.remove(&path, false).await.map_err(|e| log_err("rmdir", &e, errno_of(&e)))?;
-                fs.inodes.lock().expect("inodes").remove(&path);
-                Ok(())
-            }
-            .await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let (name, target) = (link_name.to_owned(), target.to_owned());
-        let (uid, gid) = (req.uid(), req.gid());
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                let target = target.to_str().ok_or(Errno::EINVAL)?.to_string();
-                fs.client
-                    .create(&path, EntryKind::Symlink, 0o777, uid, gid, 0, Some(target))
-                    .await
-                    .map_err(|e| log_err("symlink", &e, errno_of(&e)))?;
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        let (name, newname) = (name.to_owned(), newname.to_owned());
-        self.run(|fs| async move {
-            let r = async {
-                if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-                    return Err(Errno::EINVAL);
-                }
-                let from = fs.child(parent, &name)?;
-                let to = fs.child(newparent, &newname)?;
-                if flags.contains(RenameFlags::RENAME_NOREPLACE) && fs.client.stat(&to).await.is_ok() {
-                    return Err(Errno::EEXIST);
-                }
-                fs.client.rename(&from, &to).await.map_err(|e| log_err("rename", &e, errno_of(&e)))?;
-                let replaced = fs.inodes.lock().expect("inodes").rename(&from, &to);
-                fs.mark_unlinked(&replaced);
-                Ok(())
-            }
-            .await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _ = flags;
-        self.run(|fs| async move {
-            let r = async {
-                let f = fs.load(ino.0).await?;
-                f.lock().await.opens += 1;
-                Ok::<_, Errno>(fs.new_fh())
-            }
-            .await;
-            match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        self.run(|fs| async move {
-            let r = async {
-                let f = fs.load(ino.0).await?;
-                let mut st = f.lock().await;
-                st.read(&fs.client, &fs.cache, offset, size).await.map_err(|e| log_err("read", &e, file_errno(&e)))
-            }
-            .await;
-            match r {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        let data = data.to_vec();
-        self.run(|fs| async move {
-            let r = async {
-                let f = fs.load(ino.0).await?;
-                let mut st = f.lock().await;
-                st.write(&fs.client, &fs.cache, offset, &data).await.map_err(|e| log_err("write", &e, file_errno(&e)))
-            }
-            .await;
-            match r {
-                Ok(()) => reply.written(data.len() as u32),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    // close(2) and fsync(2) both upload what is staged: close-to-open needs the data out
-    // before close returns.
-    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.upload_then_reply(ino, reply);
-    }
-
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.upload_then_reply(ino, reply);
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.run(|fs| async move {
-            let r = match fs.open_file(ino.0) {
-                Some(f) => {
-                    let r = fs.flush_file(ino.0, &f).await;
-                    {
-                        let mut st = f.lock().await;
-                        st.opens = st.opens.saturating_sub(1);
-                    }
-                    fs.close_if_unused(ino.0).await;
-                    r
-                }
-                None => Ok(()),
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.path(ino)?;
-                let entries = fs.client.list(&path).await.map_err(|e| log_err("readdir", &e, errno_of(&e)))?;
-                let parent_ino = {
-                    let mut inodes = fs.inodes.lock().expect("inodes");
-                    inodes.ino(&path.parent())
-                };
-                let mut listing = vec![
-                    (ino.0, FileType::Directory, ".".to_string()),
-                    (parent_ino, FileType::Directory, "..".to_string()),
-                ];
-                {
-                    let mut inodes = fs.inodes.lock().expect("inodes");
-                    for e in entries {
-                        let Ok(p) = RemotePath::parse(&e.path) else { continue };
-                        listing.push((inodes.ino(&p), file_type(&e), p.name().to_string()));
-                    }
-                }
-                let fh = fs.new_fh();
-                fs.dirs.lock().expect("dirs").insert(fh, listing);
-                Ok::<_, Errno>(fh)
-            }
-            .await;
-            match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let dirs = self.inner.dirs.lock().expect("dirs");
-        let Some(listing) = dirs.get(&fh.0) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
-        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.inner.dirs.lock().expect("dirs").remove(&fh.0);
-        reply.ok();
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.run(|fs| async move {
-            match fs.client.peers().await {
-                Ok(peers) => {
-                    let live = peers.iter().filter(|p| p.state == PeerState::Up);
-                    let (cap, used) = live.fold((0u64, 0u64), |(c, u), p| (c + p.capacity, u + p.used));
-                    // Usable space is raw space divided by the copies each byte takes.
-                    let r = fs.opts.replicas.max(1) as u64;
-                    let bsize = 4096u64;
-                    let blocks = cap / r / bsize;
-                    let free = cap.saturating_sub(used) / r / bsize;
-                    reply.statfs(blocks, free, free, 1 << 32, 1 << 32, bsize as u32, 255, bsize as u32);
-                }
-                Err(e) => reply.error(log_err("statfs", &e, errno_of(&e))),
-            }
-        });
-    }
-
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    // Hard links need an inode layer the namespace does not have (entries are paths); EPERM
-    // is what link(2) answers on file systems without them, and tools such as git fall back.
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
-    }
-
-    // Directory changes are committed to the tracker before they are acknowledged.
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    // Preallocating space means nothing for chunks that live on other machines.
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EOPNOTSUPP);
-    }
-
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOTSUP);
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOTSUP);
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOTSUP);
-    }
-
-    fn create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let name = name.to_owned();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.run(|fs| async move {
-            let r = async {
-                let path = fs.child(parent, &name)?;
-                let _ = flags; // the kernel calls create only after a failed lookup: O_EXCL holds.
-                let mode = mode & !umask & 0o7777;
-                let empty = Manifest {
-                    size: 0,
-                    chunk_size: fs.opts.chunk_size,
-                    mode,
-                    mtime_ms: ms_of(SystemTime::now()),
-                    chunks: Vec::new(),
-                };
-                // One tracker transaction: the name, mode and owner appear together.
-                let e = fs
-                    .client
-                    .create(&path, EntryKind::File, mode, uid, gid, 0, None)
-                    .await
-                    .map_err(|e| log_err("create", &e, errno_of(&e)))?;
-                let ino = {
-                    let mut inodes = fs.inodes.lock().expect("inodes");
-                    inodes.remove(&path);
-                    inodes.ino(&path)
-                };
-                fs.files.lock().expect("files").remove(&ino);
-                let st =
-                    FileState::new(empty, e.clone(), &fs.opts).map_err(|e| log_err("create", &e, file_errno(&e)))?;
-                let f = Arc::new(AsyncMutex::new(st));
-                f.lock().await.opens = 1;
-                fs.files.lock().expect("files").insert(ino, f);
-                Ok((fs.attr(ino, &e), fs.new_fh()))
-            }
-            .await;
-            match r {
-                Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(e),
-            }
-        });
     }
 }

@@ -5,7 +5,8 @@
 //! - [`cache`]: a bounded cache of decrypted chunks; concurrent readers share one fetch.
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
-//! - [`fs`]: the `fuser::Filesystem` implementation; every request runs as a tokio task so a
+//! - [`fs`]: shared state (inodes, open files, cache) and helpers (attributes, errnos);
+//!   `ops.rs`: the `fuser::Filesystem` operations. Every request runs as a tokio task so a
 //!   slow upload never holds up the rest of the mount.
 //!
 //! Consistency is close-to-open: a file's manifest is fetched when it is opened, and what a
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod file;
 pub mod fs;
 pub mod inodes;
+mod ops;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,6 +7,8 @@ use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeI
 
 use crate::TrackerError;
 
+mod gc;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
     path TEXT PRIMARY KEY,
@@ -146,90 +148,6 @@ impl Db {
             [now_ms()],
         )?;
         Ok(Db { conn, gc_delay_ms: 60_000 })
-    }
-
-    pub fn set_gc_delay(&mut self, delay: std::time::Duration) {
-        self.gc_delay_ms = delay.as_millis() as i64;
-    }
-
-    /// Drops a file version's references; chunks left unreferenced are queued for deletion.
-    fn release(tx: &Transaction<'_>, file_id: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
-        let chunks: Vec<Vec<u8>> = tx
-            .prepare_cached("SELECT chunk FROM refs WHERE file_id = ?1")?
-            .query_map([file_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        tx.execute("DELETE FROM refs WHERE file_id = ?1", [file_id])?;
-        let due = now_ms() + delay_ms;
-        for c in chunks {
-            let used: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM refs WHERE chunk = ?1)", [&c], |r| r.get(0))?;
-            if !used {
-                tx.execute("INSERT OR REPLACE INTO gc_queue (chunk, due_ms) VALUES (?1, ?2)", params![c, due])?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Releases every file version at `path` or (for a directory) below it.
-    fn release_under(tx: &Transaction<'_>, path: &RemotePath, delay_ms: i64) -> Result<(), TrackerError> {
-        let ids: Vec<Vec<u8>> = tx
-            .prepare(
-                "SELECT file_id FROM entries WHERE file_id IS NOT NULL
-                 AND (path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/')",
-            )?
-            .query_map([path.as_str()], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for id in ids {
-            Self::release(tx, &id, delay_ms)?;
-        }
-        Ok(())
-    }
-
-    /// Chunks whose deletion is due and that nothing references again, with their holders.
-    pub fn gc_due(&mut self, limit: usize) -> Result<Vec<(ChunkId, Vec<NodeId>)>, TrackerError> {
-        let tx = self.conn.transaction()?;
-        // Referenced again since (the same content was stored anew): not garbage any more.
-        tx.execute("DELETE FROM gc_queue WHERE EXISTS (SELECT 1 FROM refs WHERE refs.chunk = gc_queue.chunk)", [])?;
-        let due: Vec<Vec<u8>> = tx
-            .prepare("SELECT chunk FROM gc_queue WHERE due_ms <= ?1 LIMIT ?2")?
-            .query_map(params![now_ms(), limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::new();
-        {
-            let mut holders = tx.prepare_cached("SELECT node FROM locations WHERE chunk = ?1")?;
-            for c in due {
-                let Ok(id) = ChunkId::from_slice(&c) else { continue };
-                let nodes = holders
-                    .query_map([&c], |r| r.get::<_, Vec<u8>>(0))?
-                    .filter_map(|b| b.ok().and_then(|b| NodeId::from_slice(&b).ok()))
-                    .collect();
-                out.push((id, nodes));
-            }
-        }
-        tx.commit()?;
-        Ok(out)
-    }
-
-    /// `node` deleted (or no longer has) `chunks`; a chunk held nowhere leaves the queue.
-    pub fn gc_done(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
-        let tx = self.conn.transaction()?;
-        for c in chunks {
-            tx.execute(
-                "DELETE FROM locations WHERE chunk = ?1 AND node = ?2",
-                params![c.as_bytes().as_slice(), node.as_bytes().as_slice()],
-            )?;
-            tx.execute(
-                "DELETE FROM gc_queue WHERE chunk = ?1 AND NOT EXISTS (SELECT 1 FROM locations WHERE chunk = ?1)",
-                [c.as_bytes().as_slice()],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// A queued chunk with no known holder at all is simply dropped from the queue.
-    pub fn gc_forget(&mut self, chunk: &ChunkId) -> Result<(), TrackerError> {
-        self.conn.execute("DELETE FROM gc_queue WHERE chunk = ?1", [chunk.as_bytes().as_slice()])?;
-        Ok(())
     }
 
     /// A directory's entries changed: its mtime and ctime move, as POSIX wants.
@@ -689,55 +607,4 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(s: &str) -> RemotePath {
-        RemotePath::parse(s).unwrap()
-    }
-
-    fn file(db: &mut Db, path: &str, chunk: u8) {
-        let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
-        let placements = [ChunkPlacement { chunk: ChunkId([chunk; 32]), holders: vec![NodeId([9; 32])] }];
-        db.commit_file(&p(path), 10, FileId([chunk; 32]), &m, &placements).unwrap();
-    }
-
-    fn names(db: &mut Db, dir: &str) -> Vec<String> {
-        db.list(&p(dir)).unwrap().into_iter().map(|e| e.path).collect()
-    }
-
-    #[test]
-    fn namespace_semantics() {
-        let dir = std::env::temp_dir().join(format!("swarmfs-db-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut db = Db::open(&dir.join("t.db")).unwrap();
-        db.mkdir(&p("/a/b"), true).unwrap();
-        assert!(matches!(db.mkdir(&p("/a"), false), Err(TrackerError::AlreadyExists(_))));
-        assert!(matches!(db.mkdir(&p("/x/y"), false), Err(TrackerError::NotFound(_))));
-        file(&mut db, "/a/b/f", 1);
-        file(&mut db, "/a/g", 2);
-        assert!(matches!(db.mkdir(&p("/a/g/h"), true), Err(TrackerError::NotADirectory(_))));
-        assert!(matches!(db.remove(&p("/a"), false), Err(TrackerError::NotEmpty(_))));
-        assert!(matches!(db.rename(&p("/a"), &p("/a/b/c")), Err(TrackerError::Invalid(_))));
-        // Moving a directory moves everything below it.
-        db.rename(&p("/a"), &p("/z")).unwrap();
-        assert_eq!(names(&mut db, "/z/b"), vec!["/z/b/f"]);
-        assert!(matches!(db.stat(&p("/a/b/f")), Err(TrackerError::NotFound(_))));
-        // A file replaces a file; a file never replaces a directory.
-        db.rename(&p("/z/g"), &p("/z/b/f")).unwrap();
-        assert_eq!(db.stat(&p("/z/b/f")).unwrap().file_id, Some(FileId([2; 32])));
-        file(&mut db, "/z/h", 3);
-        assert!(matches!(db.rename(&p("/z/h"), &p("/z/b")), Err(TrackerError::IsADirectory(_))));
-        // Names that look like LIKE patterns are plain names.
-        db.mkdir(&p("/p%"), false).unwrap();
-        db.mkdir(&p("/p_x"), false).unwrap();
-        file(&mut db, "/p%/in", 4);
-        db.rename(&p("/p%"), &p("/q")).unwrap();
-        assert_eq!(names(&mut db, "/p_x"), Vec::<String>::new());
-        assert_eq!(names(&mut db, "/q"), vec!["/q/in"]);
-        assert_eq!(db.locate(&[ChunkId([4; 32]), ChunkId([7; 32])]).unwrap(), vec![vec![NodeId([9; 32])], vec![]]);
-        db.remove(&p("/z"), true).unwrap();
-        assert_eq!(names(&mut db, "/"), vec!["/p_x", "/q"]);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;

@@ -1,0 +1,52 @@
+//! Namespace semantics against a real SQLite file.
+
+use super::*;
+
+fn p(s: &str) -> RemotePath {
+    RemotePath::parse(s).unwrap()
+}
+
+fn file(db: &mut Db, path: &str, chunk: u8) {
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let placements = [ChunkPlacement { chunk: ChunkId([chunk; 32]), holders: vec![NodeId([9; 32])] }];
+    db.commit_file(&p(path), 10, FileId([chunk; 32]), &m, &placements).unwrap();
+}
+
+fn names(db: &mut Db, dir: &str) -> Vec<String> {
+    db.list(&p(dir)).unwrap().into_iter().map(|e| e.path).collect()
+}
+
+#[test]
+fn namespace_semantics() {
+    let dir = std::env::temp_dir().join(format!("swarmfs-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut db = Db::open(&dir.join("t.db")).unwrap();
+    db.mkdir(&p("/a/b"), true).unwrap();
+    assert!(matches!(db.mkdir(&p("/a"), false), Err(TrackerError::AlreadyExists(_))));
+    assert!(matches!(db.mkdir(&p("/x/y"), false), Err(TrackerError::NotFound(_))));
+    file(&mut db, "/a/b/f", 1);
+    file(&mut db, "/a/g", 2);
+    assert!(matches!(db.mkdir(&p("/a/g/h"), true), Err(TrackerError::NotADirectory(_))));
+    assert!(matches!(db.remove(&p("/a"), false), Err(TrackerError::NotEmpty(_))));
+    assert!(matches!(db.rename(&p("/a"), &p("/a/b/c")), Err(TrackerError::Invalid(_))));
+    // Moving a directory moves everything below it.
+    db.rename(&p("/a"), &p("/z")).unwrap();
+    assert_eq!(names(&mut db, "/z/b"), vec!["/z/b/f"]);
+    assert!(matches!(db.stat(&p("/a/b/f")), Err(TrackerError::NotFound(_))));
+    // A file replaces a file; a file never replaces a directory.
+    db.rename(&p("/z/g"), &p("/z/b/f")).unwrap();
+    assert_eq!(db.stat(&p("/z/b/f")).unwrap().file_id, Some(FileId([2; 32])));
+    file(&mut db, "/z/h", 3);
+    assert!(matches!(db.rename(&p("/z/h"), &p("/z/b")), Err(TrackerError::IsADirectory(_))));
+    // Names that look like LIKE patterns are plain names.
+    db.mkdir(&p("/p%"), false).unwrap();
+    db.mkdir(&p("/p_x"), false).unwrap();
+    file(&mut db, "/p%/in", 4);
+    db.rename(&p("/p%"), &p("/q")).unwrap();
+    assert_eq!(names(&mut db, "/p_x"), Vec::<String>::new());
+    assert_eq!(names(&mut db, "/q"), vec!["/q/in"]);
+    assert_eq!(db.locate(&[ChunkId([4; 32]), ChunkId([7; 32])]).unwrap(), vec![vec![NodeId([9; 32])], vec![]]);
+    db.remove(&p("/z"), true).unwrap();
+    assert_eq!(names(&mut db, "/"), vec!["/p_x", "/q"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
