@@ -514,8 +514,11 @@ impl Filesystem for SwarmFs {
         reply.error(Errno::EOPNOTSUPP);
     }
 
+    // No extended attributes. ENOSYS (not ENOTSUP) makes the kernel remember that and stop
+    // asking — it otherwise asks for security.capability before every write — and callers see
+    // EOPNOTSUPP either way.
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOTSUP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
@@ -536,11 +539,11 @@ impl Filesystem for SwarmFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOTSUP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOTSUP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(
