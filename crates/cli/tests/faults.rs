@@ -181,3 +181,26 @@ fn home_secret(home: &std::path::Path) -> [u8; 32] {
 fn home_tracker_id(home: &std::path::Path) -> swarmfs_proto::NodeId {
     home_json(home)["tracker_id"].as_str().unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_frozen_holder_does_not_stall_a_read() {
+    let c = Cluster::start(2);
+    let data = pattern(16 * 65536, 31);
+    let local = c.path("f");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "64K", "--replicas", "2"]);
+    // SIGSTOP: the peer's sockets stay open but nothing answers — worse than a crash, which
+    // refuses connections at once.
+    let pid = common::peer_pid_of(&c, 0);
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let back = c.path("back");
+    let out = c.cli(&["get", "/f", back.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    // Each chunk request times out after 20 s; asking the other holder after 1.5 s is what
+    // keeps this well under that.
+    assert!(took < Duration::from_secs(10), "get took {took:?} with one holder frozen");
+}

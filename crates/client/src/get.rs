@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use swarmfs_core::{open_chunk, ChunkRef, CoreError, Manifest};
 use swarmfs_proto::{EntryInfo, ErrorCode, NodeId, PeerInfo, PeerState, RemotePath, Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -18,6 +18,25 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::{Client, ClientError, Progress};
 
 const LOCATE_BATCH: usize = 16 * 1024;
+/// How long a chunk request may go unanswered before the next holder is asked as well.
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+
+/// Counts a request in flight to one holder for as long as it lives (also when a hedged
+/// request loses and is dropped).
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 const WINDOW: usize = 16;
 
 #[derive(Debug)]
@@ -252,49 +271,71 @@ impl Client {
             let p = &holders.peers[i as usize];
             (p.state != PeerState::Up, holders.in_flight[i as usize].load(Ordering::Relaxed), rand::random::<u8>())
         });
-        let mut last = String::from("the tracker knows no holder");
-        for &i in &order {
+        // One attempt: fetch from holder `i`, verify, decrypt. Bad copies are warned about
+        // (and reported when we caught them) right here.
+        let attempt = |i: u32| async move {
             let peer = &holders.peers[i as usize];
-            holders.in_flight[i as usize].fetch_add(1, Ordering::Relaxed);
-            let got = self.get_one(peer, r).await;
-            holders.in_flight[i as usize].fetch_sub(1, Ordering::Relaxed);
-            let ciphertext = match got {
+            let _busy = InFlight::new(&holders.in_flight[i as usize]);
+            let bad_copy = |how: &str| {
+                bad.fetch_add(1, Ordering::Relaxed);
+                progress.warn(&format!(
+                    "bad copy of chunk {index} ({}) on peer {}: {how}; using another replica",
+                    r.id.short(),
+                    peer.node.short()
+                ));
+                format!("peer {}: bad copy", peer.node.short())
+            };
+            let ciphertext = match self.get_one(peer, r).await {
                 Ok(b) => b,
+                // The peer caught its own bad copy, quarantined it and told the tracker.
                 Err(ClientError::Remote { code: ErrorCode::Corrupt, .. }) => {
-                    // The peer caught its own bad copy, quarantined it and told the tracker.
-                    bad.fetch_add(1, Ordering::Relaxed);
-                    progress.warn(&format!(
-                        "bad copy of chunk {index} ({}) on peer {}: the peer found it corrupt; using another replica",
-                        r.id.short(),
-                        peer.node.short()
-                    ));
-                    last = format!("peer {}: bad copy", peer.node.short());
-                    continue;
+                    return Err(bad_copy("the peer found it corrupt"))
                 }
-                Err(e) => {
-                    last = format!("peer {}: {e}", peer.node.short());
-                    continue;
-                }
+                Err(e) => return Err(format!("peer {}: {e}", peer.node.short())),
             };
             let (id, key) = (r.id, r.key);
             let opened = tokio::task::spawn_blocking(move || open_chunk(&id, &key, ciphertext))
                 .await
-                .map_err(|e| ClientError::Invalid(e.to_string()))?;
+                .map_err(|e| e.to_string())?;
             match opened {
-                Ok(plain) if plain.len() == r.len as usize => return Ok(plain),
+                Ok(plain) if plain.len() == r.len as usize => Ok(plain),
                 Ok(_) | Err(_) => {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                    progress.warn(&format!(
-                        "bad copy of chunk {index} ({}) on peer {}: failed verification; reported, using another replica",
-                        r.id.short(),
-                        peer.node.short()
-                    ));
+                    let msg = bad_copy("failed verification, reported");
                     let _ = self.call(&Request::ReportBadChunk { chunk: r.id, node: peer.node }).await;
-                    last = format!("peer {}: bad copy", peer.node.short());
+                    Err(msg)
+                }
+            }
+        };
+        let mut last = String::from("the tracker knows no holder");
+        let mut pending = FuturesUnordered::new();
+        let mut next = 0;
+        if let Some(&first) = order.first() {
+            pending.push(attempt(first));
+            next = 1;
+        }
+        while !pending.is_empty() {
+            tokio::select! {
+                done = pending.next() => match done {
+                    Some(Ok(plain)) => return Ok(plain),
+                    Some(Err(e)) => {
+                        last = e;
+                        if let Some(&i) = order.get(next) {
+                            pending.push(attempt(i));
+                            next += 1;
+                        }
+                    }
+                    None => break,
+                },
+                // A holder that neither answers nor fails (overloaded, frozen, a black-holed
+                // link) would otherwise cost the whole transfer timeout: ask the next holder
+                // too and keep whichever answers first.
+                _ = tokio::time::sleep(HEDGE_AFTER), if next < order.len() => {
+                    pending.push(attempt(order[next]));
+                    next += 1;
                 }
             }
         }
-        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: order.len(), last })
+        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: next, last })
     }
 
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {

@@ -219,6 +219,11 @@ impl Drop for Cluster {
     }
 }
 
+/// The pid of peer `i`, as a string for kill(1).
+pub fn peer_pid_of(c: &Cluster, i: usize) -> String {
+    c.peer_pid(i).to_string()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
