@@ -266,3 +266,18 @@ fn one_files_upload_does_not_stall_the_rest_of_the_mount() {
     assert_eq!(listed, 2);
     assert!(served_at < closed_at, "reads and listings were answered before the upload finished");
 }
+
+#[test]
+fn mount_refuses_a_peer_token_and_a_missing_mountpoint() {
+    let c = Cluster::start(1);
+    let peer_home = c.peer_home(0);
+    let dir = c.path("mp");
+    std::fs::create_dir(&dir).unwrap();
+    let out = common::run(&peer_home, &["mount", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("mounting needs a member token"), "{}", common::stderr(&out));
+    let out = c.cli(&["mount", c.path("no-such-dir").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("not a directory"), "{}", common::stderr(&out));
+    assert!(!common::is_mounted(&dir));
+}
