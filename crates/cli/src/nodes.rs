@@ -197,8 +197,7 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
             }
             let (home_dir, mp, stop) = (home.dir.clone(), mp.clone(), shutdown.clone());
             Some(tokio::spawn(async move {
-                // The peer must be up before the mount can store anything; give it its own
-                // connection like any other client.
+                // The mount is an ordinary client of the swarm, with its own connections.
                 crate::mount::serve(&home_dir, &mp, &crate::mount::MountArgs::defaults(mp.clone()), stop).await
             }))
         }

@@ -145,7 +145,7 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let home = swarmfs_cli_home(&c);
+        let home = c.client_home();
         let swarm = swarmfs_net::Swarm {
             identity: swarmfs_net::Identity::load_or_create(&home.join("identity.key")).unwrap(),
             secret: home_secret(&home),
@@ -164,10 +164,6 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
     let back = c.path("back");
     c.ok(&["get", "/f", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), pattern(10_000, 1));
-}
-
-fn swarmfs_cli_home(c: &Cluster) -> std::path::PathBuf {
-    c.client_home()
 }
 
 fn home_json(home: &std::path::Path) -> serde_json::Value {

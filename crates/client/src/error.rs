@@ -1,4 +1,4 @@
-use swarmfs_proto::{ChunkId, ErrorCode};
+use swarmfs_proto::ErrorCode;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -43,8 +43,4 @@ impl From<swarmfs_proto::ProtoError> for ClientError {
     fn from(e: swarmfs_proto::ProtoError) -> Self {
         ClientError::Invalid(e.to_string())
     }
-}
-
-pub(crate) fn short_chunk(c: &ChunkId) -> String {
-    c.short()
 }

@@ -335,7 +335,7 @@ impl Client {
                 }
             }
         }
-        Err(ClientError::ChunkUnavailable { index, chunk: crate::error::short_chunk(&r.id), tried: next, last })
+        Err(ClientError::ChunkUnavailable { index, chunk: r.id.short(), tried: next, last })
     }
 
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {

@@ -69,7 +69,8 @@ impl FileState {
     pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> Result<FileState, FileError> {
         let mode = entry.mode;
         let mtime = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(entry.mtime_ms.max(0) as u64);
-        let staging_path = opts.staging_dir.join(format!("{:016x}", rand_u64()));
+        let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staging_path = opts.staging_dir.join(format!("open-{}-{seq}", std::process::id()));
         let staging = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&staging_path)?;
         staging.set_len(base.size)?;
         Ok(FileState {
@@ -308,14 +309,17 @@ impl FileState {
             .buffered(8)
             .try_collect()
             .await?;
-        let mut chunks = self.base.chunks.clone();
-        chunks.resize(count as usize, stored.first().map(|(_, (r, _))| r.clone()).unwrap_or_else(placeholder));
-        let mut placements: Vec<ChunkPlacement> =
-            chunks.iter().map(|r| ChunkPlacement { chunk: r.id, holders: Vec::new() }).collect();
-        for (i, (r, holders)) in stored {
-            placements[i as usize] = ChunkPlacement { chunk: r.id, holders };
-            chunks[i as usize] = r;
-        }
+        // Every chunk index below `count` is either dirty (just stored) or a base chunk.
+        let mut fresh: std::collections::HashMap<u64, _> = stored.into_iter().collect();
+        let (chunks, placements): (Vec<_>, Vec<_>) = (0..count)
+            .map(|i| match fresh.remove(&i) {
+                Some((r, holders)) => (r.clone(), ChunkPlacement { chunk: r.id, holders }),
+                None => {
+                    let r = self.base.chunks[i as usize].clone();
+                    (r.clone(), ChunkPlacement { chunk: r.id, holders: Vec::new() })
+                }
+            })
+            .unzip();
         let mtime_ms = self.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let manifest =
             Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
@@ -328,13 +332,5 @@ impl FileState {
     }
 }
 
-fn placeholder() -> swarmfs_core::ChunkRef {
-    swarmfs_core::ChunkRef { id: swarmfs_proto::ChunkId([0; 32]), key: [0; 32], len: 0 }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}
+/// Names staging files; the staging directory is emptied when a mount starts.
+static STAGING_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -264,7 +264,7 @@ impl Inner {
     }
 
     /// Called when the last handle closes (or a setattr on a closed file is done).
-    pub(crate) async fn close_if_unused(&self, ino: u64) {
+    pub(crate) fn close_if_unused(&self, ino: u64) {
         let mut files = self.files.lock().expect("files");
         let unused = files.get(&ino).is_some_and(|f| f.try_lock().is_ok_and(|st| st.opens == 0 && !st.is_dirty()));
         if unused {

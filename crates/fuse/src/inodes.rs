@@ -38,10 +38,6 @@ impl Inodes {
         i
     }
 
-    pub fn lookup(&self, path: &RemotePath) -> Option<u64> {
-        self.by_path.get(path).copied()
-    }
-
     /// Forgets `path` (and everything below it); returns the inodes that were dropped.
     pub fn remove(&mut self, path: &RemotePath) -> Vec<u64> {
         let gone: Vec<RemotePath> = self.by_path.keys().filter(|p| p.starts_with(path)).cloned().collect();
@@ -92,6 +88,6 @@ mod tests {
         assert_eq!(i.path(ab), Some(p("/ab")), "a sibling sharing a prefix is untouched");
         assert_eq!(i.path(g), None);
         assert_eq!(i.remove(&p("/g")).len(), 2);
-        assert_eq!(i.lookup(&p("/g/f")), None);
+        assert_eq!(i.path(f), None);
     }
 }

@@ -121,7 +121,7 @@ impl Filesystem for SwarmFs {
                                 .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                         }
                     }
-                    fs.close_if_unused(ino.0).await;
+                    fs.close_if_unused(ino.0);
                 }
                 if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
                     let e = fs
@@ -404,7 +404,7 @@ impl Filesystem for SwarmFs {
                         let mut st = f.lock().await;
                         st.opens = st.opens.saturating_sub(1);
                     }
-                    fs.close_if_unused(ino.0).await;
+                    fs.close_if_unused(ino.0);
                     r
                 }
                 None => Ok(()),

@@ -1,4 +1,4 @@
-use swarmfs_proto::{NodeId, ProtoError};
+use swarmfs_proto::ProtoError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -24,15 +24,4 @@ pub enum NetError {
     Timeout(&'static str),
     #[error("identity file {path}: {reason}")]
     Identity { path: String, reason: String },
-}
-
-impl NetError {
-    /// True when retrying later (or elsewhere) may work: the network, not the request, failed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, NetError::Io(_) | NetError::Connect { .. } | NetError::Closed | NetError::Timeout(_))
-    }
-}
-
-pub(crate) fn short(n: &NodeId) -> String {
-    n.short()
 }

@@ -59,7 +59,6 @@ pub struct Connection {
 
 struct Inner {
     remote: NodeId,
-    addr: String,
     tx: mpsc::Sender<Frame>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     next_id: AtomicU64,
@@ -87,10 +86,6 @@ impl Drop for PendingGuard<'_> {
 impl Connection {
     pub fn remote(&self) -> NodeId {
         self.inner.remote
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.inner.addr
     }
 
     pub fn is_closed(&self) -> bool {
@@ -163,7 +158,6 @@ pub async fn dial(
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     let inner = Arc::new(Inner {
         remote: expected,
-        addr: addr.into(),
         tx,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
@@ -225,7 +219,7 @@ fn tls_error(addr: &str, expected: NodeId, e: std::io::Error) -> NetError {
     let rustls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     match rustls_err {
         Some(rustls::Error::General(m)) if m == WRONG_NODE => {
-            NetError::WrongNode { addr: addr.into(), expected: crate::error::short(&expected) }
+            NetError::WrongNode { addr: addr.into(), expected: expected.short() }
         }
         _ => NetError::Tls { addr: addr.into(), reason: e.to_string() },
     }

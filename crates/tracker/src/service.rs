@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::{Db, StoredPeer};
+use crate::db::{Db, NewEntry, StoredPeer};
 use crate::registry::Registry;
 use crate::TrackerError;
 
@@ -231,7 +231,11 @@ impl Tracker {
             Request::Create { path, kind, mode, uid, gid, rdev, target } => {
                 let path = RemotePath::parse(&path)?;
                 Response::Entry(
-                    self.db(move |db| db.create(&path, kind, mode, uid, gid, rdev, target.as_deref())).await?,
+                    self.db(move |db| {
+                        let new = NewEntry { kind, mode, uid, gid, rdev, target: target.as_deref() };
+                        db.create(&path, &new)
+                    })
+                    .await?,
                 )
             }
             Request::ReadLink { path } => {

@@ -64,6 +64,17 @@ pub struct Db {
     gc_delay_ms: i64,
 }
 
+/// What [`Db::create`] makes.
+pub struct NewEntry<'a> {
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    /// A symlink's target; ignored for other kinds.
+    pub target: Option<&'a str>,
+}
+
 /// A peer as remembered across restarts (liveness is not remembered).
 pub struct StoredPeer {
     pub node: NodeId,
@@ -175,11 +186,8 @@ impl Db {
         Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))
     }
 
+    /// Makes directories with mode 0755 (a mount creates with other modes through `create`).
     pub fn mkdir(&mut self, path: &RemotePath, parents: bool) -> Result<EntryInfo, TrackerError> {
-        self.mkdir_mode(path, parents, 0o755)
-    }
-
-    pub fn mkdir_mode(&mut self, path: &RemotePath, parents: bool, mode: u32) -> Result<EntryInfo, TrackerError> {
         let tx = self.conn.transaction()?;
         let mut todo = vec![path.clone()];
         if parents {
@@ -209,8 +217,8 @@ impl Db {
             }
             Self::require_dir(&tx, &dir.parent())?;
             tx.execute(
-                "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES (?1, ?2, 0, 0, ?3, ?4, ?3)",
-                params![dir.as_str(), dir.parent().as_str(), now_ms(), if dir == path { mode } else { 0o755 }],
+                "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES (?1, ?2, 0, 0, ?3, 493, ?3)",
+                params![dir.as_str(), dir.parent().as_str(), now_ms()],
             )?;
             Self::touch_dir(&tx, &dir.parent())?;
         }
@@ -422,48 +430,27 @@ impl Db {
     }
 
     /// Creates an empty file, directory, symlink or special file; the name must be free.
-    #[allow(clippy::too_many_arguments)]
-    pub fn create(
-        &mut self,
-        path: &RemotePath,
-        kind: EntryKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        target: Option<&str>,
-    ) -> Result<EntryInfo, TrackerError> {
+    pub fn create(&mut self, path: &RemotePath, new: &NewEntry<'_>) -> Result<EntryInfo, TrackerError> {
         if path.is_root() {
             return Err(TrackerError::AlreadyExists("/".into()));
         }
-        let size = match (kind, target) {
-            (EntryKind::Symlink, Some(t)) if !t.is_empty() && t.len() <= 4096 && !t.contains('\0') => t.len() as i64,
-            (EntryKind::Symlink, _) => {
-                return Err(TrackerError::Invalid("a symlink target must be 1 to 4096 bytes without NUL".into()))
-            }
-            _ => 0,
-        };
+        if new.kind == EntryKind::Symlink
+            && !new.target.is_some_and(|t| !t.is_empty() && t.len() <= 4096 && !t.contains('\0'))
+        {
+            return Err(TrackerError::Invalid("a symlink target must be 1 to 4096 bytes without NUL".into()));
+        }
         // Creating a name promises no durability until the directory is fsynced (POSIX), so
         // this commit skips the WAL fsync; it still survives kill -9 (the WAL is in the OS), and
         // the next FULL commit (the file's data) makes it durable against power loss too.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = self.create_entry(path, kind, mode, uid, gid, rdev, target, size);
+        let r = self.insert_new(path, new);
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         r
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn create_entry(
-        &mut self,
-        path: &RemotePath,
-        kind: EntryKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        target: Option<&str>,
-        size: i64,
-    ) -> Result<EntryInfo, TrackerError> {
+    fn insert_new(&mut self, path: &RemotePath, new: &NewEntry<'_>) -> Result<EntryInfo, TrackerError> {
+        let target = new.target.filter(|_| new.kind == EntryKind::Symlink);
+        let size = target.map(|t| t.len() as i64).unwrap_or(0);
         let tx = self.conn.transaction()?;
         Self::require_dir(&tx, &path.parent())?;
         if Self::entry(&tx, path)?.is_some() {
@@ -476,14 +463,14 @@ impl Db {
             params![
                 path.as_str(),
                 path.parent().as_str(),
-                kind_code(kind),
+                kind_code(new.kind),
                 size,
                 now,
-                mode,
-                uid,
-                gid,
-                rdev,
-                target.filter(|_| kind == EntryKind::Symlink)
+                new.mode,
+                new.uid,
+                new.gid,
+                new.rdev,
+                target
             ],
         )?;
         Self::touch_dir(&tx, &path.parent())?;
