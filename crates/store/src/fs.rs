@@ -1,21 +1,41 @@
 //! Chunks as files. A put is acknowledged only after the data and the directory entry are
 //! fsynced, so an acknowledged chunk survives a crash or power loss.
+//!
+//! Put, delete, collect and quarantine of one chunk run one at a time (a striped lock on
+//! the id's first byte), so "already here" can never be answered for a copy that a
+//! concurrent collect is deleting, and `used`/`count` stay exact under concurrent puts.
+//!
+//! Space: a put is refused when it would pass the configured capacity or the disk's real
+//! free space (re-read at most once a second, and at once after the disk said ENOSPC), so a
+//! full disk is reported as "no space" before any byte is written.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use swarmfs_proto::ChunkId;
 use tracing::{info, warn};
 
 use crate::StoreError;
 
+const LOCK_STRIPES: usize = 256;
+/// How stale the disk's free-space reading may get before a put re-reads it.
+const FREE_SPACE_TTL: Duration = Duration::from_secs(1);
+
 pub struct ChunkStore {
     root: PathBuf,
     capacity: u64,
     used: AtomicU64,
     count: AtomicU64,
+    /// The value of `used` at which the disk is full: `used + free` as of the last reading.
+    disk_limit: AtomicU64,
+    disk_read_at: Mutex<Instant>,
+    /// Set once "disk full" has been logged; cleared when the disk has room again.
+    full_logged: AtomicBool,
+    locks: Vec<Mutex<()>>,
 }
 
 impl ChunkStore {
@@ -28,8 +48,16 @@ impl ChunkStore {
         for e in fs::read_dir(root.join("tmp"))? {
             let _ = fs::remove_file(e?.path());
         }
-        let store =
-            ChunkStore { root: root.to_path_buf(), capacity, used: AtomicU64::new(0), count: AtomicU64::new(0) };
+        let store = ChunkStore {
+            root: root.to_path_buf(),
+            capacity,
+            used: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            disk_limit: AtomicU64::new(u64::MAX),
+            disk_read_at: Mutex::new(Instant::now()),
+            full_logged: AtomicBool::new(false),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        };
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
             used += len;
@@ -37,12 +65,52 @@ impl ChunkStore {
         })?;
         store.used.store(used, Ordering::Relaxed);
         store.count.store(count, Ordering::Relaxed);
+        store.read_free_space();
         info!(chunks = count, bytes = used, "chunk store opened");
+        let room = store.disk_limit.load(Ordering::Relaxed);
+        if room < capacity {
+            warn!(
+                capacity,
+                usable = room,
+                "--capacity is more than this disk can hold ({} MiB free): reporting {} MiB as the capacity",
+                room.saturating_sub(used) >> 20,
+                room >> 20
+            );
+        }
         Ok(store)
     }
 
-    pub fn capacity(&self) -> u64 {
+    /// The configured capacity (`--capacity`).
+    pub fn configured_capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// What this store can really hold: the configured capacity, or less when the disk has
+    /// less free space than that. This is what the peer reports and placement plans with.
+    pub fn capacity(&self) -> u64 {
+        self.capacity.min(self.disk_limit.load(Ordering::Relaxed))
+    }
+
+    /// Re-reads the disk's free space (statvfs). A failed reading leaves the disk unbounded
+    /// (the capacity still holds) rather than refusing every put.
+    pub fn read_free_space(&self) {
+        *self.disk_read_at.lock().expect("free-space lock") = Instant::now();
+        let limit = match rustix::fs::statvfs(&self.root) {
+            Ok(st) => self.used().saturating_add(st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(e) => {
+                warn!("cannot read the free space of {}: {e}", self.root.display());
+                u64::MAX
+            }
+        };
+        self.disk_limit.store(limit, Ordering::Relaxed);
+        if limit > self.used() && self.full_logged.swap(false, Ordering::Relaxed) {
+            info!(free = limit - self.used(), "the disk has room again; accepting chunks");
+        }
+    }
+
+    fn lock(&self, id: &ChunkId) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding a stripe leaves nothing half-done that the lock protects.
+        self.locks[id.as_bytes()[0] as usize % LOCK_STRIPES].lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
@@ -57,17 +125,33 @@ impl ChunkStore {
     }
 
     /// Stores `ciphertext` under `id` after checking that it hashes to `id`. Returns false
-    /// when the chunk was already here (nothing written).
+    /// when a sound copy was already here (nothing written).
+    ///
+    /// A copy already on disk counts only once it has been read back and hashed now: the
+    /// caller is about to be told "durable", and a copy that rotted since it was written
+    /// (or was damaged by hand) must not be counted. Re-reading costs one chunk read on the
+    /// dedup path only, which is far cheaper than the write it saves. A bad copy is
+    /// quarantined and replaced by the bytes just sent.
     pub fn put(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<bool, StoreError> {
         if blake3::hash(ciphertext).as_bytes() != id.as_bytes() {
             return Err(StoreError::HashMismatch(*id));
         }
         let path = self.path_of(id);
-        if path.exists() {
-            // Stored again (dedup): mark it fresh so a pending garbage collection of the same
-            // content, released by another file moments ago, leaves it alone.
-            let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            return Ok(false);
+        let _guard = self.lock(id);
+        match fs::read(&path) {
+            Ok(existing) if blake3::hash(&existing).as_bytes() == id.as_bytes() => {
+                // Stored again (dedup): mark it fresh so a pending garbage collection of the
+                // same content, released by another file moments ago, leaves it alone. The
+                // stripe lock keeps a collect from running between this and the answer.
+                File::options().write(true).open(&path)?.set_modified(std::time::SystemTime::now())?;
+                return Ok(false);
+            }
+            Ok(_) => {
+                warn!(chunk = %id, "a put found the stored copy corrupt; replacing it");
+                self.quarantine_locked(id);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
         }
         let len = ciphertext.len() as u64;
         self.reserve(len)?;
@@ -79,20 +163,40 @@ impl ChunkStore {
             }
             Err(e) => {
                 self.used.fetch_sub(len, Ordering::Relaxed);
-                Err(e)
+                match e {
+                    StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Err(self.disk_full(len)),
+                    e => Err(e),
+                }
             }
         }
     }
 
+    /// The disk said ENOSPC: from now on the store counts as full until a reading of the free
+    /// space shows room. Logged once, not once per refused chunk.
+    fn disk_full(&self, need: u64) -> StoreError {
+        self.read_free_space();
+        // statvfs may still show a few blocks that the file system keeps for itself.
+        self.disk_limit.fetch_min(self.used(), Ordering::Relaxed);
+        if !self.full_logged.swap(true, Ordering::Relaxed) {
+            warn!(
+                used = self.used(),
+                "the disk under {} is full (ENOSPC): refusing chunks until space is freed",
+                self.root.display()
+            );
+        }
+        StoreError::NoSpace { need, free: 0, capacity: self.capacity() }
+    }
+
     fn reserve(&self, len: u64) -> Result<(), StoreError> {
+        let stale = self.disk_read_at.lock().expect("free-space lock").elapsed() >= FREE_SPACE_TTL;
+        if stale {
+            self.read_free_space();
+        }
+        let limit = self.capacity();
         self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| (u + len <= self.capacity).then_some(u + len))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| (u + len <= limit).then_some(u + len))
             .map(|_| ())
-            .map_err(|u| StoreError::NoSpace {
-                need: len,
-                free: self.capacity.saturating_sub(u),
-                capacity: self.capacity,
-            })
+            .map_err(|u| StoreError::NoSpace { need: len, free: limit.saturating_sub(u), capacity: limit })
     }
 
     /// Creates the fan-out directories of a chunk path. A directory made here is only durable
@@ -144,6 +248,7 @@ impl ChunkStore {
             let mut buf = Vec::with_capacity(size as usize);
             f.read_to_end(&mut buf)?;
             if blake3::hash(&buf).as_bytes() != id.as_bytes() {
+                drop(f);
                 self.quarantine(id);
                 return Err(StoreError::Corrupt(*id));
             }
@@ -165,6 +270,11 @@ impl ChunkStore {
 
     /// Removes a chunk; false when it was not here.
     pub fn delete(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let _guard = self.lock(id);
+        self.delete_locked(id)
+    }
+
+    fn delete_locked(&self, id: &ChunkId) -> Result<bool, StoreError> {
         let path = self.path_of(id);
         let len = match fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -180,6 +290,7 @@ impl ChunkStore {
     /// Deletes `id` if it was not stored within `idle`; true when the chunk is gone (deleted
     /// now or absent), false when it was stored too recently to be garbage.
     pub fn collect(&self, id: &ChunkId, idle: std::time::Duration) -> Result<bool, StoreError> {
+        let _guard = self.lock(id);
         let path = self.path_of(id);
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
@@ -190,11 +301,16 @@ impl ChunkStore {
         if age < idle {
             return Ok(false);
         }
-        self.delete(id).map(|_| true)
+        self.delete_locked(id).map(|_| true)
     }
 
     /// Moves a bad copy aside (kept for inspection) so it is neither served nor counted.
     pub fn quarantine(&self, id: &ChunkId) {
+        let _guard = self.lock(id);
+        self.quarantine_locked(id)
+    }
+
+    fn quarantine_locked(&self, id: &ChunkId) {
         let path = self.path_of(id);
         let Ok(meta) = fs::metadata(&path) else {
             return;
@@ -292,6 +408,33 @@ mod tests {
         assert_eq!(s.used(), 0);
         assert!(s.collect(&id, std::time::Duration::ZERO).unwrap(), "absent counts as gone");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotten_copy_is_not_counted_by_a_second_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let id = id_of(b"payload");
+        assert!(s.put(&id, b"payload").unwrap());
+        fs::write(s.chunk_path(&id), b"paYload").unwrap();
+        assert!(s.put(&id, b"payload").unwrap(), "the bad copy is replaced, not counted");
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"payload");
+        assert_eq!((s.count(), s.used()), (1, 7));
+        assert!(dir.path().join("quarantine").join(id.to_string()).exists(), "the bad copy is kept aside");
+    }
+
+    #[test]
+    fn concurrent_puts_of_one_chunk_count_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        let data = vec![7u8; 4096];
+        let id = id_of(&data);
+        let written: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| s.put(&id, &data).unwrap() as usize)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(written, 1, "exactly one put writes");
+        assert_eq!((s.count(), s.used()), (1, 4096));
     }
 
     #[test]
