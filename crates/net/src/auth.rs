@@ -5,7 +5,7 @@
 use swarmfs_proto::{Frame, FrameKind, Hello, HelloReply, Role, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::io::{read_frame, write_frame};
+use crate::io::{read_frame_within, write_frame, HANDSHAKE_FRAME_MAX};
 use crate::NetError;
 
 pub(crate) const EXPORTER_LABEL: &[u8] = b"EXPORTER-swarmfs-membership";
@@ -31,7 +31,9 @@ pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     let hello = Hello { version: PROTOCOL_VERSION, role, proof: proof(secret, b"dialer", exporter) };
     write_frame(s, &Frame::new(FrameKind::Hello, 0, &hello, Default::default())).await?;
     s.flush().await?;
-    let f = read_frame(s).await?.ok_or(NetError::NotMember("the other side closed the connection".into()))?;
+    let f = read_frame_within(s, HANDSHAKE_FRAME_MAX)
+        .await?
+        .ok_or(NetError::NotMember("the other side closed the connection".into()))?;
     if f.kind != FrameKind::HelloReply {
         return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a hello reply")));
     }
@@ -50,13 +52,14 @@ pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Listener side: check the dialer's proof before anything else is read.
+/// Listener side: check the dialer's proof before anything else is read. The hello is read
+/// under [`HANDSHAKE_FRAME_MAX`]: before the proof, a stranger's frame costs a few KiB at most.
 pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: &[u8; 32],
     exporter: &[u8; 32],
 ) -> Result<Role, NetError> {
-    let f = read_frame(s).await?.ok_or(NetError::Closed)?;
+    let f = read_frame_within(s, HANDSHAKE_FRAME_MAX).await?.ok_or(NetError::Closed)?;
     if f.kind != FrameKind::Hello {
         return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a hello")));
     }

@@ -20,6 +20,8 @@ pub enum NetError {
     Proto(#[from] ProtoError),
     #[error("connection closed")]
     Closed,
+    #[error("closed in its handshake to make room for newer connections")]
+    Evicted,
     #[error("timed out {0}")]
     Timeout(&'static str),
     #[error("identity file {path}: {reason}")]

@@ -7,7 +7,9 @@
 //! - [`auth`]: the hello exchange that proves the swarm secret, bound to the TLS session.
 //! - [`io`]: reading and writing frames with the size cap checked before allocation.
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
+//! - `admission`: bounds on connections still in their handshake, apart from members'.
 
+mod admission;
 pub mod auth;
 pub mod error;
 pub mod identity;

@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
+use crate::admission::{Admission, Pending};
 use crate::auth::{hello_dialer, hello_listener, EXPORTER_LABEL};
 use crate::io::{read_frame, write_frame};
 use crate::tls::{client_config, node_id_of_cert, server_config, WRONG_NODE};
@@ -32,17 +33,29 @@ pub struct Swarm {
     pub secret: [u8; 32],
 }
 
-/// Bounds for a listener.
+/// Bounds for a listener. Connections that have proven membership and connections still in
+/// their handshake are counted apart (see [`crate::admission`]).
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Authenticated connections at once.
     pub max_connections: usize,
+    /// Connections in their handshake at once, and from one source address.
+    pub max_pending: usize,
+    pub max_pending_per_source: usize,
     pub max_in_flight_per_connection: usize,
+    /// The whole handshake (TLS and the membership proof) must finish within this.
     pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 1024, max_in_flight_per_connection: 64, handshake_timeout: Duration::from_secs(10) }
+        Limits {
+            max_connections: 1024,
+            max_pending: 512,
+            max_pending_per_source: 256,
+            max_in_flight_per_connection: 64,
+            handshake_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -292,6 +305,8 @@ pub async fn serve<S: Service>(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&swarm.identity));
     let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Admission::new(limits.max_pending, limits.max_pending_per_source);
+    let mut evictions = 0u64;
     loop {
         let (tcp, remote_addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -305,18 +320,23 @@ pub async fn serve<S: Service>(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            warn!(%remote_addr, "connection limit reached; refusing");
-            continue;
-        };
-        let (acceptor, swarm, service, limits, shutdown) =
-            (acceptor.clone(), swarm.clone(), service.clone(), limits.clone(), shutdown.clone());
+        let (pending, evicted) = admission.admit(remote_addr.ip());
+        if evicted {
+            // Logged sparingly: a flood would otherwise become a flood of log lines.
+            evictions += 1;
+            if evictions.is_power_of_two() {
+                warn!(%remote_addr, evictions, "too many unauthenticated connections; closing the oldest");
+            }
+        }
+        let (acceptor, swarm, service, limits, shutdown, conns) =
+            (acceptor.clone(), swarm.clone(), service.clone(), limits.clone(), shutdown.clone(), conns.clone());
         let span = tracing::debug_span!("conn", %remote_addr);
         tokio::spawn(
             async move {
-                let _permit = permit;
-                if let Err(e) = serve_conn(tcp, remote_addr, acceptor, &swarm, service, &limits, shutdown).await {
-                    info!("connection from {remote_addr} closed: {e}");
+                if let Err(e) =
+                    serve_conn(tcp, remote_addr, pending, acceptor, &swarm, service, &limits, &conns, shutdown).await
+                {
+                    debug!("connection from {remote_addr} closed: {e}");
                 }
             }
             .instrument(span),
@@ -324,36 +344,56 @@ pub async fn serve<S: Service>(
     }
 }
 
-async fn serve_conn<S: Service>(
+/// TLS, then the membership proof; the dialer's NodeId and claimed role.
+async fn handshake(
     tcp: TcpStream,
-    remote_addr: SocketAddr,
+    addr: &str,
     acceptor: tokio_rustls::TlsAcceptor,
     swarm: &Swarm,
-    service: Arc<S>,
-    limits: &Limits,
-    shutdown: CancellationToken,
-) -> Result<(), NetError> {
-    tcp.set_nodelay(true)?;
-    let addr = remote_addr.to_string();
-    let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-        .await
-        .map_err(|_| NetError::Timeout("in the TLS handshake"))?
-        .map_err(|e| NetError::Tls { addr: addr.clone(), reason: e.to_string() })?;
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, NodeId, Role), NetError> {
+    let mut tls = acceptor.accept(tcp).await.map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     let (remote, exporter) = {
         let conn = tls.get_ref().1;
         let remote = conn
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| node_id_of_cert(c))
-            .ok_or_else(|| NetError::Tls { addr: addr.clone(), reason: "no node certificate".into() })?;
+            .ok_or_else(|| NetError::Tls { addr: addr.into(), reason: "no node certificate".into() })?;
         let exporter = conn
             .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-            .map_err(|e| NetError::Tls { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
         (remote, exporter)
     };
-    let role = tokio::time::timeout(limits.handshake_timeout, hello_listener(&mut tls, &swarm.secret, &exporter))
-        .await
-        .map_err(|_| NetError::Timeout("waiting for the hello"))??;
+    let role = hello_listener(&mut tls, &swarm.secret, &exporter).await?;
+    Ok((tls, remote, role))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_conn<S: Service>(
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    pending: Pending,
+    acceptor: tokio_rustls::TlsAcceptor,
+    swarm: &Swarm,
+    service: Arc<S>,
+    limits: &Limits,
+    conns: &Arc<Semaphore>,
+    shutdown: CancellationToken,
+) -> Result<(), NetError> {
+    tcp.set_nodelay(true)?;
+    let addr = remote_addr.to_string();
+    let (tls, remote, role) = tokio::select! {
+        r = tokio::time::timeout(limits.handshake_timeout, handshake(tcp, &addr, acceptor, swarm)) => {
+            r.map_err(|_| NetError::Timeout("in the handshake"))??
+        }
+        _ = pending.evicted.cancelled() => return Err(NetError::Evicted),
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    drop(pending);
+    let Ok(_permit) = conns.clone().try_acquire_owned() else {
+        warn!(%remote_addr, "authenticated connection limit reached; refusing");
+        return Err(NetError::Closed);
+    };
     debug!(remote = %remote.short(), ?role, "connection authenticated");
 
     let (r, w) = tokio::io::split(tls);
@@ -396,6 +436,21 @@ async fn serve_conn<S: Service>(
     result
 }
 
+/// Helper for tests and tools: a TLS connection with no hello yet (what a stranger gets).
+#[doc(hidden)]
+pub async fn dial_tls(
+    identity: &Identity,
+    addr: &str,
+    expected: NodeId,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, NetError> {
+    let tcp = TcpStream::connect(addr).await.map_err(|source| NetError::Connect { addr: addr.into(), source })?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(identity, expected));
+    connector
+        .connect(ServerName::try_from("swarmfs").expect("static"), tcp)
+        .await
+        .map_err(|e| tls_error(addr, expected, e))
+}
+
 /// Helper for tests and tools: a TLS+hello connection that sends raw bytes.
 #[doc(hidden)]
 pub async fn dial_raw(
@@ -403,12 +458,7 @@ pub async fn dial_raw(
     addr: &str,
     expected: NodeId,
 ) -> Result<impl AsyncRead + AsyncWrite + Unpin, NetError> {
-    let tcp = TcpStream::connect(addr).await.map_err(|source| NetError::Connect { addr: addr.into(), source })?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
-    let mut tls = connector
-        .connect(ServerName::try_from("swarmfs").expect("static"), tcp)
-        .await
-        .map_err(|e| tls_error(addr, expected, e))?;
+    let mut tls = dial_tls(&swarm.identity, addr, expected).await?;
     let exporter = tls
         .get_ref()
         .1

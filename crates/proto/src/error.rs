@@ -4,8 +4,8 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ProtoError {
-    #[error("frame of {0} bytes exceeds the {max} byte limit", max = crate::MAX_FRAME_LEN)]
-    FrameTooLarge(u64),
+    #[error("frame of {len} bytes exceeds the {max} byte limit")]
+    FrameTooLarge { len: u64, max: u64 },
     #[error("frame is truncated or malformed: {0}")]
     Malformed(&'static str),
     #[error("message does not decode: {0}")]

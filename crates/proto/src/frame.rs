@@ -66,7 +66,7 @@ impl Frame {
     pub fn header(&self) -> Result<[u8; 4 + FIXED_HEADER_LEN], ProtoError> {
         let body_len = FIXED_HEADER_LEN + self.meta.len() + self.payload.len();
         if body_len > MAX_FRAME_LEN as usize {
-            return Err(ProtoError::FrameTooLarge(body_len as u64));
+            return Err(ProtoError::FrameTooLarge { len: body_len as u64, max: MAX_FRAME_LEN as u64 });
         }
         let mut h = [0u8; 4 + FIXED_HEADER_LEN];
         h[0..4].copy_from_slice(&(body_len as u32).to_be_bytes());
@@ -87,8 +87,13 @@ impl Frame {
 
     /// Validates a length prefix before the body is read.
     pub fn check_len(len: u32) -> Result<usize, ProtoError> {
-        if len > MAX_FRAME_LEN {
-            return Err(ProtoError::FrameTooLarge(len as u64));
+        Self::check_len_within(len, MAX_FRAME_LEN)
+    }
+
+    /// Like [`Frame::check_len`] with a tighter cap `max` (the handshake's).
+    pub fn check_len_within(len: u32, max: u32) -> Result<usize, ProtoError> {
+        if len > max.min(MAX_FRAME_LEN) {
+            return Err(ProtoError::FrameTooLarge { len: len as u64, max: max.min(MAX_FRAME_LEN) as u64 });
         }
         if (len as usize) < FIXED_HEADER_LEN {
             return Err(ProtoError::Malformed("frame shorter than its header"));
