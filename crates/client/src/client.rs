@@ -25,7 +25,13 @@ pub struct Client {
     /// Live peers as last fetched, for placement; refreshed after LIVE_PEERS_TTL so a
     /// stream of small uploads (a mount) does not ask the tracker every time.
     live_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<PeerInfo>)>>,
+    /// Peers that left a chunk store unanswered, and until when placement puts them last.
+    slow: std::sync::Mutex<HashMap<NodeId, Instant>>,
 }
+
+/// How long a peer that stalled a store is placed last: long enough that one frozen peer
+/// costs one hedge per upload window, short enough that a recovered peer is used again soon.
+const SLOW_FOR: Duration = Duration::from_secs(30);
 
 const LIVE_PEERS_TTL: Duration = Duration::from_secs(2);
 
@@ -45,6 +51,7 @@ impl Client {
             tracker_id,
             data_key,
             live_cache: std::sync::Mutex::new(None),
+            slow: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -95,6 +102,22 @@ impl Client {
             }
         }
         self.live_peers().await
+    }
+
+    pub(crate) fn mark_slow(&self, node: NodeId) {
+        self.slow.lock().expect("slow lock").insert(node, Instant::now() + SLOW_FOR);
+    }
+
+    pub(crate) fn is_slow(&self, node: &NodeId) -> bool {
+        let mut slow = self.slow.lock().expect("slow lock");
+        match slow.get(node) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                slow.remove(node);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Round-trip time to each peer, for the lowest-latency policy.

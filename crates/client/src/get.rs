@@ -135,7 +135,10 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
         let (_, manifest) = self.open(remote).await?;
-        let start = offset.min(manifest.size);
+        if offset > manifest.size {
+            return Err(ClientError::OffsetPastEnd { offset, size: manifest.size });
+        }
+        let start = offset;
         let end = match length {
             Some(l) => start.saturating_add(l).min(manifest.size),
             None => manifest.size,
@@ -155,7 +158,7 @@ impl Client {
         progress.start(end - start);
         let bad = AtomicUsize::new(0);
         if start >= end {
-            out.flush().await.map_err(|e| ClientError::io("output", e))?;
+            out.flush().await.map_err(ClientError::Output)?;
             return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), bad_copies: 0 });
         }
         let cs = manifest.chunk_size as u64;
@@ -165,7 +168,7 @@ impl Client {
         // Fetching and writing run concurrently in this task: while a write is pending the
         // fetch stream is still polled, so the network and the disk overlap. The channel holds
         // a few finished chunks; together with the window that bounds memory.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let fetch = async {
             let mut chunks =
                 stream::iter(refs.iter().enumerate())
@@ -184,24 +187,25 @@ impl Client {
             drop(tx);
             Ok::<_, ClientError>(())
         };
+        // The receiver lives in the writer: when writing fails (a closed pipe) the fetcher's
+        // send fails too, and try_join! drops both at the first error instead of waiting.
         let write = async {
+            let mut rx = rx;
             let mut index = first;
             let mut written = 0u64;
             while let Some(plain) = rx.recv().await {
                 let chunk_start = index * cs;
                 let lo = start.saturating_sub(chunk_start) as usize;
                 let hi = ((end - chunk_start) as usize).min(plain.len());
-                out.write_all(&plain[lo..hi]).await.map_err(|e| ClientError::io("output", e))?;
+                out.write_all(&plain[lo..hi]).await.map_err(ClientError::Output)?;
                 written += (hi - lo) as u64;
                 progress.advance((hi - lo) as u64);
                 index += 1;
             }
             Ok::<_, ClientError>(written)
         };
-        let (fetched, written) = tokio::join!(fetch, write);
-        fetched?;
-        let written = written?;
-        out.flush().await.map_err(|e| ClientError::io("output", e))?;
+        let ((), written) = tokio::try_join!(fetch, write)?;
+        out.flush().await.map_err(ClientError::Output)?;
         Ok(GetReport {
             size: manifest.size,
             bytes: written,
@@ -341,7 +345,7 @@ impl Client {
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {
         let conn = self.pool.get(peer.node, &peer.addrs).await?;
         let req = Request::GetChunk { chunk: r.id, offset: 0, len: u64::MAX };
-        let timeout = Duration::from_secs(20) + Duration::from_millis(r.len as u64 / 10_000);
+        let timeout = crate::put::transfer_timeout(r.len as usize);
         match conn.call_timeout(&req, Bytes::new(), timeout).await? {
             (Response::Chunk, payload) => Ok(Vec::from(payload)),
             (Response::Error { code, message }, _) => Err(ClientError::Remote { code, message }),

@@ -39,11 +39,13 @@ pub struct Placer {
     /// Bytes this upload has assigned to each peer (least-used).
     assigned: Mutex<HashMap<NodeId, u64>>,
     rtt: HashMap<NodeId, Duration>,
+    /// Peers that said they are full during this upload: placed last from then on.
+    full: Mutex<Vec<NodeId>>,
 }
 
 impl Placer {
     pub fn new(policy: Policy, peers: Vec<PeerInfo>, rtt: HashMap<NodeId, Duration>) -> Placer {
-        Placer { policy, peers, assigned: Mutex::new(HashMap::new()), rtt }
+        Placer { policy, peers, assigned: Mutex::new(HashMap::new()), rtt, full: Mutex::new(Vec::new()) }
     }
 
     pub fn peers(&self) -> &[PeerInfo] {
@@ -81,17 +83,34 @@ impl Placer {
         v
     }
 
-    /// The best `n` peers for `chunk` not in `exclude`, counted as holding `len` more bytes
-    /// from now on. Ordering and counting happen under one lock, so chunks placed at the same
-    /// time see each other and least-used spreads evenly within one upload.
-    pub fn pick(&self, chunk: &ChunkId, n: usize, exclude: &[NodeId], len: u64) -> Vec<PeerInfo> {
+    /// The best peer for `chunk` not in `exclude`, counted as holding `len` more bytes from
+    /// now on. Peers that are full (reported, or said so during this upload) or for which
+    /// `slow` holds come after every other peer, keeping the policy's order among each group.
+    pub fn pick_one(
+        &self,
+        chunk: &ChunkId,
+        exclude: &[NodeId],
+        len: u64,
+        slow: &dyn Fn(&NodeId) -> bool,
+    ) -> Option<PeerInfo> {
         let mut assigned = self.assigned.lock().expect("lock");
-        let chosen: Vec<PeerInfo> =
-            self.order_with(chunk, &assigned).into_iter().filter(|p| !exclude.contains(&p.node)).take(n).collect();
-        for p in &chosen {
-            *assigned.entry(p.node).or_default() += len;
-        }
-        chosen
+        let full = self.full.lock().expect("lock").clone();
+        let has_room = |p: &PeerInfo| {
+            let taken = p.used.saturating_add(assigned.get(&p.node).copied().unwrap_or(0));
+            !full.contains(&p.node) && p.capacity.saturating_sub(taken) >= len
+        };
+        let chosen = self
+            .order_with(chunk, &assigned)
+            .into_iter()
+            .filter(|p| !exclude.contains(&p.node))
+            .min_by_key(|p| (!has_room(p), slow(&p.node)))?;
+        *assigned.entry(chosen.node).or_default() += len;
+        Some(chosen)
+    }
+
+    /// Places `node` last for the rest of this upload (it answered "no space").
+    pub fn avoid(&self, node: NodeId) {
+        self.full.lock().expect("lock").push(node);
     }
 
     /// Gives back what [`Placer::pick`] counted, for a peer that then failed.
@@ -124,14 +143,16 @@ mod tests {
         let p = Placer::new(Policy::LeastUsed, vec![peer(1, 0), peer(2, 10), peer(3, 20)], HashMap::new());
         let mut counts = HashMap::new();
         for i in 0..30u8 {
-            let first = p.pick(&ChunkId([i; 32]), 1, &[], 10)[0].node;
+            let first = p.pick_one(&ChunkId([i; 32]), &[], 10, &|_| false).unwrap().node;
             *counts.entry(first).or_insert(0) += 1;
         }
         // 0, 10 and 20 bytes used to start with: the first two absorb the head start.
         assert_eq!(counts.values().sum::<i32>(), 30);
         assert!(counts.values().all(|&c| (9..=11).contains(&c)), "{counts:?}");
-        let excluded = p.pick(&ChunkId([0; 32]), 3, &[NodeId([1; 32])], 0);
-        assert_eq!(excluded.len(), 2, "excluded peers are never picked");
+        let exclude = [NodeId([1; 32]), NodeId([2; 32])];
+        assert_eq!(p.pick_one(&ChunkId([0; 32]), &exclude, 0, &|_| false).unwrap().node, NodeId([3; 32]));
+        let all = [NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32])];
+        assert!(p.pick_one(&ChunkId([0; 32]), &all, 0, &|_| false).is_none(), "excluded peers are never picked");
     }
 
     #[test]
@@ -148,6 +169,18 @@ mod tests {
             *counts.entry(a[0].node).or_insert(0) += 1;
         }
         assert!(counts.values().all(|&c| c > 60), "{counts:?}");
+    }
+
+    #[test]
+    fn full_and_slow_peers_come_last() {
+        let mut tight = peer(1, 0);
+        tight.capacity = 100;
+        let p = Placer::new(Policy::LeastUsed, vec![tight, peer(2, 50), peer(3, 60)], HashMap::new());
+        let pick = |slow: &dyn Fn(&NodeId) -> bool| p.pick_one(&ChunkId([0; 32]), &[], 200, slow).unwrap().node.0[0];
+        assert_eq!(pick(&|_| false), 2, "peer 1 has no room for 200 bytes, though it is least used");
+        assert_eq!(pick(&|n| n.0[0] == 2), 3, "a slow peer comes after a healthy one");
+        p.avoid(NodeId([3; 32]));
+        assert_eq!(pick(&|n| n.0[0] == 2), 2, "a slow peer still beats one that said it is full");
     }
 
     #[test]

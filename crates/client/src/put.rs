@@ -1,17 +1,26 @@
-//! Upload: read and seal chunks on blocking threads, store each on R distinct peers with a
-//! bounded window in flight, then commit the manifest and locations in one tracker call. A
-//! failure anywhere before the commit leaves nothing visible.
+//! Upload: read the source to its end in order on a blocking thread, seal each chunk, store
+//! it on R distinct peers with a bounded window in flight, then commit the manifest and
+//! locations in one tracker call. A failure anywhere before the commit leaves nothing visible.
+//!
+//! A put is acknowledged only when every chunk is durable on at least `min_replicas` peers
+//! (default: all R). A peer that fails is replaced by the next in the placement order; a
+//! peer that has not answered within [`put_hedge_after`] is marked slow for a while and
+//! another copy is started elsewhere, so one frozen peer costs seconds, not a timeout per
+//! chunk. Problems are summed up once per upload, not warned about once per chunk.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use swarmfs_core::{chunk_count, seal_chunk, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE};
-use swarmfs_proto::{ChunkPlacement, EntryInfo, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
+use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use swarmfs_core::{seal_chunk, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE};
+use swarmfs_proto::{ChunkPlacement, EntryInfo, ErrorCode, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
 
 use crate::placement::{Placer, Policy};
 use crate::{Client, ClientError, Progress};
@@ -20,43 +29,201 @@ use crate::{Client, ClientError, Progress};
 pub struct PutOptions {
     pub chunk_size: u32,
     pub replicas: usize,
+    /// Fewest copies of every chunk for the put to succeed; `None` means all `replicas`.
+    pub min_replicas: Option<usize>,
     pub policy: Policy,
     /// Chunks in flight at once; bounds memory at about 2 × window × chunk size.
     pub window: usize,
 }
 
+impl PutOptions {
+    pub const DEFAULT_REPLICAS: usize = 2;
+    pub const DEFAULT_WINDOW: usize = 8;
+}
+
 impl Default for PutOptions {
     fn default() -> Self {
-        PutOptions { chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE, replicas: 2, policy: Policy::default(), window: 8 }
+        PutOptions {
+            chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
+            replicas: Self::DEFAULT_REPLICAS,
+            min_replicas: None,
+            policy: Policy::default(),
+            window: Self::DEFAULT_WINDOW,
+        }
     }
 }
 
-/// Stores chunks for one upload: placement state and the replica count it settled on.
+/// How long the uploader waits for enough peers to be live (they re-join one by one after a
+/// tracker restart) before it gives up.
+const PEER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a chunk store may go unanswered before another peer is asked too: well above a
+/// healthy fsync of one chunk, well below the transfer timeout.
+pub fn put_hedge_after(len: usize) -> Duration {
+    Duration::from_secs(2) + Duration::from_millis(len as u64 / 20_000)
+}
+
+/// Timeout for one chunk transfer: generous for slow disks, still bounded.
+pub(crate) fn transfer_timeout(len: usize) -> Duration {
+    Duration::from_secs(20) + Duration::from_millis(len as u64 / 10_000)
+}
+
+/// What went wrong with one peer during an upload, for the summary.
+#[derive(Default)]
+struct PeerTrouble {
+    failed: usize,
+    slow: usize,
+    last: String,
+}
+
+/// Stores chunks for one upload: placement state, the replica counts it settled on, and what
+/// went wrong along the way.
 pub struct Uploader<'a> {
     client: &'a Client,
     placer: Placer,
+    /// Copies wanted per chunk (R, capped at the live peers).
     pub replicas: usize,
+    /// Copies every chunk must have for the upload to count.
+    pub min_replicas: usize,
     deriver: [u8; 32],
+    trouble: Mutex<HashMap<NodeId, PeerTrouble>>,
+    /// Chunks stored with fewer than `replicas` copies (but at least `min_replicas`).
+    short: AtomicUsize,
+    fewest: AtomicUsize,
 }
 
 impl Uploader<'_> {
     /// Seals `plain` (on a blocking thread) and stores it on `replicas` peers.
-    pub async fn store(
-        &self,
-        index: u64,
-        plain: Vec<u8>,
-        progress: &dyn Progress,
-    ) -> Result<(ChunkRef, Vec<NodeId>), ClientError> {
+    pub async fn store(&self, index: u64, plain: Vec<u8>) -> Result<(ChunkRef, Vec<NodeId>), ClientError> {
         let deriver = self.deriver;
         let len = plain.len() as u32;
         let sealed = tokio::task::spawn_blocking(move || seal_chunk(&deriver, &plain))
             .await
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let holders = self
-            .client
-            .store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext), self.replicas, &self.placer, progress)
-            .await?;
+        let holders = self.store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext)).await?;
         Ok((ChunkRef { id: sealed.id, key: sealed.key, len }, holders))
+    }
+
+    /// The fewest copies any chunk got so far (`replicas` when nothing was stored).
+    pub fn fewest_copies(&self) -> usize {
+        self.fewest.load(Ordering::Relaxed).min(self.replicas)
+    }
+
+    /// Warns once about every peer that failed or stalled, and about chunks stored with
+    /// fewer copies than wanted.
+    pub fn summarize(&self, progress: &dyn Progress) {
+        let trouble = std::mem::take(&mut *self.trouble.lock().expect("trouble lock"));
+        let mut peers: Vec<_> = trouble.into_iter().collect();
+        peers.sort_by_key(|(n, _)| *n);
+        for (node, t) in peers {
+            if t.failed > 0 {
+                progress.warn(&format!(
+                    "peer {} failed to store {} chunk(s) ({}); they were stored on other peers",
+                    node.short(),
+                    t.failed,
+                    t.last
+                ));
+            }
+            if t.slow > 0 {
+                progress.warn(&format!(
+                    "peer {} did not answer in time for {} chunk(s); they were stored on other peers and it is avoided for a while",
+                    node.short(),
+                    t.slow
+                ));
+            }
+        }
+        let short = self.short.load(Ordering::Relaxed);
+        if short > 0 {
+            progress.warn(&format!(
+                "{short} chunk(s) have only {} of {} copies (allowed by --min-replicas {})",
+                self.fewest_copies(),
+                self.replicas,
+                self.min_replicas
+            ));
+        }
+    }
+
+    /// Stores one chunk on `replicas` distinct peers, walking down the placement order past
+    /// peers that fail or stall. Returns who acknowledged it durable.
+    async fn store_replicas(
+        &self,
+        index: u64,
+        chunk: &swarmfs_proto::ChunkId,
+        bytes: Bytes,
+    ) -> Result<Vec<NodeId>, ClientError> {
+        let len = bytes.len() as u64;
+        let hedge = put_hedge_after(bytes.len());
+        let mut tried: Vec<NodeId> = Vec::new();
+        let mut holders = Vec::with_capacity(self.replicas);
+        // Attempts not yet answered and not yet deemed slow: they count towards the copies
+        // under way. Slow ones keep running and still count if they answer first.
+        let mut waiting: Vec<(NodeId, Instant)> = Vec::new();
+        let mut attempts = FuturesUnordered::new();
+        let mut last_err = String::from("no peer available");
+        let mut last_code = None;
+        loop {
+            while holders.len() + waiting.len() < self.replicas {
+                let slow = |n: &NodeId| self.client.is_slow(n);
+                let Some(p) = self.placer.pick_one(chunk, &tried, len, &slow) else { break };
+                tried.push(p.node);
+                waiting.push((p.node, Instant::now()));
+                let bytes = bytes.clone();
+                attempts.push(async move {
+                    let r = self.client.put_one(&p, chunk, bytes).await;
+                    (p, r)
+                });
+            }
+            if holders.len() >= self.replicas || attempts.is_empty() {
+                break;
+            }
+            let hedge_at = waiting.iter().map(|(_, t)| *t + hedge).min();
+            tokio::select! {
+                Some((p, r)) = attempts.next() => {
+                    waiting.retain(|(n, _)| *n != p.node);
+                    match r {
+                        Ok(()) => holders.push(p.node),
+                        Err(e) => {
+                            self.placer.release(p.node, len);
+                            if e.code() == Some(ErrorCode::NoSpace) {
+                                self.placer.avoid(p.node);
+                            }
+                            last_err = e.to_string();
+                            last_code = e.code();
+                            let mut t = self.trouble.lock().expect("trouble lock");
+                            let t = t.entry(p.node).or_default();
+                            t.failed += 1;
+                            t.last = last_err.clone();
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(hedge_at.unwrap_or_else(Instant::now).into()), if hedge_at.is_some() => {
+                    let now = Instant::now();
+                    waiting.retain(|(node, started)| {
+                        if now.duration_since(*started) < hedge {
+                            return true;
+                        }
+                        self.client.mark_slow(*node);
+                        self.trouble.lock().expect("trouble lock").entry(*node).or_default().slow += 1;
+                        false
+                    });
+                }
+            }
+        }
+        self.fewest.fetch_min(holders.len(), Ordering::Relaxed);
+        if holders.len() >= self.replicas {
+            Ok(holders)
+        } else if holders.len() >= self.min_replicas {
+            self.short.fetch_add(1, Ordering::Relaxed);
+            Ok(holders)
+        } else {
+            Err(ClientError::PlacementFailed {
+                index,
+                have: holders.len(),
+                min: self.min_replicas,
+                last: last_err,
+                code: last_code,
+            })
+        }
     }
 }
 
@@ -64,16 +231,66 @@ impl Uploader<'_> {
 pub struct PutReport {
     pub size: u64,
     pub chunks: u64,
+    /// The fewest copies any chunk has.
     pub replicas: usize,
     pub elapsed: Duration,
 }
 
-/// Timeout for one chunk transfer: generous for slow disks, still bounded.
-fn transfer_timeout(len: usize) -> Duration {
-    Duration::from_secs(20) + Duration::from_millis(len as u64 / 10_000)
+/// A file's chunks stored on peers, not yet visible: what [`Client::commit`] makes a file.
+pub struct Uploaded {
+    pub manifest: Manifest,
+    pub placements: Vec<ChunkPlacement>,
+    pub replicas: usize,
+}
+
+/// Identity and version of a local file, to notice that it changed during an upload.
+#[derive(PartialEq, Eq, Debug)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Version {
+    fn of(m: &std::fs::Metadata) -> Version {
+        Version {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        }
+    }
+}
+
+/// Opens a local file for upload, refusing anything but a regular file without blocking on
+/// it: a FIFO with no writer must not hang the put.
+fn open_regular(local: &Path) -> Result<(File, std::fs::Metadata), ClientError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(local)
+        .map_err(|e| ClientError::io(local.display(), e))?;
+    let meta = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
+    if !meta.is_file() {
+        let what = match meta.file_type() {
+            t if t.is_dir() => "a directory",
+            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
+            t if std::os::unix::fs::FileTypeExt::is_socket(&t) => "a socket",
+            _ => "a device",
+        };
+        return Err(ClientError::Usage(format!(
+            "{}: is {what}, not a regular file (to upload a stream: swarmfs put - REMOTE < {0})",
+            local.display()
+        )));
+    }
+    Ok((file, meta))
 }
 
 impl Client {
+    /// Uploads a local file (or standard input, for `-`) to `remote`. The file is read to
+    /// its end, whatever size it announced (files in /proc announce 0); a file that changes
+    /// while it is being read is refused, and nothing becomes visible.
     pub async fn put(
         &self,
         local: &Path,
@@ -84,109 +301,164 @@ impl Client {
         let started = Instant::now();
         self.data_key()?;
         if remote.is_root() {
-            return Err(ClientError::Invalid("cannot put a file at /".into()));
+            return Err(ClientError::Usage("cannot put a file at /".into()));
         }
-        let file = File::open(local).map_err(|e| ClientError::io(local.display(), e))?;
-        let meta = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
-        if !meta.is_file() {
-            return Err(ClientError::Invalid(format!("{}: not a regular file", local.display())));
-        }
-        let size = meta.len();
-        let n = chunk_count(size, opts.chunk_size);
-        if n > MAX_CHUNKS_PER_FILE {
-            return Err(swarmfs_core::CoreError::TooManyChunks { chunks: n, max: MAX_CHUNKS_PER_FILE }.into());
-        }
+        let stdin = local == Path::new("-");
+        let (reader, before): (Box<dyn Read + Send>, _) = if stdin {
+            (Box::new(std::io::stdin()), None)
+        } else {
+            let (file, meta) = open_regular(local)?;
+            let v = Version::of(&meta);
+            (Box::new(file.try_clone().map_err(|e| ClientError::io(local.display(), e))?), Some((file, v)))
+        };
         // Fail early on a bad destination rather than after uploading everything.
-        match self.stat(remote).await {
-            Ok(e) if e.kind == swarmfs_proto::EntryKind::Dir => {
+        if let Ok(e) = self.stat(remote).await {
+            if e.kind == swarmfs_proto::EntryKind::Dir {
                 return Err(ClientError::Remote {
                     code: swarmfs_proto::ErrorCode::IsADirectory,
                     message: format!("{remote}: is a directory"),
-                })
+                });
             }
-            _ => {}
         }
         if !remote.parent().is_root() {
             self.mkdir(&remote.parent(), true).await?;
         }
+        let hint = before.as_ref().map(|(_, v)| v.len);
+        let up = self.upload(reader, hint, opts, progress).await?;
+        if let Some((file, v)) = before {
+            let after = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
+            let after = Version::of(&after);
+            // A file that reports no size (procfs) reads longer than its length; anything
+            // else that grew, shrank or was rewritten meanwhile is not one consistent version.
+            let read_other_len = up.manifest.size != after.len && after.len != 0;
+            if after != v || read_other_len {
+                return Err(ClientError::Changed { path: local.display().to_string() });
+            }
+        }
+        self.commit(remote, &up.manifest, up.placements, None).await?;
+        Ok(PutReport {
+            size: up.manifest.size,
+            chunks: up.manifest.chunks.len() as u64,
+            replicas: up.replicas,
+            elapsed: started.elapsed(),
+        })
+    }
 
-        let up = self.uploader(opts.replicas, opts.policy, n > 0, progress).await?;
-        let replicas = up.replicas;
-        let file = Arc::new(file);
-        let chunk_size = opts.chunk_size as u64;
-        progress.start(size);
-
-        let placed: Vec<(ChunkRef, Vec<NodeId>)> = stream::iter(0..n)
-            .map(|index| {
-                let (file, up) = (file.clone(), &up);
+    /// Reads `reader` to its end in chunks, and stores them; nothing is committed. `size_hint`
+    /// only drives the progress bar.
+    pub async fn upload(
+        &self,
+        reader: Box<dyn Read + Send>,
+        size_hint: Option<u64>,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<Uploaded, ClientError> {
+        let chunk_size = opts.chunk_size as usize;
+        let window = opts.window.max(1);
+        // The reader thread stays at most two chunks ahead of the pipeline.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        let reading = tokio::task::spawn_blocking(move || read_chunks(reader, chunk_size, tx));
+        let first = rx.recv().await.transpose().map_err(|e| ClientError::io("reading the input", e))?;
+        let up = self.uploader(opts.replicas, opts.min_replicas, opts.policy, first.is_some(), progress).await?;
+        progress.start(size_hint.unwrap_or(0));
+        let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let chunks = stream::iter(first.map(Ok)).chain(rest);
+        let placed: Vec<(ChunkRef, Vec<NodeId>)> = chunks
+            .enumerate()
+            .map(|(index, plain)| {
+                let up = &up;
                 async move {
-                    let offset = index * chunk_size;
-                    let len = chunk_size.min(size - offset) as usize;
-                    let plain = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; len];
-                        file.read_exact_at(&mut buf, offset).map(|_| buf)
-                    })
-                    .await
-                    .map_err(|e| ClientError::Invalid(e.to_string()))?
-                    .map_err(|e| ClientError::io("reading the local file", e))?;
-                    let placed = up.store(index, plain, progress).await?;
-                    progress.advance(len as u64);
+                    if index as u64 >= MAX_CHUNKS_PER_FILE {
+                        return Err(swarmfs_core::CoreError::TooManyChunks {
+                            chunks: index as u64 + 1,
+                            max: MAX_CHUNKS_PER_FILE,
+                        }
+                        .into());
+                    }
+                    let plain = plain.map_err(|e| ClientError::io("reading the input", e))?;
+                    let len = plain.len() as u64;
+                    let placed = up.store(index as u64, plain).await?;
+                    progress.advance(len);
                     Ok::<_, ClientError>(placed)
                 }
             })
-            .buffered(opts.window.max(1))
+            .buffered(window)
             .try_collect()
             .await?;
-
-        let mtime_ms = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        // The reader has finished: the stream only ends when it dropped its sender.
+        let _ = reading.await;
+        up.summarize(progress);
+        let size = placed.iter().map(|(r, _)| r.len as u64).sum();
         let manifest = Manifest {
             size,
             chunk_size: opts.chunk_size,
             mode: 0o644,
-            mtime_ms,
+            mtime_ms: now_ms(),
             chunks: placed.iter().map(|(r, _)| r.clone()).collect(),
         };
         let placements = placed.into_iter().map(|(r, holders)| ChunkPlacement { chunk: r.id, holders }).collect();
-        self.commit(remote, &manifest, placements).await?;
-        Ok(PutReport { size, chunks: n, replicas, elapsed: started.elapsed() })
+        Ok(Uploaded { manifest, placements, replicas: up.fewest_copies() })
     }
 
-    /// Prepares to store chunks: fetches the live peers and caps the replica count at them
-    /// (warning through `progress` when it does). `need_peers` false allows an empty swarm,
-    /// for files with no chunks.
+    /// Prepares to store chunks. Needs at least `min_replicas` (default: all `replicas`) live
+    /// peers, waiting up to [`PEER_WAIT`] for them to join; caps the copies at the live peers
+    /// (with a warning) when fewer than `replicas` are live. `need_peers` false allows an
+    /// empty swarm, for files with no chunks.
     pub async fn uploader(
         &self,
         replicas: usize,
+        min_replicas: Option<usize>,
         policy: Policy,
         need_peers: bool,
         progress: &dyn Progress,
     ) -> Result<Uploader<'_>, ClientError> {
         let deriver = self.data_key()?.chunk_key_deriver();
-        let live = self.live_peers_cached().await?;
-        if live.is_empty() && need_peers {
-            return Err(ClientError::NoPeers);
+        let replicas = replicas.max(1);
+        let min = min_replicas.unwrap_or(replicas).clamp(1, replicas);
+        let mut live = self.live_peers_cached().await?;
+        if need_peers && live.len() < min {
+            let deadline = Instant::now() + PEER_WAIT;
+            while live.len() < min && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                live = self.live_peers().await?;
+            }
+            if live.is_empty() {
+                return Err(ClientError::NoPeers);
+            }
+            if live.len() < min {
+                return Err(ClientError::NotEnoughPeers { live: live.len(), min, waited_s: PEER_WAIT.as_secs() });
+            }
         }
-        let capped = replicas.max(1).min(live.len().max(1));
+        let capped = replicas.min(live.len().max(1));
         if capped < replicas && need_peers {
-            progress
-                .warn(&format!("only {} live peer(s): storing {capped} replica(s) instead of {replicas}", live.len()));
+            progress.warn(&format!(
+                "only {} live peer(s): storing {capped} copies instead of {replicas} (--min-replicas {min} allows it)",
+                live.len()
+            ));
         }
         let rtt = if policy == Policy::LowestLatency { self.measure_rtt(&live).await } else { Default::default() };
-        Ok(Uploader { client: self, placer: Placer::new(policy, live, rtt), replicas: capped, deriver })
+        Ok(Uploader {
+            client: self,
+            placer: Placer::new(policy, live, rtt),
+            replicas: capped,
+            min_replicas: min.min(capped),
+            deriver,
+            trouble: Mutex::new(HashMap::new()),
+            short: AtomicUsize::new(0),
+            fewest: AtomicUsize::new(usize::MAX),
+        })
     }
 
     /// Makes a file visible: seals `manifest` and records it with the chunk placements in
     /// one tracker transaction. Placements may list chunks stored earlier with no holders.
+    /// `mtime_ms` sets the entry's modification time (a mount keeps what programs set);
+    /// `None` means the time of the commit.
     pub async fn commit(
         &self,
         remote: &RemotePath,
         manifest: &Manifest,
         placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
     ) -> Result<EntryInfo, ClientError> {
         let (sealed, _file_key) = manifest.seal(self.data_key()?);
         let req = Request::CommitFile {
@@ -195,53 +467,12 @@ impl Client {
             file_id: FileId(rand::random()),
             manifest: sealed,
             placements,
+            mtime_ms,
         };
         match self.call(&req).await? {
             Response::Entry(e) => Ok(e),
             _ => Err(ClientError::Unexpected("tracker")),
         }
-    }
-
-    /// Stores one chunk on `replicas` distinct peers, walking down the placement order past
-    /// peers that fail. Returns who acknowledged it durable.
-    async fn store_replicas(
-        &self,
-        index: u64,
-        chunk: &swarmfs_proto::ChunkId,
-        bytes: Bytes,
-        replicas: usize,
-        placer: &Placer,
-        progress: &dyn Progress,
-    ) -> Result<Vec<NodeId>, ClientError> {
-        let len = bytes.len() as u64;
-        let mut tried: Vec<NodeId> = Vec::new();
-        let mut holders = Vec::with_capacity(replicas);
-        let mut last_err = String::from("no peer available");
-        let mut last_code = None;
-        while holders.len() < replicas {
-            let batch = placer.pick(chunk, replicas - holders.len(), &tried, len);
-            if batch.is_empty() {
-                return Err(ClientError::PlacementFailed { index, last: last_err, code: last_code });
-            }
-            tried.extend(batch.iter().map(|p| p.node));
-            let results =
-                futures_util::future::join_all(batch.iter().map(|p| self.put_one(p, chunk, bytes.clone()))).await;
-            for (p, r) in batch.into_iter().zip(results) {
-                match r {
-                    Ok(()) => holders.push(p.node),
-                    Err(e) => {
-                        placer.release(p.node, len);
-                        progress.warn(&format!(
-                            "peer {} failed to store chunk {index}: {e}; trying another",
-                            p.node.short()
-                        ));
-                        last_err = e.to_string();
-                        last_code = e.code();
-                    }
-                }
-            }
-        }
-        Ok(holders)
     }
 
     async fn put_one(&self, peer: &PeerInfo, chunk: &swarmfs_proto::ChunkId, bytes: Bytes) -> Result<(), ClientError> {
@@ -251,6 +482,42 @@ impl Client {
             Response::Ok => Ok(()),
             Response::Error { code, message } => Err(ClientError::Remote { code, message }),
             _ => Err(ClientError::Unexpected("peer")),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Reads `reader` in chunks of `chunk_size` (the last one shorter) until its end, sending
+/// each; stops early when the receiver has gone.
+fn read_chunks(
+    mut reader: Box<dyn Read + Send>,
+    chunk_size: usize,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let mut buf = vec![0u8; chunk_size];
+        let mut filled = 0;
+        while filled < chunk_size {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        let last = filled < chunk_size;
+        if tx.blocking_send(Ok(buf)).is_err() || last {
+            return;
         }
     }
 }

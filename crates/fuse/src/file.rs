@@ -68,7 +68,7 @@ impl Drop for FileState {
 impl FileState {
     pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> Result<FileState, FileError> {
         let mode = entry.mode;
-        let mtime = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(entry.mtime_ms.max(0) as u64);
+        let mtime = crate::fs::time_of(entry.mtime_ms);
         let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging_path = opts.staging_dir.join(format!("open-{}-{seq}", std::process::id()));
         let staging = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&staging_path)?;
@@ -292,7 +292,8 @@ impl FileState {
             self.dirty.insert(i);
         }
         let dirty: Vec<u64> = self.dirty.iter().copied().collect();
-        let up = client.uploader(opts.replicas, opts.policy, !dirty.is_empty(), &LogProgress).await?;
+        let up =
+            client.uploader(opts.replicas, opts.min_replicas, opts.policy, !dirty.is_empty(), &LogProgress).await?;
         let cs = self.cs();
         let lens: Vec<usize> = dirty.iter().map(|&i| self.chunk_len(i)).collect();
         let staging = &self.staging;
@@ -303,12 +304,13 @@ impl FileState {
                 async move {
                     let mut buf = vec![0u8; len];
                     staging.read_exact_at(&mut buf, i * cs)?;
-                    Ok::<_, FileError>((i, up.store(i, buf, &LogProgress).await?))
+                    Ok::<_, FileError>((i, up.store(i, buf).await?))
                 }
             })
             .buffered(8)
             .try_collect()
             .await?;
+        up.summarize(&LogProgress);
         // Every chunk index below `count` is either dirty (just stored) or a base chunk.
         let mut fresh: std::collections::HashMap<u64, _> = stored.into_iter().collect();
         let (chunks, placements): (Vec<_>, Vec<_>) = (0..count)
@@ -320,10 +322,11 @@ impl FileState {
                 }
             })
             .unzip();
-        let mtime_ms = self.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        // The time programs set (futimens before close: tar, cp -p) is part of what commits.
+        let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
-        client.commit(path, &manifest, placements).await?;
+        client.commit(path, &manifest, placements, Some(mtime_ms)).await?;
         self.base = manifest;
         self.holders = None;
         self.dirty.clear();

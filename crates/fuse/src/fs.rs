@@ -26,6 +26,13 @@ type OpenFile = Arc<AsyncMutex<FileState>>;
 /// A directory listing taken at opendir: (inode, type, name).
 type Listing = Vec<(u64, FileType, String)>;
 
+/// A directory handle: its listing as of opendir, and its own entry then.
+pub(crate) struct OpenDir {
+    pub ino: u64,
+    pub listing: Listing,
+    pub entry: EntryInfo,
+}
+
 pub(crate) struct Inner {
     pub(crate) client: Arc<Client>,
     pub(crate) rt: tokio::runtime::Handle,
@@ -34,7 +41,7 @@ pub(crate) struct Inner {
     /// Open files by inode; every handle on one inode shares its state.
     pub(crate) files: Mutex<HashMap<u64, OpenFile>>,
     /// Directory listings by handle, taken at opendir.
-    pub(crate) dirs: Mutex<HashMap<u64, Listing>>,
+    pub(crate) dirs: Mutex<HashMap<u64, OpenDir>>,
     pub(crate) next_fh: AtomicU64,
     pub(crate) cache: Arc<ChunkCache>,
 }
@@ -88,12 +95,22 @@ pub(crate) fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errn
     errno
 }
 
+/// Milliseconds since the epoch, negative before 1970 (tar archives and `touch -d` carry such
+/// times; they must not become 1970).
 pub(crate) fn time_of(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
 }
 
 pub(crate) fn ms_of(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        // Round towards minus infinity, so a time and its millisecond agree on the second.
+        Err(e) => -(e.duration().as_nanos().div_ceil(1_000_000) as i64),
+    }
 }
 
 pub(crate) fn file_type(e: &EntryInfo) -> FileType {
@@ -210,6 +227,17 @@ impl Inner {
     }
 
     /// Attributes of an open file: the tracker's entry with the local size and times.
+    /// Attributes of a directory removed (or renamed over) while a handle on it is open: as
+    /// it was when opened, with no links. (The kernel sends no handle with a directory's
+    /// getattr, so the handle is found by inode.)
+    pub(crate) fn removed_dir_attr(&self, ino: u64) -> Option<FileAttr> {
+        let dirs = self.dirs.lock().expect("dirs");
+        let dir = dirs.values().find(|d| d.ino == ino)?;
+        let mut a = self.attr(ino, &dir.entry);
+        a.nlink = 0;
+        Some(a)
+    }
+
     pub(crate) fn open_attr(&self, ino: u64, st: &FileState) -> FileAttr {
         let e = EntryInfo {
             size: st.size,

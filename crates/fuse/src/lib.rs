@@ -28,6 +28,8 @@ pub use fs::SwarmFs;
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     pub replicas: usize,
+    /// Fewest copies of every chunk for a flush to succeed; `None` means all `replicas`.
+    pub min_replicas: Option<usize>,
     pub policy: Policy,
     pub chunk_size: u32,
     /// Most bytes of decrypted chunks kept in memory.

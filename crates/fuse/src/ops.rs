@@ -16,7 +16,7 @@ use swarmfs_proto::{EntryInfo, EntryKind, PeerState, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::file::FileState;
-use crate::fs::{errno_of, file_errno, file_type, log_err, ms_of, time_of, SwarmFs, TTL};
+use crate::fs::{errno_of, file_errno, file_type, log_err, ms_of, time_of, OpenDir, SwarmFs, TTL};
 
 impl Filesystem for SwarmFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -54,7 +54,7 @@ impl Filesystem for SwarmFs {
                     // Unlinked while open: the file lives on for its handles (fstat works).
                     Err(e) => match fs.open_file(ino.0) {
                         Some(f) => Ok(fs.open_attr(ino.0, &*f.lock().await)),
-                        None => Err(e),
+                        None => fs.removed_dir_attr(ino.0).ok_or(e),
                     },
                 }
             }
@@ -74,7 +74,7 @@ impl Filesystem for SwarmFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -123,7 +123,9 @@ impl Filesystem for SwarmFs {
                     }
                     fs.close_if_unused(ino.0);
                 }
-                if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() {
+                // An atime-only change stores no atime (the mount is noatime) but, as any
+                // attribute change, moves ctime: set_attr always does.
+                if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() || atime.is_some() {
                     let e = fs
                         .client
                         .set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms)
@@ -420,7 +422,11 @@ impl Filesystem for SwarmFs {
         self.run(|fs| async move {
             let r = async {
                 let path = fs.path(ino)?;
-                let entries = fs.client.list(&path).await.map_err(|e| log_err("readdir", &e, errno_of(&e)))?;
+                // The directory's own entry is kept with the handle: fstat on it still works
+                // after the directory is removed or renamed over (nlink 0), as on a local disk.
+                let (entries, own) = tokio::join!(fs.client.list(&path), fs.client.stat(&path));
+                let entries = entries.map_err(|e| log_err("readdir", &e, errno_of(&e)))?;
+                let own = own.map_err(|e| log_err("readdir", &e, errno_of(&e)))?;
                 let parent_ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.ino(&path.parent())
@@ -437,7 +443,7 @@ impl Filesystem for SwarmFs {
                     }
                 }
                 let fh = fs.new_fh();
-                fs.dirs.lock().expect("dirs").insert(fh, listing);
+                fs.dirs.lock().expect("dirs").insert(fh, OpenDir { ino: ino.0, listing, entry: own });
                 Ok::<_, Errno>(fh)
             }
             .await;
@@ -450,7 +456,7 @@ impl Filesystem for SwarmFs {
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let dirs = self.inner.dirs.lock().expect("dirs");
-        let Some(listing) = dirs.get(&fh.0) else {
+        let Some(OpenDir { listing, .. }) = dirs.get(&fh.0) else {
             reply.error(Errno::EBADF);
             return;
         };

@@ -85,7 +85,7 @@ async fn session(
     let (conn, mut events) = dial(swarm, &config.tracker_addr, config.tracker_id, Role::Peer).await?;
     // Subscribe first so no membership change between join and subscribe is missed.
     call(&conn, &Request::Subscribe).await?;
-    let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: config.capacity }).await?;
+    let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: store.capacity() }).await?;
     if let Response::Joined { peers } = joined {
         members.clear();
         for p in peers.into_iter().filter(|p| p.state == swarmfs_proto::PeerState::Up) {
@@ -110,7 +110,13 @@ async fn session(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                call(&conn, &Request::Heartbeat { used: store.used(), chunks: store.count(), load: service.load() }).await?;
+                let heartbeat = Request::Heartbeat {
+                    used: store.used(),
+                    chunks: store.count(),
+                    load: service.load(),
+                    capacity: store.capacity(),
+                };
+                call(&conn, &heartbeat).await?;
             }
             ev = events.recv() => match ev {
                 Some(ev) => log_event(members, ev),

@@ -110,6 +110,9 @@ pub enum Request {
         used: u64,
         chunks: u64,
         load: u32,
+        /// What the peer can really hold now: `--capacity`, or less when its disk has less
+        /// free space (protocol 3).
+        capacity: u64,
     },
     Leave,
     Subscribe,
@@ -150,6 +153,8 @@ pub enum Request {
         file_id: FileId,
         manifest: SealedManifest,
         placements: Vec<ChunkPlacement>,
+        /// The entry's modification time; `None` is the time of the commit (protocol 3).
+        mtime_ms: Option<i64>,
     },
     OpenFile {
         path: String,

@@ -72,7 +72,7 @@ impl Registry {
     }
 
     /// Records a heartbeat; false when the node never joined (it must join first).
-    pub fn heartbeat(&self, node: &NodeId, used: u64, chunks: u64, load: u32) -> bool {
+    pub fn heartbeat(&self, node: &NodeId, used: u64, chunks: u64, load: u32, capacity: u64) -> bool {
         let mut m = self.members.lock().expect("registry lock");
         let Some(mem) = m.get_mut(node) else {
             return false;
@@ -80,6 +80,7 @@ impl Registry {
         mem.info.used = used;
         mem.info.chunks = chunks;
         mem.info.load = load;
+        mem.info.capacity = capacity;
         mem.last_seen = Instant::now();
         if mem.info.state != PeerState::Up {
             mem.info.state = PeerState::Up;

@@ -135,8 +135,8 @@ impl Tracker {
                 .await?;
                 Response::Joined { peers: self.registry.snapshot() }
             }
-            Request::Heartbeat { used, chunks, load } => {
-                if !self.registry.heartbeat(&node, used, chunks, load) {
+            Request::Heartbeat { used, chunks, load, capacity } => {
+                if !self.registry.heartbeat(&node, used, chunks, load, capacity) {
                     return Err(TrackerError::Invalid("heartbeat before join".into()));
                 }
                 Response::Ok
@@ -190,9 +190,11 @@ impl Tracker {
                 self.db(move |db| db.remove(&path, recursive)).await?;
                 Response::Ok
             }
-            Request::CommitFile { path, size, file_id, manifest, placements } => {
+            Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms } => {
                 let path = RemotePath::parse(&path)?;
-                Response::Entry(self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements)).await?)
+                Response::Entry(
+                    self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements, mtime_ms)).await?,
+                )
             }
             Request::OpenFile { path } => {
                 let path = RemotePath::parse(&path)?;

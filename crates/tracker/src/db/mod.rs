@@ -339,6 +339,7 @@ impl Db {
         file_id: FileId,
         manifest: &SealedManifest,
         placements: &[ChunkPlacement],
+        mtime_ms: Option<i64>,
     ) -> Result<EntryInfo, TrackerError> {
         if path.is_root() {
             return Err(TrackerError::IsADirectory("/".into()));
@@ -357,19 +358,20 @@ impl Db {
         tx.execute(
             "INSERT OR REPLACE INTO entries
                  (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4)",
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 path.as_str(),
                 path.parent().as_str(),
                 size as i64,
-                now_ms(),
+                mtime_ms.unwrap_or_else(now_ms),
                 file_id.as_bytes().as_slice(),
                 placements.len() as i64,
                 manifest.wrapped_key,
                 manifest.body,
                 mode,
                 uid,
-                gid
+                gid,
+                now_ms()
             ],
         )?;
         if existing.is_none() {

@@ -9,7 +9,7 @@ fn p(s: &str) -> RemotePath {
 fn file(db: &mut Db, path: &str, chunk: u8) {
     let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
     let placements = [ChunkPlacement { chunk: ChunkId([chunk; 32]), holders: vec![NodeId([9; 32])] }];
-    db.commit_file(&p(path), 10, FileId([chunk; 32]), &m, &placements).unwrap();
+    db.commit_file(&p(path), 10, FileId([chunk; 32]), &m, &placements, None).unwrap();
 }
 
 fn names(db: &mut Db, dir: &str) -> Vec<String> {
