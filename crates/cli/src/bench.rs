@@ -145,7 +145,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     let gib = a.size as f64 / (1u64 << 30) as f64;
     let say = |s: &str| {
         if !cli.json {
-            eprintln!("{s}");
+            errln!("{s}");
         }
     };
     say(&format!("bench: {} bytes, {} peers, {} replicas, chunk {}", a.size, a.peers, a.replicas, a.chunk_size));
@@ -217,23 +217,23 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         report["mount_read_vs_get"] = json!(m["read_mb_s"].as_f64().unwrap_or(0.0) / get_mb_s);
     }
     if cli.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!("size {} B, {} peers, R={}", a.size, a.peers, a.replicas);
-        println!("raw TCP      {raw:>8.0} MB/s   BLAKE3 {b3:.0} MB/s (one core)");
-        println!(
+        outln!("size {} B, {} peers, R={}", a.size, a.peers, a.replicas);
+        outln!("raw TCP      {raw:>8.0} MB/s   BLAKE3 {b3:.0} MB/s (one core)");
+        outln!(
             "put          {put_mb_s:>8.0} MB/s   {:.2}x raw   client {:.2} CPU-s/GiB, peers {:.2} CPU-s/GiB",
             put_mb_s / raw,
             per_gib(put_usage.cpu_seconds),
             per_gib(peers_put_cpu)
         );
-        println!(
+        outln!(
             "get          {get_mb_s:>8.0} MB/s   {:.2}x raw   client {:.2} CPU-s/GiB, peers {:.2} CPU-s/GiB",
             get_mb_s / raw,
             per_gib(get_usage.cpu_seconds),
             per_gib(peers_get_cpu)
         );
-        println!(
+        outln!(
             "peak RSS     client put {} MiB, get {} MiB; largest peer {} MiB",
             put_usage.peak_rss_bytes >> 20,
             get_usage.peak_rss_bytes >> 20,
@@ -241,19 +241,19 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         );
         if let Some(m) = &mount_report {
             let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
-            println!(
+            outln!(
                 "mount write  {:>8.0} MB/s   {:.2}x put    (local disk, fsync at end: {:.0} MB/s)",
                 f("write_mb_s"),
                 f("write_mb_s") / put_mb_s,
                 f("local_write_mb_s")
             );
-            println!(
+            outln!(
                 "mount read   {:>8.0} MB/s   {:.2}x get    (local disk, page cache: {:.0} MB/s)",
                 f("read_mb_s"),
                 f("read_mb_s") / get_mb_s,
                 f("local_read_mb_s")
             );
-            println!(
+            outln!(
                 "small files  {:>8.0} files/s (1,000 × 4 KiB create+write+close; local disk {:.0} files/s)",
                 f("small_files_per_s"),
                 f("local_small_files_per_s")
@@ -297,7 +297,7 @@ async fn bench_mount(
 ) -> Result<serde_json::Value> {
     let say = |s: &str| {
         if !cli.json {
-            eprintln!("{s}");
+            errln!("{s}");
         }
     };
     let mp = dir.join("mnt");

@@ -9,28 +9,33 @@ use swarmfs_client::{Client, Policy, PutOptions};
 use swarmfs_proto::{EntryInfo, EntryKind, PeerInfo, PeerState, RemotePath};
 
 use crate::home::Home;
-use crate::nodes::parse_size;
+use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
 use crate::progress::Bar;
 use crate::Cli;
 
 #[derive(Args)]
 pub struct PutArgs {
+    /// The local file; `-` reads standard input to its end.
     pub local: PathBuf,
     pub remote: String,
     /// Chunk size, 512 to 64M.
-    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_size)]
-    pub chunk_size: u64,
-    /// Copies of each chunk, on distinct peers (capped at the live peers, with a warning).
-    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = 2)]
+    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_chunk_size)]
+    pub chunk_size: u32,
+    /// Copies of each chunk, on distinct peers.
+    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = PutOptions::DEFAULT_REPLICAS, value_parser = parse_replicas)]
     pub replicas: usize,
+    /// Fewest copies of every chunk for the put to succeed (default: --replicas). With fewer
+    /// live peers than --replicas, the put stores fewer copies (with a warning) down to this.
+    #[arg(long, env = "SWARMFS_MIN_REPLICAS", value_parser = parse_replicas)]
+    pub min_replicas: Option<usize>,
     /// Placement policy: rendezvous (default), least-used or lowest-latency.
     #[arg(long, env = "SWARMFS_PLACEMENT", default_value = "rendezvous")]
     pub placement: Policy,
     /// Chunks in flight at once (memory is about 2 × window × chunk size).
-    #[arg(long, env = "SWARMFS_WINDOW", default_value_t = 8)]
+    #[arg(long, env = "SWARMFS_WINDOW", default_value_t = PutOptions::DEFAULT_WINDOW)]
     pub window: usize,
     /// Hide the progress bar.
-    #[arg(long, short)]
+    #[arg(long, short, env = "SWARMFS_QUIET")]
     pub quiet: bool,
 }
 
@@ -118,6 +123,16 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
     })
 }
 
+/// A remote name as text output shows it: escaped on a terminal, raw into a pipe (where a
+/// script reads it) and always raw in `--json`.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        crate::out::escaped(name)
+    } else {
+        name.into()
+    }
+}
+
 fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -134,9 +149,18 @@ fn human(n: u64) -> String {
 }
 
 pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
+    if a.min_replicas.is_some_and(|m| m > a.replicas) {
+        return Err(crate::UsageError(format!(
+            "--min-replicas {} is more than --replicas {}",
+            a.min_replicas.unwrap_or(0),
+            a.replicas
+        ))
+        .into());
+    }
     let opts = PutOptions {
-        chunk_size: swarmfs_core::check_chunk_size(a.chunk_size)?,
+        chunk_size: a.chunk_size,
         replicas: a.replicas,
+        min_replicas: a.min_replicas,
         policy: a.placement,
         window: a.window,
     };
@@ -148,13 +172,13 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
     let report = report.with_context(|| format!("put {} -> {dest}", a.local.display()))?;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({ "path": dest.to_string(), "size": report.size, "chunks": report.chunks, "replicas": report.replicas,
                     "seconds": secs, "mb_s": report.size as f64 / secs / 1e6 })
         );
     } else if !a.quiet {
-        eprintln!(
+        errln!(
             "stored {dest}: {} in {} chunk(s) × {} replica(s), {:.1} MB/s",
             human(report.size),
             report.chunks,
@@ -174,13 +198,13 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
     let report = report.with_context(|| format!("get {src}"))?;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({ "path": src.to_string(), "size": report.size, "seconds": secs,
                     "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies })
         );
     } else if !a.quiet {
-        eprintln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
+        errln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
     }
     Ok(())
 }
@@ -201,15 +225,15 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
     let client = connect(cli).await?;
     let entries = client.list(&dir).await?;
     if cli.json {
-        println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
+        outln!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
     } else {
         for e in entries {
-            let name = e.path.rsplit('/').next().unwrap_or("");
+            let name = shown(e.path.rsplit('/').next().unwrap_or(""));
             match e.kind {
-                EntryKind::Dir => println!("{:>12}  {name}/", "-"),
-                EntryKind::File => println!("{:>12}  {name}", e.size),
-                EntryKind::Symlink => println!("{:>12}  {name}@", "-"),
-                EntryKind::Special => println!("{:>12}  {name}|", "-"),
+                EntryKind::Dir => outln!("{:>12}  {name}/", "-"),
+                EntryKind::File => outln!("{:>12}  {name}", e.size),
+                EntryKind::Symlink => outln!("{:>12}  {name}@", "-"),
+                EntryKind::Special => outln!("{:>12}  {name}|", "-"),
             }
         }
     }
@@ -221,22 +245,22 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
     let client = connect(cli).await?;
     let e = client.stat(&p).await?;
     if cli.json {
-        println!("{}", entry_json(&e));
+        outln!("{}", entry_json(&e));
     } else {
-        println!("path:   {}", e.path);
+        outln!("path:   {}", shown(&e.path));
         let kind = match e.kind {
             EntryKind::Dir => "directory",
             EntryKind::File => "file",
             EntryKind::Symlink => "symbolic link",
             EntryKind::Special => "special file",
         };
-        println!("kind:   {kind}");
-        println!("mode:   {:o}", e.mode);
+        outln!("kind:   {kind}");
+        outln!("mode:   {:o}", e.mode);
         if e.kind == EntryKind::File {
-            println!("size:   {} ({})", e.size, human(e.size));
-            println!("chunks: {}", e.chunks);
+            outln!("size:   {} ({})", e.size, human(e.size));
+            outln!("chunks: {}", e.chunks);
         }
-        println!("mtime:  {} ms since the epoch", e.mtime_ms);
+        outln!("mtime:  {} ms since the epoch", e.mtime_ms);
     }
     Ok(())
 }
@@ -269,10 +293,10 @@ pub async fn search(cli: &Cli, a: &SearchArgs) -> Result<()> {
     let client = connect(cli).await?;
     let found = client.search(&a.text).await?;
     if cli.json {
-        println!("{}", serde_json::Value::Array(found.iter().map(entry_json).collect()));
+        outln!("{}", serde_json::Value::Array(found.iter().map(entry_json).collect()));
     } else {
         for e in found {
-            println!("{}{}", e.path, if e.kind == EntryKind::Dir { "/" } else { "" });
+            outln!("{}{}", shown(&e.path), if e.kind == EntryKind::Dir { "/" } else { "" });
         }
     }
     Ok(())
@@ -295,16 +319,16 @@ pub async fn peers(cli: &Cli) -> Result<()> {
     let client = connect(cli).await?;
     let peers = client.peers().await?;
     if cli.json {
-        println!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
+        outln!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
     } else {
-        println!("{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
+        outln!("{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
         for p in peers {
             let state = match p.state {
                 PeerState::Up => "up",
                 PeerState::Down => "down",
                 PeerState::Left => "left",
             };
-            println!(
+            outln!(
                 "{:<10} {:<6} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 state,

@@ -154,7 +154,7 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir)?;
     let dir = a.dir.canonicalize()?;
     let mut swarm = LocalSwarm::start(&dir, a.peers, "1G").await?;
-    println!(
+    outln!(
         "swarmfs demo: tracker {} and {} peers up; homes and logs in {}",
         swarm.tracker_addr,
         a.peers,
@@ -174,7 +174,7 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     if std::fs::read(&back)? != data {
         bail!("read-back mismatch");
     }
-    println!("  stored /demo/sample.bin (5 MiB, 2 replicas) and read it back byte-exact");
+    outln!("  stored /demo/sample.bin (5 MiB, 2 replicas) and read it back byte-exact");
     if a.check {
         let victim = swarm.peers.remove(0);
         let pid = victim.id();
@@ -186,25 +186,25 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
         if std::fs::read(&back)? != data {
             bail!("read-back after killing a peer mismatched");
         }
-        println!("  killed peer1 (pid {pid}) with SIGKILL; read it back byte-exact from the other replicas");
-        println!("demo check passed");
+        outln!("  killed peer1 (pid {pid}) with SIGKILL; read it back byte-exact from the other replicas");
+        outln!("demo check passed");
         return Ok(());
     }
     let exe = std::env::current_exe()?.display().to_string();
-    println!();
-    println!("In another terminal:");
-    println!("  export SWARMFS_HOME={}", swarm.client_home.display());
-    println!("  {exe} put /etc/services /docs/services");
-    println!("  {exe} ls /docs");
-    println!("  {exe} get /docs/services /tmp/services && cmp /etc/services /tmp/services");
-    println!("  kill -9 {}      # peer1 dies; reads keep working from the replicas", swarm.peers[0].id());
-    println!("  {exe} cat /docs/services --offset 100 --length 200");
-    println!("  {exe} peers");
-    println!("  mkdir -p /tmp/swarm && {exe} mount /tmp/swarm   # the swarm as a file system (needs fuse3)");
-    println!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
-    println!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
+    outln!();
+    outln!("In another terminal:");
+    outln!("  export SWARMFS_HOME={}", swarm.client_home.display());
+    outln!("  {exe} put /etc/services /docs/services");
+    outln!("  {exe} ls /docs");
+    outln!("  {exe} get /docs/services /tmp/services && cmp /etc/services /tmp/services");
+    outln!("  kill -9 {}      # peer1 dies; reads keep working from the replicas", swarm.peers[0].id());
+    outln!("  {exe} cat /docs/services --offset 100 --length 200");
+    outln!("  {exe} peers");
+    outln!("  mkdir -p /tmp/swarm && {exe} mount /tmp/swarm   # the swarm as a file system (needs fuse3)");
+    outln!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
+    outln!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
     tokio::signal::ctrl_c().await?;
-    println!("stopping");
+    outln!("stopping");
     swarm.stop();
     Ok(())
 }

@@ -7,7 +7,12 @@
 //! - `local`: a tracker and peers as child processes on loopback (demo, bench, tests).
 //! - `bench`: the benchmark.
 //! - `progress`: progress bars.
+//! - `out`: stdout/stderr/log writes that never panic (closed pipes), name escaping.
+//! - `mount`: the FUSE mount command.
+//! - `usage`: peak RSS and CPU time of this process (bench).
 
+#[macro_use]
+mod out;
 mod bench;
 mod files;
 mod home;
@@ -39,6 +44,9 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `swarmfs_net=debug`.
     #[arg(long, global = true, env = "SWARMFS_LOG")]
     log: Option<String>,
+    /// Append log lines to FILE instead of stderr (daemons: survives a closed terminal or pipe).
+    #[arg(long, global = true, env = "SWARMFS_LOG_FILE")]
+    log_file: Option<PathBuf>,
     /// Write this process's peak RSS and CPU seconds as JSON to FILE on exit (used by bench).
     #[arg(long, global = true, hide = true, env = "SWARMFS_USAGE_FILE")]
     usage_file: Option<PathBuf>,
@@ -118,23 +126,46 @@ pub fn expand_home(s: &str) -> PathBuf {
     }
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_) | Command::Mount(_));
     // fuser warns when it finds the mount already gone after our own unmount: not news.
     let default = if daemon { "info,fuser=error" } else { "warn,fuser=error" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (sink, ansi) = match &cli.log_file {
+        Some(path) => (
+            out::LogSink::file(path)
+                .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?,
+            false,
+        ),
+        None => (out::LogSink::Stderr, std::io::IsTerminal::is_terminal(&std::io::stderr())),
+    };
+    // The sink swallows write errors, and tracing must not report them through eprintln!
+    // (which panics on a closed stderr and would kill whichever task was logging).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(sink)
+        .with_ansi(ansi)
         .with_target(false)
+        .log_internal_errors(false)
         .init();
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap renders them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            errln!("{} (see --help)", usage_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&cli) {
+        errln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(run(&cli));
     if let Some(path) = &cli.usage_file {
@@ -142,8 +173,9 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stdout_closed(&e) => ExitCode::from(out::EXIT_STDOUT_CLOSED),
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            errln!("error: {}", one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -187,14 +219,47 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// Clap's multi-line usage error as one line: its text up to the usage hint, joined.
+fn usage_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The reader of our stdout went away (`| head`): not an error worth a line.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<out::StdoutClosed>().is_some()
+            || matches!(c.downcast_ref::<swarmfs_client::ClientError>(),
+                Some(swarmfs_client::ClientError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Bad usage that clap cannot see (a value checked against others, a malformed remote path).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     use swarmfs_client::ClientError;
     use swarmfs_net::NetError;
-    use swarmfs_proto::ErrorCode;
+    use swarmfs_proto::{ErrorCode, ProtoError};
     for cause in e.chain() {
+        if cause.downcast_ref::<UsageError>().is_some()
+            || matches!(cause.downcast_ref::<ProtoError>(), Some(ProtoError::InvalidPath { .. }))
+        {
+            return 2;
+        }
         if let Some(ce) = cause.downcast_ref::<ClientError>() {
             match ce {
                 ClientError::Remote { code: ErrorCode::NotFound, .. } => return 3,
+                ClientError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => return 3,
+                ClientError::OffsetPastEnd { .. } | ClientError::Usage(_) => return 2,
+                ClientError::NotEnoughPeers { .. } => return 4,
                 ClientError::NoPeers | ClientError::ChunkUnavailable { .. } => return 4,
                 ClientError::Net(n) => return net_code(n),
                 ClientError::NoDataKey => return 5,

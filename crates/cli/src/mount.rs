@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use swarmfs_client::{Client, Policy};
+use swarmfs_client::{Client, Policy, PutOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::home::Home;
-use crate::nodes::parse_size;
+use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
 use crate::Cli;
 
 #[derive(Args, Clone)]
@@ -18,11 +18,14 @@ pub struct MountArgs {
     /// An existing empty directory.
     pub mountpoint: PathBuf,
     /// Copies of each chunk written through the mount.
-    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = 2)]
+    #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = PutOptions::DEFAULT_REPLICAS, value_parser = parse_replicas)]
     pub replicas: usize,
+    /// Fewest copies of every chunk for a close or fsync to succeed (default: --replicas).
+    #[arg(long, env = "SWARMFS_MIN_REPLICAS", value_parser = parse_replicas)]
+    pub min_replicas: Option<usize>,
     /// Chunk size for files created through the mount.
-    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_size)]
-    pub chunk_size: u64,
+    #[arg(long, env = "SWARMFS_CHUNK_SIZE", default_value = "1M", value_parser = parse_chunk_size)]
+    pub chunk_size: u32,
     /// Placement policy: rendezvous, least-used or lowest-latency.
     #[arg(long, env = "SWARMFS_PLACEMENT", default_value = "rendezvous")]
     pub placement: Policy,
@@ -38,8 +41,9 @@ impl MountArgs {
     pub fn defaults(mountpoint: PathBuf) -> MountArgs {
         MountArgs {
             mountpoint,
-            replicas: 2,
-            chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE as u64,
+            replicas: PutOptions::DEFAULT_REPLICAS,
+            min_replicas: None,
+            chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
             placement: Policy::default(),
             cache: 64 << 20,
             allow_other: false,
@@ -67,8 +71,9 @@ pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: Canc
         .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))?;
     let opts = swarmfs_fuse::MountOptions {
         replicas: a.replicas,
+        min_replicas: a.min_replicas,
         policy: a.placement,
-        chunk_size: swarmfs_core::check_chunk_size(a.chunk_size)?,
+        chunk_size: a.chunk_size,
         cache_bytes: a.cache as usize,
         staging_dir: home.dir.join("staging"),
         allow_other: a.allow_other,

@@ -59,6 +59,20 @@ pub struct PeerArgs {
     pub mount: Option<std::path::PathBuf>,
 }
 
+/// A chunk size within what the format allows (clap: a bad one is a usage error, exit 2).
+pub fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    swarmfs_core::check_chunk_size(n).map_err(|e| e.to_string())
+}
+
+/// A replica count of at least 1 (clap: 0 is a usage error, exit 2).
+pub fn parse_replicas(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of copies from 1 to 64")),
+    }
+}
+
 /// Parses `123`, `4K`, `512M`, `1G`, `2T`, `1GiB`, `10MB` (all powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -84,17 +98,17 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
     let member = create_swarm(&dir, &a.tracker_addr)?;
     let (peer_token, member_token) = (member.to_peer().encode(), member.encode());
     if cli.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "peer_token": peer_token, "member_token": member_token, "tracker_id": member.tracker_id.to_string() })
         );
     } else {
-        println!("peer token:   {peer_token}");
-        println!("member token: {member_token}");
-        eprintln!();
-        eprintln!("The member token holds the data key. Keep it safe: without it nobody, not even the");
-        eprintln!("tracker, can read the files back. The peer token only lets a machine store ciphertext.");
-        eprintln!("Next: swarmfs tracker --home {}", dir.display());
+        outln!("peer token:   {peer_token}");
+        outln!("member token: {member_token}");
+        errln!();
+        errln!("The member token holds the data key. Keep it safe: without it nobody, not even the");
+        errln!("tracker, can read the files back. The peer token only lets a machine store ciphertext.");
+        errln!("Next: swarmfs tracker --home {}", dir.display());
     }
     Ok(())
 }
@@ -127,14 +141,25 @@ pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
     let kind =
         if token.data_key.is_some() { "member (can read and write files)" } else { "peer (stores ciphertext only)" };
     if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": token.data_key.is_some() })
-        );
+        outln!("{}", serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": token.data_key.is_some() }));
     } else {
-        println!("{} joined as {kind}; node {}", dir.display(), id.short());
+        outln!("{} joined as {kind}; node {}", dir.display(), id.short());
     }
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as a daemon serving up to
+/// 1,024 members plus a bounded number of connections in their handshake needs more than the
+/// usual soft limit of 1,024.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
 }
 
 /// Cancelled on SIGINT or SIGTERM.
@@ -148,8 +173,10 @@ pub fn shutdown_on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        info!("shutting down");
+        // Cancel first, log after: if the log cannot be written (a closed pipe), shutting
+        // down must already be under way.
         t.cancel();
+        info!("shutting down");
     });
     token
 }
@@ -163,6 +190,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
             home.dir.display()
         );
     }
+    raise_fd_limit();
     let listen = a.listen.clone().unwrap_or_else(|| home.token.tracker_addr.clone());
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let config = swarmfs_tracker::TrackerConfig {
@@ -177,6 +205,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
 pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.swarm()?;
+    raise_fd_limit();
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let config = swarmfs_peer::PeerConfig {
         store_dir: home.dir.join("store"),

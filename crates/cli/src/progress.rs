@@ -38,6 +38,6 @@ impl Progress for Bar {
         self.bar.inc(bytes);
     }
     fn warn(&self, message: &str) {
-        self.bar.suspend(|| eprintln!("warning: {message}"));
+        self.bar.suspend(|| errln!("warning: {message}"));
     }
 }

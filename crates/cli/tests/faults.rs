@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{pattern, stderr, wait_for, Cluster, BIN};
+use common::{home_secret, home_tracker_id, pattern, peer_addr, stderr, wait_for, Cluster, BIN};
 
 #[test]
 fn every_file_reads_back_after_a_peer_is_killed() {
@@ -104,24 +104,12 @@ fn corrupt_chunk_on_one_peer_is_reported_and_read_from_the_other() {
     assert!(quarantined >= 1);
 }
 
-fn peer_addr(c: &Cluster, i: usize) -> String {
-    let home = c.peer_home(i);
-    let id = {
-        let out = common::run(&home, &["join", &c.peer_token, "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["node_id"].as_str().unwrap().to_string()
-    };
-    let peers = c.peers_json().unwrap();
-    let p = peers.iter().find(|p| p["node_id"] == id.as_str()).unwrap();
-    p["addrs"][0].as_str().unwrap().to_string()
-}
-
 #[test]
 fn garbage_and_oversized_frames_close_that_connection_only() {
     let c = Cluster::start(1);
     let local = c.path("f");
     std::fs::write(&local, pattern(10_000, 1)).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/f"]);
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--replicas", "1"]);
     let targets = [c.tracker_addr.clone(), peer_addr(&c, 0)];
     for addr in &targets {
         for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 4096][..], &[0x16, 0x03, 0x01, 0xff, 0xff][..]]
@@ -164,18 +152,6 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
     let back = c.path("back");
     c.ok(&["get", "/f", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), pattern(10_000, 1));
-}
-
-fn home_json(home: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(home.join("swarm.json")).unwrap()).unwrap()
-}
-
-fn home_secret(home: &std::path::Path) -> [u8; 32] {
-    hex::decode(home_json(home)["swarm_secret"].as_str().unwrap()).unwrap().try_into().unwrap()
-}
-
-fn home_tracker_id(home: &std::path::Path) -> swarmfs_proto::NodeId {
-    home_json(home)["tracker_id"].as_str().unwrap().parse().unwrap()
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn sigterm_flushes_files_still_open_then_unmounts() {
 #[test]
 fn unreachable_tracker_gives_eio_not_a_hang() {
     let mut c = Cluster::start(1);
-    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--replicas", "1"]);
     std::fs::write(m.dir.join("before"), b"x").unwrap();
     c.kill_tracker();
     let path = m.dir.join("after-the-tracker-died");
@@ -280,4 +280,55 @@ fn mount_refuses_a_peer_token_and_a_missing_mountpoint() {
     assert!(!out.status.success());
     assert!(common::stderr(&out).contains("not a directory"), "{}", common::stderr(&out));
     assert!(!common::is_mounted(&dir));
+}
+
+#[test]
+fn times_set_on_open_files_survive_close_tar_x_then_tar_d_is_clean() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let src = c.path("src");
+    for d in ["a", "a/b", "c"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for i in 0..40 {
+        let dir = ["a", "a/b", "c"][i % 3];
+        std::fs::write(src.join(dir).join(format!("f{i}")), common::pattern(i * 997, i as u64)).unwrap();
+    }
+    sh("touch -d '2001-02-03 04:05:06 UTC' a/f0 c/f2 && touch -d '1960-01-01 00:00:00 UTC' a/b/f1", &src);
+    std::fs::create_dir(m.dir.join("dst")).unwrap();
+    // tar x writes, sets the time through the open descriptor (futimens), then closes.
+    sh(&format!("tar cf - . | tar xf - -C {}", m.dir.join("dst").display()), &src);
+    // Read back through a second mount, whose kernel has cached nothing: what was committed.
+    let other = Mount::start(&c, &common::member_home(&c, "other"), "mnt2", &[]);
+    let diff = sh(&format!("tar cf - . | tar df - -C {} 2>&1 || true", other.dir.join("dst").display()), &src);
+    assert!(diff.trim().is_empty(), "tar d after tar x: {diff}");
+    let out = c.ok(&["stat", "/dst/a/b/f1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mtime_ms"], -315_619_200_000i64, "a time before 1970 is kept, not 0");
+    // cp -p sets the time the same way.
+    sh(&format!("cp -p a/f0 {}", m.dir.join("copied").display()), &src);
+    let out = c.ok(&["stat", "/copied", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mtime_ms"], 981_173_106_000i64);
+}
+
+#[test]
+fn atime_only_changes_move_ctime_and_an_open_directory_outlives_a_rename_over_it() {
+    use std::os::unix::fs::MetadataExt;
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = m.dir.join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let before = std::fs::metadata(&f).unwrap().ctime_nsec() + std::fs::metadata(&f).unwrap().ctime() * 1_000_000_000;
+    std::thread::sleep(Duration::from_millis(20)); // ctime has millisecond resolution
+    sh("touch -a f", &m.dir);
+    let meta = std::fs::metadata(&f).unwrap();
+    assert!(meta.ctime() * 1_000_000_000 + meta.ctime_nsec() > before, "touch -a moves ctime");
+    std::fs::create_dir(m.dir.join("d1")).unwrap();
+    std::fs::create_dir(m.dir.join("d2")).unwrap();
+    let open_dir = std::fs::File::open(m.dir.join("d2")).unwrap();
+    std::fs::rename(m.dir.join("d1"), m.dir.join("d2")).unwrap();
+    let meta = open_dir.metadata().expect("fstat on a directory renamed over while open");
+    assert!(meta.is_dir());
+    assert_eq!(meta.nlink(), 0, "no name links to it any more");
 }

@@ -54,7 +54,7 @@ fn a_peer_token_cannot_read_files() {
     let c = Cluster::start(1);
     let local = c.path("f");
     std::fs::write(&local, b"secret").unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/f"]);
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--replicas", "1"]);
     let home = c.path("peer-only");
     assert!(run(&home, &["join", &c.peer_token]).status.success());
     let out = run(&home, &["cat", "/f"]);

@@ -118,6 +118,10 @@ impl Cluster {
         self.peers[i].as_ref().expect("peer running").id()
     }
 
+    pub fn tracker_pid(&self) -> u32 {
+        self.tracker.as_ref().expect("tracker running").id()
+    }
+
     pub fn kill_tracker(&mut self) {
         if let Some(mut t) = self.tracker.take() {
             t.kill().unwrap();
@@ -127,10 +131,17 @@ impl Cluster {
 
     /// Creates and starts a new peer; returns its index.
     pub fn add_peer(&mut self) -> usize {
+        self.add_peer_prepared(|_| {})
+    }
+
+    /// Like [`Cluster::add_peer`], running `prepare` on the peer's home before it starts
+    /// (e.g. to mount a small file system as its store).
+    pub fn add_peer_prepared(&mut self, prepare: impl FnOnce(&Path)) -> usize {
         let i = self.peers.len();
         let home = self.peer_home(i);
         let out = run(&home, &["join", &self.peer_token]);
         assert!(out.status.success(), "join: {}", String::from_utf8_lossy(&out.stderr));
+        prepare(&home);
         self.peers.push(None);
         self.start_peer(i);
         i
@@ -336,4 +347,40 @@ pub fn sh(cmd: &str, cwd: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The address peer `i` advertises (from the tracker's peer list).
+pub fn peer_addr(c: &Cluster, i: usize) -> String {
+    let home = c.peer_home(i);
+    let id = {
+        let out = run(&home, &["join", &c.peer_token, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["node_id"].as_str().unwrap().to_string()
+    };
+    let peers = c.peers_json().unwrap();
+    let p = peers.iter().find(|p| p["node_id"] == id.as_str()).unwrap();
+    p["addrs"][0].as_str().unwrap().to_string()
+}
+
+pub fn home_json(home: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join("swarm.json")).unwrap()).unwrap()
+}
+
+pub fn home_secret(home: &std::path::Path) -> [u8; 32] {
+    hex::decode(home_json(home)["swarm_secret"].as_str().unwrap()).unwrap().try_into().unwrap()
+}
+
+pub fn home_tracker_id(home: &std::path::Path) -> swarmfs_proto::NodeId {
+    home_json(home)["tracker_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Resident memory of a process in bytes (VmRSS).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
