@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::{Admission, Pending};
 use crate::auth::{hello_dialer, hello_listener, EXPORTER_LABEL};
@@ -333,10 +333,15 @@ pub async fn serve<S: Service>(
         let span = tracing::debug_span!("conn", %remote_addr);
         tokio::spawn(
             async move {
-                if let Err(e) =
-                    serve_conn(tcp, remote_addr, pending, acceptor, &swarm, service, &limits, &conns, shutdown).await
+                match serve_conn(tcp, remote_addr, pending, acceptor, &swarm, service, &limits, &conns, shutdown).await
                 {
-                    debug!("connection from {remote_addr} closed: {e}");
+                    // A wrong proof or version took a whole TLS handshake to send: worth a
+                    // line. Garbage, timeouts and evictions are what floods are made of.
+                    Err(e @ (NetError::NotMember(_) | NetError::Version { .. })) => {
+                        info!("connection from {remote_addr} closed: {e}")
+                    }
+                    Err(e) => debug!("connection from {remote_addr} closed: {e}"),
+                    Ok(()) => {}
                 }
             }
             .instrument(span),
