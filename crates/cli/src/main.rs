@@ -168,6 +168,10 @@ fn main() -> ExitCode {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(run(&cli));
+    // Dropping the runtime would wait for every blocking thread: a FUSE session still
+    // serving a file some program keeps open, a read of stdin that will never end. Once the
+    // command's work is done, those get a moment, not forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(path) = &cli.usage_file {
         usage::write_self_usage(path);
     }

@@ -52,12 +52,20 @@ impl MountArgs {
 }
 
 pub async fn run(cli: &Cli, a: &MountArgs) -> Result<()> {
-    serve(&cli.home_dir(), &a.mountpoint, a, crate::nodes::shutdown_on_signal()).await
+    let (stop, again) = crate::nodes::shutdown_on_signals();
+    serve(&cli.home_dir(), &a.mountpoint, a, stop, again).await
 }
 
 /// Mounts and serves until the filesystem is unmounted from outside or `stop` is cancelled
-/// (then it unmounts itself). Staged writes are flushed before it returns.
-pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: CancellationToken) -> Result<()> {
+/// (then it unmounts itself). Staged writes are uploaded before it returns, unless `again` is
+/// cancelled meanwhile: what is left then stays staged for the next mount of this home.
+pub async fn serve(
+    home_dir: &Path,
+    mountpoint: &Path,
+    a: &MountArgs,
+    stop: CancellationToken,
+    again: CancellationToken,
+) -> Result<()> {
     let home = Home::load(home_dir)?;
     if home.token.data_key.is_none() {
         bail!("{} holds a peer token: mounting needs a member token", home.dir.display());
@@ -87,19 +95,64 @@ pub async fn serve(home_dir: &Path, mountpoint: &Path, a: &MountArgs, stop: Canc
         move || swarmfs_fuse::serve(fs, &mp)
     });
     info!(mountpoint = %mp.display(), "mounted; Ctrl-C or `fusermount3 -u {}` unmounts", mp.display());
-    let result = tokio::select! {
-        r = &mut session => r,
-        _ = stop.cancelled() => {
-            // Upload what open files have staged before anything else: a busy mount is only
-            // detached lazily, and its files may stay open for a long time.
-            info!("flushing staged writes");
-            flusher.flush_all().await;
-            let mp2 = mp.clone();
-            tokio::task::spawn_blocking(move || swarmfs_fuse::unmount(&mp2)).await?.context("unmounting")?;
-            session.await
+    // Writes a previous mount of this home left staged go up first; cut short by a stop, they
+    // stay staged (their records are removed only after the commit).
+    let left_over = flusher.upload_left_over();
+    tokio::pin!(left_over);
+    let mut left_over_done = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut session => break r,
+            _ = &mut left_over, if !left_over_done => left_over_done = true,
+            _ = stop.cancelled() => break stop_mount(&flusher, &mp, &mut session, &again).await?,
         }
     };
     result.context("mount task")?.with_context(|| format!("mounting {}", mp.display()))?;
     info!("unmounted {}", mp.display());
     Ok(())
+}
+
+/// Uploads what open files have staged (a second signal cuts that short and keeps the rest
+/// for the next mount), then unmounts and waits for the FUSE session to end.
+async fn stop_mount(
+    flusher: &swarmfs_fuse::fs::Flusher,
+    mp: &Path,
+    session: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+    again: &CancellationToken,
+) -> Result<Result<std::io::Result<()>, tokio::task::JoinError>> {
+    // Upload before unmounting: a busy mount is only detached lazily, and its files may stay
+    // open for a long time.
+    let flushing = flusher.flush_all();
+    tokio::pin!(flushing);
+    let kept = loop {
+        tokio::select! {
+            kept = &mut flushing => break kept,
+            _ = again.cancelled(), if !flusher.is_stopping() => flusher.stop_uploading(),
+        }
+    };
+    if !kept.is_empty() {
+        tracing::warn!(
+            "{} file(s) not uploaded; mount this home again to upload them: {}",
+            kept.len(),
+            kept.join(", ")
+        );
+    }
+    let mp2 = mp.to_path_buf();
+    tokio::task::spawn_blocking(move || swarmfs_fuse::unmount(&mp2)).await?.context("unmounting")?;
+    // A file still open keeps a lazily unmounted session alive until it is closed, and its
+    // close uploads what it staged: wait for that, unless told (again) to stop now. A close
+    // cut short that way gets EIO and keeps its writes for the next mount.
+    tokio::select! {
+        r = &mut *session => return Ok(r),
+        _ = again.cancelled() => flusher.stop_uploading(),
+    }
+    // Cut-short closes keep their writes within moments; then stop, whether or not every
+    // application has closed its files.
+    match tokio::time::timeout(std::time::Duration::from_secs(2), &mut *session).await {
+        Ok(r) => Ok(r),
+        Err(_) => {
+            tracing::warn!("stopping without waiting for files still open on the mount");
+            Ok(Ok(Ok(())))
+        }
+    }
 }

@@ -164,21 +164,28 @@ pub fn raise_fd_limit() {
 
 /// Cancelled on SIGINT or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+    shutdown_on_signals().0
+}
+
+/// The first token is cancelled on the first SIGINT or SIGTERM (stop, finishing what must be
+/// finished), the second on the next one (stop now).
+pub fn shutdown_on_signals() -> (CancellationToken, CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let (f, s) = (first.clone(), second.clone());
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         // Cancel first, log after: if the log cannot be written (a closed pipe), shutting
         // down must already be under way.
-        t.cancel();
+        f.cancel();
         info!("shutting down");
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        s.cancel();
+        info!("second signal: stopping now");
     });
-    token
+    (first, second)
 }
 
 pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
@@ -215,7 +222,7 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
         tracker_id: home.token.tracker_id,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
     };
-    let shutdown = shutdown_on_signal();
+    let (shutdown, again) = shutdown_on_signals();
     let mounted = match &a.mount {
         Some(mp) => {
             if home.token.data_key.is_none() {
@@ -227,7 +234,8 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
             let (home_dir, mp, stop) = (home.dir.clone(), mp.clone(), shutdown.clone());
             Some(tokio::spawn(async move {
                 // The mount is an ordinary client of the swarm, with its own connections.
-                crate::mount::serve(&home_dir, &mp, &crate::mount::MountArgs::defaults(mp.clone()), stop).await
+                let args = crate::mount::MountArgs::defaults(mp.clone());
+                crate::mount::serve(&home_dir, &mp, &args, stop, again).await
             }))
         }
         None => None,

@@ -332,3 +332,51 @@ fn atime_only_changes_move_ctime_and_an_open_directory_outlives_a_rename_over_it
     assert!(meta.is_dir());
     assert_eq!(meta.nlink(), 0, "no name links to it any more");
 }
+
+#[test]
+fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() {
+    let c = Cluster::start(2);
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    // Frozen peers: no upload can finish. (Frozen before the file is opened: a fork+exec
+    // while it is open would close an inherited descriptor, and that close uploads.)
+    let pids = [common::peer_pid_of(&c, 0), common::peer_pid_of(&c, 1)];
+    for pid in &pids {
+        assert!(std::process::Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
+    }
+    let data = pattern(24 << 20, 12);
+    let mut open = std::fs::File::create(m.dir.join("big")).unwrap();
+    open.write_all(&data).unwrap();
+    let mount = rustix::process::Pid::from_raw(m.pid() as i32).unwrap();
+    let term = || rustix::process::kill_process(mount, rustix::process::Signal::TERM).unwrap();
+    term();
+    let staging = c.client_home().join("staging");
+    wait_for("the unmount's upload to start", Duration::from_secs(20), || {
+        let mut found = Vec::new();
+        common::walk(&staging, &mut found);
+        found.iter().any(|p| p.extension().is_some_and(|x| x == "pending")).then_some(())
+    });
+    // The writer closes its file, as tar or cp would at the end: its close waits for the
+    // upload, which waits on the frozen peers (the reported hang), until a second signal.
+    let closer = std::thread::spawn(move || drop(open));
+    term();
+    let exited = m.exited_within(Duration::from_secs(30));
+    for pid in &pids {
+        assert!(std::process::Command::new("kill").args(["-CONT", pid]).status().unwrap().success());
+    }
+    assert!(exited, "a second SIGTERM stops the mount: {}", c.log("mnt"));
+    closer.join().unwrap();
+    let log = c.log("mnt");
+    assert!(log.contains("kept staged for the next mount of this home: /big"), "{log}");
+    assert!(log.contains("mount this home again to upload them: /big"), "{log}");
+    // The next mount of the same home uploads what was left, by itself.
+    let _again = Mount::start(&c, &c.client_home(), "mnt-again", &[]);
+    wait_for("the left-over upload", Duration::from_secs(60), || {
+        let out = c.cli(&["stat", "/big", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["size"] == data.len()).then_some(())
+    });
+    let back = c.path("back");
+    c.ok(&["get", "/big", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "what the first mount staged arrives whole");
+    assert!(c.log("mnt-again").contains("uploaded /big (left staged by the last mount)"));
+}

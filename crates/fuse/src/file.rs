@@ -19,6 +19,7 @@ use swarmfs_core::{chunk_count, Manifest};
 use swarmfs_proto::{ChunkPlacement, RemotePath};
 
 use crate::cache::ChunkCache;
+use crate::pending::PendingRecord;
 use crate::MountOptions;
 
 /// Warnings from the client end up in the mount's log.
@@ -61,7 +62,11 @@ pub struct FileState {
 
 impl Drop for FileState {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.staging_path);
+        // A staging file whose upload was cut short keeps its record and stays for the next
+        // mount to finish (see `pending`).
+        if !crate::pending::record_path(&self.staging_path).exists() {
+            let _ = std::fs::remove_file(&self.staging_path);
+        }
     }
 }
 
@@ -88,6 +93,58 @@ impl FileState {
             last_read_end: u64::MAX,
             unlinked: false,
         })
+    }
+
+    /// Takes over a staging file a previous mount left with `record`, on top of the file's
+    /// current manifest `base`: flushing it finishes that mount's upload.
+    pub fn recover(
+        staging_path: std::path::PathBuf,
+        record: &PendingRecord,
+        base: Manifest,
+        entry: swarmfs_proto::EntryInfo,
+    ) -> Result<FileState, FileError> {
+        let staging = std::fs::OpenOptions::new().read(true).write(true).open(&staging_path)?;
+        if staging.metadata()?.len() != record.size {
+            return Err(FileError::Io(std::io::Error::other("staging file and record disagree on the size")));
+        }
+        Ok(FileState {
+            size: record.size,
+            base,
+            holders: None,
+            mode: record.mode,
+            mtime: crate::fs::time_of(record.mtime_ms),
+            entry,
+            staging,
+            staging_path,
+            dirty: record.dirty.iter().copied().collect(),
+            meta_dirty: true,
+            opens: 0,
+            last_read_end: u64::MAX,
+            unlinked: false,
+        })
+    }
+
+    /// What a flush of this file would commit, as a record for a later mount.
+    fn record(&self, path: &RemotePath) -> PendingRecord {
+        PendingRecord {
+            version: crate::pending::RECORD_VERSION,
+            path: path.to_string(),
+            size: self.size,
+            mode: self.mode,
+            mtime_ms: crate::fs::ms_of(self.mtime),
+            chunk_size: self.base.chunk_size,
+            dirty: self.dirty.iter().copied().collect(),
+        }
+    }
+
+    /// Leaves this file's staged writes for the next mount (durably): the mount is stopping
+    /// before they could be uploaded.
+    pub fn keep_for_next_mount(&self, path: &RemotePath) -> std::io::Result<()> {
+        self.record(path).write(&self.staging_path, true)
+    }
+
+    pub fn staged_bytes(&self) -> u64 {
+        self.dirty.len() as u64 * self.cs()
     }
 
     fn cs(&self) -> u64 {
@@ -292,6 +349,8 @@ impl FileState {
             self.dirty.insert(i);
         }
         let dirty: Vec<u64> = self.dirty.iter().copied().collect();
+        // Until the commit, the staged writes are worth keeping if this mount stops or dies.
+        self.record(path).write(&self.staging_path, false)?;
         let up =
             client.uploader(opts.replicas, opts.min_replicas, opts.policy, !dirty.is_empty(), &LogProgress).await?;
         let cs = self.cs();
@@ -327,6 +386,7 @@ impl FileState {
         let manifest =
             Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
         client.commit(path, &manifest, placements, Some(mtime_ms)).await?;
+        PendingRecord::remove(&self.staging_path);
         self.base = manifest;
         self.holders = None;
         self.dirty.clear();

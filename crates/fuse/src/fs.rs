@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty};
 use swarmfs_client::{Client, ClientError};
+use swarmfs_core::Manifest;
 use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cache::ChunkCache;
 use crate::file::{FileError, FileState};
@@ -44,6 +45,10 @@ pub(crate) struct Inner {
     pub(crate) dirs: Mutex<HashMap<u64, OpenDir>>,
     pub(crate) next_fh: AtomicU64,
     pub(crate) cache: Arc<ChunkCache>,
+    /// Staged writes a previous mount of this home left, until `upload_left_over` takes them.
+    left_over: Mutex<Vec<(std::path::PathBuf, crate::pending::PendingRecord)>>,
+    /// Cancelled to cut the final flush short, keeping what is left for the next mount.
+    stop_uploading: tokio_util::sync::CancellationToken,
 }
 
 pub struct SwarmFs {
@@ -54,8 +59,25 @@ pub struct SwarmFs {
 pub struct Flusher(Arc<Inner>);
 
 impl Flusher {
-    pub async fn flush_all(&self) {
+    /// Uploads what every open file has staged, logging progress, until done or until
+    /// [`Flusher::stop_uploading`]. Returns the remote paths whose writes were not uploaded:
+    /// they are kept staged on disk for the next mount.
+    pub async fn flush_all(&self) -> Vec<String> {
         self.0.flush_all().await
+    }
+
+    /// Cuts short a [`Flusher::flush_all`] under way (a second Ctrl-C).
+    pub fn stop_uploading(&self) {
+        self.0.stop_uploading.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.0.stop_uploading.is_cancelled()
+    }
+
+    /// Uploads what a previous mount of this home left staged (see [`crate::pending`]).
+    pub async fn upload_left_over(&self) {
+        self.0.upload_left_over().await
     }
 }
 
@@ -138,10 +160,9 @@ fn kind_of(k: EntryKind) -> FileType {
 impl SwarmFs {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, opts: MountOptions) -> std::io::Result<SwarmFs> {
         std::fs::create_dir_all(&opts.staging_dir)?;
-        // Staging files of a previous run that crashed hold nothing committed; start clean.
-        for e in std::fs::read_dir(&opts.staging_dir)?.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        // A previous run's staged writes with a record are uploaded after mounting; staging
+        // files without one never started a flush and hold nothing anyone was promised.
+        let left_over = crate::pending::collect_left_over(&opts.staging_dir)?;
         let cache = Arc::new(ChunkCache::new(opts.cache_bytes));
         Ok(SwarmFs {
             inner: Arc::new(Inner {
@@ -153,6 +174,8 @@ impl SwarmFs {
                 dirs: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 cache,
+                left_over: Mutex::new(left_over),
+                stop_uploading: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -283,12 +306,53 @@ impl Inner {
         Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())
     }
 
+    /// Uploads and commits what `f` has staged. Once the mount is told to stop uploading (a
+    /// second Ctrl-C), a flush under way is cut short and its writes kept for the next mount;
+    /// the caller (a close, an fsync) gets EIO.
     pub(crate) async fn flush_file(&self, ino: u64, f: &OpenFile) -> Result<(), Errno> {
         let path = self.inodes.lock().expect("inodes").path(ino);
-        let mut st = f.lock().await;
-        st.flush(&self.client, &self.cache, path.as_ref(), &self.opts)
-            .await
-            .map_err(|e| log_err("flush", &e, file_errno(&e)))
+        let flushed = tokio::select! {
+            r = async {
+                let mut st = f.lock().await;
+                st.flush(&self.client, &self.cache, path.as_ref(), &self.opts).await
+            } => Some(r),
+            _ = self.stop_uploading.cancelled() => None,
+        };
+        match flushed {
+            Some(r) => r.map_err(|e| log_err("flush", &e, file_errno(&e))),
+            None => {
+                self.keep_staged(ino, f).await;
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// Keeps what `f` has staged on disk, with its record, for the next mount of this home.
+    /// Returns the remote path when there was something to keep.
+    async fn keep_staged(&self, ino: u64, f: &OpenFile) -> Option<String> {
+        let path = self.inodes.lock().expect("inodes").path(ino);
+        let st = f.lock().await;
+        // Another caller (a close and the unmount's flush, both cut short) kept it already.
+        if !self.files.lock().expect("files").contains_key(&ino) {
+            return None;
+        }
+        let kept = match path {
+            Some(path) if st.is_dirty() && !st.unlinked => match st.keep_for_next_mount(&path) {
+                Ok(()) => {
+                    warn!("not uploaded, kept staged for the next mount of this home: {path}");
+                    Some(path.to_string())
+                }
+                Err(e) => {
+                    warn!("could not keep {path} staged: {e}; its writes are lost");
+                    None
+                }
+            },
+            _ => None,
+        };
+        drop(st);
+        // Out of the open-file table: the staging file stays for the next mount.
+        self.files.lock().expect("files").remove(&ino);
+        kept
     }
 
     /// Called when the last handle closes (or a setattr on a closed file is done).
@@ -300,13 +364,75 @@ impl Inner {
         }
     }
 
-    /// Flushes every open file: on unmount, nothing written is lost.
-    pub(crate) async fn flush_all(&self) {
+    /// Flushes every open file on the way out, one at a time with a progress line each,
+    /// until told to stop uploading; what is left is kept staged for the next mount.
+    pub(crate) async fn flush_all(&self) -> Vec<String> {
         let files: Vec<(u64, OpenFile)> =
             self.files.lock().expect("files").iter().map(|(i, f)| (*i, f.clone())).collect();
-        for (ino, f) in files {
-            if let Err(e) = self.flush_file(ino, &f).await {
-                warn!(ino, "could not flush on unmount: {e:?}");
+        let mut staged = Vec::new();
+        for (ino, f) in &files {
+            // A file whose flush is under way (a close) has its lock taken: it is counted in.
+            let bytes = f.try_lock().map(|st| if st.is_dirty() { st.staged_bytes().max(1) } else { 0 }).unwrap_or(1);
+            if bytes > 0 {
+                staged.push((*ino, f.clone(), bytes));
+            }
+        }
+        let total: u64 = staged.iter().map(|(_, _, b)| b).sum();
+        info!(
+            files = staged.len(),
+            "unmounting: uploading staged writes ({} MiB) first; signal again to stop and keep them for the next mount",
+            total.div_ceil(1 << 20)
+        );
+        let mut kept = Vec::new();
+        for (n, (ino, f, bytes)) in staged.iter().enumerate() {
+            let path = self.inodes.lock().expect("inodes").path(*ino);
+            let name = path.as_ref().map(|p| p.to_string()).unwrap_or_else(|| format!("inode {ino}"));
+            if self.stop_uploading.is_cancelled() {
+                kept.extend(self.keep_staged(*ino, f).await);
+                continue;
+            }
+            match self.flush_file(*ino, f).await {
+                Ok(()) => {
+                    info!("uploaded {name} ({} of {} files, {} MiB)", n + 1, staged.len(), bytes.div_ceil(1 << 20))
+                }
+                // Cut short: flush_file kept it.
+                Err(_) if self.stop_uploading.is_cancelled() => kept.push(name),
+                Err(e) => {
+                    warn!("could not upload {name} on unmount: {e:?}");
+                    kept.extend(self.keep_staged(*ino, f).await);
+                }
+            }
+        }
+        kept
+    }
+
+    /// Finishes the uploads a previous mount of this home left staged.
+    pub(crate) async fn upload_left_over(&self) {
+        let left_over = std::mem::take(&mut *self.left_over.lock().expect("left over"));
+        if left_over.is_empty() {
+            return;
+        }
+        info!(files = left_over.len(), "uploading writes the last mount of this home left staged");
+        for (staging, record) in left_over {
+            let r = async {
+                let path = RemotePath::parse(&record.path).map_err(|e| FileError::Io(std::io::Error::other(e)))?;
+                let (entry, base) = self.client.open(&path).await?;
+                if base.chunk_size != record.chunk_size && !base.chunks.is_empty() {
+                    return Err(FileError::Io(std::io::Error::other(
+                        "the file was rewritten with another chunk size since; left staged",
+                    )));
+                }
+                let base =
+                    if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
+                let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts).await
+            }
+            .await;
+            match r {
+                Ok(()) => info!("uploaded {} (left staged by the last mount)", record.path),
+                Err(e) => {
+                    warn!("could not upload {} left staged by the last mount: {e}; kept for the next", record.path)
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! - [`cache`]: a bounded cache of decrypted chunks; concurrent readers share one fetch.
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
+//! - [`pending`]: records of staged writes a stopped mount left, finished by the next one.
 //! - [`fs`]: shared state (inodes, open files, cache) and helpers (attributes, errnos);
 //!   `ops.rs`: the `fuser::Filesystem` operations. Every request runs as a tokio task so a
 //!   slow upload never holds up the rest of the mount.
@@ -17,6 +18,7 @@ pub mod file;
 pub mod fs;
 pub mod inodes;
 mod ops;
+pub mod pending;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

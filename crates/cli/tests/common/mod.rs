@@ -289,6 +289,11 @@ impl Mount {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Waits up to `limit` for the mount process to exit by itself.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        self.child.as_mut().is_some_and(|c| wait_for_exit(c, limit))
+    }
+
     /// SIGTERM, then wait for the process to flush, unmount and exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
