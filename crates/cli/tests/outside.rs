@@ -226,8 +226,14 @@ fn a_huge_hello_from_a_stranger_costs_the_daemons_nothing() {
 }
 
 /// Keeps `per_target` idle TCP connections open to each target, re-opening all of them
-/// every second, until `stop` (or a minute) passes.
-fn flood(targets: Vec<String>, per_target: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+/// every second, until `stop` (or a minute) passes. `full` is set once the first round is
+/// open.
+fn flood(
+    targets: Vec<String>,
+    per_target: usize,
+    stop: Arc<AtomicBool>,
+    full: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut opened = 0;
@@ -241,6 +247,7 @@ fn flood(targets: Vec<String>, per_target: usize, stop: Arc<AtomicBool>) -> std:
                     }
                 }
             }
+            full.store(true, Ordering::Relaxed);
             let round = Instant::now();
             while round.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -259,8 +266,9 @@ fn members_are_served_during_a_flood_of_idle_connections() {
     let stop = Arc::new(AtomicBool::new(false));
     let targets = vec![c.tracker_addr.clone(), peer_addr(&c, 0), peer_addr(&c, 1)];
     // More idle connections than the old 1,024-connection limit, at each daemon.
-    let flooder = flood(targets, 1_100, stop.clone());
-    std::thread::sleep(Duration::from_secs(2)); // let the flood reach its full size first
+    let full = Arc::new(AtomicBool::new(false));
+    let flooder = flood(targets, 1_100, stop.clone(), full.clone());
+    wait_for("the flood at full size", Duration::from_secs(30), || full.load(Ordering::Relaxed).then_some(()));
     for i in 0..5 {
         c.ok(&["ls", "/"]);
         c.ok(&["put", local.to_str().unwrap(), &format!("/f{i}"), "--replicas", "2"]);
