@@ -1,0 +1,104 @@
+//! Upgrades: what the previous release wrote (tests/fixtures/protocol2) opens with today's
+//! binary, and every file reads back byte-exact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{pattern, stderr, wait_for, BIN};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol2");
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The fixture's homes in `dir`, with the tracker address in each swarm file moved to a free
+/// port (the only edit: the fixture's port may be taken on this machine).
+fn fixture_in(dir: &Path) -> String {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    for home in ["tracker", "client", "peer0", "peer1"] {
+        copy_dir(&Path::new(FIXTURE).join(home), &dir.join(home));
+        let swarm = dir.join(home).join("swarm.json");
+        let text = std::fs::read_to_string(&swarm).unwrap().replace("127.0.0.1:47311", &addr);
+        std::fs::write(&swarm, text).unwrap();
+    }
+    addr
+}
+
+struct Daemons(Vec<Child>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+fn cli(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).arg("--home").arg(home).stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixture_in(d);
+    let home = |h: &str| -> PathBuf { d.join(h) };
+    let s = |p: PathBuf| p.display().to_string();
+    let mut daemons = Daemons(vec![spawn(d, "tracker", &["tracker", "--home", &s(home("tracker"))])]);
+    for peer in ["peer0", "peer1"] {
+        daemons.0.push(spawn(d, peer, &["peer", "--home", &s(home(peer)), "--listen", "127.0.0.1:0"]));
+    }
+    let client = home("client");
+    wait_for("both upgraded peers up", Duration::from_secs(30), || {
+        let out = cli(&client, &["peers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.as_array()?.iter().filter(|p| p["state"] == "up").count() == 2).then_some(())
+    });
+    let expected: [(&str, Vec<u8>); 4] = [
+        ("/a.txt", b"hello from protocol 2\n".to_vec()),
+        ("/dir/b.bin", pattern(70000, 2)),
+        ("/dir/sub/c.bin", pattern(9000, 3)),
+        ("/same-as-c.bin", pattern(9000, 3)),
+    ];
+    for (remote, data) in &expected {
+        let back = d.join("back");
+        let out = cli(&client, &["get", remote, back.to_str().unwrap()]);
+        assert!(out.status.success(), "get {remote}: {}", stderr(&out));
+        assert!(std::fs::read(&back).unwrap() == *data, "{remote} reads back byte-exact after the upgrade");
+    }
+    let out = cli(&client, &["ls", "/", "--json"]);
+    let names: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["/a.txt", "/dir", "/empty-dir", "/same-as-c.bin"]);
+    // The upgraded swarm takes new files too.
+    let local = d.join("new");
+    std::fs::write(&local, pattern(5000, 4)).unwrap();
+    let out = cli(&client, &["put", local.to_str().unwrap(), "/new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&client, &["cat", "/new"]);
+    assert_eq!(out.stdout, pattern(5000, 4));
+}
