@@ -6,6 +6,9 @@
 //! HOME/tracker.db     the tracker's database (tracker homes)
 //! HOME/store/         the chunk store (peer homes)
 //! ```
+//!
+//! `swarm.json` carries `"version"`: 1 today; a file without one was written by protocol 2
+//! and has the same fields. A version this build does not know is refused, not guessed at.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +19,14 @@ use swarmfs_core::{DataKey, SwarmSecret, Token};
 use swarmfs_net::{Identity, Swarm};
 use swarmfs_proto::NodeId;
 
+/// The `swarm.json` layout this build writes.
+const SWARM_FILE_VERSION: u32 = 1;
+
 #[derive(Serialize, Deserialize)]
 struct SwarmFile {
+    /// 0 (absent) for files written by protocol 2; same fields as 1.
+    #[serde(default)]
+    version: u32,
     tracker_addr: String,
     tracker_id: String,
     swarm_secret: String,
@@ -39,6 +48,7 @@ impl Home {
     pub fn create(dir: &Path, token: &Token) -> Result<Home> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = SwarmFile {
+            version: SWARM_FILE_VERSION,
             tracker_addr: token.tracker_addr.clone(),
             tracker_id: token.tracker_id.to_string(),
             swarm_secret: hex::encode(token.swarm_secret.0),
@@ -63,6 +73,13 @@ impl Home {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let f: SwarmFile = serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+        if f.version > SWARM_FILE_VERSION {
+            bail!(
+                "{} has version {}, written by a newer swarmfs; this one reads up to {SWARM_FILE_VERSION}",
+                path.display(),
+                f.version
+            );
+        }
         let key32 = |s: &str, what: &str| -> Result<[u8; 32]> {
             hex::decode(s)
                 .ok()

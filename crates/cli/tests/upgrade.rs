@@ -94,6 +94,14 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
         .map(|e| e["path"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["/a.txt", "/dir", "/empty-dir", "/same-as-c.bin"]);
+    // Every persisted format now says which version it is.
+    for peer in ["peer0", "peer1"] {
+        let format = std::fs::read_to_string(home(peer).join("store/FORMAT")).unwrap();
+        assert_eq!(format, "swarmfs chunk store 1\n");
+    }
+    let out =
+        Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();

@@ -14,6 +14,8 @@ pub enum StoreError {
     Corrupt(ChunkId),
     #[error("range {offset}+{len} is outside chunk {id} of {size} bytes")]
     BadRange { id: ChunkId, offset: u64, len: u64, size: u64 },
+    #[error("unknown chunk store format: {0}")]
+    Format(String),
     #[error("chunk store I/O: {0}")]
     Io(#[from] std::io::Error),
 }

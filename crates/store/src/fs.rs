@@ -45,6 +45,7 @@ impl ChunkStore {
         for sub in ["chunks", "tmp", "quarantine"] {
             fs::create_dir_all(root.join(sub))?;
         }
+        check_format(root)?;
         for e in fs::read_dir(root.join("tmp"))? {
             let _ = fs::remove_file(e?.path());
         }
@@ -354,6 +355,37 @@ impl ChunkStore {
     }
 }
 
+/// The layout version, in `FORMAT` at the store's root.
+pub const STORE_FORMAT: u32 = 1;
+const FORMAT_PREFIX: &str = "swarmfs chunk store ";
+
+/// Reads (or, for a new store or one protocol 2 made, which had no marker and the same
+/// layout, writes) the store's `FORMAT`; refuses a layout this build does not know.
+fn check_format(root: &Path) -> Result<(), StoreError> {
+    let path = root.join("FORMAT");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text.trim().strip_prefix(FORMAT_PREFIX).and_then(|v| v.parse::<u32>().ok());
+            match version {
+                Some(STORE_FORMAT) => Ok(()),
+                _ => Err(StoreError::Format(format!(
+                    "{} says {:?}; this swarmfs knows store format {STORE_FORMAT}",
+                    path.display(),
+                    text.trim()
+                ))),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut f = File::create(&path)?;
+            f.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())?;
+            f.sync_all()?;
+            File::open(root)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkStore").field("root", &self.root).finish()
@@ -435,6 +467,16 @@ mod tests {
         });
         assert_eq!(written, 1, "exactly one put writes");
         assert_eq!((s.count(), s.used()), (1, 4096));
+    }
+
+    #[test]
+    fn the_store_layout_is_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        assert_eq!(fs::read_to_string(dir.path().join("FORMAT")).unwrap(), "swarmfs chunk store 1\n");
+        fs::write(dir.path().join("FORMAT"), "swarmfs chunk store 2\n").unwrap();
+        let err = ChunkStore::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("knows store format 1"), "{err}");
     }
 
     #[test]

@@ -8,55 +8,7 @@ use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeI
 use crate::TrackerError;
 
 mod gc;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    path TEXT PRIMARY KEY,
-    parent TEXT NOT NULL,
-    kind INTEGER NOT NULL,          -- 0 dir, 1 file, 2 symlink, 3 special
-    size INTEGER NOT NULL,
-    mtime_ms INTEGER NOT NULL,
-    file_id BLOB,
-    chunks INTEGER NOT NULL DEFAULT 0,
-    wrapped_key BLOB,
-    manifest BLOB,
-    mode INTEGER NOT NULL DEFAULT 420,   -- 0644
-    target TEXT,                         -- symlinks
-    uid INTEGER NOT NULL DEFAULT 0,
-    gid INTEGER NOT NULL DEFAULT 0,
-    rdev INTEGER NOT NULL DEFAULT 0,
-    ctime_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS entries_parent ON entries(parent);
--- Directory link counts count subdirectories: an index on (parent, kind) keeps that cheap
--- in directories with many files.
-CREATE INDEX IF NOT EXISTS entries_parent_kind ON entries(parent, kind);
-CREATE TABLE IF NOT EXISTS peers (
-    node BLOB PRIMARY KEY,
-    addrs TEXT NOT NULL,
-    capacity INTEGER NOT NULL,
-    used INTEGER NOT NULL,
-    chunks INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS locations (
-    chunk BLOB NOT NULL,
-    node BLOB NOT NULL,
-    PRIMARY KEY (chunk, node)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS locations_node ON locations(node);
--- Which chunks each committed file version uses; a chunk no version uses is garbage.
-CREATE TABLE IF NOT EXISTS refs (
-    file_id BLOB NOT NULL,
-    chunk BLOB NOT NULL,
-    PRIMARY KEY (file_id, chunk)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refs_chunk ON refs(chunk);
--- Chunks that lost their last reference, to delete from their holders once due.
-CREATE TABLE IF NOT EXISTS gc_queue (
-    chunk BLOB PRIMARY KEY,
-    due_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-";
+mod migrations;
 
 pub struct Db {
     conn: Connection,
@@ -131,28 +83,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        // Databases made by protocol 1 lack the columns protocol 2 added.
-        let cols: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('entries')")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let added = [
-            ("mode", "mode INTEGER NOT NULL DEFAULT 420"),
-            ("target", "target TEXT"),
-            ("uid", "uid INTEGER NOT NULL DEFAULT 0"),
-            ("gid", "gid INTEGER NOT NULL DEFAULT 0"),
-            ("rdev", "rdev INTEGER NOT NULL DEFAULT 0"),
-            ("ctime_ms", "ctime_ms INTEGER NOT NULL DEFAULT 0"),
-        ];
-        for (name, ddl) in added {
-            if !cols.iter().any(|c| c == name) {
-                conn.execute_batch(&format!("ALTER TABLE entries ADD COLUMN {ddl}"))?;
-                if name == "mode" {
-                    conn.execute_batch("UPDATE entries SET mode = 493 WHERE kind = 0")?;
-                }
-            }
-        }
+        migrations::migrate(&conn)?;
         // The root is a row too, so its permissions and times behave like any directory's.
         conn.execute(
             "INSERT OR IGNORE INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES ('/', '', 0, 0, ?1, 493, ?1)",
