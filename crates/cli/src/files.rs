@@ -99,7 +99,7 @@ pub struct SearchArgs {
 
 pub async fn connect(cli: &Cli) -> Result<Client> {
     let home = Home::load(&cli.home_dir())?;
-    let swarm = home.swarm()?;
+    let swarm = home.client_swarm()?;
     let t = &home.token;
     Client::connect(swarm, &t.tracker_addr, t.tracker_id, t.data_key.clone())
         .await

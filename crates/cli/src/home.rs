@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use swarmfs_core::{DataKey, SwarmSecret, Token};
 use swarmfs_net::{Identity, Swarm};
-use swarmfs_proto::NodeId;
+use swarmfs_proto::{MemberKey, NodeId};
 
 /// The `swarm.json` layout this build writes.
 const SWARM_FILE_VERSION: u32 = 1;
@@ -32,6 +32,16 @@ struct SwarmFile {
     swarm_secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     data_key: Option<String>,
+    /// A member's own credential (member tokens of version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<MemberFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemberFile {
+    name: String,
+    secret: String,
+    read_only: bool,
 }
 
 pub struct Home {
@@ -53,6 +63,11 @@ impl Home {
             tracker_id: token.tracker_id.to_string(),
             swarm_secret: hex::encode(token.swarm_secret.0),
             data_key: token.data_key.as_ref().map(|k| hex::encode(k.0)),
+            member: token.member.as_ref().map(|m| MemberFile {
+                name: m.name.clone(),
+                secret: hex::encode(m.secret),
+                read_only: m.read_only,
+            }),
         };
         let json = serde_json::to_vec_pretty(&file)?;
         swarmfs_net::identity::write_private(&Self::swarm_file(dir), &json)
@@ -94,6 +109,16 @@ impl Home {
                 .with_context(|| format!("{}: bad tracker_id", path.display()))?,
             swarm_secret: SwarmSecret(key32(&f.swarm_secret, "swarm_secret")?),
             data_key: f.data_key.as_deref().map(|k| key32(k, "data_key").map(DataKey)).transpose()?,
+            member: f
+                .member
+                .map(|m| {
+                    Ok::<_, anyhow::Error>(MemberKey {
+                        secret: key32(&m.secret, "member secret")?,
+                        name: m.name,
+                        read_only: m.read_only,
+                    })
+                })
+                .transpose()?,
         };
         Ok(Home { dir: dir.to_path_buf(), token })
     }
@@ -103,6 +128,27 @@ impl Home {
     }
 
     pub fn swarm(&self) -> Result<Arc<Swarm>> {
-        Ok(Arc::new(Swarm { identity: self.identity()?, secret: self.token.swarm_secret.0 }))
+        Ok(Arc::new(Swarm {
+            identity: self.identity()?,
+            secret: self.token.swarm_secret.0,
+            member: self.token.member.clone(),
+        }))
+    }
+
+    /// The credentials a client uses: refuses a member home from before per-member
+    /// credentials, which would otherwise connect with no more than a peer's rights.
+    pub fn client_swarm(&self) -> Result<Arc<Swarm>> {
+        if self.token.data_key.is_some() && self.token.member.is_none() {
+            return Err(crate::Refused(format!(
+                "{} holds a member token from before per-member credentials (protocol 2); get a new one: \
+                 on the tracker, `swarmfs member add NAME --home TRACKER_HOME --data-key-from {}`, then \
+                 `swarmfs join TOKEN --home {}`",
+                self.dir.display(),
+                self.dir.display(),
+                self.dir.display()
+            ))
+            .into());
+        }
+        self.swarm()
     }
 }

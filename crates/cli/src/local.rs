@@ -88,7 +88,7 @@ impl LocalSwarm {
     pub async fn client(&self) -> Result<Client> {
         let home = Home::load(&self.client_home)?;
         let t = &home.token;
-        Ok(Client::connect(home.swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone()).await?)
+        Ok(Client::connect(home.client_swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone()).await?)
     }
 
     /// Polls the tracker until `n` peers are up or the deadline passes.

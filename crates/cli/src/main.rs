@@ -9,6 +9,7 @@
 //! - `progress`: progress bars.
 //! - `out`: stdout/stderr/log writes that never panic (closed pipes), name escaping.
 //! - `mount`: the FUSE mount command.
+//! - `members`: member add/ls/revoke (the tracker's home).
 //! - `usage`: peak RSS and CPU time of this process (bench).
 
 #[macro_use]
@@ -17,6 +18,7 @@ mod bench;
 mod files;
 mod home;
 mod local;
+mod members;
 mod mount;
 mod nodes;
 mod progress;
@@ -97,6 +99,11 @@ enum Command {
     /// Find files and directories whose name contains TEXT (case-insensitive).
     #[command(after_help = "Example:\n  swarmfs search holiday")]
     Search(files::SearchArgs),
+    /// Manage members: add (prints a token), ls, revoke. Run with the tracker's home.
+    #[command(
+        after_help = "Example:\n  swarmfs member add alice --home /srv/swarm-tracker --data-key-from ~/.swarmfs"
+    )]
+    Member(members::MemberArgs),
     /// List the swarm's peers and their state.
     #[command(after_help = "Example:\n  swarmfs peers --json")]
     Peers,
@@ -201,6 +208,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mkdir(a) => files::mkdir(cli, a).await,
         Command::Search(a) => files::search(cli, a).await,
         Command::Peers => files::peers(cli).await,
+        Command::Member(a) => members::run(cli, a).await,
         Command::Mount(a) => mount::run(cli, a).await,
         Command::Demo(a) => local::demo(cli, a).await,
         Command::Bench(a) => bench::run(cli, a).await,
@@ -243,6 +251,11 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Refused by rule rather than by the swarm: a credential that is not enough (exit 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Bad usage that clap cannot see (a value checked against others, a malformed remote path).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -253,6 +266,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     use swarmfs_net::NetError;
     use swarmfs_proto::{ErrorCode, ProtoError};
     for cause in e.chain() {
+        if cause.downcast_ref::<Refused>().is_some() {
+            return 5;
+        }
         if cause.downcast_ref::<UsageError>().is_some()
             || matches!(cause.downcast_ref::<ProtoError>(), Some(ProtoError::InvalidPath { .. }))
         {
@@ -261,6 +277,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(ce) = cause.downcast_ref::<ClientError>() {
             match ce {
                 ClientError::Remote { code: ErrorCode::NotFound, .. } => return 3,
+                ClientError::Remote { code: ErrorCode::Forbidden, .. } => return 5,
                 ClientError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => return 3,
                 ClientError::OffsetPastEnd { .. } | ClientError::Usage(_) => return 2,
                 ClientError::NotEnoughPeers { .. } => return 4,

@@ -68,13 +68,17 @@ pub async fn serve(
 ) -> Result<()> {
     let home = Home::load(home_dir)?;
     if home.token.data_key.is_none() {
-        bail!("{} holds a peer token: mounting needs a member token", home.dir.display());
+        return Err(crate::Refused(format!(
+            "{} holds a peer token: mounting needs a member token",
+            home.dir.display()
+        ))
+        .into());
     }
     if !mountpoint.is_dir() {
         bail!("{}: not a directory", mountpoint.display());
     }
     let t = &home.token;
-    let client = Client::connect(home.swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone())
+    let client = Client::connect(home.client_swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone())
         .await
         .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))?;
     let opts = swarmfs_fuse::MountOptions {
@@ -85,6 +89,9 @@ pub async fn serve(
         cache_bytes: a.cache as usize,
         staging_dir: home.dir.join("staging"),
         allow_other: a.allow_other,
+        // A read-only member's mount is read-only: writes fail with EROFS in the kernel (the
+        // tracker refuses them anyway).
+        read_only: t.member.as_ref().is_some_and(|m| m.read_only),
     };
     let rt = tokio::runtime::Handle::current();
     let mp = mountpoint.to_path_buf();

@@ -106,22 +106,31 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
         outln!("peer token:   {peer_token}");
         outln!("member token: {member_token}");
         errln!();
-        errln!("The member token holds the data key. Keep it safe: without it nobody, not even the");
-        errln!("tracker, can read the files back. The peer token only lets a machine store ciphertext.");
+        errln!("The member token is member `{OWNER}`'s (read-write) and holds the data key. Keep it safe:");
+        errln!("without the data key nobody, not even the tracker, can read the files back. The peer token");
+        errln!("only lets a machine store ciphertext.");
         errln!("Next: swarmfs tracker --home {}", dir.display());
+        errln!("More members: swarmfs member add NAME --home {} --data-key-from YOUR_MEMBER_HOME", dir.display());
     }
     Ok(())
 }
 
-/// Makes `dir` a tracker home for a new swarm and returns the member token.
+/// The member `swarmfs init` creates.
+pub const OWNER: &str = "owner";
+
+/// Makes `dir` a tracker home for a new swarm and returns the first member's token.
 pub fn create_swarm(dir: &std::path::Path, tracker_addr: &str) -> Result<Token> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let identity = Identity::load_or_create(&dir.join("identity.key"))?;
+    // The first member, `owner`, is registered before the tracker ever runs.
+    let secret: [u8; 32] = rand::random();
+    swarmfs_tracker::db::Db::open(&dir.join("tracker.db"))?.add_member(OWNER, &secret, false)?;
     let member = Token {
         tracker_addr: tracker_addr.to_string(),
         tracker_id: identity.node_id(),
         swarm_secret: SwarmSecret::generate(),
         data_key: Some(DataKey::generate()),
+        member: Some(swarmfs_proto::MemberKey { name: OWNER.into(), secret, read_only: false }),
     };
     // The tracker's home gets the peer token only: the tracker never holds the data key.
     Home::create(dir, &member.to_peer())?;

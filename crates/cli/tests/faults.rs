@@ -137,6 +137,7 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
         let swarm = swarmfs_net::Swarm {
             identity: swarmfs_net::Identity::load_or_create(&home.join("identity.key")).unwrap(),
             secret: home_secret(&home),
+            member: None,
         };
         let tracker_id = home_tracker_id(&home);
         for frame in [u32::MAX.to_be_bytes().to_vec(), vec![0, 0, 0, 14, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xee]] {

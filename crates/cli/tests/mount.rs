@@ -349,6 +349,11 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     let mount = rustix::process::Pid::from_raw(m.pid() as i32).unwrap();
     let term = || rustix::process::kill_process(mount, rustix::process::Signal::TERM).unwrap();
     term();
+    // Two signals close together are one (pending signals do not queue): the second is sent
+    // only once the mount has acted on the first.
+    wait_for("the unmount to start", Duration::from_secs(20), || {
+        c.log("mnt").contains("unmounting: uploading staged writes").then_some(())
+    });
     let staging = c.client_home().join("staging");
     wait_for("the unmount's upload to start", Duration::from_secs(20), || {
         let mut found = Vec::new();

@@ -68,6 +68,18 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
         daemons.0.push(spawn(d, peer, &["peer", "--home", &s(home(peer)), "--listen", "127.0.0.1:0"]));
     }
     let client = home("client");
+    // A protocol-2 member token carries no member credential: refused, with the way out,
+    // rather than quietly given more (or fewer) rights than it had.
+    let out = cli(&client, &["ls", "/"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("from before per-member credentials"), "{}", stderr(&out));
+    let out = wait_for("the upgraded tracker to register a member", Duration::from_secs(30), || {
+        let out = cli(&home("tracker"), &["member", "add", "alice", "--data-key-from", &s(client.clone())]);
+        out.status.success().then_some(out)
+    });
+    let token = String::from_utf8(out.stdout).unwrap();
+    let out = cli(&client, &["join", token.trim()]);
+    assert!(out.status.success(), "{}", stderr(&out));
     wait_for("both upgraded peers up", Duration::from_secs(30), || {
         let out = cli(&client, &["peers", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -101,7 +113,7 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     }
     let out =
         Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "the schema version is recorded");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();

@@ -67,6 +67,17 @@ impl Client {
         Ok(fresh)
     }
 
+    /// Fails once the tracker has closed this client's connection and refuses a new one (a
+    /// revoked member): long reads check this per chunk, so they stop within moments
+    /// instead of going on with the peers alone. Costs nothing while connected.
+    pub(crate) async fn still_admitted(&self) -> Result<(), ClientError> {
+        let closed = self.tracker.lock().expect("tracker lock").is_closed();
+        if closed {
+            self.tracker().await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn data_key(&self) -> Result<&DataKey, ClientError> {
         self.data_key.as_ref().ok_or(ClientError::NoDataKey)
     }

@@ -170,15 +170,15 @@ impl Client {
         // a few finished chunks; together with the window that bounds memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let fetch = async {
-            let mut chunks =
-                stream::iter(refs.iter().enumerate())
-                    .map(|(i, r)| {
-                        let (holders, bad) = (&holders, &bad);
-                        async move {
-                            self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await
-                        }
-                    })
-                    .buffered(WINDOW);
+            let mut chunks = stream::iter(refs.iter().enumerate())
+                .map(|(i, r)| {
+                    let (holders, bad) = (&holders, &bad);
+                    async move {
+                        self.still_admitted().await?;
+                        self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await
+                    }
+                })
+                .buffered(WINDOW);
             while let Some(plain) = chunks.next().await {
                 if tx.send(plain?).await.is_err() {
                     break;

@@ -1,12 +1,14 @@
 //! Tokens carry what a home needs to join a swarm, as one copy-pasteable line.
 //!
 //! `swarmfs-peer-<base64url>` holds the tracker address, the tracker's NodeId (to pin its
-//! certificate) and the swarm secret. `swarmfs-member-<base64url>` adds the data key.
+//! certificate) and the swarm secret. `swarmfs-member-<base64url>` adds the data key and,
+//! from token version 2 (protocol 3), the member's own credential. A version-1 member token
+//! still decodes, with no credential: the tracker grants it no more than a peer token.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use swarmfs_proto::NodeId;
+use swarmfs_proto::{MemberKey, NodeId};
 
 use crate::{CoreError, DataKey, SwarmSecret};
 
@@ -22,8 +24,21 @@ pub struct Token {
     pub tracker_id: NodeId,
     pub swarm_secret: SwarmSecret,
     pub data_key: Option<DataKey>,
+    /// The member's own credential (a member token of version 2).
+    pub member: Option<MemberKey>,
 }
 
+/// Token version 1 (protocol 2).
+#[derive(Serialize, Deserialize)]
+struct WireV1 {
+    version: u8,
+    tracker_addr: String,
+    tracker_id: NodeId,
+    swarm_secret: [u8; 32],
+    data_key: Option<[u8; 32]>,
+}
+
+/// Token version 2: version 1 and the member's credential.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     version: u8,
@@ -31,6 +46,7 @@ struct Wire {
     tracker_id: NodeId,
     swarm_secret: [u8; 32],
     data_key: Option<[u8; 32]>,
+    member: Option<MemberKey>,
 }
 
 const PEER_PREFIX: &str = "swarmfs-peer-";
@@ -45,18 +61,19 @@ impl Token {
         }
     }
 
-    /// The same swarm without the data key.
+    /// The same swarm without the data key or a member credential.
     pub fn to_peer(&self) -> Token {
-        Token { data_key: None, ..self.clone() }
+        Token { data_key: None, member: None, ..self.clone() }
     }
 
     pub fn encode(&self) -> String {
         let wire = Wire {
-            version: 1,
+            version: 2,
             tracker_addr: self.tracker_addr.clone(),
             tracker_id: self.tracker_id,
             swarm_secret: self.swarm_secret.0,
             data_key: self.data_key.as_ref().map(|k| k.0),
+            member: self.member.clone(),
         };
         let prefix = if self.data_key.is_some() { MEMBER_PREFIX } else { PEER_PREFIX };
         format!("{prefix}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes")))
@@ -72,10 +89,22 @@ impl Token {
             return Err(CoreError::BadToken("it must start with swarmfs-peer- or swarmfs-member-"));
         };
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CoreError::BadToken("not base64url"))?;
-        let wire: Wire = postcard::from_bytes(&bytes).map_err(|_| CoreError::BadToken("truncated or corrupted"))?;
-        if wire.version != 1 {
-            return Err(CoreError::BadToken("unknown token version"));
-        }
+        let corrupt = |_| CoreError::BadToken("truncated or corrupted");
+        let wire: Wire = match bytes.first() {
+            Some(1) => {
+                let v1: WireV1 = postcard::from_bytes(&bytes).map_err(corrupt)?;
+                Wire {
+                    version: 1,
+                    tracker_addr: v1.tracker_addr,
+                    tracker_id: v1.tracker_id,
+                    swarm_secret: v1.swarm_secret,
+                    data_key: v1.data_key,
+                    member: None,
+                }
+            }
+            Some(2) => postcard::from_bytes(&bytes).map_err(corrupt)?,
+            _ => return Err(CoreError::BadToken("unknown token version")),
+        };
         if member != wire.data_key.is_some() {
             return Err(CoreError::BadToken("prefix does not match contents"));
         }
@@ -84,6 +113,7 @@ impl Token {
             tracker_id: wire.tracker_id,
             swarm_secret: SwarmSecret(wire.swarm_secret),
             data_key: wire.data_key.map(DataKey),
+            member: wire.member,
         })
     }
 }
@@ -99,6 +129,7 @@ mod tests {
             tracker_id: NodeId([5; 32]),
             swarm_secret: SwarmSecret([6; 32]),
             data_key: Some(DataKey([7; 32])),
+            member: Some(MemberKey { name: "ann".into(), secret: [8; 32], read_only: true }),
         };
         let m = t.encode();
         assert!(m.starts_with("swarmfs-member-"));
@@ -108,5 +139,19 @@ mod tests {
         assert_eq!(Token::decode(&p).unwrap().kind(), TokenKind::Peer);
         assert!(Token::decode("swarmfs-peer-AAAA").is_err());
         assert!(Token::decode("hello").is_err());
+    }
+
+    #[test]
+    fn a_version_1_member_token_decodes_without_a_credential() {
+        let v1 = WireV1 {
+            version: 1,
+            tracker_addr: "127.0.0.1:7000".into(),
+            tracker_id: NodeId([5; 32]),
+            swarm_secret: [6; 32],
+            data_key: Some([7; 32]),
+        };
+        let s = format!("{MEMBER_PREFIX}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&v1).unwrap()));
+        let t = Token::decode(&s).unwrap();
+        assert_eq!((t.kind(), t.member), (TokenKind::Member, None));
     }
 }

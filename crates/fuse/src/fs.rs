@@ -49,6 +49,9 @@ pub(crate) struct Inner {
     left_over: Mutex<Vec<(std::path::PathBuf, crate::pending::PendingRecord)>>,
     /// Cancelled to cut the final flush short, keeping what is left for the next mount.
     stop_uploading: tokio_util::sync::CancellationToken,
+    /// Files kept staged for the next mount: a later close of one gets EIO, not a success
+    /// that would claim the writes are in the swarm.
+    kept: Mutex<std::collections::HashSet<u64>>,
 }
 
 pub struct SwarmFs {
@@ -85,6 +88,7 @@ pub(crate) fn errno_of(e: &ClientError) -> Errno {
     match e {
         ClientError::Remote { code, .. } | ClientError::PlacementFailed { code: Some(code), .. } => match code {
             ErrorCode::NotFound => Errno::ENOENT,
+            ErrorCode::Forbidden => Errno::EACCES,
             ErrorCode::AlreadyExists => Errno::EEXIST,
             ErrorCode::NotADirectory => Errno::ENOTDIR,
             ErrorCode::IsADirectory => Errno::EISDIR,
@@ -94,6 +98,8 @@ pub(crate) fn errno_of(e: &ClientError) -> Errno {
             _ => Errno::EIO,
         },
         ClientError::NoPeers => Errno::ENOSPC,
+        // Refused by the swarm (a revoked member): a permission problem, not an I/O error.
+        ClientError::Net(swarmfs_net::NetError::NotMember(_)) => Errno::EACCES,
         ClientError::Core(swarmfs_core::CoreError::TooManyChunks { .. }) => Errno::EFBIG,
         _ => Errno::EIO,
     }
@@ -108,8 +114,10 @@ pub(crate) fn file_errno(e: &FileError) -> Errno {
     }
 }
 
+/// Logs a failed operation: I/O errors and refusals (a revoked member, a forbidden request)
+/// are news for whoever reads the log; ENOENT and friends are everyday answers.
 pub(crate) fn log_err(op: &str, e: &dyn std::fmt::Display, errno: Errno) -> Errno {
-    if errno == Errno::EIO {
+    if errno == Errno::EIO || errno == Errno::EACCES {
         warn!("{op}: {e}");
     } else {
         debug!("{op}: {e}");
@@ -176,12 +184,17 @@ impl SwarmFs {
                 cache,
                 left_over: Mutex::new(left_over),
                 stop_uploading: tokio_util::sync::CancellationToken::new(),
+                kept: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
 
     pub fn allow_other(&self) -> bool {
         self.inner.opts.allow_other
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.inner.opts.read_only
     }
 
     /// A handle that flushes every open file, usable after the filesystem is handed to FUSE.
@@ -193,6 +206,7 @@ impl SwarmFs {
         self.run(|fs| async move {
             let r = match fs.open_file(ino.0) {
                 Some(f) => fs.flush_file(ino.0, &f).await,
+                None if fs.kept.lock().expect("kept").contains(&ino.0) => Err(Errno::EIO),
                 None => Ok(()),
             };
             match r {
@@ -352,6 +366,9 @@ impl Inner {
         drop(st);
         // Out of the open-file table: the staging file stays for the next mount.
         self.files.lock().expect("files").remove(&ino);
+        if kept.is_some() {
+            self.kept.lock().expect("kept").insert(ino);
+        }
         kept
     }
 

@@ -41,6 +41,8 @@ pub struct MountOptions {
     /// Let other local users use the mount (FUSE `allow_other`); permissions are then
     /// enforced by the kernel from each entry's mode and owner.
     pub allow_other: bool,
+    /// Mount read-only (a read-only member).
+    pub read_only: bool,
 }
 
 /// Mounts the swarm at `mountpoint` and serves it until it is unmounted (`fusermount3 -u`,
@@ -57,11 +59,12 @@ pub fn mount(
 /// Serves an already built filesystem (keep its [`SwarmFs::flusher`] first) until unmounted.
 pub fn serve(fs: SwarmFs, mountpoint: &Path) -> std::io::Result<()> {
     let allow_other = fs.allow_other();
+    let read_only = fs.read_only();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("swarmfs".into()),
         fuser::MountOption::Subtype("swarmfs".into()),
-        fuser::MountOption::RW,
+        if read_only { fuser::MountOption::RO } else { fuser::MountOption::RW },
         fuser::MountOption::NoAtime,
         // The kernel checks mode and ownership, as on a local file system.
         fuser::MountOption::DefaultPermissions,

@@ -2,7 +2,7 @@
 //! where `exporter` is the TLS keying-material exporter of this session: a proof seen on one
 //! connection is worthless on any other, and the labels stop a proof being reflected back.
 
-use swarmfs_proto::{Frame, FrameKind, Hello, HelloReply, Role, PROTOCOL_VERSION};
+use swarmfs_proto::{Frame, FrameKind, Hello, HelloReply, MemberKey, MemberProof, Role, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::io::{read_frame_within, write_frame, HANDSHAKE_FRAME_MAX};
@@ -17,18 +17,26 @@ pub(crate) fn proof(secret: &[u8; 32], label: &[u8], exporter: &[u8; 32]) -> [u8
     *h.finalize().as_bytes()
 }
 
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// A member's proof for this TLS session: its own secret, bound the same way.
+pub fn member_proof(member_secret: &[u8; 32], exporter: &[u8; 32]) -> [u8; 32] {
+    proof(member_secret, b"member", exporter)
+}
+
+pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Dialer side: prove, then check the listener's proof.
+/// Dialer side: prove (with the member's own credential when there is one), then check the
+/// listener's proof.
 pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: &[u8; 32],
+    member: Option<&MemberKey>,
     exporter: &[u8; 32],
     role: Role,
 ) -> Result<(), NetError> {
-    let hello = Hello { version: PROTOCOL_VERSION, role, proof: proof(secret, b"dialer", exporter) };
+    let member = member.map(|m| MemberProof { name: m.name.clone(), proof: member_proof(&m.secret, exporter) });
+    let hello = Hello { version: PROTOCOL_VERSION, role, proof: proof(secret, b"dialer", exporter), member };
     write_frame(s, &Frame::new(FrameKind::Hello, 0, &hello, Default::default())).await?;
     s.flush().await?;
     let f = read_frame_within(s, HANDSHAKE_FRAME_MAX)
@@ -52,13 +60,16 @@ pub(crate) async fn hello_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Listener side: check the dialer's proof before anything else is read. The hello is read
-/// under [`HANDSHAKE_FRAME_MAX`]: before the proof, a stranger's frame costs a few KiB at most.
-pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin>(
+/// Listener side: check the dialer's proof before anything else is read, then let `admit`
+/// decide what the dialer has proven (or refuse it with a reason the dialer sees). The hello
+/// is read under [`HANDSHAKE_FRAME_MAX`]: before the proof, a stranger's frame costs a few
+/// KiB at most.
+pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin, T>(
     s: &mut S,
     secret: &[u8; 32],
     exporter: &[u8; 32],
-) -> Result<Role, NetError> {
+    admit: impl FnOnce(&Hello) -> Result<T, String>,
+) -> Result<(Hello, T), NetError> {
     let f = read_frame_within(s, HANDSHAKE_FRAME_MAX).await?.ok_or(NetError::Closed)?;
     if f.kind != FrameKind::Hello {
         return Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a hello")));
@@ -78,8 +89,16 @@ pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin>(
         s.flush().await?;
         return Err(NetError::NotMember("dialer gave a wrong swarm proof".into()));
     }
+    let admitted = match admit(&hello) {
+        Ok(t) => t,
+        Err(reason) => {
+            write_frame(s, &refuse(&reason)).await?;
+            s.flush().await?;
+            return Err(NetError::NotMember(reason));
+        }
+    };
     let reply = HelloReply::Welcome { version: PROTOCOL_VERSION, proof: proof(secret, b"listener", exporter) };
     write_frame(s, &Frame::new(FrameKind::HelloReply, 0, &reply, Default::default())).await?;
     s.flush().await?;
-    Ok(hello.role)
+    Ok((hello, admitted))
 }

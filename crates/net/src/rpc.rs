@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
-use swarmfs_proto::{Event, Frame, FrameKind, NodeId, Request, Response, Role};
+use swarmfs_proto::authz::{authorize, Listener};
+use swarmfs_proto::{
+    Credential, ErrorCode, Event, Frame, FrameKind, Hello, MemberKey, NodeId, Request, Response, Role,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -31,6 +34,8 @@ use crate::{Identity, NetError};
 pub struct Swarm {
     pub identity: Identity,
     pub secret: [u8; 32],
+    /// A member's own credential, proven on client connections (see [`dial`]).
+    pub member: Option<MemberKey>,
 }
 
 /// Bounds for a listener. Connections that have proven membership and connections still in
@@ -162,7 +167,10 @@ pub async fn dial(
         .1
         .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
         .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
-    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, &swarm.secret, &exporter, role))
+    // A member proves its own credential on the connections it makes as a client; a peer's
+    // session is a storage peer's, whoever runs it.
+    let member = if role == Role::Client { swarm.member.as_ref() } else { None };
+    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, &swarm.secret, member, &exporter, role))
         .await
         .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
 
@@ -265,7 +273,10 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::Receiver<Frame>,
 /// The listener's view of one connection, handed to every request it carries.
 pub struct ConnCtx {
     pub remote: NodeId,
+    /// What the dialer says it is (a claim; see `credential`).
     pub role: Role,
+    /// What the dialer proved, as the service's `admit` decided: rights come from here.
+    pub credential: Credential,
     pub remote_addr: SocketAddr,
     /// Cancelled when the connection ends.
     pub closed: CancellationToken,
@@ -281,6 +292,20 @@ impl ConnCtx {
 
 /// What a listener does with requests.
 pub trait Service: Send + Sync + 'static {
+    /// Which row of the authorization table ([`swarmfs_proto::authz`]) applies. Every
+    /// request is checked against it, with the connection's credential, before `handle`.
+    fn listener(&self) -> Listener;
+
+    /// Decides what a dialer that proved the swarm secret has proven beyond it (its NodeId
+    /// is pinned by TLS); `Err` refuses the connection with that reason. By default: the
+    /// swarm secret only.
+    fn admit(&self, _remote: NodeId, _hello: &Hello, _exporter: &[u8; 32]) -> Result<Credential, String> {
+        Ok(Credential::Peer)
+    }
+
+    /// Called once when a connection has been admitted, before its first request.
+    fn on_open(&self, _ctx: &Arc<ConnCtx>) {}
+
     fn handle(
         &self,
         ctx: &Arc<ConnCtx>,
@@ -349,13 +374,14 @@ pub async fn serve<S: Service>(
     }
 }
 
-/// TLS, then the membership proof; the dialer's NodeId and claimed role.
-async fn handshake(
+/// TLS, then the membership proof; the dialer's NodeId, claimed role and proven credential.
+async fn handshake<S: Service>(
     tcp: TcpStream,
     addr: &str,
     acceptor: tokio_rustls::TlsAcceptor,
     swarm: &Swarm,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, NodeId, Role), NetError> {
+    service: &S,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, NodeId, Role, Credential), NetError> {
     let mut tls = acceptor.accept(tcp).await.map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     let (remote, exporter) = {
         let conn = tls.get_ref().1;
@@ -369,8 +395,9 @@ async fn handshake(
             .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
         (remote, exporter)
     };
-    let role = hello_listener(&mut tls, &swarm.secret, &exporter).await?;
-    Ok((tls, remote, role))
+    let (hello, credential) =
+        hello_listener(&mut tls, &swarm.secret, &exporter, |hello| service.admit(remote, hello, &exporter)).await?;
+    Ok((tls, remote, hello.role, credential))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -387,8 +414,8 @@ async fn serve_conn<S: Service>(
 ) -> Result<(), NetError> {
     tcp.set_nodelay(true)?;
     let addr = remote_addr.to_string();
-    let (tls, remote, role) = tokio::select! {
-        r = tokio::time::timeout(limits.handshake_timeout, handshake(tcp, &addr, acceptor, swarm)) => {
+    let (tls, remote, role, credential) = tokio::select! {
+        r = tokio::time::timeout(limits.handshake_timeout, handshake(tcp, &addr, acceptor, swarm, &*service)) => {
             r.map_err(|_| NetError::Timeout("in the handshake"))??
         }
         _ = pending.evicted.cancelled() => return Err(NetError::Evicted),
@@ -399,13 +426,14 @@ async fn serve_conn<S: Service>(
         warn!(%remote_addr, "authenticated connection limit reached; refusing");
         return Err(NetError::Closed);
     };
-    debug!(remote = %remote.short(), ?role, "connection authenticated");
+    debug!(remote = %remote.short(), ?role, ?credential, "connection authenticated");
 
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
     tokio::spawn(writer_loop(w, rx, closed.clone()).in_current_span());
-    let ctx = Arc::new(ConnCtx { remote, role, remote_addr, closed: closed.clone(), out });
+    let ctx = Arc::new(ConnCtx { remote, role, credential, remote_addr, closed: closed.clone(), out });
+    service.on_open(&ctx);
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
     let mut r = BufReader::with_capacity(256 * 1024, r);
     let result = loop {
@@ -430,7 +458,11 @@ async fn serve_conn<S: Service>(
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let (resp, payload) = service.handle(&ctx, req, frame.payload).await;
+                // The one place requests are authorized: by what the connection proved.
+                let (resp, payload) = match authorize(service.listener(), &req, &ctx.credential) {
+                    Ok(()) => service.handle(&ctx, req, frame.payload).await,
+                    Err(why) => (Response::error(ErrorCode::Forbidden, why), Bytes::new()),
+                };
                 let _ = ctx.out.send(Frame::new(FrameKind::Response, frame.id, &resp, payload)).await;
             }
             .in_current_span(),
@@ -469,6 +501,6 @@ pub async fn dial_raw(
         .1
         .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
         .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
-    hello_dialer(&mut tls, &swarm.secret, &exporter, Role::Client).await?;
+    hello_dialer(&mut tls, &swarm.secret, swarm.member.as_ref(), &exporter, Role::Client).await?;
     Ok(tls)
 }

@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 struct Echo;
 
 impl Service for Echo {
+    fn listener(&self) -> swarmfs_proto::authz::Listener {
+        swarmfs_proto::authz::Listener::Peer
+    }
+
     async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {
         match req {
             Request::Ping => (Response::Pong { used: payload.len() as u64, capacity: 0, chunks: 0 }, payload),
@@ -21,7 +25,7 @@ impl Service for Echo {
 }
 
 async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
-    let swarm = Arc::new(Swarm { identity: Identity::generate().unwrap(), secret });
+    let swarm = Arc::new(Swarm { identity: Identity::generate().unwrap(), secret, member: None });
     let id = swarm.identity.node_id();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -31,7 +35,7 @@ async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
 }
 
 fn client(secret: [u8; 32]) -> Swarm {
-    Swarm { identity: Identity::generate().unwrap(), secret }
+    Swarm { identity: Identity::generate().unwrap(), secret, member: None }
 }
 
 #[tokio::test]

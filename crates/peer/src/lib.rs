@@ -56,7 +56,7 @@ pub async fn run(
         }
     });
     info!(node = %swarm.identity.node_id().short(), listen = %local, %advertise, "peer listening");
-    let service = Arc::new(PeerService::new(store.clone()));
+    let service = Arc::new(PeerService::new(store.clone(), config.tracker_id));
     let session =
         tokio::spawn(session::run(swarm.clone(), config, advertise, store, service.clone(), shutdown.clone()));
     serve(listener, swarm, service, Limits::default(), shutdown).await;

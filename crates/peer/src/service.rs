@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use swarmfs_net::{ConnCtx, Service};
-use swarmfs_proto::{ChunkId, ErrorCode, Request, Response};
+use swarmfs_proto::authz::Listener;
+use swarmfs_proto::{ChunkId, Credential, ErrorCode, Hello, NodeId, Request, Response};
 use swarmfs_store::{ChunkStore, StoreError};
 use tokio::sync::mpsc;
 use tracing::warn;
 
 pub struct PeerService {
     store: Arc<ChunkStore>,
+    /// The swarm's tracker: the only node whose orders to delete chunks are followed.
+    tracker_id: NodeId,
     in_flight: AtomicU32,
     /// Chunks found corrupt, for the session to unregister at the tracker.
     corrupt_tx: mpsc::UnboundedSender<ChunkId>,
@@ -31,9 +34,15 @@ fn store_error(e: StoreError) -> Response {
 }
 
 impl PeerService {
-    pub fn new(store: Arc<ChunkStore>) -> PeerService {
+    pub fn new(store: Arc<ChunkStore>, tracker_id: NodeId) -> PeerService {
         let (corrupt_tx, rx) = mpsc::unbounded_channel();
-        PeerService { store, in_flight: AtomicU32::new(0), corrupt_tx, corrupt_rx: std::sync::Mutex::new(Some(rx)) }
+        PeerService {
+            store,
+            tracker_id,
+            in_flight: AtomicU32::new(0),
+            corrupt_tx,
+            corrupt_rx: std::sync::Mutex::new(Some(rx)),
+        }
     }
 
     pub fn load(&self) -> u32 {
@@ -98,7 +107,7 @@ impl PeerService {
                 let idle = std::time::Duration::from_millis(idle_ms);
                 let gone = self.blocking(move |s| chunks.iter().map(|c| s.collect(c, idle)).collect()).await;
                 match gone {
-                    Ok(v) => (Response::Has(v), Bytes::new()),
+                    Ok(v) => (Response::Collected(v), Bytes::new()),
                     Err(e) => (store_error(e), Bytes::new()),
                 }
             }
@@ -115,6 +124,17 @@ impl PeerService {
 }
 
 impl Service for PeerService {
+    fn listener(&self) -> Listener {
+        Listener::Peer
+    }
+
+    /// A peer cannot check member credentials (the tracker keeps them) and needs none:
+    /// everyone with the swarm secret may store and fetch ciphertext. Only the tracker's
+    /// pinned identity may order deletions.
+    fn admit(&self, remote: NodeId, _hello: &Hello, _exporter: &[u8; 32]) -> Result<Credential, String> {
+        Ok(if remote == self.tracker_id { Credential::Tracker } else { Credential::Peer })
+    }
+
     async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let out = self.dispatch(req, payload).await;

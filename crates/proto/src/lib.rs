@@ -5,15 +5,20 @@
 //! - [`msg`]: the request, response and event enums carried in frames.
 //! - [`frame`]: length-prefixed framing with a size cap checked before allocation.
 //! - [`path`]: validated remote paths (`/a/b`), the only form the inside sees.
+//! - [`authz`]: the authorization table: which credential may send which request where.
 //!
 //! The byte layout is documented in `docs/wire.md` and pinned by the golden tests in
 //! `frame.rs`: variants are only ever appended, never reordered.
 
+pub mod authz;
 pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod msg;
 pub mod path;
+
+#[cfg(test)]
+mod golden;
 
 pub use error::ProtoError;
 pub use frame::{Frame, FrameKind, MAX_FRAME_LEN};

@@ -17,10 +17,56 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u16,
+    /// What the dialer says it is. A claim: rights come from [`Credential`], which the
+    /// listener decides from the proofs.
     pub role: Role,
     /// MAC over the TLS exporter value keyed by the swarm secret: proves membership and
     /// binds the proof to this TLS session, so it cannot be replayed elsewhere.
     pub proof: [u8; 32],
+    /// A member's own credential, proven the same way (protocol 3).
+    pub member: Option<MemberProof>,
+}
+
+/// A member's name and `BLAKE3-keyed(member_secret, "member" || TLS exporter)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProof {
+    pub name: String,
+    pub proof: [u8; 32],
+}
+
+/// A member's credential as its home keeps it: revocable on its own, unlike the swarm secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberKey {
+    pub name: String,
+    pub secret: [u8; 32],
+    pub read_only: bool,
+}
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberKey").field("name", &self.name).field("read_only", &self.read_only).finish()
+    }
+}
+
+/// What a connection has proven, as the listener decided it (never as the dialer claimed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// The swarm secret only: a storage peer (or a member token from before protocol 3).
+    Peer,
+    /// A member credential the tracker checked.
+    Member { name: String, read_only: bool },
+    /// The tracker's own identity (its pinned NodeId): admin at the tracker, and the only
+    /// node whose orders to delete chunks a peer follows.
+    Tracker,
+}
+
+/// A member as `swarmfs member ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub read_only: bool,
+    pub revoked: bool,
+    pub created_ms: i64,
 }
 
 /// The listener's answer to a [`Hello`].
@@ -210,10 +256,21 @@ pub enum Request {
         path: String,
     },
     /// Garbage collection, tracker -> peer: delete these chunks unless one was stored (or
-    /// stored again) within the last `idle_ms`; answers `Has`, true where the chunk is gone.
+    /// stored again) within the last `idle_ms`; answers `Collected`, true where it is gone.
     CollectChunks {
         chunks: Vec<ChunkId>,
         idle_ms: u64,
+    },
+    // ---- admin (the tracker's own identity) -> tracker (protocol 3)
+    /// Registers a member; answers `MemberSecret`.
+    MemberAdd {
+        name: String,
+        read_only: bool,
+    },
+    MemberList,
+    /// Refuses the member's credential from now on and closes its connections.
+    MemberRevoke {
+        name: String,
     },
 }
 
@@ -248,6 +305,9 @@ impl Request {
             Request::Create { .. } => "create",
             Request::ReadLink { .. } => "read_link",
             Request::CollectChunks { .. } => "collect_chunks",
+            Request::MemberAdd { .. } => "member_add",
+            Request::MemberList => "member_list",
+            Request::MemberRevoke { .. } => "member_revoke",
         }
     }
 }
@@ -266,6 +326,8 @@ pub enum ErrorCode {
     NotMember,
     Internal,
     Busy,
+    /// The connection's credential does not allow this request (protocol 3).
+    Forbidden,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +363,12 @@ pub enum Response {
     },
     /// A symlink's target.
     Target(String),
+    /// Answer to CollectChunks: true where the chunk is gone (protocol 3; `Has` meant this
+    /// before, with the opposite of its name's meaning).
+    Collected(Vec<bool>),
+    /// Answer to MemberAdd: the new member's secret (the caller composes its token).
+    MemberSecret([u8; 32]),
+    Members(Vec<MemberInfo>),
 }
 
 impl Response {

@@ -41,7 +41,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
     let db = db::Db::open(&config.db_path)?;
-    let tracker = Arc::new(Tracker::new(db, config.peer_timeout, config.gc_delay)?);
+    let tracker = Arc::new(Tracker::new(db, swarm.identity.node_id(), config.peer_timeout, config.gc_delay)?);
     let reaper = tokio::spawn(tracker.clone().reap_silent_peers(shutdown.clone()));
     let collector = tokio::spawn(tracker.clone().collect_garbage(swarm.clone(), shutdown.clone()));
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use swarmfs_net::{ConnCtx, Service};
-use swarmfs_proto::{ErrorCode, PeerInfo, PeerState, RemotePath, Request, Response, Role};
+use swarmfs_proto::authz::Listener;
+use swarmfs_proto::{Credential, ErrorCode, Hello, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::{Db, NewEntry, StoredPeer};
+use crate::db::{Db, MemberRow, NewEntry, StoredPeer};
 use crate::registry::Registry;
 use crate::TrackerError;
 
@@ -23,6 +24,12 @@ pub struct Tracker {
     registry: Registry,
     peer_timeout: Duration,
     gc_delay: Duration,
+    /// The tracker's own NodeId: a connection proving it is the admin (`swarmfs member`).
+    own_id: NodeId,
+    /// Members by name, as in the database; read on every hello, so kept in memory.
+    members: Mutex<HashMap<String, MemberRow>>,
+    /// Open connections of each member, closed when it is revoked.
+    member_conns: Mutex<HashMap<String, Vec<(usize, CancellationToken)>>>,
 }
 
 fn session_of(ctx: &Arc<ConnCtx>) -> usize {
@@ -30,8 +37,14 @@ fn session_of(ctx: &Arc<ConnCtx>) -> usize {
 }
 
 impl Tracker {
-    pub fn new(mut db: Db, peer_timeout: Duration, gc_delay: Duration) -> Result<Tracker, TrackerError> {
+    pub fn new(
+        mut db: Db,
+        own_id: NodeId,
+        peer_timeout: Duration,
+        gc_delay: Duration,
+    ) -> Result<Tracker, TrackerError> {
         db.set_gc_delay(gc_delay);
+        let members = db.members()?.into_iter().map(|m| (m.name.clone(), m)).collect();
         let known = db
             .load_peers()?
             .into_iter()
@@ -45,7 +58,15 @@ impl Tracker {
                 state: PeerState::Down,
             })
             .collect();
-        Ok(Tracker { db: Arc::new(Mutex::new(db)), registry: Registry::new(known), peer_timeout, gc_delay })
+        Ok(Tracker {
+            db: Arc::new(Mutex::new(db)),
+            registry: Registry::new(known),
+            peer_timeout,
+            gc_delay,
+            own_id,
+            members: Mutex::new(members),
+            member_conns: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Runs `f` on the database on a blocking thread: SQLite calls fsync.
@@ -107,7 +128,7 @@ impl Tracker {
             }
             .await;
             match reply {
-                Ok((Response::Has(gone), _)) if gone.len() == chunks.len() => {
+                Ok((Response::Collected(gone), _)) if gone.len() == chunks.len() => {
                     let collected: Vec<_> = chunks.iter().zip(gone).filter(|(_, g)| *g).map(|(c, _)| *c).collect();
                     if !collected.is_empty() {
                         tracing::info!(node = %node.short(), chunks = collected.len(), "garbage collected");
@@ -125,9 +146,6 @@ impl Tracker {
         let node = ctx.remote;
         Ok(match req {
             Request::Join { addrs, capacity } => {
-                if ctx.role != Role::Peer {
-                    return Err(TrackerError::Invalid("only peers join".into()));
-                }
                 let info = self.registry.join(node, addrs.clone(), capacity, session_of(ctx));
                 self.db(move |db| {
                     db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks })
@@ -250,6 +268,31 @@ impl Tracker {
             | Request::DeleteChunks { .. }
             | Request::CollectChunks { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
+            Request::MemberAdd { name, read_only } => {
+                let secret: [u8; 32] = rand::random();
+                let row = self.db(move |db| db.add_member(&name, &secret, read_only)).await?;
+                tracing::info!(member = %row.name, read_only, "member added");
+                self.members.lock().expect("members").insert(row.name.clone(), row);
+                Response::MemberSecret(secret)
+            }
+            Request::MemberList => {
+                Response::Members(self.members.lock().expect("members").values().map(MemberRow::info).collect())
+            }
+            Request::MemberRevoke { name } => {
+                let n = name.clone();
+                self.db(move |db| db.revoke_member(&n)).await?;
+                if let Some(m) = self.members.lock().expect("members").get_mut(&name) {
+                    m.revoked = true;
+                }
+                // Its open connections end now: the next request on them fails, and a
+                // reconnect is refused in the hello.
+                let open = self.member_conns.lock().expect("member conns").remove(&name).unwrap_or_default();
+                for (_, closed) in &open {
+                    closed.cancel();
+                }
+                tracing::info!(member = %name, connections = open.len(), "member revoked");
+                Response::Ok
+            }
         })
     }
 }
@@ -275,6 +318,37 @@ async fn forward_events(ctx: Arc<ConnCtx>, mut rx: broadcast::Receiver<swarmfs_p
 }
 
 impl Service for Tracker {
+    fn listener(&self) -> Listener {
+        Listener::Tracker
+    }
+
+    fn admit(&self, remote: NodeId, hello: &Hello, exporter: &[u8; 32]) -> Result<Credential, String> {
+        if remote == self.own_id {
+            return Ok(Credential::Tracker);
+        }
+        let Some(claim) = &hello.member else {
+            return Ok(Credential::Peer);
+        };
+        let members = self.members.lock().expect("members");
+        let Some(m) = members.get(&claim.name) else {
+            return Err(format!("{:?} is not a member of this swarm: ask its admin for a member token", claim.name));
+        };
+        if !swarmfs_net::auth::ct_eq(&claim.proof, &swarmfs_net::auth::member_proof(&m.secret, exporter)) {
+            return Err(format!("the credential of member {:?} does not match", claim.name));
+        }
+        if m.revoked {
+            return Err(format!("member {:?} was revoked: ask the swarm's admin for a new member token", claim.name));
+        }
+        Ok(Credential::Member { name: m.name.clone(), read_only: m.read_only })
+    }
+
+    fn on_open(&self, ctx: &Arc<ConnCtx>) {
+        if let Credential::Member { name, .. } = &ctx.credential {
+            let mut conns = self.member_conns.lock().expect("member conns");
+            conns.entry(name.clone()).or_default().push((session_of(ctx), ctx.closed.clone()));
+        }
+    }
+
     async fn handle(&self, ctx: &Arc<ConnCtx>, req: Request, _payload: Bytes) -> (Response, Bytes) {
         let name = req.name();
         let resp = match self.dispatch(ctx, req).await {
@@ -290,6 +364,12 @@ impl Service for Tracker {
     async fn on_close(&self, ctx: &Arc<ConnCtx>) {
         if ctx.role == Role::Peer {
             self.registry.connection_closed(&ctx.remote, session_of(ctx));
+        }
+        if let Credential::Member { name, .. } = &ctx.credential {
+            let mut conns = self.member_conns.lock().expect("member conns");
+            if let Some(v) = conns.get_mut(name) {
+                v.retain(|(s, _)| *s != session_of(ctx));
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -64,7 +64,17 @@ CREATE TABLE IF NOT EXISTS gc_queue (
 ";
 
 /// Steps after schema 2: `(version it brings the database to, SQL)`, in order.
-const MIGRATIONS: &[(u32, &str)] = &[];
+const MIGRATIONS: &[(u32, &str)] = &[(
+    3,
+    // Protocol 3: members with credentials of their own, revocable one by one.
+    "CREATE TABLE members (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL,
+        read_only INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL
+    );",
+)];
 
 pub fn migrate(conn: &Connection) -> Result<(), TrackerError> {
     let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -152,6 +162,8 @@ mod tests {
         let mode: u32 = conn.query_row("SELECT mode FROM entries WHERE path = '/d'", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, 0o755, "directories get 0755");
         let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.execute("INSERT INTO members (name, secret, read_only, created_ms) VALUES ('m', x'00', 0, 1)", [])
+            .unwrap();
     }
 }

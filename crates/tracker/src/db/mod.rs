@@ -8,7 +8,10 @@ use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeI
 use crate::TrackerError;
 
 mod gc;
+mod members;
 mod migrations;
+
+pub use members::MemberRow;
 
 pub struct Db {
     conn: Connection,

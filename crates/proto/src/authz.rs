@@ -1,0 +1,129 @@
+//! Who may send what: the one authorization table. Both services (tracker and peer) check
+//! every request against it before handling it (`swarmfs_net::serve` does, with the
+//! connection's [`Credential`]); docs/wire.md mirrors it.
+
+use crate::{Credential, Request};
+
+/// Which kind of node is being asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Tracker,
+    Peer,
+}
+
+/// What a request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone who proved the swarm secret.
+    AnyNode,
+    /// A storage peer's session (or the tracker itself).
+    StoragePeer,
+    /// A member (read-only or read-write), or the tracker itself.
+    Reader,
+    /// A read-write member.
+    Writer,
+    /// The tracker's own identity: member management at the tracker, orders that delete
+    /// data at a peer.
+    Tracker,
+}
+
+/// What `req` needs when sent to `at`. Requests a listener does not serve at all need
+/// nothing here; the listener answers them `Unsupported`.
+pub fn need(at: Listener, req: &Request) -> Need {
+    use Request::*;
+    match (at, req) {
+        (Listener::Tracker, Join { .. } | Heartbeat { .. } | Leave | Subscribe | Inventory { .. })
+        | (Listener::Tracker, RegisterChunks { .. } | UnregisterChunks { .. }) => Need::StoragePeer,
+        (Listener::Tracker, List { .. } | Stat { .. } | OpenFile { .. } | Search { .. } | ReadLink { .. })
+        | (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::Reader,
+        (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
+        | (Listener::Tracker, SetAttr { .. } | Create { .. }) => Need::Writer,
+        (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. }) => Need::Tracker,
+        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. }) => Need::Tracker,
+        _ => Need::AnyNode,
+    }
+}
+
+/// What the request does, for the refusal message.
+fn doing(req: &Request) -> &'static str {
+    use Request::*;
+    match req {
+        Join { .. } | Heartbeat { .. } | Leave | Subscribe | Inventory { .. } => "take part as a storage peer",
+        RegisterChunks { .. } | UnregisterChunks { .. } => "announce chunks",
+        List { .. } => "list directories",
+        Stat { .. } => "look at files",
+        OpenFile { .. } | Locate { .. } => "read files",
+        Search { .. } => "search names",
+        ReadLink { .. } => "read links",
+        ReportBadChunk { .. } => "report bad chunks",
+        Mkdir { .. } => "create directories",
+        CommitFile { .. } | Create { .. } => "write files",
+        Remove { .. } => "remove files",
+        Rename { .. } => "move files",
+        SetAttr { .. } => "change attributes",
+        MemberAdd { .. } | MemberList | MemberRevoke { .. } => "manage members",
+        DeleteChunks { .. } | CollectChunks { .. } => "delete chunks",
+        _ => "do that",
+    }
+}
+
+/// Ok when `cred` may send `req` to `at`; otherwise the one line to show the user.
+pub fn authorize(at: Listener, req: &Request, cred: &Credential) -> Result<(), String> {
+    let ok = match (need(at, req), cred) {
+        (Need::AnyNode, _) | (_, Credential::Tracker) => true,
+        (Need::StoragePeer, c) => *c == Credential::Peer,
+        (Need::Reader, c) => matches!(c, Credential::Member { .. }),
+        (Need::Writer, c) => matches!(c, Credential::Member { read_only: false, .. }),
+        (Need::Tracker, _) => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = doing(req);
+    Err(match (need(at, req), cred) {
+        (Need::Tracker, _) if at == Listener::Peer => format!("only the swarm's tracker may {what} on a peer"),
+        (Need::Tracker, _) => format!("only the tracker's home may {what}"),
+        (Need::StoragePeer, _) => format!("a member credential cannot {what}: use a peer token"),
+        (_, Credential::Member { .. }) => {
+            format!("this member token is read-only; a read-write member token is needed to {what}")
+        }
+        _ => format!("this token can only store chunks; a member token is needed to {what}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChunkId;
+
+    fn member(read_only: bool) -> Credential {
+        Credential::Member { name: "m".into(), read_only }
+    }
+
+    #[test]
+    fn the_table_in_words() {
+        let t = Listener::Tracker;
+        let rm = Request::Remove { path: "/x".into(), recursive: false };
+        let ls = Request::List { path: "/".into() };
+        assert_eq!(
+            authorize(t, &rm, &Credential::Peer).unwrap_err(),
+            "this token can only store chunks; a member token is needed to remove files"
+        );
+        assert!(authorize(t, &ls, &Credential::Peer).is_err(), "a peer token cannot even list names");
+        assert!(authorize(t, &ls, &member(true)).is_ok());
+        assert!(authorize(t, &rm, &member(true)).unwrap_err().contains("read-only"));
+        assert!(authorize(t, &rm, &member(false)).is_ok());
+        assert!(authorize(t, &Request::MemberList, &member(false)).is_err(), "members do not manage members");
+        assert!(authorize(t, &Request::MemberList, &Credential::Tracker).is_ok());
+        assert!(authorize(t, &Request::Leave, &Credential::Peer).is_ok());
+        assert!(authorize(t, &Request::Leave, &member(false)).is_err());
+        let p = Listener::Peer;
+        let collect = Request::CollectChunks { chunks: vec![ChunkId([0; 32])], idle_ms: 0 };
+        for c in [Credential::Peer, member(false)] {
+            assert!(authorize(p, &collect, &c).unwrap_err().contains("only the swarm's tracker"));
+            assert!(authorize(p, &Request::DeleteChunks { chunks: vec![] }, &c).is_err());
+            assert!(authorize(p, &Request::GetChunk { chunk: ChunkId([0; 32]), offset: 0, len: 1 }, &c).is_ok());
+        }
+        assert!(authorize(p, &collect, &Credential::Tracker).is_ok());
+    }
+}
