@@ -19,6 +19,8 @@ pub mod path;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod props;
 
 pub use error::ProtoError;
 pub use frame::{Frame, FrameKind, MAX_FRAME_LEN};
