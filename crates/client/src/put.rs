@@ -243,23 +243,17 @@ pub struct Uploaded {
     pub replicas: usize,
 }
 
-/// Identity and version of a local file, to notice that it changed during an upload.
+/// The version of an open local file (size and mtime, by fstat of the same descriptor), to
+/// notice that it changed during an upload.
 #[derive(PartialEq, Eq, Debug)]
 struct Version {
-    dev: u64,
-    ino: u64,
     len: u64,
     mtime_ns: i128,
 }
 
 impl Version {
     fn of(m: &std::fs::Metadata) -> Version {
-        Version {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        }
+        Version { len: m.len(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 }
     }
 }
 

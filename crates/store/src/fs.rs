@@ -81,11 +81,6 @@ impl ChunkStore {
         Ok(store)
     }
 
-    /// The configured capacity (`--capacity`).
-    pub fn configured_capacity(&self) -> u64 {
-        self.capacity
-    }
-
     /// What this store can really hold: the configured capacity, or less when the disk has
     /// less free space than that. This is what the peer reports and placement plans with.
     pub fn capacity(&self) -> u64 {
