@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use swarmfs_client::{Client, Policy, PutOptions};
-use swarmfs_proto::{EntryInfo, EntryKind, PeerInfo, PeerState, RemotePath};
+use swarmfs_proto::{EntryInfo, EntryKind, PeerInfo, RemotePath};
 
 use crate::home::Home;
 use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
@@ -119,13 +119,14 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
         "size": e.size,
         "mtime_ms": e.mtime_ms,
         "chunks": e.chunks,
+        "replicas": e.replicas,
         "file_id": e.file_id.map(|f| f.to_string()),
     })
 }
 
 /// A remote name as text output shows it: escaped on a terminal, raw into a pipe (where a
 /// script reads it) and always raw in `--json`.
-fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         crate::out::escaped(name)
     } else {
@@ -133,7 +134,7 @@ fn shown(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn human(n: u64) -> String {
+pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -244,8 +245,31 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
     let p = remote(&a.path)?;
     let client = connect(cli).await?;
     let e = client.stat(&p).await?;
+    // Each chunk's holders, as the tracker knows them now (a file with content only).
+    let mut holders: Vec<(String, Vec<(String, &'static str)>)> = Vec::new();
+    if e.kind == EntryKind::File && e.file_id.is_some() {
+        let (_, manifest) = client.open(&p).await?;
+        let located = client.locate(&manifest.chunks).await?;
+        for (i, c) in manifest.chunks.iter().enumerate() {
+            let hs = located.of(i).into_iter().map(|h| (h.node.to_string(), h.state.as_str())).collect();
+            holders.push((c.id.to_string(), hs));
+        }
+    }
     if cli.json {
-        outln!("{}", entry_json(&e));
+        let mut v = entry_json(&e);
+        v["chunk_holders"] = holders
+            .iter()
+            .enumerate()
+            .map(|(i, (id, hs))| {
+                json!({
+                    "index": i,
+                    "chunk": id,
+                    "live": hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count(),
+                    "holders": hs.iter().map(|(n, st)| json!({"node": n, "state": st})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        outln!("{v}");
     } else {
         outln!("path:   {}", shown(&e.path));
         let kind = match e.kind {
@@ -259,8 +283,16 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
         if e.kind == EntryKind::File {
             outln!("size:   {} ({})", e.size, human(e.size));
             outln!("chunks: {}", e.chunks);
+            if e.replicas > 0 {
+                outln!("copies: {} wanted per chunk", e.replicas);
+            }
         }
         outln!("mtime:  {} ms since the epoch", e.mtime_ms);
+        for (i, (id, hs)) in holders.iter().enumerate() {
+            let live = hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count();
+            let list: Vec<String> = hs.iter().map(|(n, st)| format!("{}({st})", &n[..8])).collect();
+            outln!("  chunk {i:>4} {}  {live} live: {}", &id[..8], list.join(" "));
+        }
     }
     Ok(())
 }
@@ -307,7 +339,7 @@ fn peer_json(p: &PeerInfo) -> serde_json::Value {
         "node_id": p.node.to_string(),
         "short_id": p.node.short(),
         "addrs": p.addrs,
-        "state": match p.state { PeerState::Up => "up", PeerState::Down => "down", PeerState::Left => "left" },
+        "state": p.state.as_str(),
         "capacity": p.capacity,
         "used": p.used,
         "chunks": p.chunks,
@@ -321,17 +353,12 @@ pub async fn peers(cli: &Cli) -> Result<()> {
     if cli.json {
         outln!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
     } else {
-        outln!("{:<10} {:<6} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
+        outln!("{:<10} {:<8} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
         for p in peers {
-            let state = match p.state {
-                PeerState::Up => "up",
-                PeerState::Down => "down",
-                PeerState::Left => "left",
-            };
             outln!(
-                "{:<10} {:<6} {:>10} {:>10} {:>8}  {}",
+                "{:<10} {:<8} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
-                state,
+                p.state.as_str(),
                 human(p.used),
                 human(p.capacity),
                 p.chunks,

@@ -10,12 +10,14 @@
 //! - `out`: stdout/stderr/log writes that never panic (closed pipes), name escaping.
 //! - `mount`: the FUSE mount command.
 //! - `members`: member add/ls/revoke (the tracker's home).
+//! - `health`: health (repair, scrub, lost files) and peer drain.
 //! - `usage`: peak RSS and CPU time of this process (bench).
 
 #[macro_use]
 mod out;
 mod bench;
 mod files;
+mod health;
 mod home;
 mod local;
 mod members;
@@ -67,11 +69,16 @@ enum Command {
     /// Run the tracker in the foreground until SIGINT/SIGTERM.
     #[command(after_help = "Example:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000")]
     Tracker(nodes::TrackerArgs),
-    /// Run a storage peer in the foreground until SIGINT/SIGTERM.
+    /// Run a storage peer in the foreground until SIGINT/SIGTERM; `peer drain` empties one.
     #[command(
-        after_help = "Example:\n  swarmfs peer --home /srv/peer1 --listen 0.0.0.0:7101 --advertise 192.0.2.11:7101 --capacity 500G"
+        subcommand_negates_reqs = true,
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  swarmfs peer --home /srv/peer1 --listen 0.0.0.0:7101 --advertise 192.0.2.11:7101 --capacity 500G\n  swarmfs peer drain 4da7e11a --home /srv/swarm-tracker   # then switch it off"
     )]
     Peer(nodes::PeerArgs),
+    /// The swarm's health: files and chunks by state, lost files, peers down, repair, workers.
+    #[command(after_help = "Example:\n  swarmfs health\n  swarmfs health --json | jq .chunks")]
+    Health,
     /// Upload a local file.
     #[command(after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3")]
     Put(files::PutArgs),
@@ -134,7 +141,11 @@ pub fn expand_home(s: &str) -> PathBuf {
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    let daemon = matches!(cli.command, Command::Tracker(_) | Command::Peer(_) | Command::Mount(_));
+    let daemon = match &cli.command {
+        Command::Tracker(_) | Command::Mount(_) => true,
+        Command::Peer(a) => a.action.is_none(),
+        _ => false,
+    };
     // fuser warns when it finds the mount already gone after our own unmount: not news.
     let default = if daemon { "info,fuser=error" } else { "warn,fuser=error" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
@@ -197,7 +208,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Init(a) => nodes::init(cli, a),
         Command::Join(a) => nodes::join(cli, a),
         Command::Tracker(a) => nodes::tracker(cli, a).await,
-        Command::Peer(a) => nodes::peer(cli, a).await,
+        Command::Peer(a) => match &a.action {
+            Some(nodes::PeerAction::Drain(d)) => health::drain(cli, d).await,
+            None => nodes::peer(cli, a).await,
+        },
+        Command::Health => health::health(cli).await,
         Command::Put(a) => files::put(cli, a).await,
         Command::Get(a) => files::get(cli, a).await,
         Command::Cat(a) => files::cat(cli, a).await,

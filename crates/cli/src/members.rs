@@ -41,7 +41,7 @@ pub enum MemberCommand {
 }
 
 /// A client of the running tracker with the tracker's own identity: the admin.
-async fn admin(cli: &Cli) -> Result<(Home, Client)> {
+pub async fn admin(cli: &Cli) -> Result<(Home, Client)> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.swarm()?;
     if swarm.identity.node_id() != home.token.tracker_id {

@@ -38,13 +38,25 @@ pub struct TrackerArgs {
     /// (a grace period for uploads still in flight that will reference it).
     #[arg(long, env = "SWARMFS_GC_DELAY", default_value_t = 60.0)]
     pub gc_delay: f64,
+    /// Seconds a peer may be down before the copies it held are made again on other peers
+    /// (a peer that has left is replaced at once).
+    #[arg(long, env = "SWARMFS_REPAIR_AFTER", default_value_t = 600.0)]
+    pub repair_after: f64,
+    /// Bytes per second all repair copies together may use, e.g. 50M; 0 for no limit.
+    #[arg(long, env = "SWARMFS_REPAIR_RATE", default_value = "32M", value_parser = parse_size)]
+    pub repair_rate: u64,
+    /// Repair copies in flight at once.
+    #[arg(long, env = "SWARMFS_REPAIR_CONCURRENCY", default_value_t = 4)]
+    pub repair_concurrency: usize,
 }
 
 #[derive(Args)]
 pub struct PeerArgs {
+    #[command(subcommand)]
+    pub action: Option<PeerAction>,
     /// Address to listen on, e.g. 0.0.0.0:7101 (port 0 picks a free port).
-    #[arg(long, env = "SWARMFS_LISTEN")]
-    pub listen: String,
+    #[arg(long, env = "SWARMFS_LISTEN", required = true)]
+    pub listen: Option<String>,
     /// Address other nodes should dial (default: the listen address).
     #[arg(long, env = "SWARMFS_ADVERTISE")]
     pub advertise: Option<String>,
@@ -57,6 +69,20 @@ pub struct PeerArgs {
     /// Also mount the swarm here (needs a member token in this home).
     #[arg(long, env = "SWARMFS_MOUNT")]
     pub mount: Option<std::path::PathBuf>,
+    /// Bytes per second the scrubber re-reads and re-hashes stored chunks, e.g. 1M; 0 turns
+    /// it off. Default: a full pass every 3 days at full capacity (at least 256K).
+    #[arg(long, env = "SWARMFS_SCRUB_RATE", value_parser = parse_size)]
+    pub scrub_rate: Option<u64>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum PeerAction {
+    /// Move every chunk that would fall below its R off a peer, then say it can be switched
+    /// off. Run with the tracker's home.
+    #[command(
+        after_help = "Example:\n  swarmfs peer drain 4da7e11a --home /srv/swarm-tracker\n  swarmfs peer drain 4da7e11a --undo --home /srv/swarm-tracker"
+    )]
+    Drain(crate::health::DrainArgs),
 }
 
 /// A chunk size within what the format allows (clap: a bad one is a usage error, exit 2).
@@ -213,6 +239,9 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         db_path: home.dir.join("tracker.db"),
         peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
         gc_delay: Duration::from_secs_f64(a.gc_delay.max(0.0)),
+        repair_after: Duration::from_secs_f64(a.repair_after.max(0.0)),
+        repair_rate: a.repair_rate,
+        repair_concurrency: a.repair_concurrency.max(1),
     };
     swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;
     Ok(())
@@ -222,7 +251,8 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.swarm()?;
     raise_fd_limit();
-    let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+    let listen = a.listen.as_deref().ok_or_else(|| crate::UsageError("--listen is required".into()))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let config = swarmfs_peer::PeerConfig {
         store_dir: home.dir.join("store"),
         capacity: a.capacity,
@@ -230,6 +260,7 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
         tracker_addr: home.token.tracker_addr.clone(),
         tracker_id: home.token.tracker_id,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+        scrub_rate: a.scrub_rate.unwrap_or_else(|| swarmfs_peer::scrub::default_rate(a.capacity)),
     };
     let (shutdown, again) = shutdown_on_signals();
     let mounted = match &a.mount {

@@ -1,5 +1,5 @@
-//! Upgrades: what the previous release wrote (tests/fixtures/protocol2) opens with today's
-//! binary, and every file reads back byte-exact.
+//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, tests/fixtures/protocol3)
+//! opens with today's binary, and every file reads back byte-exact.
 
 mod common;
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{pattern, stderr, wait_for, BIN};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol2");
+const FIXTURE_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol3");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -26,11 +27,15 @@ fn copy_dir(from: &Path, to: &Path) {
 /// The fixture's homes in `dir`, with the tracker address in each swarm file moved to a free
 /// port (the only edit: the fixture's port may be taken on this machine).
 fn fixture_in(dir: &Path) -> String {
+    copy_fixture(FIXTURE, &["tracker", "client", "peer0", "peer1"], "127.0.0.1:47311", dir)
+}
+
+fn copy_fixture(fixture: &str, homes: &[&str], old_addr: &str, dir: &Path) -> String {
     let addr = format!("127.0.0.1:{}", common::free_port());
-    for home in ["tracker", "client", "peer0", "peer1"] {
-        copy_dir(&Path::new(FIXTURE).join(home), &dir.join(home));
+    for home in homes {
+        copy_dir(&Path::new(fixture).join(home), &dir.join(home));
         let swarm = dir.join(home).join("swarm.json");
-        let text = std::fs::read_to_string(&swarm).unwrap().replace("127.0.0.1:47311", &addr);
+        let text = std::fs::read_to_string(&swarm).unwrap().replace(old_addr, &addr);
         std::fs::write(&swarm, text).unwrap();
     }
     addr
@@ -113,7 +118,7 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     }
     let out =
         Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "the schema version is recorded");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();
@@ -121,4 +126,52 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cli(&client, &["cat", "/new"]);
     assert_eq!(out.stdout, pattern(5000, 4));
+}
+
+#[test]
+fn a_protocol_3_swarm_upgrades_in_place_and_every_file_gets_a_replica_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_fixture(FIXTURE_3, &["tracker", "client", "peer0", "peer1", "peer2"], "127.0.0.1:47313", d);
+    let s = |h: &str| d.join(h).display().to_string();
+    let mut daemons = Daemons(vec![spawn(d, "tracker", &["tracker", "--home", &s("tracker")])]);
+    for peer in ["peer0", "peer1", "peer2"] {
+        daemons.0.push(spawn(d, peer, &["peer", "--home", &s(peer), "--listen", "127.0.0.1:0"]));
+    }
+    let client = d.join("client");
+    // A protocol-3 member token is still a member token: no new token needed.
+    wait_for("the upgraded swarm to answer with three peers up", Duration::from_secs(30), || {
+        let out = cli(&client, &["peers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.as_array()?.iter().filter(|p| p["state"] == "up").count() == 3).then_some(())
+    });
+    let replicas = |remote: &str| -> u64 {
+        let out = cli(&client, &["stat", remote, "--json"]);
+        assert!(out.status.success(), "stat {remote}: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["replicas"].as_u64().unwrap()
+    };
+    // R is what each file verifiably had: the fewest copies of any of its chunks. /three.bin
+    // was put with R=3; /dir/b.bin (R=2) shares its chunks, so it has three copies too.
+    assert_eq!(replicas("/a.txt"), 2);
+    assert_eq!(replicas("/three.bin"), 3);
+    assert_eq!(replicas("/dir/b.bin"), 3);
+    assert!((1..=3).contains(&replicas("/dir/sub/c.bin")));
+    let expected: [(&str, Vec<u8>); 5] = [
+        ("/a.txt", b"hello from protocol 3\n".to_vec()),
+        ("/dir/b.bin", pattern(70000, 2)),
+        ("/dir/sub/c.bin", pattern(9000, 3)),
+        ("/same-as-c.bin", pattern(9000, 3)),
+        ("/three.bin", pattern(70000, 2)),
+    ];
+    for (remote, data) in &expected {
+        let out = cli(&client, &["cat", remote]);
+        assert!(out.status.success(), "cat {remote}: {}", stderr(&out));
+        assert!(out.stdout == *data, "{remote} reads back byte-exact after the upgrade");
+    }
+    let out = cli(&client, &["health", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["status"], "healthy", "{h}");
+    assert_eq!(h["files"]["healthy"], 5, "{h}");
+    let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
 }

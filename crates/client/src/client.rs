@@ -9,8 +9,8 @@ use swarmfs_core::DataKey;
 use swarmfs_net::{dial, Connection, Swarm};
 use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
 
-use crate::pool::Pool;
 use crate::ClientError;
+use swarmfs_net::Pool;
 
 /// Longest a tracker call may take, so nothing built on the client (a mount) hangs forever.
 pub(crate) const TRACKER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,7 +45,7 @@ impl Client {
         let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
         Ok(Client {
             tracker: std::sync::Mutex::new(tracker),
-            pool: Pool::new(swarm.clone()),
+            pool: Pool::new(swarm.clone(), Role::Client),
             swarm,
             tracker_addr: tracker_addr.to_string(),
             tracker_id,

@@ -55,6 +55,14 @@ pub struct Holders {
     in_flight: Vec<AtomicU32>,
 }
 
+impl Holders {
+    /// The recorded holders of the `i`-th chunk located, with their state as the tracker
+    /// last knew it.
+    pub fn of(&self, i: usize) -> Vec<&PeerInfo> {
+        self.of_chunk.get(i).map(|v| v.iter().map(|&p| &self.peers[p as usize]).collect()).unwrap_or_default()
+    }
+}
+
 impl Client {
     pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
         let data_key = self.data_key()?.clone();

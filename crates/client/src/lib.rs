@@ -2,7 +2,6 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`], the tracker connection and namespace operations.
-//! - [`pool`]: one multiplexed connection per peer, dialled on first use.
 //! - [`placement`]: which peers get each chunk (rendezvous, least-used, lowest-latency).
 //! - [`put`]: the upload pipeline (read, seal, store on R peers, commit).
 //! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt).
@@ -14,7 +13,6 @@ pub mod client;
 pub mod error;
 pub mod get;
 pub mod placement;
-pub mod pool;
 pub mod put;
 
 pub use client::Client;

@@ -329,7 +329,7 @@ impl Client {
                 return Err(ClientError::Changed { path: local.display().to_string() });
             }
         }
-        self.commit(remote, &up.manifest, up.placements, None).await?;
+        self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
         Ok(PutReport {
             size: up.manifest.size,
             chunks: up.manifest.chunks.len() as u64,
@@ -446,13 +446,15 @@ impl Client {
     /// Makes a file visible: seals `manifest` and records it with the chunk placements in
     /// one tracker transaction. Placements may list chunks stored earlier with no holders.
     /// `mtime_ms` sets the entry's modification time (a mount keeps what programs set);
-    /// `None` means the time of the commit.
+    /// `None` means the time of the commit. `replicas` is the file's R, which the tracker's
+    /// repair restores when copies are lost.
     pub async fn commit(
         &self,
         remote: &RemotePath,
         manifest: &Manifest,
         placements: Vec<ChunkPlacement>,
         mtime_ms: Option<i64>,
+        replicas: usize,
     ) -> Result<EntryInfo, ClientError> {
         let (sealed, _file_key) = manifest.seal(self.data_key()?);
         let req = Request::CommitFile {
@@ -462,6 +464,7 @@ impl Client {
             manifest: sealed,
             placements,
             mtime_ms,
+            replicas: replicas.clamp(1, u8::MAX as usize) as u8,
         };
         match self.call(&req).await? {
             Response::Entry(e) => Ok(e),

@@ -385,7 +385,7 @@ impl FileState {
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
-        client.commit(path, &manifest, placements, Some(mtime_ms)).await?;
+        client.commit(path, &manifest, placements, Some(mtime_ms), opts.replicas).await?;
         PendingRecord::remove(&self.staging_path);
         self.base = manifest;
         self.holders = None;

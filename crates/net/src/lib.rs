@@ -8,15 +8,20 @@
 //! - [`io`]: reading and writing frames with the size cap checked before allocation.
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
 //! - `admission`: bounds on connections still in their handshake, apart from members'.
+//! - [`pool`]: one shared connection per remote node.
+//! - [`task`]: the background-worker runner (work / idle / back off / status / join).
 
 mod admission;
 pub mod auth;
 pub mod error;
 pub mod identity;
 pub mod io;
+pub mod pool;
 pub mod rpc;
+pub mod task;
 pub mod tls;
 
 pub use error::NetError;
 pub use identity::Identity;
+pub use pool::Pool;
 pub use rpc::{dial, serve, ConnCtx, Connection, Limits, Service, Swarm};

@@ -4,8 +4,10 @@
 //! - [`service`]: answers chunk requests (put, get, has, delete, ping).
 //! - [`session`]: join, inventory, heartbeat and the membership subscription, reconnecting
 //!   with backoff whenever the tracker goes away.
+//! - [`scrub`]: the worker that re-verifies every stored chunk at a bounded rate.
 
 pub mod error;
+pub mod scrub;
 pub mod service;
 pub mod session;
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarmfs_net::task::Runner;
 use swarmfs_net::{serve, Limits, Swarm};
 use swarmfs_proto::NodeId;
 use swarmfs_store::ChunkStore;
@@ -31,6 +34,8 @@ pub struct PeerConfig {
     pub tracker_addr: String,
     pub tracker_id: NodeId,
     pub heartbeat: Duration,
+    /// Bytes per second the scrubber re-reads; 0 turns scrubbing off.
+    pub scrub_rate: u64,
 }
 
 /// Runs a peer until `shutdown` is cancelled; tells the tracker it leaves on the way out.
@@ -56,10 +61,20 @@ pub async fn run(
         }
     });
     info!(node = %swarm.identity.node_id().short(), listen = %local, %advertise, "peer listening");
-    let service = Arc::new(PeerService::new(store.clone(), config.tracker_id));
+    let service = Arc::new(PeerService::new(store.clone(), config.tracker_id, swarm.clone()));
+    let mut workers = Runner::new(shutdown.clone());
+    if config.scrub_rate > 0 {
+        workers.spawn(scrub::Scrubber::new(store.clone(), config.scrub_rate, service.corrupt_reports()));
+    }
+    let reports = session::Reports {
+        corrupt: service.take_corrupt_reports().expect("taken once"),
+        stored: service.take_stored_reports().expect("taken once"),
+        workers: workers.statuses(),
+    };
     let session =
-        tokio::spawn(session::run(swarm.clone(), config, advertise, store, service.clone(), shutdown.clone()));
+        tokio::spawn(session::run(swarm.clone(), config, advertise, store, service.clone(), reports, shutdown.clone()));
     serve(listener, swarm, service, Limits::default(), shutdown).await;
+    workers.shutdown().await;
     let _ = session.await;
     Ok(())
 }

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use swarmfs_net::{ConnCtx, Service};
+use swarmfs_net::{ConnCtx, Pool, Service, Swarm};
 use swarmfs_proto::authz::Listener;
-use swarmfs_proto::{ChunkId, Credential, ErrorCode, Hello, NodeId, Request, Response};
+use swarmfs_proto::{ChunkId, Credential, ErrorCode, Hello, NodeId, PeerInfo, Request, Response, Role};
 use swarmfs_store::{ChunkStore, StoreError};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -20,7 +20,17 @@ pub struct PeerService {
     /// Chunks found corrupt, for the session to unregister at the tracker.
     corrupt_tx: mpsc::UnboundedSender<ChunkId>,
     corrupt_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ChunkId>>>,
+    /// Chunks newly written, for the session to register at the tracker in batches: the
+    /// tracker then knows every copy, committed or not, and collects those no file uses.
+    stored_tx: mpsc::UnboundedSender<ChunkId>,
+    stored_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ChunkId>>>,
+    /// Connections to other peers, for repair copies.
+    pool: Pool,
+    own_id: NodeId,
 }
+
+/// How long one repair copy may take from one source.
+const REPLICATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn store_error(e: StoreError) -> Response {
     let code = match &e {
@@ -34,15 +44,70 @@ fn store_error(e: StoreError) -> Response {
 }
 
 impl PeerService {
-    pub fn new(store: Arc<ChunkStore>, tracker_id: NodeId) -> PeerService {
+    pub fn new(store: Arc<ChunkStore>, tracker_id: NodeId, swarm: Arc<Swarm>) -> PeerService {
         let (corrupt_tx, rx) = mpsc::unbounded_channel();
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         PeerService {
             store,
             tracker_id,
             in_flight: AtomicU32::new(0),
             corrupt_tx,
             corrupt_rx: std::sync::Mutex::new(Some(rx)),
+            stored_tx,
+            stored_rx: std::sync::Mutex::new(Some(stored_rx)),
+            own_id: swarm.identity.node_id(),
+            pool: Pool::new(swarm, Role::Peer),
         }
+    }
+
+    /// Where the scrubber reports bad copies (the same queue as bad copies found by reads).
+    pub fn corrupt_reports(&self) -> mpsc::UnboundedSender<ChunkId> {
+        self.corrupt_tx.clone()
+    }
+
+    /// Taken once by the tracker session.
+    pub fn take_stored_reports(&self) -> Option<mpsc::UnboundedReceiver<ChunkId>> {
+        self.stored_rx.lock().expect("lock").take()
+    }
+
+    /// A repair order: copy `chunk` from the first source that has a sound copy. The store
+    /// verifies the hash and makes the copy durable before this answers.
+    async fn replicate(&self, chunk: ChunkId, sources: Vec<PeerInfo>) -> Response {
+        let mut why = Vec::new();
+        for src in sources.into_iter().filter(|s| s.node != self.own_id) {
+            let fetched = async {
+                let conn = self.pool.get(src.node, &src.addrs).await.map_err(|e| e.to_string())?;
+                let req = Request::GetChunk { chunk, offset: 0, len: u64::MAX };
+                match conn.call_timeout(&req, Bytes::new(), REPLICATE_TIMEOUT).await.map_err(|e| e.to_string())? {
+                    (Response::Chunk, bytes) => Ok(bytes),
+                    (Response::Error { message, .. }, _) => Err(message),
+                    _ => Err("unexpected answer".to_string()),
+                }
+            }
+            .await;
+            let bytes = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    why.push(format!("{}: {e}", src.node.short()));
+                    continue;
+                }
+            };
+            let len = bytes.len() as u64;
+            match self.blocking(move |s| s.put(&chunk, &bytes)).await {
+                Ok(wrote) => {
+                    if wrote {
+                        let _ = self.stored_tx.send(chunk);
+                    }
+                    return Response::Replicated { bytes: len };
+                }
+                Err(StoreError::HashMismatch(_)) => why.push(format!("{}: sent a bad copy", src.node.short())),
+                Err(e) => return store_error(e),
+            }
+        }
+        Response::error(
+            ErrorCode::NotFound,
+            format!("no source had a sound copy of {}: {}", chunk.short(), why.join("; ")),
+        )
     }
 
     pub fn load(&self) -> u32 {
@@ -67,7 +132,12 @@ impl PeerService {
     async fn dispatch(&self, req: Request, payload: Bytes) -> (Response, Bytes) {
         match req {
             Request::PutChunk { chunk } => match self.blocking(move |s| s.put(&chunk, &payload)).await {
-                Ok(_) => (Response::Ok, Bytes::new()),
+                Ok(wrote) => {
+                    if wrote {
+                        let _ = self.stored_tx.send(chunk);
+                    }
+                    (Response::Ok, Bytes::new())
+                }
                 Err(e) => (store_error(e), Bytes::new()),
             },
             Request::GetChunk { chunk, offset, len } => {
@@ -111,6 +181,7 @@ impl PeerService {
                     Err(e) => (store_error(e), Bytes::new()),
                 }
             }
+            Request::ReplicateChunk { chunk, sources } => (self.replicate(chunk, sources).await, Bytes::new()),
             Request::Ping => (
                 Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
                 Bytes::new(),

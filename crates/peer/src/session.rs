@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use swarmfs_net::task::Statuses;
 use swarmfs_net::{dial, Swarm};
 use swarmfs_proto::{ChunkId, Event, NodeId, PeerInfo, Request, Response, Role};
 use swarmfs_store::ChunkStore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -18,19 +20,29 @@ use crate::{PeerConfig, PeerError, PeerService};
 const INVENTORY_BATCH: usize = 16 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the session forwards to the tracker besides its own requests.
+pub struct Reports {
+    /// Copies found corrupt (by reads or the scrubber): unregistered.
+    pub corrupt: mpsc::UnboundedReceiver<ChunkId>,
+    /// Chunks newly written: registered in batches with the next heartbeat.
+    pub stored: mpsc::UnboundedReceiver<ChunkId>,
+    /// The peer's background workers, sent with every heartbeat.
+    pub workers: Statuses,
+}
+
 pub async fn run(
     swarm: Arc<Swarm>,
     config: PeerConfig,
     advertise: String,
     store: Arc<ChunkStore>,
     service: Arc<PeerService>,
+    mut reports: Reports,
     shutdown: CancellationToken,
 ) {
-    let mut corrupt = service.take_corrupt_reports().expect("session starts once");
     let mut backoff = Duration::from_millis(200);
     let mut members: HashMap<NodeId, PeerInfo> = HashMap::new();
     loop {
-        let r = session(&swarm, &config, &advertise, &store, &service, &mut corrupt, &mut members, &shutdown).await;
+        let r = session(&swarm, &config, &advertise, &store, &service, &mut reports, &mut members, &shutdown).await;
         match r {
             Ok(()) => return,
             Err(e) => warn!("tracker session ended: {e}; reconnecting in {backoff:?}"),
@@ -78,7 +90,7 @@ async fn session(
     advertise: &str,
     store: &Arc<ChunkStore>,
     service: &PeerService,
-    corrupt: &mut tokio::sync::mpsc::UnboundedReceiver<ChunkId>,
+    reports: &mut Reports,
     members: &mut HashMap<NodeId, PeerInfo>,
     shutdown: &CancellationToken,
 ) -> Result<(), PeerError> {
@@ -106,15 +118,25 @@ async fn session(
     }
     info!(chunks = inventory.len(), "inventory sent");
 
+    // Chunks written while no session was up are in the inventory just sent.
+    while reports.stored.try_recv().is_ok() {}
     let mut tick = tokio::time::interval(config.heartbeat);
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                let mut stored = Vec::new();
+                while let Ok(id) = reports.stored.try_recv() {
+                    stored.push(id);
+                }
+                for batch in stored.chunks(INVENTORY_BATCH) {
+                    call(&conn, &Request::RegisterChunks { chunks: batch.to_vec() }).await?;
+                }
                 let heartbeat = Request::Heartbeat {
                     used: store.used(),
                     chunks: store.count(),
                     load: service.load(),
                     capacity: store.capacity(),
+                    workers: reports.workers.snapshot(),
                 };
                 call(&conn, &heartbeat).await?;
             }
@@ -122,7 +144,7 @@ async fn session(
                 Some(ev) => log_event(members, ev),
                 None => return Err(PeerError::Net(swarmfs_net::NetError::Closed)),
             },
-            Some(id) = corrupt.recv() => {
+            Some(id) = reports.corrupt.recv() => {
                 call(&conn, &Request::UnregisterChunks { chunks: vec![id] }).await?;
             }
             _ = conn.closed() => return Err(PeerError::Net(swarmfs_net::NetError::Closed)),

@@ -38,8 +38,9 @@ pub fn need(at: Listener, req: &Request) -> Need {
         | (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::Reader,
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. }) => Need::Writer,
-        (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. }) => Need::Tracker,
-        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. }) => Need::Tracker,
+        (Listener::Tracker, Health) => Need::Reader,
+        (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
+        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. }) => Need::Tracker,
         _ => Need::AnyNode,
     }
 }
@@ -63,6 +64,9 @@ fn doing(req: &Request) -> &'static str {
         SetAttr { .. } => "change attributes",
         MemberAdd { .. } | MemberList | MemberRevoke { .. } => "manage members",
         DeleteChunks { .. } | CollectChunks { .. } => "delete chunks",
+        ReplicateChunk { .. } => "order repairs",
+        Health => "see the swarm's health",
+        Drain { .. } => "drain peers",
         _ => "do that",
     }
 }
@@ -125,5 +129,12 @@ mod tests {
             assert!(authorize(p, &Request::GetChunk { chunk: ChunkId([0; 32]), offset: 0, len: 1 }, &c).is_ok());
         }
         assert!(authorize(p, &collect, &Credential::Tracker).is_ok());
+        let repair = Request::ReplicateChunk { chunk: ChunkId([0; 32]), sources: vec![] };
+        assert!(authorize(p, &repair, &Credential::Peer).unwrap_err().contains("only the swarm's tracker"));
+        assert!(authorize(p, &repair, &Credential::Tracker).is_ok());
+        assert!(authorize(t, &Request::Health, &member(true)).is_ok());
+        assert!(authorize(t, &Request::Health, &Credential::Peer).is_err());
+        let drain = Request::Drain { node: crate::NodeId([0; 32]), on: true };
+        assert!(authorize(t, &drain, &member(false)).unwrap_err().contains("only the tracker's home"));
     }
 }

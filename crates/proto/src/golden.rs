@@ -26,6 +26,7 @@ fn entry() -> EntryInfo {
         rdev: 0,
         ctime_ms: 2,
         nlink: 1,
+        replicas: 2,
     }
 }
 
@@ -49,7 +50,7 @@ fn every_request_variant() {
         "Request",
         &[
             (0, "Join", Request::Join { addrs: vec![], capacity: 1 }),
-            (1, "Heartbeat", Request::Heartbeat { used: 0, chunks: 0, load: 0, capacity: 0 }),
+            (1, "Heartbeat", Request::Heartbeat { used: 0, chunks: 0, load: 0, capacity: 0, workers: vec![] }),
             (2, "Leave", Request::Leave),
             (3, "Subscribe", Request::Subscribe),
             (4, "Inventory", Request::Inventory { chunks: vec![c()], first: true }),
@@ -71,6 +72,7 @@ fn every_request_variant() {
                     manifest: sealed(),
                     placements: vec![],
                     mtime_ms: None,
+                    replicas: 2,
                 },
             ),
             (14, "OpenFile", Request::OpenFile { path: p() }),
@@ -93,6 +95,9 @@ fn every_request_variant() {
             (27, "MemberAdd", Request::MemberAdd { name: "m".into(), read_only: false }),
             (28, "MemberList", Request::MemberList),
             (29, "MemberRevoke", Request::MemberRevoke { name: "m".into() }),
+            (30, "ReplicateChunk", Request::ReplicateChunk { chunk: c(), sources: vec![] }),
+            (31, "Health", Request::Health),
+            (32, "Drain", Request::Drain { node: NodeId([2; 32]), on: true }),
         ],
     );
 }
@@ -117,6 +122,8 @@ fn every_response_variant() {
             (12, "Collected", Response::Collected(vec![true])),
             (13, "MemberSecret", Response::MemberSecret([0; 32])),
             (14, "Members", Response::Members(vec![])),
+            (15, "Replicated", Response::Replicated { bytes: 1 }),
+            (16, "Health", Response::Health(Box::default())),
         ],
     );
 }
@@ -166,6 +173,7 @@ fn error_codes_and_small_enums_keep_their_numbers() {
     }
     assert_eq!(postcard::to_stdvec(&Role::Tracker).unwrap(), [2]);
     assert_eq!(postcard::to_stdvec(&PeerState::Left).unwrap(), [2]);
+    assert_eq!(postcard::to_stdvec(&PeerState::Draining).unwrap(), [3]);
     assert_eq!(postcard::to_stdvec(&EntryKind::Special).unwrap(), [3]);
 }
 

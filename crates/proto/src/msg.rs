@@ -81,6 +81,25 @@ pub enum PeerState {
     Up,
     Down,
     Left,
+    /// Up and serving reads, but being emptied (`swarmfs peer drain`): no new chunks are
+    /// placed on it and its copies do not count towards any file's R (protocol 4).
+    Draining,
+}
+
+impl PeerState {
+    /// Whether the peer answers requests now (up or draining).
+    pub fn is_live(self) -> bool {
+        matches!(self, PeerState::Up | PeerState::Draining)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+            PeerState::Left => "left",
+            PeerState::Draining => "draining",
+        }
+    }
 }
 
 /// What the tracker knows of a peer.
@@ -125,6 +144,9 @@ pub struct EntryInfo {
     pub ctime_ms: i64,
     /// Link count: 1 for files, 2 + subdirectories for directories.
     pub nlink: u32,
+    /// Durable copies the file's writer asked for (R); 0 for anything but a file with
+    /// content (protocol 4).
+    pub replicas: u8,
 }
 
 /// A manifest encrypted by the client: the tracker stores it without being able to read it.
@@ -159,6 +181,8 @@ pub enum Request {
         /// What the peer can really hold now: `--capacity`, or less when its disk has less
         /// free space (protocol 3).
         capacity: u64,
+        /// The peer's background workers (scrub), for `swarmfs health` (protocol 4).
+        workers: Vec<WorkerStatus>,
     },
     Leave,
     Subscribe,
@@ -201,6 +225,8 @@ pub enum Request {
         placements: Vec<ChunkPlacement>,
         /// The entry's modification time; `None` is the time of the commit (protocol 3).
         mtime_ms: Option<i64>,
+        /// Durable copies wanted of every chunk (R): what repair restores (protocol 4).
+        replicas: u8,
     },
     OpenFile {
         path: String,
@@ -272,6 +298,20 @@ pub enum Request {
     MemberRevoke {
         name: String,
     },
+    // ---- protocol 4: self-healing
+    /// Tracker -> peer: fetch `chunk` from one of `sources` (in order), verify it, store it
+    /// durably, then answer `Replicated`.
+    ReplicateChunk {
+        chunk: ChunkId,
+        sources: Vec<PeerInfo>,
+    },
+    /// Member or admin -> tracker: answers `Health`.
+    Health,
+    /// Admin -> tracker: start (`on`) or stop draining a peer.
+    Drain {
+        node: NodeId,
+        on: bool,
+    },
 }
 
 impl Request {
@@ -308,6 +348,9 @@ impl Request {
             Request::MemberAdd { .. } => "member_add",
             Request::MemberList => "member_list",
             Request::MemberRevoke { .. } => "member_revoke",
+            Request::ReplicateChunk { .. } => "replicate_chunk",
+            Request::Health => "health",
+            Request::Drain { .. } => "drain",
         }
     }
 }
@@ -369,12 +412,80 @@ pub enum Response {
     /// Answer to MemberAdd: the new member's secret (the caller composes its token).
     MemberSecret([u8; 32]),
     Members(Vec<MemberInfo>),
+    /// Answer to ReplicateChunk: the copy is durable; `bytes` is its length (protocol 4).
+    Replicated {
+        bytes: u64,
+    },
+    Health(Box<HealthReport>),
 }
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Response::Error { code, message: message.into() }
     }
+}
+
+/// One background worker as `swarmfs health` shows it (protocol 4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// `repair`, `scrub`, ...; prefixed by the node's short id for a peer's workers.
+    pub name: String,
+    /// `working`, `idle`, `backing off` or `stopped`.
+    pub state: String,
+    /// What it did last, in words (e.g. "pass 3, 41% of 2.1 GiB").
+    pub detail: String,
+    /// Units of work done since start (chunks repaired, chunks verified, ...).
+    pub done: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Counts of files or chunks by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// At least R copies on live, not draining peers.
+    pub healthy: u64,
+    /// Fewer than R such copies, at least one live copy, no repair running.
+    pub under_replicated: u64,
+    /// Fewer than R, and a repair order is in flight.
+    pub repairing: u64,
+    /// No live copy at all: unreadable until a holder comes back.
+    pub lost: u64,
+}
+
+/// A peer as `swarmfs health` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    pub node: NodeId,
+    pub state: PeerState,
+    /// How long it has been down or gone, when it is.
+    pub down_for_ms: Option<u64>,
+    /// Chunks that would fall below R if this peer went away now.
+    pub sole_copies: u64,
+}
+
+/// The swarm's health, computed by the tracker's repair worker (protocol 4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Milliseconds since the figures were computed.
+    pub age_ms: u64,
+    pub files: StateCounts,
+    pub chunks: StateCounts,
+    /// Bytes of files that are not healthy.
+    pub bytes_at_risk: u64,
+    /// Paths of files with a lost chunk (at most 1000), so a user knows what to restore.
+    pub lost_files: Vec<String>,
+    pub peers: Vec<PeerHealth>,
+    /// Chunks waiting for a repair order, and orders in flight.
+    pub repair_queued: u64,
+    pub repair_in_flight: u64,
+    /// Chunks and bytes copied by repair since the tracker started, and the recent rate.
+    pub repaired_chunks: u64,
+    pub repaired_bytes: u64,
+    pub repair_rate_bps: u64,
+    /// After how long a down peer's copies are replaced.
+    pub repair_after_ms: u64,
+    pub workers: Vec<WorkerStatus>,
 }
 
 /// Pushed by the tracker to every subscribed peer.

@@ -322,6 +322,38 @@ impl ChunkStore {
         }
     }
 
+    /// Re-reads a chunk and checks its hash (the scrubber). `Ok(Some(len))`: sound;
+    /// `Ok(None)`: not here (deleted meanwhile); `Err(Corrupt)`: the copy was bad and is now
+    /// quarantined.
+    pub fn verify(&self, id: &ChunkId) -> Result<Option<u64>, StoreError> {
+        match self.get(id, 0, u64::MAX) {
+            Ok(bytes) => Ok(Some(bytes.len() as u64)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Number of buckets [`ChunkStore::list_bucket`] walks: one per fan-out directory.
+    pub const BUCKETS: u32 = 1 << 16;
+
+    /// The chunks whose ids start with the two bytes `bucket` (one fan-out directory), so a
+    /// slow walk over the whole store never holds every id in memory.
+    pub fn list_bucket(&self, bucket: u32) -> Result<Vec<ChunkId>, StoreError> {
+        let dir = self.root.join("chunks").join(format!("{:02x}", bucket >> 8)).join(format!("{:02x}", bucket & 0xff));
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = Vec::new();
+        for e in entries {
+            if let Some(id) = e?.file_name().to_str().and_then(|n| n.parse::<ChunkId>().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Every chunk id held, for the inventory sent to the tracker.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
         let mut ids = Vec::new();

@@ -4,6 +4,7 @@
 //! - [`db`]: SQLite (WAL, synchronous=FULL) holding entries, manifests, peers, locations.
 //! - [`registry`]: live membership in memory and the broadcast of membership events.
 //! - [`service`]: the request handler; one connection per peer, client or tool.
+//! - [`workers`]: background work (reaper, collector, repair), on one task runner.
 //!
 //! What is acknowledged is committed to SQLite first, so a kill -9 loses nothing a client
 //! was told succeeded. Liveness is not persisted: after a restart every peer counts as down
@@ -13,11 +14,13 @@ pub mod db;
 pub mod error;
 pub mod registry;
 pub mod service;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarmfs_net::task::Runner;
 use swarmfs_net::{serve, Limits, Swarm};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +34,12 @@ pub struct TrackerConfig {
     pub peer_timeout: Duration,
     /// Grace period before a chunk no file references is deleted from its holders.
     pub gc_delay: Duration,
+    /// How long a peer may be down before its copies are replaced elsewhere.
+    pub repair_after: Duration,
+    /// Bytes per second repair copies may use in all (0: no limit).
+    pub repair_rate: u64,
+    /// Repair orders in flight at once.
+    pub repair_concurrency: usize,
 }
 
 /// Runs the tracker on `listener` until `shutdown` is cancelled.
@@ -41,12 +50,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
     let db = db::Db::open(&config.db_path)?;
-    let tracker = Arc::new(Tracker::new(db, swarm.identity.node_id(), config.peer_timeout, config.gc_delay)?);
-    let reaper = tokio::spawn(tracker.clone().reap_silent_peers(shutdown.clone()));
-    let collector = tokio::spawn(tracker.clone().collect_garbage(swarm.clone(), shutdown.clone()));
+    let tracker = Arc::new(Tracker::new(db, swarm.clone(), config)?);
+    let mut runner = Runner::new(shutdown.clone());
+    runner.spawn(workers::Reaper(tracker.clone()));
+    runner.spawn(workers::Collector::new(tracker.clone()));
+    runner.spawn(workers::repair::Repairer::new(tracker.clone()));
+    tracker.set_workers(runner.statuses());
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");
     serve(listener, swarm, tracker, Limits::default(), shutdown).await;
-    reaper.abort();
-    collector.abort();
+    runner.shutdown().await;
     Ok(())
 }

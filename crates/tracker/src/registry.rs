@@ -5,16 +5,56 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use swarmfs_proto::{Event, NodeId, PeerInfo, PeerState};
+use swarmfs_proto::{Event, NodeId, PeerInfo, PeerState, WorkerStatus};
 use tokio::sync::broadcast;
 use tracing::info;
 
 struct Member {
+    /// `info.state` is Up, Down or Left; Draining is shown from `draining` (see `view`).
     info: PeerInfo,
     last_seen: Instant,
+    /// Since when the peer has been down or gone; None while it is up.
+    down_since: Option<Instant>,
+    /// Being emptied by `swarmfs peer drain` (persisted in the database too).
+    draining: bool,
+    /// The peer's background workers as of its last heartbeat.
+    workers: Vec<WorkerStatus>,
     /// Identifies the connection the peer joined on, so a stale connection closing does not
     /// mark a peer down that has already reconnected.
     session: Option<usize>,
+}
+
+impl Member {
+    fn view(&self) -> PeerInfo {
+        let mut info = self.info.clone();
+        if info.state == PeerState::Up && self.draining {
+            info.state = PeerState::Draining;
+        }
+        info
+    }
+
+    fn went_down(&mut self, state: PeerState) {
+        self.info.state = state;
+        self.down_since.get_or_insert_with(Instant::now);
+        self.workers.clear();
+    }
+}
+
+/// A peer as repair and `health` see it.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub info: PeerInfo,
+    /// How long it has been down or gone.
+    pub down_for: Option<Duration>,
+}
+
+/// What a heartbeat reports.
+pub struct Beat {
+    pub used: u64,
+    pub chunks: u64,
+    pub load: u32,
+    pub capacity: u64,
+    pub workers: Vec<WorkerStatus>,
 }
 
 pub struct Registry {
@@ -23,10 +63,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(known: Vec<PeerInfo>) -> Registry {
+    /// `known`: peers from the database with whether each is draining. They count as down
+    /// from now until they reconnect (liveness is not persisted).
+    pub fn new(known: Vec<(PeerInfo, bool)>) -> Registry {
         let now = Instant::now();
-        let members =
-            known.into_iter().map(|info| (info.node, Member { info, last_seen: now, session: None })).collect();
+        let members = known
+            .into_iter()
+            .map(|(info, draining)| {
+                let m =
+                    Member { info, last_seen: now, down_since: Some(now), draining, workers: vec![], session: None };
+                (m.info.node, m)
+            })
+            .collect();
         Registry { members: Mutex::new(members), events: broadcast::channel(4096).0 }
     }
 
@@ -50,17 +98,26 @@ impl Registry {
                 mem.info.capacity = capacity;
                 mem.info.state = PeerState::Up;
                 mem.last_seen = now;
+                mem.down_since = None;
                 mem.session = Some(session);
                 let ev = match (was_up, moved) {
-                    (false, _) => Some(Event::PeerJoined(mem.info.clone())),
-                    (true, true) => Some(Event::PeerAddrChanged(mem.info.clone())),
+                    (false, _) => Some(Event::PeerJoined(mem.view())),
+                    (true, true) => Some(Event::PeerAddrChanged(mem.view())),
                     (true, false) => None,
                 };
-                (ev, mem.info.clone())
+                (ev, mem.view())
             }
             None => {
                 let info = PeerInfo { node, addrs, capacity, used: 0, chunks: 0, load: 0, state: PeerState::Up };
-                m.insert(node, Member { info: info.clone(), last_seen: now, session: Some(session) });
+                let mem = Member {
+                    info: info.clone(),
+                    last_seen: now,
+                    down_since: None,
+                    draining: false,
+                    workers: vec![],
+                    session: Some(session),
+                };
+                m.insert(node, mem);
                 (Some(Event::PeerJoined(info.clone())), info)
             }
         };
@@ -72,19 +129,21 @@ impl Registry {
     }
 
     /// Records a heartbeat; false when the node never joined (it must join first).
-    pub fn heartbeat(&self, node: &NodeId, used: u64, chunks: u64, load: u32, capacity: u64) -> bool {
+    pub fn heartbeat(&self, node: &NodeId, beat: Beat) -> bool {
         let mut m = self.members.lock().expect("registry lock");
         let Some(mem) = m.get_mut(node) else {
             return false;
         };
-        mem.info.used = used;
-        mem.info.chunks = chunks;
-        mem.info.load = load;
-        mem.info.capacity = capacity;
+        mem.info.used = beat.used;
+        mem.info.chunks = beat.chunks;
+        mem.info.load = beat.load;
+        mem.info.capacity = beat.capacity;
+        mem.workers = beat.workers;
         mem.last_seen = Instant::now();
         if mem.info.state != PeerState::Up {
             mem.info.state = PeerState::Up;
-            let ev = Event::PeerJoined(mem.info.clone());
+            mem.down_since = None;
+            let ev = Event::PeerJoined(mem.view());
             drop(m);
             self.emit(ev);
         }
@@ -94,7 +153,7 @@ impl Registry {
     pub fn leave(&self, node: &NodeId) {
         let mut m = self.members.lock().expect("registry lock");
         if let Some(mem) = m.get_mut(node) {
-            mem.info.state = PeerState::Left;
+            mem.went_down(PeerState::Left);
             mem.session = None;
             drop(m);
             self.emit(Event::PeerLeft(*node));
@@ -106,7 +165,7 @@ impl Registry {
         let mut m = self.members.lock().expect("registry lock");
         if let Some(mem) = m.get_mut(node) {
             if mem.session == Some(session) && mem.info.state == PeerState::Up {
-                mem.info.state = PeerState::Down;
+                mem.went_down(PeerState::Down);
                 mem.session = None;
                 drop(m);
                 self.emit(Event::PeerDown(*node));
@@ -121,7 +180,7 @@ impl Registry {
             let mut m = self.members.lock().expect("registry lock");
             for (node, mem) in m.iter_mut() {
                 if mem.info.state == PeerState::Up && mem.last_seen.elapsed() > timeout {
-                    mem.info.state = PeerState::Down;
+                    mem.went_down(PeerState::Down);
                     down.push(*node);
                 }
             }
@@ -132,13 +191,57 @@ impl Registry {
     }
 
     pub fn get(&self, node: &NodeId) -> Option<PeerInfo> {
-        self.members.lock().expect("registry lock").get(node).map(|m| m.info.clone())
+        self.members.lock().expect("registry lock").get(node).map(Member::view)
     }
 
     pub fn snapshot(&self) -> Vec<PeerInfo> {
-        let mut v: Vec<PeerInfo> =
-            self.members.lock().expect("registry lock").values().map(|m| m.info.clone()).collect();
+        let mut v: Vec<PeerInfo> = self.members.lock().expect("registry lock").values().map(Member::view).collect();
         v.sort_by_key(|p| p.node);
         v
+    }
+
+    /// Every peer with how long it has been down, for repair and `health`.
+    pub fn views(&self) -> Vec<PeerView> {
+        let mut v: Vec<PeerView> = self
+            .members
+            .lock()
+            .expect("registry lock")
+            .values()
+            .map(|m| PeerView { info: m.view(), down_for: m.down_since.map(|t| t.elapsed()) })
+            .collect();
+        v.sort_by_key(|p| p.info.node);
+        v
+    }
+
+    /// Every live peer's workers, named `SHORTID/worker`.
+    pub fn peer_workers(&self) -> Vec<WorkerStatus> {
+        let m = self.members.lock().expect("registry lock");
+        let mut out: Vec<WorkerStatus> = m
+            .values()
+            .flat_map(|mem| {
+                mem.workers
+                    .iter()
+                    .map(|w| WorkerStatus { name: format!("{}/{}", mem.info.node.short(), w.name), ..w.clone() })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Starts or stops draining; the change reaches every peer as an address-change event
+    /// (its state is what changed). False when the peer is unknown.
+    pub fn set_draining(&self, node: &NodeId, on: bool) -> bool {
+        let mut m = self.members.lock().expect("registry lock");
+        let Some(mem) = m.get_mut(node) else {
+            return false;
+        };
+        if mem.draining == on {
+            return true;
+        }
+        mem.draining = on;
+        let ev = Event::PeerAddrChanged(mem.view());
+        drop(m);
+        self.emit(ev);
+        true
     }
 }

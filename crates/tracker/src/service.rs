@@ -5,25 +5,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use swarmfs_net::{ConnCtx, Service};
+use swarmfs_net::task::Statuses;
+use swarmfs_net::{ConnCtx, Pool, Service, Swarm};
 use swarmfs_proto::authz::Listener;
-use swarmfs_proto::{Credential, ErrorCode, Hello, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
+use swarmfs_proto::{
+    ChunkPlacement, Credential, ErrorCode, HealthReport, Hello, NodeId, PeerInfo, PeerState, RemotePath, Request,
+    Response, Role,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::{Db, MemberRow, NewEntry, StoredPeer};
-use crate::registry::Registry;
-use crate::TrackerError;
+use crate::db::{Db, MemberRow, NewEntry, NewFile, StoredPeer};
+use crate::registry::{Beat, Registry};
+use crate::workers::repair::{assess, RepairStats};
+use crate::{TrackerConfig, TrackerError};
 
 /// Most results a search returns.
 const SEARCH_LIMIT: usize = 1000;
 
 pub struct Tracker {
     db: Arc<Mutex<Db>>,
-    registry: Registry,
-    peer_timeout: Duration,
-    gc_delay: Duration,
+    pub(crate) registry: Registry,
+    pub(crate) config: TrackerConfig,
+    /// Connections to peers, for collect and repair orders.
+    pub(crate) pool: Pool,
+    pub(crate) repair: RepairStats,
+    /// The tracker's workers, for `health`; set once they are started.
+    workers: std::sync::OnceLock<Statuses>,
     /// The tracker's own NodeId: a connection proving it is the admin (`swarmfs member`).
     own_id: NodeId,
     /// Members by name, as in the database; read on every hello, so kept in memory.
@@ -37,40 +46,89 @@ fn session_of(ctx: &Arc<ConnCtx>) -> usize {
 }
 
 impl Tracker {
-    pub fn new(
-        mut db: Db,
-        own_id: NodeId,
-        peer_timeout: Duration,
-        gc_delay: Duration,
-    ) -> Result<Tracker, TrackerError> {
-        db.set_gc_delay(gc_delay);
+    pub fn new(mut db: Db, swarm: Arc<Swarm>, config: TrackerConfig) -> Result<Tracker, TrackerError> {
+        db.set_gc_delay(config.gc_delay);
+        let own_id = swarm.identity.node_id();
         let members = db.members()?.into_iter().map(|m| (m.name.clone(), m)).collect();
         let known = db
             .load_peers()?
             .into_iter()
-            .map(|p| PeerInfo {
-                node: p.node,
-                addrs: p.addrs,
-                capacity: p.capacity,
-                used: p.used,
-                chunks: p.chunks,
-                load: 0,
-                state: PeerState::Down,
+            .map(|p| {
+                let info = PeerInfo {
+                    node: p.node,
+                    addrs: p.addrs,
+                    capacity: p.capacity,
+                    used: p.used,
+                    chunks: p.chunks,
+                    load: 0,
+                    state: PeerState::Down,
+                };
+                (info, p.draining)
             })
             .collect();
         Ok(Tracker {
             db: Arc::new(Mutex::new(db)),
             registry: Registry::new(known),
-            peer_timeout,
-            gc_delay,
+            config,
+            pool: Pool::new(swarm, Role::Tracker),
+            repair: RepairStats::default(),
+            workers: std::sync::OnceLock::new(),
             own_id,
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
         })
     }
 
+    pub(crate) fn set_workers(&self, statuses: Statuses) {
+        let _ = self.workers.set(statuses);
+    }
+
+    /// The swarm's health, computed now from the database and the live membership.
+    pub async fn health(&self) -> Result<HealthReport, TrackerError> {
+        let view = self.db(|db| db.repair_view()).await?;
+        let (mut report, _) = assess(&view, &self.registry.views(), self.config.repair_after);
+        let in_flight = self.repair.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        // Orders in flight are for under-replicated chunks: show them as being repaired.
+        let repairing = in_flight.min(report.chunks.under_replicated);
+        report.chunks.under_replicated -= repairing;
+        report.chunks.repairing = repairing;
+        report.repair_in_flight = in_flight;
+        report.repaired_chunks = self.repair.chunks.load(std::sync::atomic::Ordering::Relaxed);
+        report.repaired_bytes = self.repair.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        report.repair_rate_bps = self.repair.rate_bps();
+        report.workers = self.workers.get().map(Statuses::snapshot).unwrap_or_default();
+        report.workers.extend(self.registry.peer_workers());
+        Ok(report)
+    }
+
+    /// Before a commit: a holder the collector deleted the chunk from may have stored it
+    /// again since (a new upload of the same content) without having told the tracker yet.
+    /// Ask it; copies it has are recorded, so the commit counts them.
+    async fn recheck_collected(&self, placements: &[ChunkPlacement]) -> Result<(), TrackerError> {
+        let p = placements.to_vec();
+        let gone = self.db(move |db| db.collected_among(&p)).await?;
+        let mut by_node: HashMap<NodeId, Vec<swarmfs_proto::ChunkId>> = HashMap::new();
+        for (chunk, node) in gone {
+            by_node.entry(node).or_default().push(chunk);
+        }
+        for (node, chunks) in by_node {
+            let Some(peer) = self.registry.get(&node).filter(|p| p.state.is_live()) else { continue };
+            let asked = async {
+                let conn = self.pool.get(node, &peer.addrs).await?;
+                conn.call_timeout(&Request::HasChunks { chunks: chunks.clone() }, Bytes::new(), Duration::from_secs(10))
+                    .await
+            }
+            .await;
+            if let Ok((Response::Has(has), _)) = asked {
+                let present: Vec<_> = chunks.iter().zip(has).filter(|(_, h)| *h).map(|(c, _)| *c).collect();
+                self.db(move |db| db.add_locations(&node, &present, false)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the database on a blocking thread: SQLite calls fsync.
-    async fn db<T: Send + 'static>(
+    pub(crate) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<T, TrackerError> + Send + 'static,
     ) -> Result<T, TrackerError> {
@@ -80,81 +138,20 @@ impl Tracker {
             .map_err(|e| TrackerError::Invalid(format!("database task failed: {e}")))?
     }
 
-    pub async fn reap_silent_peers(self: Arc<Self>, shutdown: CancellationToken) {
-        let tick = (self.peer_timeout / 4).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => self.registry.reap(self.peer_timeout),
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    }
-
-    /// The garbage collector: chunks no file version references any more are deleted from
-    /// their holders once `gc_delay` has passed (a grace period for uploads that will still
-    /// reference them), then forgotten.
-    pub async fn collect_garbage(self: Arc<Self>, swarm: Arc<swarmfs_net::Swarm>, shutdown: CancellationToken) {
-        let tick = (self.gc_delay / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            if let Err(e) = self.gc_round(&swarm).await {
-                warn!("garbage collection round failed: {e}");
-            }
-        }
-    }
-
-    async fn gc_round(&self, swarm: &swarmfs_net::Swarm) -> Result<(), TrackerError> {
-        let due = self.db(|db| db.gc_due(4096)).await?;
-        let mut by_node: HashMap<swarmfs_proto::NodeId, Vec<swarmfs_proto::ChunkId>> = HashMap::new();
-        for (chunk, holders) in due {
-            if holders.is_empty() {
-                self.db(move |db| db.gc_forget(&chunk)).await?;
-            }
-            for n in holders {
-                by_node.entry(n).or_default().push(chunk);
-            }
-        }
-        for (node, chunks) in by_node {
-            // Down peers keep their garbage queued until they are back.
-            let Some(peer) = self.registry.get(&node).filter(|p| p.state == PeerState::Up) else { continue };
-            let Some(addr) = peer.addrs.first() else { continue };
-            let req = Request::CollectChunks { chunks: chunks.clone(), idle_ms: self.gc_delay.as_millis() as u64 };
-            let reply = async {
-                let (conn, _) = swarmfs_net::dial(swarm, addr, node, Role::Tracker).await?;
-                conn.call_timeout(&req, Bytes::new(), Duration::from_secs(60)).await
-            }
-            .await;
-            match reply {
-                Ok((Response::Collected(gone), _)) if gone.len() == chunks.len() => {
-                    let collected: Vec<_> = chunks.iter().zip(gone).filter(|(_, g)| *g).map(|(c, _)| *c).collect();
-                    if !collected.is_empty() {
-                        tracing::info!(node = %node.short(), chunks = collected.len(), "garbage collected");
-                        self.db(move |db| db.gc_done(&node, &collected)).await?;
-                    }
-                }
-                Ok(other) => warn!(node = %node.short(), "unexpected answer to collect: {:?}", other.0),
-                Err(e) => warn!(node = %node.short(), "could not collect garbage: {e}"),
-            }
-        }
-        Ok(())
-    }
-
     async fn dispatch(&self, ctx: &Arc<ConnCtx>, req: Request) -> Result<Response, TrackerError> {
         let node = ctx.remote;
         Ok(match req {
             Request::Join { addrs, capacity } => {
                 let info = self.registry.join(node, addrs.clone(), capacity, session_of(ctx));
+                let draining = info.state == PeerState::Draining;
                 self.db(move |db| {
-                    db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks })
+                    db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks, draining })
                 })
                 .await?;
                 Response::Joined { peers: self.registry.snapshot() }
             }
-            Request::Heartbeat { used, chunks, load, capacity } => {
-                if !self.registry.heartbeat(&node, used, chunks, load, capacity) {
+            Request::Heartbeat { used, chunks, load, capacity, workers } => {
+                if !self.registry.heartbeat(&node, Beat { used, chunks, load, capacity, workers }) {
                     return Err(TrackerError::Invalid("heartbeat before join".into()));
                 }
                 Response::Ok
@@ -208,11 +205,25 @@ impl Tracker {
                 self.db(move |db| db.remove(&path, recursive)).await?;
                 Response::Ok
             }
-            Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms } => {
+            Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms, replicas } => {
                 let path = RemotePath::parse(&path)?;
+                self.recheck_collected(&placements).await?;
                 Response::Entry(
-                    self.db(move |db| db.commit_file(&path, size, file_id, &manifest, &placements, mtime_ms)).await?,
+                    self.db(move |db| {
+                        let file =
+                            NewFile { size, file_id, manifest: &manifest, placements: &placements, mtime_ms, replicas };
+                        db.commit_file(&path, &file)
+                    })
+                    .await?,
                 )
+            }
+            Request::Health => Response::Health(Box::new(self.health().await?)),
+            Request::Drain { node: target, on } => {
+                if !self.db(move |db| db.set_draining(&target, on)).await? || !self.registry.set_draining(&target, on) {
+                    return Err(TrackerError::NotFound(format!("no peer {} in this swarm", target.short())));
+                }
+                tracing::info!(node = %target.short(), on, "drain {}", if on { "started" } else { "stopped" });
+                Response::Ok
             }
             Request::OpenFile { path } => {
                 let path = RemotePath::parse(&path)?;
@@ -267,6 +278,7 @@ impl Tracker {
             | Request::HasChunks { .. }
             | Request::DeleteChunks { .. }
             | Request::CollectChunks { .. }
+            | Request::ReplicateChunk { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
             Request::MemberAdd { name, read_only } => {
                 let secret: [u8; 32] = rand::random();

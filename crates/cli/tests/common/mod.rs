@@ -31,6 +31,9 @@ pub struct Cluster {
     pub member_token: String,
     pub peer_token: String,
     capacity: String,
+    /// Flags every start of the tracker and of each peer gets.
+    tracker_flags: Vec<String>,
+    peer_flags: Vec<String>,
     tracker: Option<Child>,
     peers: Vec<Option<Child>>,
 }
@@ -47,6 +50,12 @@ impl Cluster {
 
     /// Like [`Cluster::start`] with every peer's `--capacity` set to `capacity`.
     pub fn start_with_capacity(peers: usize, capacity: &str) -> Cluster {
+        Self::start_with(peers, capacity, &[], &[])
+    }
+
+    /// Like [`Cluster::start_with_capacity`], with extra flags for every start of the
+    /// tracker and of each peer (`--repair-after 2`, `--heartbeat-ms 300`, ...).
+    pub fn start_with(peers: usize, capacity: &str, tracker_flags: &[&str], peer_flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tracker_addr = format!("127.0.0.1:{}", free_port());
         let out = run(&dir.path().join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]);
@@ -60,6 +69,8 @@ impl Cluster {
             member_token,
             peer_token,
             capacity: capacity.to_string(),
+            tracker_flags: tracker_flags.iter().map(|s| s.to_string()).collect(),
+            peer_flags: peer_flags.iter().map(|s| s.to_string()).collect(),
             tracker: None,
             peers: Vec::new(),
         };
@@ -110,6 +121,7 @@ impl Cluster {
         self.kill_tracker();
         let home = self.path("tracker").display().to_string();
         let mut args = vec!["tracker", "--home", &home];
+        args.extend(self.tracker_flags.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.tracker = Some(self.spawn("tracker", &args));
     }
@@ -149,11 +161,36 @@ impl Cluster {
 
     pub fn start_peer(&mut self, i: usize) {
         let home = self.peer_home(i).display().to_string();
-        let child = self.spawn(
-            &format!("peer{i}"),
-            &["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", &self.capacity],
-        );
+        let mut args = vec!["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", &self.capacity];
+        args.extend(self.peer_flags.iter().map(String::as_str));
+        let child = self.spawn(&format!("peer{i}"), &args);
         self.peers[i] = Some(child);
+    }
+
+    /// Whether peer `i` runs (was started and not killed by the test).
+    pub fn peer_running(&self, i: usize) -> bool {
+        self.peers.get(i).is_some_and(Option::is_some)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The tracker's view of the swarm's health (`health --json`), if it answers.
+    pub fn health(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["health", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The node id of peer `i` (full hex).
+    pub fn peer_id(&self, i: usize) -> String {
+        // Joining again with the same token changes nothing and prints the node id.
+        let out = run(&self.peer_home(i), &["join", &self.peer_token, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["node_id"].as_str().unwrap().to_string()
     }
 
     /// SIGKILL: no goodbye, no flush.

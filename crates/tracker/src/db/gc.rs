@@ -2,7 +2,7 @@
 //! chunks that lost their last reference (see ARCHITECTURE.md, "Garbage collection").
 
 use rusqlite::{params, Transaction};
-use swarmfs_proto::{ChunkId, NodeId, RemotePath};
+use swarmfs_proto::{ChunkId, ChunkPlacement, NodeId, RemotePath};
 
 use super::{now_ms, Db};
 use crate::TrackerError;
@@ -70,12 +70,19 @@ impl Db {
     }
 
     /// `node` deleted (or no longer has) `chunks`; a chunk held nowhere leaves the queue.
+    /// The deletion is remembered until the node stores the chunk again, so a commit that
+    /// still names that copy (an upload slower than the GC delay) cannot count it.
     pub fn gc_done(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
         let tx = self.conn.transaction()?;
+        let now = now_ms();
         for c in chunks {
             tx.execute(
                 "DELETE FROM locations WHERE chunk = ?1 AND node = ?2",
                 params![c.as_bytes().as_slice(), node.as_bytes().as_slice()],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO collected (chunk, node, at_ms) VALUES (?1, ?2, ?3)",
+                params![c.as_bytes().as_slice(), node.as_bytes().as_slice(), now],
             )?;
             tx.execute(
                 "DELETE FROM gc_queue WHERE chunk = ?1 AND NOT EXISTS (SELECT 1 FROM locations WHERE chunk = ?1)",
@@ -84,6 +91,52 @@ impl Db {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Placements without the holders whose copy the collector deleted; a chunk that named
+    /// holders and has none left refuses the commit.
+    pub(super) fn without_collected(
+        tx: &Transaction<'_>,
+        placements: &[ChunkPlacement],
+    ) -> Result<Vec<ChunkPlacement>, TrackerError> {
+        let mut gone = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM collected WHERE chunk = ?1 AND node = ?2)")?;
+        let mut out = Vec::with_capacity(placements.len());
+        for p in placements {
+            let mut holders = Vec::with_capacity(p.holders.len());
+            for n in &p.holders {
+                let collected: bool =
+                    gone.query_row(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()], |r| r.get(0))?;
+                if !collected {
+                    holders.push(*n);
+                }
+            }
+            if holders.is_empty() && !p.holders.is_empty() {
+                return Err(TrackerError::Invalid(format!(
+                    "chunk {} was collected as garbage before this commit (the upload took longer than the \
+                     tracker's --gc-delay); nothing was committed: put the file again",
+                    p.chunk.short()
+                )));
+            }
+            out.push(ChunkPlacement { chunk: p.chunk, holders });
+        }
+        Ok(out)
+    }
+
+    /// Queues every chunk a peer holds that no file version references (an upload that
+    /// failed or was abandoned before its commit); the collector deletes it once it has not
+    /// been stored for the GC delay, so an upload still in progress keeps its chunks.
+    /// Forgets deletions older than a week. Returns how many chunks were queued.
+    pub fn queue_orphans(&mut self) -> Result<usize, TrackerError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO gc_queue (chunk, due_ms)
+             SELECT DISTINCT l.chunk, ?1 FROM locations AS l
+             WHERE NOT EXISTS (SELECT 1 FROM refs WHERE refs.chunk = l.chunk)",
+            [now_ms() + self.gc_delay_ms],
+        )?;
+        tx.execute("DELETE FROM collected WHERE at_ms < ?1", [now_ms() - 7 * 24 * 3600 * 1000])?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// A queued chunk with no known holder at all is simply dropped from the queue.

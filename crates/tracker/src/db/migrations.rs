@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -64,17 +64,40 @@ CREATE TABLE IF NOT EXISTS gc_queue (
 ";
 
 /// Steps after schema 2: `(version it brings the database to, SQL)`, in order.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    3,
-    // Protocol 3: members with credentials of their own, revocable one by one.
-    "CREATE TABLE members (
-        name TEXT PRIMARY KEY,
-        secret BLOB NOT NULL,
-        read_only INTEGER NOT NULL,
-        revoked INTEGER NOT NULL DEFAULT 0,
-        created_ms INTEGER NOT NULL
-    );",
-)];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        3,
+        // Protocol 3: members with credentials of their own, revocable one by one.
+        "CREATE TABLE members (
+            name TEXT PRIMARY KEY,
+            secret BLOB NOT NULL,
+            read_only INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL
+        );",
+    ),
+    (
+        4,
+        // Protocol 4: each file version records its R, so repair knows what to restore.
+        // Files from before did not say; they get the fewest copies any of their chunks has
+        // now (at least 1): what they verifiably had, so nothing is flagged that was fine.
+        // Peers remember being drained; copies the collector deleted are remembered, so a
+        // commit cannot name them (see Db::commit_file).
+        "ALTER TABLE entries ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0;
+        UPDATE entries SET replicas = max(1, coalesce((
+            SELECT min(n) FROM (
+                SELECT count(l.node) AS n FROM refs AS r LEFT JOIN locations AS l ON l.chunk = r.chunk
+                WHERE r.file_id = entries.file_id GROUP BY r.chunk)), 1))
+        WHERE kind = 1 AND file_id IS NOT NULL;
+        ALTER TABLE peers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE collected (
+            chunk BLOB NOT NULL,
+            node BLOB NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (chunk, node)
+        );",
+    ),
+];
 
 pub fn migrate(conn: &Connection) -> Result<(), TrackerError> {
     let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

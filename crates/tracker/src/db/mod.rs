@@ -10,6 +10,9 @@ use crate::TrackerError;
 mod gc;
 mod members;
 mod migrations;
+mod repair;
+
+pub use repair::{RepairView, ViewFile};
 
 pub use members::MemberRow;
 
@@ -30,13 +33,25 @@ pub struct NewEntry<'a> {
     pub target: Option<&'a str>,
 }
 
-/// A peer as remembered across restarts (liveness is not remembered).
+/// A peer as remembered across restarts (liveness is not remembered; draining is).
 pub struct StoredPeer {
     pub node: NodeId,
     pub addrs: Vec<String>,
     pub capacity: u64,
     pub used: u64,
     pub chunks: u64,
+    pub draining: bool,
+}
+
+/// A file version as [`Db::commit_file`] records it.
+pub struct NewFile<'a> {
+    pub size: u64,
+    pub file_id: FileId,
+    pub manifest: &'a SealedManifest,
+    pub placements: &'a [ChunkPlacement],
+    pub mtime_ms: Option<i64>,
+    /// Durable copies wanted of each chunk (R).
+    pub replicas: u8,
 }
 
 fn now_ms() -> i64 {
@@ -64,11 +79,13 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
         rdev: row.get::<_, i64>(9)? as u32,
         ctime_ms: row.get(10)?,
         nlink: row.get::<_, i64>(11)? as u32,
+        replicas: row.get::<_, i64>(12)?.clamp(0, u8::MAX as i64) as u8,
     })
 }
 
 const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid, gid, rdev, ctime_ms, \
-    CASE kind WHEN 0 THEN 2 + (SELECT count(*) FROM entries AS c WHERE c.parent = entries.path AND c.kind = 0) ELSE 1 END";
+    CASE kind WHEN 0 THEN 2 + (SELECT count(*) FROM entries AS c WHERE c.parent = entries.path AND c.kind = 0) ELSE 1 END, \
+    replicas";
 
 fn kind_code(k: EntryKind) -> i64 {
     match k {
@@ -266,19 +283,17 @@ impl Db {
 
     /// Makes a file visible (or replaces it) together with its chunk locations: both or
     /// neither, so a reader never sees a file whose chunks cannot be found.
-    pub fn commit_file(
-        &mut self,
-        path: &RemotePath,
-        size: u64,
-        file_id: FileId,
-        manifest: &SealedManifest,
-        placements: &[ChunkPlacement],
-        mtime_ms: Option<i64>,
-    ) -> Result<EntryInfo, TrackerError> {
+    ///
+    /// A holder whose copy the collector deleted since (an upload that took longer than the
+    /// GC delay, its chunks collected as orphans) is not recorded; a chunk left with no
+    /// holder at all refuses the commit, so a file is never made visible without its data.
+    pub fn commit_file(&mut self, path: &RemotePath, file: &NewFile<'_>) -> Result<EntryInfo, TrackerError> {
+        let NewFile { size, file_id, manifest, placements, mtime_ms, replicas } = *file;
         if path.is_root() {
             return Err(TrackerError::IsADirectory("/".into()));
         }
         let tx = self.conn.transaction()?;
+        let placements = Self::without_collected(&tx, placements)?;
         Self::require_dir(&tx, &path.parent())?;
         let (mut mode, mut uid, mut gid) = (0o644, 0, 0);
         let existing = Self::entry(&tx, path)?;
@@ -291,8 +306,9 @@ impl Db {
         }
         tx.execute(
             "INSERT OR REPLACE INTO entries
-                 (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms,
+                  replicas)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 path.as_str(),
                 path.parent().as_str(),
@@ -305,7 +321,8 @@ impl Db {
                 mode,
                 uid,
                 gid,
-                now_ms()
+                now_ms(),
+                replicas.max(1)
             ],
         )?;
         if existing.is_none() {
@@ -315,7 +332,7 @@ impl Db {
         // the two share are never queued as garbage.
         {
             let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO refs (file_id, chunk) VALUES (?1, ?2)")?;
-            for p in placements {
+            for p in &placements {
                 ins.execute(params![file_id.as_bytes().as_slice(), p.chunk.as_bytes().as_slice()])?;
             }
         }
@@ -324,7 +341,7 @@ impl Db {
         }
         {
             let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
-            for p in placements {
+            for p in &placements {
                 for n in &p.holders {
                     ins.execute(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()])?;
                 }
@@ -465,6 +482,8 @@ impl Db {
         Ok(out)
     }
 
+    /// `node` holds `chunks` (and, with `replace`, nothing else). A copy stored again after
+    /// the collector deleted it is a copy again.
     pub fn add_locations(&mut self, node: &NodeId, chunks: &[ChunkId], replace: bool) -> Result<(), TrackerError> {
         let tx = self.conn.transaction()?;
         if replace {
@@ -472,8 +491,10 @@ impl Db {
         }
         {
             let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
+            let mut alive = tx.prepare_cached("DELETE FROM collected WHERE chunk = ?1 AND node = ?2")?;
             for c in chunks {
                 ins.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
+                alive.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
             }
         }
         tx.commit()?;
@@ -492,16 +513,31 @@ impl Db {
         Ok(())
     }
 
+    /// Starts or stops draining a peer the tracker knows; false when it does not know it.
+    pub fn set_draining(&mut self, node: &NodeId, on: bool) -> Result<bool, TrackerError> {
+        let n = self
+            .conn
+            .execute("UPDATE peers SET draining = ?2 WHERE node = ?1", params![node.as_bytes().as_slice(), on])?;
+        Ok(n > 0)
+    }
+
     pub fn save_peer(&mut self, p: &StoredPeer) -> Result<(), TrackerError> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO peers (node, addrs, capacity, used, chunks) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![p.node.as_bytes().as_slice(), p.addrs.join(","), p.capacity as i64, p.used as i64, p.chunks as i64],
+            "INSERT OR REPLACE INTO peers (node, addrs, capacity, used, chunks, draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                p.node.as_bytes().as_slice(),
+                p.addrs.join(","),
+                p.capacity as i64,
+                p.used as i64,
+                p.chunks as i64,
+                p.draining
+            ],
         )?;
         Ok(())
     }
 
     pub fn load_peers(&mut self) -> Result<Vec<StoredPeer>, TrackerError> {
-        let mut stmt = self.conn.prepare("SELECT node, addrs, capacity, used, chunks FROM peers")?;
+        let mut stmt = self.conn.prepare("SELECT node, addrs, capacity, used, chunks, draining FROM peers")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
@@ -509,11 +545,12 @@ impl Db {
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (node, addrs, capacity, used, chunks) = row?;
+            let (node, addrs, capacity, used, chunks, draining) = row?;
             let Ok(node) = NodeId::from_slice(&node) else {
                 continue;
             };
@@ -523,6 +560,7 @@ impl Db {
                 capacity: capacity as u64,
                 used: used as u64,
                 chunks: chunks as u64,
+                draining,
             });
         }
         Ok(out)

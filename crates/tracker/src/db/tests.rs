@@ -9,7 +9,15 @@ fn p(s: &str) -> RemotePath {
 fn file(db: &mut Db, path: &str, chunk: u8) {
     let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
     let placements = [ChunkPlacement { chunk: ChunkId([chunk; 32]), holders: vec![NodeId([9; 32])] }];
-    db.commit_file(&p(path), 10, FileId([chunk; 32]), &m, &placements, None).unwrap();
+    let new = NewFile {
+        size: 10,
+        file_id: FileId([chunk; 32]),
+        manifest: &m,
+        placements: &placements,
+        mtime_ms: None,
+        replicas: 2,
+    };
+    db.commit_file(&p(path), &new).unwrap();
 }
 
 fn names(db: &mut Db, dir: &str) -> Vec<String> {
@@ -49,4 +57,35 @@ fn namespace_semantics() {
     db.remove(&p("/z"), true).unwrap();
     assert_eq!(names(&mut db, "/"), vec!["/p_x", "/q"]);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_commit_cannot_count_a_copy_the_collector_deleted_until_it_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    let (chunk, a, b) = (ChunkId([7; 32]), NodeId([1; 32]), NodeId([2; 32]));
+    // An upload stored the chunk on a and b, then stalled past the GC delay: both copies
+    // were collected as orphans.
+    db.add_locations(&a, &[chunk], false).unwrap();
+    db.add_locations(&b, &[chunk], false).unwrap();
+    db.gc_done(&a, &[chunk]).unwrap();
+    db.gc_done(&b, &[chunk]).unwrap();
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let placements = [ChunkPlacement { chunk, holders: vec![a, b] }];
+    let new = |id: u8| NewFile {
+        size: 10,
+        file_id: FileId([id; 32]),
+        manifest: &m,
+        placements: &placements,
+        mtime_ms: None,
+        replicas: 2,
+    };
+    let err = db.commit_file(&p("/late"), &new(1)).unwrap_err().to_string();
+    assert!(err.contains("collected as garbage before this commit"), "{err}");
+    assert!(matches!(db.stat(&p("/late")), Err(TrackerError::NotFound(_))), "nothing became visible");
+    // b stores it again (a new upload of the same content): that copy counts, a's does not.
+    db.add_locations(&b, &[chunk], false).unwrap();
+    db.commit_file(&p("/late"), &new(2)).unwrap();
+    assert_eq!(db.locate(&[chunk]).unwrap(), vec![vec![b]]);
+    assert_eq!(db.stat(&p("/late")).unwrap().replicas, 2);
 }

@@ -1,25 +1,29 @@
-//! One connection per peer, dialled lazily and shared by every request to that peer.
+//! One connection per remote node, dialled lazily and shared by every request to it. Used
+//! by clients (to peers), by peers (to other peers, for repair copies) and by the tracker
+//! (orders to peers), each dialling with its own role.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use swarmfs_net::{dial, Connection, NetError, Swarm};
 use swarmfs_proto::{NodeId, Role};
+
+use crate::{dial, Connection, NetError, Swarm};
 
 pub struct Pool {
     swarm: Arc<Swarm>,
+    role: Role,
     slots: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
 }
 
 impl Pool {
-    pub fn new(swarm: Arc<Swarm>) -> Pool {
-        Pool { swarm, slots: Mutex::new(HashMap::new()) }
+    pub fn new(swarm: Arc<Swarm>, role: Role) -> Pool {
+        Pool { swarm, role, slots: Mutex::new(HashMap::new()) }
     }
 
     /// A live connection to `node`, dialling its addresses in order if there is none.
     pub async fn get(&self, node: NodeId, addrs: &[String]) -> Result<Connection, NetError> {
         let slot = self.slots.lock().expect("pool lock").entry(node).or_default().clone();
-        // Holding the per-peer async lock while dialling makes concurrent callers share one
+        // Holding the per-node async lock while dialling makes concurrent callers share one
         // dial instead of opening one connection each.
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {
@@ -29,7 +33,7 @@ impl Pool {
         }
         let mut last = NetError::Closed;
         for addr in addrs {
-            match dial(&self.swarm, addr, node, Role::Client).await {
+            match dial(&self.swarm, addr, node, self.role).await {
                 Ok((c, _events)) => {
                     *slot = Some(c.clone());
                     return Ok(c);
@@ -38,5 +42,10 @@ impl Pool {
             }
         }
         Err(last)
+    }
+
+    /// Forgets `node`'s connection (it left): the next `get` dials anew.
+    pub fn forget(&self, node: &NodeId) {
+        self.slots.lock().expect("pool lock").remove(node);
     }
 }

@@ -1,0 +1,116 @@
+//! The tracker's background work, each a [`Worker`] on one [`swarmfs_net::task::Runner`]:
+//! - [`Reaper`]: marks peers down that stopped sending heartbeats.
+//! - [`Collector`]: deletes chunks no file uses any more, and orphans of failed uploads.
+//! - [`repair::Repairer`]: restores every chunk to its file's R, and computes `health`.
+
+pub mod repair;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use swarmfs_net::task::{Step, Worker};
+use swarmfs_proto::{ChunkId, NodeId, Request, Response};
+use tracing::{info, warn};
+
+use crate::Tracker;
+
+pub struct Reaper(pub Arc<Tracker>);
+
+impl Worker for Reaper {
+    fn name(&self) -> String {
+        "reaper".into()
+    }
+    fn idle_period(&self) -> Duration {
+        (self.0.config.peer_timeout / 4).max(Duration::from_millis(100))
+    }
+    async fn step(&mut self) -> Result<Step, String> {
+        self.0.registry.reap(self.0.config.peer_timeout);
+        Ok(Step::Idle)
+    }
+}
+
+/// The garbage collector: chunks no file version references any more are deleted from
+/// their holders once `gc_delay` has passed (a grace period for uploads that will still
+/// reference them), then forgotten. Chunks peers hold that no file ever referenced (an
+/// upload that failed before its commit) are queued the same way, once per orphan scan.
+pub struct Collector {
+    tracker: Arc<Tracker>,
+    last_orphan_scan: Option<Instant>,
+    collected: u64,
+    orphans_queued: u64,
+}
+
+impl Collector {
+    pub fn new(tracker: Arc<Tracker>) -> Collector {
+        Collector { tracker, last_orphan_scan: None, collected: 0, orphans_queued: 0 }
+    }
+
+    fn orphan_scan_every(&self) -> Duration {
+        (self.tracker.config.gc_delay / 2).clamp(Duration::from_secs(1), Duration::from_secs(300))
+    }
+}
+
+impl Worker for Collector {
+    fn name(&self) -> String {
+        "collector".into()
+    }
+
+    fn idle_period(&self) -> Duration {
+        (self.tracker.config.gc_delay / 4).clamp(Duration::from_millis(200), Duration::from_secs(30))
+    }
+
+    async fn step(&mut self) -> Result<Step, String> {
+        let t = &self.tracker;
+        if self.last_orphan_scan.is_none_or(|at| at.elapsed() >= self.orphan_scan_every()) {
+            self.last_orphan_scan = Some(Instant::now());
+            let n = t.db(|db| db.queue_orphans()).await.map_err(|e| e.to_string())?;
+            if n > 0 {
+                info!(chunks = n, "chunks no file references queued for collection");
+                self.orphans_queued += n as u64;
+            }
+        }
+        let due = t.db(|db| db.gc_due(4096)).await.map_err(|e| e.to_string())?;
+        let mut by_node: HashMap<NodeId, Vec<ChunkId>> = HashMap::new();
+        for (chunk, holders) in due {
+            if holders.is_empty() {
+                t.db(move |db| db.gc_forget(&chunk)).await.map_err(|e| e.to_string())?;
+            }
+            for n in holders {
+                by_node.entry(n).or_default().push(chunk);
+            }
+        }
+        for (node, chunks) in by_node {
+            // Down peers keep their garbage queued until they are back.
+            let Some(peer) = t.registry.get(&node).filter(|p| p.state.is_live()) else { continue };
+            let req = Request::CollectChunks { chunks: chunks.clone(), idle_ms: t.config.gc_delay.as_millis() as u64 };
+            let reply = async {
+                let conn = t.pool.get(node, &peer.addrs).await?;
+                conn.call_timeout(&req, Bytes::new(), Duration::from_secs(60)).await
+            }
+            .await;
+            match reply {
+                Ok((Response::Collected(gone), _)) if gone.len() == chunks.len() => {
+                    let collected: Vec<_> = chunks.iter().zip(gone).filter(|(_, g)| *g).map(|(c, _)| *c).collect();
+                    if !collected.is_empty() {
+                        info!(node = %node.short(), chunks = collected.len(), "garbage collected");
+                        self.collected += collected.len() as u64;
+                        t.db(move |db| db.gc_done(&node, &collected)).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(other) => warn!(node = %node.short(), "unexpected answer to collect: {:?}", other.0),
+                Err(e) => warn!(node = %node.short(), "could not collect garbage: {e}"),
+            }
+        }
+        Ok(Step::Idle)
+    }
+
+    fn detail(&self) -> String {
+        format!("{} chunks collected, {} orphans queued", self.collected, self.orphans_queued)
+    }
+
+    fn done(&self) -> u64 {
+        self.collected
+    }
+}
