@@ -33,12 +33,27 @@ pub struct Tracker {
     pub(crate) repair: RepairStats,
     /// The tracker's workers, for `health`; set once they are started.
     workers: std::sync::OnceLock<Statuses>,
+    /// Orders commits and garbage collection (see [`Tracker::commit`]).
+    pub(crate) gc_gate: tokio::sync::Mutex<()>,
+    /// Chunks a collect order is out for; a commit naming one waits until it is answered.
+    pub(crate) collecting: Mutex<std::collections::HashSet<swarmfs_proto::ChunkId>>,
+    pub(crate) collect_answered: tokio::sync::Notify,
     /// The tracker's own NodeId: a connection proving it is the admin (`swarmfs member`).
     own_id: NodeId,
     /// Members by name, as in the database; read on every hello, so kept in memory.
     members: Mutex<HashMap<String, MemberRow>>,
     /// Open connections of each member, closed when it is revoked.
     member_conns: Mutex<HashMap<String, Vec<(usize, CancellationToken)>>>,
+}
+
+/// A CommitFile request's fields.
+struct CommitArgs {
+    size: u64,
+    file_id: swarmfs_proto::FileId,
+    manifest: swarmfs_proto::SealedManifest,
+    placements: Vec<ChunkPlacement>,
+    mtime_ms: Option<i64>,
+    replicas: u8,
 }
 
 fn session_of(ctx: &Arc<ConnCtx>) -> usize {
@@ -73,6 +88,9 @@ impl Tracker {
             pool: Pool::new(swarm, Role::Tracker),
             repair: RepairStats::default(),
             workers: std::sync::OnceLock::new(),
+            gc_gate: tokio::sync::Mutex::new(()),
+            collecting: Mutex::new(Default::default()),
+            collect_answered: tokio::sync::Notify::new(),
             own_id,
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
@@ -99,6 +117,42 @@ impl Tracker {
         report.workers = self.workers.get().map(Statuses::snapshot).unwrap_or_default();
         report.workers.extend(self.registry.peer_workers());
         Ok(report)
+    }
+
+    /// Commits a file version so that it never counts a copy the collector deletes: the
+    /// collector picks chunks to delete (only unreferenced ones) under `gc_gate`, and a
+    /// commit holds the gate too, after any collect order out for one of its chunks has
+    /// been answered. So either the commit lands first and the chunk is no longer garbage,
+    /// or the deletion is recorded first and the commit does not count that copy.
+    async fn commit(&self, path: RemotePath, file: CommitArgs) -> Result<swarmfs_proto::EntryInfo, TrackerError> {
+        loop {
+            let answered = self.collect_answered.notified();
+            let gate = self.gc_gate.lock().await;
+            let busy = {
+                let collecting = self.collecting.lock().expect("collecting");
+                !collecting.is_empty() && file.placements.iter().any(|p| collecting.contains(&p.chunk))
+            };
+            if !busy {
+                self.recheck_collected(&file.placements).await?;
+                let entry = self
+                    .db(move |db| {
+                        let new = NewFile {
+                            size: file.size,
+                            file_id: file.file_id,
+                            manifest: &file.manifest,
+                            placements: &file.placements,
+                            mtime_ms: file.mtime_ms,
+                            replicas: file.replicas,
+                        };
+                        db.commit_file(&path, &new)
+                    })
+                    .await;
+                drop(gate);
+                return entry;
+            }
+            drop(gate);
+            let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+        }
     }
 
     /// Before a commit: a holder the collector deleted the chunk from may have stored it
@@ -207,15 +261,8 @@ impl Tracker {
             }
             Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms, replicas } => {
                 let path = RemotePath::parse(&path)?;
-                self.recheck_collected(&placements).await?;
-                Response::Entry(
-                    self.db(move |db| {
-                        let file =
-                            NewFile { size, file_id, manifest: &manifest, placements: &placements, mtime_ms, replicas };
-                        db.commit_file(&path, &file)
-                    })
-                    .await?,
-                )
+                let file = CommitArgs { size, file_id, manifest, placements, mtime_ms, replicas };
+                Response::Entry(self.commit(path, file).await?)
             }
             Request::Health => Response::Health(Box::new(self.health().await?)),
             Request::Drain { node: target, on } => {

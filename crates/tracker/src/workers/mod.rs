@@ -62,7 +62,7 @@ impl Worker for Collector {
     }
 
     async fn step(&mut self) -> Result<Step, String> {
-        let t = &self.tracker;
+        let t = self.tracker.clone();
         if self.last_orphan_scan.is_none_or(|at| at.elapsed() >= self.orphan_scan_every()) {
             self.last_orphan_scan = Some(Instant::now());
             let n = t.db(|db| db.queue_orphans()).await.map_err(|e| e.to_string())?;
@@ -71,7 +71,40 @@ impl Worker for Collector {
                 self.orphans_queued += n as u64;
             }
         }
-        let due = t.db(|db| db.gc_due(4096)).await.map_err(|e| e.to_string())?;
+        // Picked under the gate and marked as being collected, so a commit naming one of
+        // them waits for the answer (see Tracker::commit).
+        let due = {
+            let _gate = t.gc_gate.lock().await;
+            let due = t.db(|db| db.gc_due(4096)).await.map_err(|e| e.to_string())?;
+            t.collecting.lock().expect("collecting").extend(due.iter().map(|(c, _)| *c));
+            due
+        };
+        let marked: Vec<ChunkId> = due.iter().map(|(c, _)| *c).collect();
+        let result = self.collect(due).await;
+        {
+            let mut collecting = t.collecting.lock().expect("collecting");
+            for c in &marked {
+                collecting.remove(c);
+            }
+        }
+        t.collect_answered.notify_waiters();
+        result?;
+        Ok(Step::Idle)
+    }
+
+    fn detail(&self) -> String {
+        format!("{} chunks collected, {} orphans queued", self.collected, self.orphans_queued)
+    }
+
+    fn done(&self) -> u64 {
+        self.collected
+    }
+}
+
+impl Collector {
+    /// Sends the collect orders for `due` and records what was deleted.
+    async fn collect(&mut self, due: Vec<(ChunkId, Vec<NodeId>)>) -> Result<(), String> {
+        let t = self.tracker.clone();
         let mut by_node: HashMap<NodeId, Vec<ChunkId>> = HashMap::new();
         for (chunk, holders) in due {
             if holders.is_empty() {
@@ -103,14 +136,6 @@ impl Worker for Collector {
                 Err(e) => warn!(node = %node.short(), "could not collect garbage: {e}"),
             }
         }
-        Ok(Step::Idle)
-    }
-
-    fn detail(&self) -> String {
-        format!("{} chunks collected, {} orphans queued", self.collected, self.orphans_queued)
-    }
-
-    fn done(&self) -> u64 {
-        self.collected
+        Ok(())
     }
 }
