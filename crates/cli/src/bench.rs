@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// 1,000 files of 4 KiB created, written and closed; next to the same on local disk.
     #[arg(long)]
     pub mount: bool,
+    /// Also measure repair (needs --peers 4 or more): a peer dies; a get while repair runs at
+    /// the default --repair-rate next to a get with the peer down and no repair; then another
+    /// peer dies and repair runs unlimited: time to full redundancy, as MB/s next to the get.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 const BUF: usize = 1 << 20;
@@ -182,7 +187,16 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         bail!("downloaded file differs from the input");
     }
     let mount_report = if a.mount { Some(bench_mount(cli, a, dir, &swarm, &input).await?) } else { None };
-    drop(swarm);
+    let after = if a.repair { peers_usage(&swarm) } else { after };
+    let repair_report = if a.repair {
+        let mut swarm = swarm;
+        let r = bench_repair(cli, a, dir, &mut swarm, get_mb_s).await;
+        drop(swarm);
+        Some(r?)
+    } else {
+        drop(swarm);
+        None
+    };
 
     let cpu = |a: &[Usage], b: &[Usage]| a.iter().zip(b).map(|(x, y)| y.cpu_seconds - x.cpu_seconds).sum::<f64>();
     let peers_put_cpu = cpu(&before, &mid);
@@ -215,6 +229,9 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         report["mount"] = m.clone();
         report["mount_write_vs_put"] = json!(m["write_mb_s"].as_f64().unwrap_or(0.0) / put_mb_s);
         report["mount_read_vs_get"] = json!(m["read_mb_s"].as_f64().unwrap_or(0.0) / get_mb_s);
+    }
+    if let Some(r) = &repair_report {
+        report["repair"] = r.clone();
     }
     if cli.json {
         outln!("{report}");
@@ -259,8 +276,146 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
                 f("local_small_files_per_s")
             );
         }
+        if let Some(r) = &repair_report {
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            outln!(
+                "repair       {:>8.0} MB/s   {:.2}x get    ({:.0} MiB made again in {:.1} s, no rate limit)",
+                f("unlimited_mb_s"),
+                f("unlimited_vs_get"),
+                f("unlimited_bytes") / 1048576.0,
+                f("unlimited_secs")
+            );
+            outln!(
+                "get, repairing {:>6.0} MB/s   {:.2}x the same get with the peer down and no repair ({:.0} MB/s); repair at the default limit: {:.0} MB/s",
+                f("get_during_repair_mb_s"),
+                f("get_during_repair_vs_idle"),
+                f("get_peer_down_mb_s"),
+                f("limited_mb_s")
+            );
+        }
     }
     Ok(())
+}
+
+/// Health as the tracker reports it now.
+async fn health(swarm: &LocalSwarm) -> Result<swarmfs_proto::HealthReport> {
+    let client = swarm.client().await?;
+    match client.call(&swarmfs_proto::Request::Health).await? {
+        swarmfs_proto::Response::Health(h) => Ok(*h),
+        _ => bail!("unexpected answer to Health"),
+    }
+}
+
+/// Waits until no chunk is under-replicated (or repairing); returns the seconds waited.
+async fn wait_repaired(swarm: &LocalSwarm, limit: std::time::Duration) -> Result<f64> {
+    let start = Instant::now();
+    loop {
+        if let Ok(h) = health(swarm).await {
+            if h.chunks.under_replicated + h.chunks.repairing == 0 && h.repair_queued == 0 && h.chunks.lost == 0 {
+                return Ok(start.elapsed().as_secs_f64());
+            }
+        }
+        if start.elapsed() > limit {
+            bail!("repair did not finish within {limit:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The peer holding the most bytes, by index into `swarm.peers`.
+async fn fullest_peer(swarm: &LocalSwarm) -> Result<(usize, u64)> {
+    let peers = swarm.client().await?.live_peers().await?;
+    let homes: Vec<swarmfs_proto::NodeId> = (1..=swarm.peers.len())
+        .map(|i| crate::home::Home::load(&swarm.dir.join(format!("peer{i}"))).and_then(|h| Ok(h.identity()?.node_id())))
+        .collect::<Result<_>>()?;
+    let (i, used) = homes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| peers.iter().find(|p| p.node == *id).map(|p| (i, p.used)))
+        .max_by_key(|(_, used)| *used)
+        .context("no live peer")?;
+    Ok((i, used))
+}
+
+async fn bench_repair(
+    cli: &Cli,
+    a: &BenchArgs,
+    dir: &Path,
+    swarm: &mut LocalSwarm,
+    get_mb_s: f64,
+) -> Result<serde_json::Value> {
+    let say = |s: &str| {
+        if !cli.json {
+            errln!("{s}");
+        }
+    };
+    if swarm.peers.len() < 4 {
+        bail!("--repair needs --peers 4 or more (two peers die, R copies must still fit)");
+    }
+    let mb = a.size as f64 / 1e6;
+    let output_s = dir.join("repair-get.bin").display().to_string();
+    let client_home = swarm.client_home.clone();
+    let get = |name: &str| timed_client(dir, &client_home, &["get", "/bench/file", &output_s, "--quiet"], name);
+    // 1. The default rate limit, repair after 20 s: first a get with a peer down and no
+    //    repair yet, then one while repair runs.
+    swarm.restart_tracker(&["--repair-after", "20"]).await?;
+    let (victim, _) = fullest_peer(swarm).await?;
+    swarm.kill_peer(victim);
+    let killed = Instant::now();
+    let (idle_secs, _) = get("get-peer-down")?;
+    let idle_mb_s = mb / idle_secs;
+    say(&format!("  get, a peer down, no repair yet: {idle_mb_s:.0} MB/s"));
+    while killed.elapsed() < std::time::Duration::from_secs(21) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    loop {
+        let h = health(swarm).await?;
+        if h.repair_in_flight > 0 || h.repaired_chunks > 0 {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("repair did not start");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (busy_secs, _) = get("get-during-repair")?;
+    let busy_mb_s = mb / busy_secs;
+    let still_repairing = health(swarm).await?.chunks.under_replicated > 0;
+    say(&format!(
+        "  get while repair runs at the default limit: {busy_mb_s:.0} MB/s{}",
+        if still_repairing { "" } else { " (repair finished during the get)" }
+    ));
+    wait_repaired(swarm, std::time::Duration::from_secs(600)).await?;
+    let limited = health(swarm).await?;
+    let limited_secs = started.elapsed().as_secs_f64();
+    // 2. No rate limit: another peer dies; time from its death (minus the 1 s wait) to full
+    //    redundancy.
+    swarm.restart_tracker(&["--repair-after", "1", "--repair-rate", "0"]).await?;
+    let (victim, held) = fullest_peer(swarm).await?;
+    let before = health(swarm).await?.repaired_bytes;
+    swarm.kill_peer(victim);
+    let t0 = Instant::now();
+    wait_repaired(swarm, std::time::Duration::from_secs(600)).await?;
+    let secs = (t0.elapsed().as_secs_f64() - 1.0).max(0.001);
+    let bytes = health(swarm).await?.repaired_bytes.saturating_sub(before);
+    let unlimited_mb_s = bytes as f64 / secs / 1e6;
+    say(&format!(
+        "  repair without limit: {:.0} MiB (of {:.0} MiB the dead peer held) in {secs:.1} s: {unlimited_mb_s:.0} MB/s",
+        bytes as f64 / 1048576.0,
+        held as f64 / 1048576.0
+    ));
+    Ok(json!({
+        "unlimited_mb_s": unlimited_mb_s,
+        "unlimited_vs_get": unlimited_mb_s / get_mb_s,
+        "unlimited_bytes": bytes,
+        "unlimited_secs": secs,
+        "get_peer_down_mb_s": idle_mb_s,
+        "get_during_repair_mb_s": busy_mb_s,
+        "get_during_repair_vs_idle": busy_mb_s / idle_mb_s,
+        "repair_finished_during_the_get": !still_repairing,
+        "limited_mb_s": limited.repaired_bytes as f64 / limited_secs / 1e6,
+    }))
 }
 
 fn dd(input: &Path, output: &Path, extra: &[&str]) -> Result<f64> {

@@ -112,6 +112,29 @@ impl LocalSwarm {
         }
     }
 
+    /// Stops the tracker and starts it again with `flags` (peers reconnect by themselves).
+    pub async fn restart_tracker(&mut self, flags: &[&str]) -> Result<()> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.tracker.id().to_string()).status();
+        let _ = self.tracker.wait();
+        let th = self.dir.join("tracker").display().to_string();
+        let mut args = vec!["tracker", "--home", &th, "--peer-timeout", "5"];
+        args.extend_from_slice(flags);
+        self.tracker = spawn_logged(&self.dir, "tracker", &args)?;
+        let mut live = 0;
+        for c in &mut self.peers {
+            if matches!(c.try_wait(), Ok(None)) {
+                live += 1;
+            }
+        }
+        self.wait_for_peers(live, Duration::from_secs(30)).await
+    }
+
+    /// SIGKILL to peer `i` (an index into `peers`); it stays in the list, dead.
+    pub fn kill_peer(&mut self, i: usize) {
+        let _ = self.peers[i].kill();
+        let _ = self.peers[i].wait();
+    }
+
     pub fn stop(&mut self) {
         for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();

@@ -38,6 +38,11 @@ pub struct TrackerArgs {
     /// (a grace period for uploads still in flight that will reference it).
     #[arg(long, env = "SWARMFS_GC_DELAY", default_value_t = 60.0)]
     pub gc_delay: f64,
+    /// Seconds before a chunk no file ever used (an upload that failed or was abandoned
+    /// before its commit) is deleted; also the longest an upload may take from storing a
+    /// chunk to its commit (a slower one is refused at the commit, nothing lost).
+    #[arg(long, env = "SWARMFS_ORPHAN_DELAY", default_value_t = 3600.0)]
+    pub orphan_delay: f64,
     /// Seconds a peer may be down before the copies it held are made again on other peers
     /// (a peer that has left is replaced at once).
     #[arg(long, env = "SWARMFS_REPAIR_AFTER", default_value_t = 600.0)]
@@ -239,6 +244,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         db_path: home.dir.join("tracker.db"),
         peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
         gc_delay: Duration::from_secs_f64(a.gc_delay.max(0.0)),
+        orphan_delay: Duration::from_secs_f64(a.orphan_delay.max(0.0)),
         repair_after: Duration::from_secs_f64(a.repair_after.max(0.0)),
         repair_rate: a.repair_rate,
         repair_concurrency: a.repair_concurrency.max(1),

@@ -155,7 +155,7 @@ fn interrupted_put(c: &Cluster, local: &Path, remote: &str, chunks: usize) {
 
 #[test]
 fn chunks_of_an_interrupted_put_are_collected_and_a_concurrent_put_of_the_same_content_is_unharmed() {
-    let tracker: Vec<&str> = FAST_TRACKER.iter().copied().chain(["--gc-delay", "2"]).collect();
+    let tracker: Vec<&str> = FAST_TRACKER.iter().copied().chain(["--gc-delay", "2", "--orphan-delay", "2"]).collect();
     let c = Cluster::start_with(3, "1G", &tracker, FAST_PEER);
     let local = c.path("big");
     std::fs::write(&local, pattern(24 << 20, 5)).unwrap();

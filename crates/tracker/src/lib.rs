@@ -32,8 +32,11 @@ pub use service::Tracker;
 pub struct TrackerConfig {
     pub db_path: PathBuf,
     pub peer_timeout: Duration,
-    /// Grace period before a chunk no file references is deleted from its holders.
+    /// Grace period before a chunk no file references any more is deleted from its holders.
     pub gc_delay: Duration,
+    /// Grace period before a chunk no file ever referenced (a failed upload) is deleted: the
+    /// longest an upload may take from storing a chunk to its commit.
+    pub orphan_delay: Duration,
     /// How long a peer may be down before its copies are replaced elsewhere.
     pub repair_after: Duration,
     /// Bytes per second repair copies may use in all (0: no limit).

@@ -123,16 +123,17 @@ impl Db {
     }
 
     /// Queues every chunk a peer holds that no file version references (an upload that
-    /// failed or was abandoned before its commit); the collector deletes it once it has not
-    /// been stored for the GC delay, so an upload still in progress keeps its chunks.
+    /// failed or was abandoned before its commit), due `orphan_delay` from now: an upload
+    /// still in progress has that long, at least, from storing a chunk to its commit. (A
+    /// slower one is refused at its commit rather than made visible without its data.)
     /// Forgets deletions older than a week. Returns how many chunks were queued.
-    pub fn queue_orphans(&mut self) -> Result<usize, TrackerError> {
+    pub fn queue_orphans(&mut self, orphan_delay: std::time::Duration) -> Result<usize, TrackerError> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO gc_queue (chunk, due_ms)
              SELECT DISTINCT l.chunk, ?1 FROM locations AS l
              WHERE NOT EXISTS (SELECT 1 FROM refs WHERE refs.chunk = l.chunk)",
-            [now_ms() + self.gc_delay_ms],
+            [now_ms() + orphan_delay.as_millis() as i64],
         )?;
         tx.execute("DELETE FROM collected WHERE at_ms < ?1", [now_ms() - 7 * 24 * 3600 * 1000])?;
         tx.commit()?;

@@ -34,7 +34,7 @@ impl Worker for Reaper {
 /// The garbage collector: chunks no file version references any more are deleted from
 /// their holders once `gc_delay` has passed (a grace period for uploads that will still
 /// reference them), then forgotten. Chunks peers hold that no file ever referenced (an
-/// upload that failed before its commit) are queued the same way, once per orphan scan.
+/// upload that failed before its commit) are queued the same way, `orphan_delay` ahead.
 pub struct Collector {
     tracker: Arc<Tracker>,
     last_orphan_scan: Option<Instant>,
@@ -48,7 +48,7 @@ impl Collector {
     }
 
     fn orphan_scan_every(&self) -> Duration {
-        (self.tracker.config.gc_delay / 2).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        (self.tracker.config.orphan_delay / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
     }
 }
 
@@ -65,7 +65,8 @@ impl Worker for Collector {
         let t = self.tracker.clone();
         if self.last_orphan_scan.is_none_or(|at| at.elapsed() >= self.orphan_scan_every()) {
             self.last_orphan_scan = Some(Instant::now());
-            let n = t.db(|db| db.queue_orphans()).await.map_err(|e| e.to_string())?;
+            let delay = t.config.orphan_delay;
+            let n = t.db(move |db| db.queue_orphans(delay)).await.map_err(|e| e.to_string())?;
             if n > 0 {
                 info!(chunks = n, "chunks no file references queued for collection");
                 self.orphans_queued += n as u64;
