@@ -322,19 +322,30 @@ async fn wait_repaired(swarm: &LocalSwarm, limit: std::time::Duration) -> Result
     }
 }
 
-/// The peer holding the most bytes, by index into `swarm.peers`.
-async fn fullest_peer(swarm: &LocalSwarm) -> Result<(usize, u64)> {
-    let peers = swarm.client().await?.live_peers().await?;
-    let homes: Vec<swarmfs_proto::NodeId> = (1..=swarm.peers.len())
-        .map(|i| crate::home::Home::load(&swarm.dir.join(format!("peer{i}"))).and_then(|h| Ok(h.identity()?.node_id())))
-        .collect::<Result<_>>()?;
-    let (i, used) = homes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, id)| peers.iter().find(|p| p.node == *id).map(|p| (i, p.used)))
-        .max_by_key(|(_, used)| *used)
-        .context("no live peer")?;
-    Ok((i, used))
+/// Bytes of chunk files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// The running peer holding the most bytes on disk, by index into `swarm.peers`.
+fn fullest_peer(swarm: &mut LocalSwarm) -> Result<(usize, u64)> {
+    let mut best: Option<(usize, u64)> = None;
+    for i in 0..swarm.peers.len() {
+        if !matches!(swarm.peers[i].try_wait(), Ok(None)) {
+            continue;
+        }
+        let held = dir_bytes(&swarm.dir.join(format!("peer{}", i + 1)).join("store/chunks"));
+        if best.is_none_or(|(_, b)| held > b) {
+            best = Some((i, held));
+        }
+    }
+    best.context("no live peer")
 }
 
 async fn bench_repair(
@@ -359,7 +370,7 @@ async fn bench_repair(
     // 1. The default rate limit, repair after 20 s: first a get with a peer down and no
     //    repair yet, then one while repair runs.
     swarm.restart_tracker(&["--repair-after", "20"]).await?;
-    let (victim, _) = fullest_peer(swarm).await?;
+    let (victim, _) = fullest_peer(swarm)?;
     swarm.kill_peer(victim);
     let killed = Instant::now();
     let (idle_secs, _) = get("get-peer-down")?;
@@ -392,7 +403,7 @@ async fn bench_repair(
     // 2. No rate limit: another peer dies; time from its death (minus the 1 s wait) to full
     //    redundancy.
     swarm.restart_tracker(&["--repair-after", "1", "--repair-rate", "0"]).await?;
-    let (victim, held) = fullest_peer(swarm).await?;
+    let (victim, held) = fullest_peer(swarm)?;
     let before = health(swarm).await?.repaired_bytes;
     swarm.kill_peer(victim);
     let t0 = Instant::now();

@@ -137,7 +137,9 @@ impl LocalSwarm {
 
     pub fn stop(&mut self) {
         for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
