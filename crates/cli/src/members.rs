@@ -46,7 +46,7 @@ pub async fn admin(cli: &Cli) -> Result<(Home, Client)> {
     let swarm = home.swarm()?;
     if swarm.identity.node_id() != home.token.tracker_id {
         return Err(crate::Refused(format!(
-            "{} is not the tracker's home: members are managed with the home `swarmfs init` made",
+            "{} is not the tracker's home: member management and drains need the home `swarmfs init` made",
             home.dir.display()
         ))
         .into());

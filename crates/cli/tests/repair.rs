@@ -79,15 +79,17 @@ fn scrub_finds_a_corrupt_copy_nobody_reads_and_repair_replaces_it() {
     let c = Cluster::start_with(3, "1G", FAST_TRACKER, &peer_flags);
     let files = put_files(&c, 3, 2);
     wait_healthy(&c, "a healthy swarm", Duration::from_secs(20));
-    let victim = c.chunk_files(0).into_iter().next().expect("peer 0 holds a chunk");
+    let holder = (0..3).find(|&i| !c.chunk_files(i).is_empty()).expect("some peer holds a chunk");
+    let victim = c.chunk_files(holder).into_iter().next().unwrap();
     let id = victim.file_name().unwrap().to_str().unwrap().to_string();
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
     // Nobody reads the file: the scrubber finds the bad copy and sets it aside.
-    let quarantined = c.peer_home(0).join("store/quarantine").join(&id);
+    let quarantined = c.peer_home(holder).join("store/quarantine").join(&id);
     wait_for("scrub to quarantine the corrupt copy", Duration::from_secs(30), || quarantined.exists().then_some(()));
-    assert!(c.log("peer0").contains("scrub found a corrupt copy"), "{}", c.log("peer0"));
+    let log = c.log(&format!("peer{holder}"));
+    assert!(log.contains("scrub found a corrupt copy"), "{log}");
     // Repair makes a second sound copy again, somewhere.
     wait_for("a second sound copy of the chunk", Duration::from_secs(30), || {
         let sound = (0..3)
@@ -109,6 +111,15 @@ fn a_drained_peer_can_be_switched_off_without_anything_falling_below_r() {
     let held = c.chunk_files(0).len();
     assert!(held > 10, "peer 0 holds a good share of the chunks ({held})");
     let id = c.peer_id(0);
+    // Wrong uses get one line and their exit code, and drain nothing.
+    let refused = c.cli(&["peer", "drain", &id[..10]]);
+    assert_eq!(refused.status.code(), Some(5), "a member cannot drain: {}", stderr(&refused));
+    assert!(stderr(&refused).contains("not the tracker's home"), "{}", stderr(&refused));
+    let bad = common::run(&c.path("tracker"), &["peer", "drain", "not-hex"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let unknown = common::run(&c.path("tracker"), &["peer", "drain", "0000000000ffff"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("no peer 0000000000ffff"), "{}", stderr(&unknown));
     let out = common::run(&c.path("tracker"), &["peer", "drain", &id[..10], "--json"]);
     assert!(out.status.success(), "drain: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
