@@ -29,8 +29,9 @@ pub struct PeerService {
     own_id: NodeId,
 }
 
-/// How long one repair copy may take from one source.
-const REPLICATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long one repair copy may take from one source before the next is tried: a stopped
+/// source must not hold the order (the tracker gives it 90 s in all) for long.
+const REPLICATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn store_error(e: StoreError) -> Response {
     let code = match &e {

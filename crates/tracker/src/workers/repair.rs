@@ -31,7 +31,7 @@ const LOST_FILES_SHOWN: usize = 1000;
 /// Most orders one step issues before it looks at the swarm again.
 const ORDERS_PER_STEP: usize = 256;
 /// How long a target peer may take to copy one chunk.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Repair counters shared with `health`.
 #[derive(Default)]
