@@ -183,10 +183,28 @@ pub async fn drain(cli: &Cli, a: &DrainArgs) -> Result<()> {
     let started = std::time::Instant::now();
     loop {
         let r = fetch(&client).await?;
-        let left = r.peers.iter().find(|p| p.node == node).map(|p| p.sole_copies).unwrap_or(0);
-        if left == 0 {
-            break;
+        let Some(me) = r.peers.iter().find(|p| p.node == node) else {
+            anyhow::bail!("peer {} is no longer known to the tracker", node.short());
+        };
+        // Only a live draining peer's count means anything: a down one's copies count for
+        // nothing now, yet may be the last ones.
+        match me.state {
+            PeerState::Draining if me.sole_copies == 0 => break,
+            PeerState::Draining => {}
+            PeerState::Up => anyhow::bail!("peer {} is no longer draining (undone elsewhere?)", node.short()),
+            PeerState::Down | PeerState::Left => {
+                if last != Some(u64::MAX) && !cli.json {
+                    errln!(
+                        "draining {}: the peer is down; waiting for it to come back to move its copies",
+                        node.short()
+                    );
+                    last = Some(u64::MAX);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
         }
+        let left = me.sole_copies;
         if last != Some(left) && !cli.json {
             errln!(
                 "draining {}: {left} chunks still need a copy elsewhere ({} copied so far, {}/s)",

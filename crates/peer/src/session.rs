@@ -105,6 +105,9 @@ async fn session(
         }
         info!(members = members.len(), tracker = %config.tracker_addr, "joined the swarm");
     }
+    // Chunks written so far will be in the inventory; chunks written from now on are
+    // registered with the heartbeats (a few may be sent twice, which is harmless).
+    while reports.stored.try_recv().is_ok() {}
     let st = store.clone();
     let inventory =
         tokio::task::spawn_blocking(move || st.list()).await.map_err(|e| PeerError::Task(e.to_string()))??;
@@ -118,8 +121,6 @@ async fn session(
     }
     info!(chunks = inventory.len(), "inventory sent");
 
-    // Chunks written while no session was up are in the inventory just sent.
-    while reports.stored.try_recv().is_ok() {}
     let mut tick = tokio::time::interval(config.heartbeat);
     loop {
         tokio::select! {
