@@ -1,6 +1,7 @@
 //! Client commands.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -46,6 +47,19 @@ pub struct GetArgs {
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve each chunk to other members as soon as it is verified, while downloading (a
+    /// cached source: it speeds others up and never counts as a replica).
+    #[arg(long, env = "SWARMFS_SERVE")]
+    pub serve: bool,
+    /// Like --serve, and keep serving after the download until Ctrl-C or SIGTERM.
+    #[arg(long, env = "SWARMFS_SEED")]
+    pub seed: bool,
+    /// Address to serve on with --serve or --seed (port 0 picks a free port).
+    #[arg(long, env = "SWARMFS_SERVE_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address others dial to reach this node (default: the listen address).
+    #[arg(long, env = "SWARMFS_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Args)]
@@ -192,20 +206,58 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
 
 pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
     let src = remote(&a.remote)?;
-    let client = connect(cli).await?;
+    let client = Arc::new(connect(cli).await?);
+    let seeder = if a.serve || a.seed {
+        let home = Home::load(&cli.home_dir())?;
+        let swarm = home.client_swarm()?;
+        let s = crate::seed::Seeder::start(
+            client.clone(),
+            swarm,
+            &home.dir,
+            home.token.tracker_id,
+            &a.listen,
+            a.advertise.as_deref(),
+        )
+        .await?;
+        Some(s)
+    } else {
+        None
+    };
     let bar = Bar::new("get", !a.quiet && !cli.json);
     let report = client.get(&src, &a.local, &bar).await;
     bar.finish();
-    let report = report.with_context(|| format!("get {src}"))?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(s) = seeder {
+                s.stop().await;
+            }
+            return Err(anyhow::Error::from(e).context(format!("get {src}")));
+        }
+    };
     let secs = report.elapsed.as_secs_f64().max(1e-9);
+    if !cli.json && !a.quiet {
+        errln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
+    }
+    let mut served = None;
+    if let Some(s) = seeder {
+        if a.seed {
+            if !cli.json {
+                errln!("seeding {src} on {} until Ctrl-C", s.addr);
+            }
+            crate::nodes::shutdown_on_signal().cancelled().await;
+        }
+        served = Some(s.stop().await);
+    }
     if cli.json {
         outln!(
             "{}",
             json!({ "path": src.to_string(), "size": report.size, "seconds": secs,
-                    "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies })
+                    "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies,
+                    "fetch_order": report.order, "served_bytes": served })
         );
-    } else if !a.quiet {
-        errln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
+    } else if let Some(b) = served {
+        errln!("served {} to others", human(b));
     }
     Ok(())
 }
@@ -247,12 +299,14 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
     let e = client.stat(&p).await?;
     // Each chunk's holders, as the tracker knows them now (a file with content only).
     let mut holders: Vec<(String, Vec<(String, &'static str)>)> = Vec::new();
+    let mut cached: Vec<Vec<String>> = Vec::new();
     if e.kind == EntryKind::File && e.file_id.is_some() {
         let (_, manifest) = client.open(&p).await?;
         let located = client.locate(&manifest.chunks).await?;
         for (i, c) in manifest.chunks.iter().enumerate() {
             let hs = located.of(i).into_iter().map(|h| (h.node.to_string(), h.state.as_str())).collect();
             holders.push((c.id.to_string(), hs));
+            cached.push(located.cached_of(i).into_iter().map(|h| h.node.to_string()).collect());
         }
     }
     if cli.json {
@@ -266,6 +320,7 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
                     "chunk": id,
                     "live": hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count(),
                     "holders": hs.iter().map(|(n, st)| json!({"node": n, "state": st})).collect::<Vec<_>>(),
+                    "cached": cached[i],
                 })
             })
             .collect();
@@ -291,7 +346,12 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
         for (i, (id, hs)) in holders.iter().enumerate() {
             let live = hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count();
             let list: Vec<String> = hs.iter().map(|(n, st)| format!("{}({st})", &n[..8])).collect();
-            outln!("  chunk {i:>4} {}  {live} live: {}", &id[..8], list.join(" "));
+            let extra = if cached[i].is_empty() {
+                String::new()
+            } else {
+                format!("; cached on {}", cached[i].iter().map(|n| &n[..8]).collect::<Vec<_>>().join(" "))
+            };
+            outln!("  chunk {i:>4} {}  {live} live: {}{extra}", &id[..8], list.join(" "));
         }
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! - `members`: member add/ls/revoke (the tracker's home).
 //! - `health`: health (repair, scrub, lost files) and peer drain.
 //! - `usage`: peak RSS and CPU time of this process (bench).
+//! - `seed`: serving what a download fetched (`get --serve`, `get --seed`).
 
 #[macro_use]
 mod out;
@@ -24,6 +25,7 @@ mod members;
 mod mount;
 mod nodes;
 mod progress;
+mod seed;
 mod usage;
 
 use std::path::PathBuf;
@@ -82,8 +84,10 @@ enum Command {
     /// Upload a local file.
     #[command(after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3")]
     Put(files::PutArgs),
-    /// Download a file.
-    #[command(after_help = "Example:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4")]
+    /// Download a file (rarest chunks first); --serve/--seed also serve it to others.
+    #[command(
+        after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
+    )]
     Get(files::GetArgs),
     /// Write a file, or a byte range of it, to stdout.
     #[command(after_help = "Example:\n  swarmfs cat /logs/app.log --offset 1048576 --length 4096")]

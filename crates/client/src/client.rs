@@ -27,6 +27,8 @@ pub struct Client {
     live_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<PeerInfo>)>>,
     /// Peers that left a chunk store unanswered, and until when placement puts them last.
     slow: std::sync::Mutex<HashMap<NodeId, Instant>>,
+    /// Where verified chunks go when this client also serves them (`get --seed`).
+    pub(crate) sink: std::sync::OnceLock<Arc<dyn crate::ChunkSink>>,
 }
 
 /// How long a peer that stalled a store is placed last: long enough that one frozen peer
@@ -52,7 +54,14 @@ impl Client {
             data_key,
             live_cache: std::sync::Mutex::new(None),
             slow: std::sync::Mutex::new(HashMap::new()),
+            sink: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands every chunk this client verifies from now on (get, cat, a mount's reads) to
+    /// `sink`, as ciphertext, so the caller can serve it to others. Set once.
+    pub fn set_chunk_sink(&self, sink: Arc<dyn crate::ChunkSink>) {
+        let _ = self.sink.set(sink);
     }
 
     /// The tracker connection, redialled if it has closed (a restarted tracker): a

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::{Client, ClientError, Progress};
 
 const LOCATE_BATCH: usize = 16 * 1024;
+/// How often a rarest-first download asks again who holds the chunks it has not started.
+const RELOCATE_EVERY: Duration = Duration::from_secs(3);
 /// How long a chunk request may go unanswered before the next holder is asked as well.
 const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 
@@ -46,20 +49,38 @@ pub struct GetReport {
     pub elapsed: Duration,
     /// Copies that failed verification and were reported to the tracker.
     pub bad_copies: usize,
+    /// Chunk indices in the order their fetches started (rarest first; empty for reads in
+    /// file order).
+    pub order: Vec<u64>,
 }
 
 /// Who holds which chunk, for the chunks of one read (from [`Client::locate`]).
 pub struct Holders {
     peers: Vec<PeerInfo>,
+    /// Every source of each chunk: its durable holders, then its cached sources.
     of_chunk: Vec<Vec<u32>>,
+    /// How many of `of_chunk[i]` are durable holders.
+    durable: Vec<usize>,
     in_flight: Vec<AtomicU32>,
 }
 
 impl Holders {
-    /// The recorded holders of the `i`-th chunk located, with their state as the tracker
-    /// last knew it.
+    /// The recorded durable holders of the `i`-th chunk located, with their state as the
+    /// tracker last knew it.
     pub fn of(&self, i: usize) -> Vec<&PeerInfo> {
-        self.of_chunk.get(i).map(|v| v.iter().map(|&p| &self.peers[p as usize]).collect()).unwrap_or_default()
+        let n = self.durable.get(i).copied().unwrap_or(0);
+        self.of_chunk.get(i).map(|v| v[..n].iter().map(|&p| &self.peers[p as usize]).collect()).unwrap_or_default()
+    }
+
+    /// The cached sources of the `i`-th chunk (downloaders serving it).
+    pub fn cached_of(&self, i: usize) -> Vec<&PeerInfo> {
+        let n = self.durable.get(i).copied().unwrap_or(0);
+        self.of_chunk.get(i).map(|v| v[n..].iter().map(|&p| &self.peers[p as usize]).collect()).unwrap_or_default()
+    }
+
+    /// How many live sources (durable or cached) the `i`-th chunk has: rarest first.
+    pub fn live_sources(&self, i: usize) -> usize {
+        self.of_chunk.get(i).map(|v| v.iter().filter(|&&p| self.peers[p as usize].state.is_live()).count()).unwrap_or(0)
     }
 }
 
@@ -110,13 +131,9 @@ impl Client {
         };
         let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::io(tmp.display(), e))?;
-        let result = self.read_manifest(&manifest, 0, manifest.size, &mut out, progress).await;
-        let result = match result {
-            // No fsync: like cp and curl, durability of the local copy is the file system's job.
-            Ok(r) => out.flush().await.map(|_| r).map_err(|e| ClientError::io(tmp.display(), e)),
-            Err(e) => Err(e),
-        };
+        let out = std::fs::File::create(&tmp).map_err(|e| ClientError::io(tmp.display(), e))?;
+        // No fsync: like cp and curl, durability of the local copy is the file system's job.
+        let result = self.download_rarest_first(&manifest, out, progress).await;
         match result {
             Ok(r) => match tokio::fs::rename(&tmp, local).await {
                 Ok(()) => Ok(r),
@@ -167,7 +184,13 @@ impl Client {
         let bad = AtomicUsize::new(0);
         if start >= end {
             out.flush().await.map_err(ClientError::Output)?;
-            return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), bad_copies: 0 });
+            return Ok(GetReport {
+                size: manifest.size,
+                bytes: 0,
+                elapsed: started.elapsed(),
+                bad_copies: 0,
+                order: Vec::new(),
+            });
         }
         let cs = manifest.chunk_size as u64;
         let (first, last) = (start / cs, (end - 1) / cs);
@@ -219,6 +242,83 @@ impl Client {
             bytes: written,
             elapsed: started.elapsed(),
             bad_copies: bad.load(Ordering::Relaxed),
+            order: Vec::new(),
+        })
+    }
+
+    /// Downloads a whole file into `file`, rarest chunk first: chunks are started in order
+    /// of how many live sources (durable holders and cached sources) hold them, random among
+    /// equals, with the counts refreshed every few seconds; each chunk is written at its
+    /// offset as it arrives. Rare chunks first means a swarm of downloaders that serve what
+    /// they fetch spreads every chunk early, and a source that leaves takes fewer last
+    /// copies with it.
+    pub async fn download_rarest_first(
+        &self,
+        manifest: &Manifest,
+        file: std::fs::File,
+        progress: &dyn Progress,
+    ) -> Result<GetReport, ClientError> {
+        let started = Instant::now();
+        progress.start(manifest.size);
+        let refs = &manifest.chunks;
+        let bad = AtomicUsize::new(0);
+        file.set_len(manifest.size).map_err(ClientError::Output)?;
+        let file = Arc::new(file);
+        let mut holders = Arc::new(self.locate(refs).await?);
+        let mut queue: Vec<usize> = (0..refs.len()).collect();
+        let rarest_last = |queue: &mut Vec<usize>, h: &Holders| {
+            // Popped from the end: the rarest go last in the vector.
+            queue.sort_by_cached_key(|&i| (std::cmp::Reverse(h.live_sources(i)), rand::random::<u32>()));
+        };
+        rarest_last(&mut queue, &holders);
+        let mut order = Vec::with_capacity(refs.len());
+        let mut in_flight = FuturesUnordered::new();
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + RELOCATE_EVERY, RELOCATE_EVERY);
+        let cs = manifest.chunk_size as u64;
+        let mut written = 0u64;
+        loop {
+            while in_flight.len() < WINDOW {
+                let Some(i) = queue.pop() else { break };
+                order.push(i as u64);
+                let (h, bad) = (holders.clone(), &bad);
+                in_flight.push(async move {
+                    self.still_admitted().await?;
+                    let plain = self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, bad, progress).await?;
+                    Ok::<_, ClientError>((i, plain))
+                });
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                done = in_flight.next() => {
+                    let (i, plain) = done.expect("not empty")?;
+                    let (f, len) = (file.clone(), plain.len() as u64);
+                    tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        f.write_all_at(&plain, i as u64 * cs)
+                    })
+                    .await
+                    .map_err(|e| ClientError::Output(std::io::Error::other(e.to_string())))?
+                    .map_err(ClientError::Output)?;
+                    written += len;
+                    progress.advance(len);
+                }
+                _ = refresh.tick(), if !queue.is_empty() => {
+                    // New sources (downloaders that finished chunks) and departed ones.
+                    if let Ok(h) = self.locate(refs).await {
+                        holders = Arc::new(h);
+                        rarest_last(&mut queue, &holders);
+                    }
+                }
+            }
+        }
+        Ok(GetReport {
+            size: manifest.size,
+            bytes: written,
+            elapsed: started.elapsed(),
+            bad_copies: bad.load(Ordering::Relaxed),
+            order,
         })
     }
 
@@ -242,30 +342,36 @@ impl Client {
         let mut peers: Vec<PeerInfo> = Vec::new();
         let mut index: HashMap<NodeId, u32> = HashMap::new();
         let mut of_chunk = Vec::with_capacity(refs.len());
+        let mut durable = Vec::with_capacity(refs.len());
         for batch in refs.chunks(LOCATE_BATCH) {
             let req = Request::Locate { chunks: batch.iter().map(|r| r.id).collect() };
-            let Response::Locations { peers: bp, holders } = self.call(&req).await? else {
+            let Response::Locations { peers: bp, holders, cached } = self.call(&req).await? else {
                 return Err(ClientError::Unexpected("tracker"));
             };
-            if holders.len() != batch.len() {
+            if holders.len() != batch.len() || cached.len() != batch.len() {
                 return Err(ClientError::Unexpected("tracker"));
             }
-            for hs in holders {
-                let mapped = hs
-                    .into_iter()
-                    .filter_map(|i| bp.get(i as usize))
-                    .map(|p| {
+            for (hs, cs) in holders.into_iter().zip(cached) {
+                let mut map = |i: u32| {
+                    bp.get(i as usize).map(|p| {
                         *index.entry(p.node).or_insert_with(|| {
                             peers.push(p.clone());
                             (peers.len() - 1) as u32
                         })
                     })
-                    .collect();
+                };
+                let mut mapped: Vec<u32> = hs.into_iter().filter_map(&mut map).collect();
+                durable.push(mapped.len());
+                for c in cs.into_iter().filter_map(&mut map) {
+                    if !mapped.contains(&c) {
+                        mapped.push(c);
+                    }
+                }
                 of_chunk.push(mapped);
             }
         }
         let in_flight = peers.iter().map(|_| AtomicU32::new(0)).collect();
-        Ok(Holders { peers, of_chunk, in_flight })
+        Ok(Holders { peers, of_chunk, durable, in_flight })
     }
 
     async fn fetch_chunk(
@@ -306,11 +412,19 @@ impl Client {
                 Err(e) => return Err(format!("peer {}: {e}", peer.node.short())),
             };
             let (id, key) = (r.id, r.key);
+            // A client that serves what it fetched keeps the ciphertext (one copy) until the
+            // chunk has verified.
+            let kept = self.sink.get().map(|_| Bytes::copy_from_slice(&ciphertext));
             let opened = tokio::task::spawn_blocking(move || open_chunk(&id, &key, ciphertext))
                 .await
                 .map_err(|e| e.to_string())?;
             match opened {
-                Ok(plain) if plain.len() == r.len as usize => Ok(plain),
+                Ok(plain) if plain.len() == r.len as usize => {
+                    if let (Some(sink), Some(c)) = (self.sink.get(), kept) {
+                        sink.verified(id, c);
+                    }
+                    Ok(plain)
+                }
                 Ok(_) | Err(_) => {
                     let msg = bad_copy("failed verification, reported");
                     let _ = self.call(&Request::ReportBadChunk { chunk: r.id, node: peer.node }).await;

@@ -4,7 +4,8 @@
 //! - [`client`]: [`Client`], the tracker connection and namespace operations.
 //! - [`placement`]: which peers get each chunk (rendezvous, least-used, lowest-latency).
 //! - [`put`]: the upload pipeline (read, seal, store on R peers, commit).
-//! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt).
+//! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt):
+//!   in file order for streams, rarest chunk first for `get` into a file.
 //!
 //! Memory is bounded by the window: at most `window` chunks are in flight at once, whatever
 //! the file size.
@@ -27,6 +28,12 @@ pub trait Progress: Send + Sync {
     fn start(&self, _total_bytes: u64) {}
     fn advance(&self, _bytes: u64) {}
     fn warn(&self, message: &str);
+}
+
+/// Receives every chunk a client verified, as the ciphertext peers store, so that the
+/// caller can serve it to others as a cached source (`get --seed`).
+pub trait ChunkSink: Send + Sync {
+    fn verified(&self, id: swarmfs_proto::ChunkId, ciphertext: bytes::Bytes);
 }
 
 /// Progress that prints warnings to stderr and nothing else.

@@ -73,8 +73,9 @@ pub async fn run(
     };
     let session =
         tokio::spawn(session::run(swarm.clone(), config, advertise, store, service.clone(), reports, shutdown.clone()));
-    serve(listener, swarm, service, Limits::default(), shutdown).await;
+    serve(listener, swarm, service.clone(), Limits::default(), shutdown).await;
     workers.shutdown().await;
     let _ = session.await;
+    info!(served_bytes = service.served_bytes(), "peer stopped");
     Ok(())
 }

@@ -27,6 +27,8 @@ pub struct PeerService {
     /// Connections to other peers, for repair copies.
     pool: Pool,
     own_id: NodeId,
+    /// Chunk bytes sent to others (GetChunk answers), for logs and `get --seed`.
+    served_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// How long one repair copy may take from one source before the next is tried: a stopped
@@ -58,7 +60,13 @@ impl PeerService {
             stored_rx: std::sync::Mutex::new(Some(stored_rx)),
             own_id: swarm.identity.node_id(),
             pool: Pool::new(swarm, Role::Peer),
+            served_bytes: Default::default(),
         }
+    }
+
+    /// Chunk bytes this node has sent to others since it started.
+    pub fn served_bytes(&self) -> u64 {
+        self.served_bytes.load(Ordering::Relaxed)
     }
 
     /// Where the scrubber reports bad copies (the same queue as bad copies found by reads).
@@ -143,7 +151,10 @@ impl PeerService {
             },
             Request::GetChunk { chunk, offset, len } => {
                 match self.blocking(move |s| s.get(&chunk, offset, len)).await {
-                    Ok(bytes) => (Response::Chunk, Bytes::from(bytes)),
+                    Ok(bytes) => {
+                        self.served_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        (Response::Chunk, Bytes::from(bytes))
+                    }
                     Err(e) => {
                         if let StoreError::Corrupt(id) = &e {
                             warn!(chunk = %id.short(), "served request hit a corrupt copy");

@@ -38,7 +38,7 @@ pub fn need(at: Listener, req: &Request) -> Need {
         | (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::Reader,
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. }) => Need::Writer,
-        (Listener::Tracker, Health) => Need::Reader,
+        (Listener::Tracker, Health | Offer { .. }) => Need::Reader,
         (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
         (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. }) => Need::Tracker,
         _ => Need::AnyNode,
@@ -66,6 +66,7 @@ fn doing(req: &Request) -> &'static str {
         DeleteChunks { .. } | CollectChunks { .. } => "delete chunks",
         ReplicateChunk { .. } => "order repairs",
         Health => "see the swarm's health",
+        Offer { .. } => "serve chunks as a cached source",
         Drain { .. } => "drain peers",
         _ => "do that",
     }

@@ -98,6 +98,7 @@ fn every_request_variant() {
             (30, "ReplicateChunk", Request::ReplicateChunk { chunk: c(), sources: vec![] }),
             (31, "Health", Request::Health),
             (32, "Drain", Request::Drain { node: NodeId([2; 32]), on: true }),
+            (33, "Offer", Request::Offer { addrs: vec![], chunks: vec![c()], replace: false }),
         ],
     );
 }
@@ -114,7 +115,7 @@ fn every_response_variant() {
             (4, "Entries", Response::Entries(vec![entry()])),
             (5, "Entry", Response::Entry(entry())),
             (6, "File", Response::File { entry: entry(), manifest: sealed() }),
-            (7, "Locations", Response::Locations { peers: vec![], holders: vec![] }),
+            (7, "Locations", Response::Locations { peers: vec![], holders: vec![], cached: vec![] }),
             (8, "Chunk", Response::Chunk),
             (9, "Has", Response::Has(vec![true])),
             (10, "Pong", Response::Pong { used: 0, capacity: 0, chunks: 0 }),

@@ -312,6 +312,14 @@ pub enum Request {
         node: NodeId,
         on: bool,
     },
+    /// Member -> tracker: this connection's node serves these chunks (verified copies it
+    /// downloaded) at `addrs`, as a cached source, until the connection closes. `replace`
+    /// drops what it offered before.
+    Offer {
+        addrs: Vec<String>,
+        chunks: Vec<ChunkId>,
+        replace: bool,
+    },
 }
 
 impl Request {
@@ -351,6 +359,7 @@ impl Request {
             Request::ReplicateChunk { .. } => "replicate_chunk",
             Request::Health => "health",
             Request::Drain { .. } => "drain",
+            Request::Offer { .. } => "offer",
         }
     }
 }
@@ -391,10 +400,13 @@ pub enum Response {
         entry: EntryInfo,
         manifest: SealedManifest,
     },
-    /// `holders[i]` lists indices into `peers` for the i-th requested chunk.
+    /// `holders[i]` lists indices into `peers` for the i-th requested chunk: durable
+    /// copies; `cached[i]` the same for cached sources (downloaders serving what they
+    /// fetched, protocol 4), which never count towards R.
     Locations {
         peers: Vec<PeerInfo>,
         holders: Vec<Vec<u32>>,
+        cached: Vec<Vec<u32>>,
     },
     /// The chunk bytes travel as the frame payload.
     Chunk,

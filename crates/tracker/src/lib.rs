@@ -4,6 +4,7 @@
 //! - [`db`]: SQLite (WAL, synchronous=FULL) holding entries, manifests, peers, locations.
 //! - [`registry`]: live membership in memory and the broadcast of membership events.
 //! - [`service`]: the request handler; one connection per peer, client or tool.
+//! - [`sources`]: cached sources (members serving what they downloaded), in memory only.
 //! - [`workers`]: background work (reaper, collector, repair), on one task runner.
 //!
 //! What is acknowledged is committed to SQLite first, so a kill -9 loses nothing a client
@@ -14,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod registry;
 pub mod service;
+pub mod sources;
 pub mod workers;
 
 use std::path::PathBuf;

@@ -38,6 +38,8 @@ pub struct Tracker {
     /// Chunks a collect order is out for; a commit naming one waits until it is answered.
     pub(crate) collecting: Mutex<std::collections::HashSet<swarmfs_proto::ChunkId>>,
     pub(crate) collect_answered: tokio::sync::Notify,
+    /// Members serving chunks they downloaded; never counted as replicas.
+    cached: crate::sources::CachedSources,
     /// The tracker's own NodeId: a connection proving it is the admin (`swarmfs member`).
     own_id: NodeId,
     /// Members by name, as in the database; read on every hello, so kept in memory.
@@ -91,6 +93,7 @@ impl Tracker {
             gc_gate: tokio::sync::Mutex::new(()),
             collecting: Mutex::new(Default::default()),
             collect_answered: tokio::sync::Notify::new(),
+            cached: Default::default(),
             own_id,
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
@@ -279,28 +282,26 @@ impl Tracker {
             }
             Request::Search { text } => Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?),
             Request::Locate { chunks } => {
+                let cached: Vec<Vec<PeerInfo>> = chunks.iter().map(|c| self.cached.of(c)).collect();
                 let holders = self.db(move |db| db.locate(&chunks)).await?;
-                let mut index: HashMap<_, u32> = HashMap::new();
+                let mut index: HashMap<NodeId, u32> = HashMap::new();
                 let mut peers = Vec::new();
-                let holders = holders
-                    .into_iter()
-                    .map(|nodes| {
-                        nodes
-                            .into_iter()
-                            .filter_map(|n| {
-                                if let Some(i) = index.get(&n) {
-                                    return Some(*i);
-                                }
-                                let info = self.registry.get(&n)?;
-                                let i = peers.len() as u32;
-                                peers.push(info);
-                                index.insert(n, i);
-                                Some(i)
-                            })
-                            .collect()
+                let mut slot = |info: PeerInfo| -> u32 {
+                    *index.entry(info.node).or_insert_with(|| {
+                        peers.push(info);
+                        (peers.len() - 1) as u32
                     })
+                };
+                let holders: Vec<Vec<u32>> = holders
+                    .into_iter()
+                    .map(|nodes| nodes.into_iter().filter_map(|n| self.registry.get(&n)).map(&mut slot).collect())
                     .collect();
-                Response::Locations { peers, holders }
+                let cached = cached.into_iter().map(|srcs| srcs.into_iter().map(&mut slot).collect()).collect();
+                Response::Locations { peers, holders, cached }
+            }
+            Request::Offer { addrs, chunks, replace } => {
+                self.cached.offer(node, session_of(ctx), addrs, chunks, replace);
+                Response::Ok
             }
             Request::SetAttr { path, mode, uid, gid, mtime_ms } => {
                 let path = RemotePath::parse(&path)?;
@@ -424,6 +425,7 @@ impl Service for Tracker {
         if ctx.role == Role::Peer {
             self.registry.connection_closed(&ctx.remote, session_of(ctx));
         }
+        self.cached.connection_closed(&ctx.remote, session_of(ctx));
         if let Credential::Member { name, .. } = &ctx.credential {
             let mut conns = self.member_conns.lock().expect("member conns");
             if let Some(v) = conns.get_mut(name) {

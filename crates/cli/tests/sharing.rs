@@ -1,0 +1,95 @@
+//! BitTorrent-style sharing: downloads fetch the rarest chunks first, downloaders serve what
+//! they fetched as cached sources, and cached sources never count as replicas. Real
+//! processes throughout.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{pattern, stderr, wait_for, Cluster, BIN};
+
+fn stat_json(c: &Cluster, path: &str) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["stat", path, "--json"])).unwrap()
+}
+
+#[test]
+fn a_download_starts_with_the_chunks_fewest_sources_hold() {
+    let c = Cluster::start(3);
+    // 16 chunks with one copy each; the first 4 also belong to a file stored three times
+    // (same content at the same offsets: the same chunks).
+    let data = pattern(16 * 16384, 7);
+    let (a, b) = (c.path("a"), c.path("b"));
+    std::fs::write(&a, &data).unwrap();
+    std::fs::write(&b, &data[..4 * 16384]).unwrap();
+    c.ok(&["put", a.to_str().unwrap(), "/a", "--chunk-size", "16K", "--replicas", "1"]);
+    c.ok(&["put", b.to_str().unwrap(), "/b", "--chunk-size", "16K", "--replicas", "3"]);
+    let st = stat_json(&c, "/a");
+    let live: Vec<u64> = st["chunk_holders"].as_array().unwrap().iter().map(|h| h["live"].as_u64().unwrap()).collect();
+    assert_eq!(&live[..4], [3, 3, 3, 3], "{live:?}");
+    let out = c.path("out");
+    let report: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "/a", out.to_str().unwrap(), "--json"])).unwrap();
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact");
+    let order: Vec<u64> = report["fetch_order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(order.len(), 16);
+    assert!(order[..12].iter().all(|&i| i >= 4), "the 12 rare chunks go first: {order:?}");
+    assert!(order[..12].windows(2).any(|w| w[1] != w[0] + 1), "random among equals, not file order: {order:?}");
+}
+
+fn seeding_get(c: &Cluster, home: &std::path::Path, remote: &str, out: &std::path::Path) -> Child {
+    let log =
+        std::fs::File::create(c.path(&format!("{}.seed.log", home.file_name().unwrap().to_str().unwrap()))).unwrap();
+    Command::new(BIN)
+        .args(["get", remote, out.to_str().unwrap(), "--seed", "--json", "--home"])
+        .arg(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_forgotten_when_it_leaves() {
+    let mut c = Cluster::start(1);
+    let data = pattern(3 << 20, 8);
+    let local = c.path("f");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "256K", "--replicas", "1"]);
+    let seeder_home = common::member_home(&c, "seeder");
+    let seeded = c.path("seeded");
+    let mut seeder = seeding_get(&c, &seeder_home, "/f", &seeded);
+    // Every chunk shows the downloader as a cached source, next to its one durable copy.
+    wait_for("every chunk offered by the downloader", Duration::from_secs(20), || {
+        let st = stat_json(&c, "/f");
+        st["chunk_holders"]
+            .as_array()?
+            .iter()
+            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
+            .then_some(())
+    });
+    assert!(std::fs::read(&seeded).unwrap() == data);
+    // The only durable copy goes away: health says lost (a cached copy is no replica) ...
+    c.kill_peer(0);
+    wait_for("the peer seen down", Duration::from_secs(20), || {
+        let h = c.health()?;
+        (h["chunks"]["lost"].as_u64()? == 12).then_some(())
+    });
+    // ... yet a download still completes, from the downloader that serves it.
+    let out = c.path("second");
+    c.ok(&["get", "/f", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact from the cached source");
+    // The seeder stops: it reports what it served, and the tracker forgets it.
+    common::sh(&format!("kill -TERM {}", seeder.id()), c.dir.path());
+    assert!(common::wait_for_exit(&mut seeder, Duration::from_secs(10)), "the seeder stops on SIGTERM");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(seeder.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
+    assert!(v["served_bytes"].as_u64().unwrap() >= data.len() as u64, "{v}");
+    let st = stat_json(&c, "/f");
+    assert!(st["chunk_holders"].as_array().unwrap().iter().all(|h| h["cached"].as_array().unwrap().is_empty()), "{st}");
+    let again = c.cli(&["get", "/f", c.path("third").to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(4), "no source left: {}", stderr(&again));
+    assert!(!seeder_home.join("serving").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "store removed");
+}
