@@ -41,7 +41,8 @@ async fn fetch(client: &Client) -> Result<HealthReport> {
 }
 
 fn counts_json(c: &StateCounts) -> serde_json::Value {
-    json!({ "healthy": c.healthy, "under_replicated": c.under_replicated, "repairing": c.repairing, "lost": c.lost })
+    json!({ "healthy": c.healthy, "under_replicated": c.under_replicated, "repairing": c.repairing, "lost": c.lost,
+            "shared": c.shared })
 }
 
 pub fn report_json(r: &HealthReport) -> serde_json::Value {
@@ -101,8 +102,8 @@ pub async fn health(cli: &Cli) -> Result<()> {
     }
     let row = |what: &str, c: &StateCounts| {
         format!(
-            "{what:<7} {:>8} healthy  {:>6} under-replicated  {:>6} repairing  {:>6} lost",
-            c.healthy, c.under_replicated, c.repairing, c.lost
+            "{what:<7} {:>8} healthy  {:>6} under-replicated  {:>6} repairing  {:>6} lost  {:>6} shared (not stored)",
+            c.healthy, c.under_replicated, c.repairing, c.lost, c.shared
         )
     };
     outln!("swarm:  {}", status(&r));

@@ -13,6 +13,7 @@
 //! - `health`: health (repair, scrub, lost files) and peer drain.
 //! - `usage`: peak RSS and CPU time of this process (bench).
 //! - `seed`: serving what a download fetched (`get --serve`, `get --seed`).
+//! - `share`: publishing a file from the sharer's own disk (`share`).
 
 #[macro_use]
 mod out;
@@ -26,6 +27,7 @@ mod mount;
 mod nodes;
 mod progress;
 mod seed;
+mod share;
 mod usage;
 
 use std::path::PathBuf;
@@ -89,6 +91,11 @@ enum Command {
         after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
     )]
     Get(files::GetArgs),
+    /// Publish a local file without uploading it: serve it from this disk until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  swarmfs share ./talk.mp4 /talks/talk.mp4\n  swarmfs share ./talk.mp4 /talks/talk.mp4 --listen 0.0.0.0:7300 --advertise 192.0.2.30:7300 --upload-rate 5M"
+    )]
+    Share(share::ShareArgs),
     /// Write a file, or a byte range of it, to stdout.
     #[command(after_help = "Example:\n  swarmfs cat /logs/app.log --offset 1048576 --length 4096")]
     Cat(files::CatArgs),
@@ -219,6 +226,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Health => health::health(cli).await,
         Command::Put(a) => files::put(cli, a).await,
         Command::Get(a) => files::get(cli, a).await,
+        Command::Share(a) => share::share(cli, a).await,
         Command::Cat(a) => files::cat(cli, a).await,
         Command::Ls(a) => files::ls(cli, a).await,
         Command::Stat(a) => files::stat(cli, a).await,

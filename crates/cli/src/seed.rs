@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 /// How often newly stored chunks are offered, and how often the whole set is offered again
 /// (a reconnected tracker connection starts with none).
-const OFFER_EVERY: Duration = Duration::from_millis(250);
+const OFFER_EVERY: Duration = Duration::from_millis(100);
 const REOFFER_EVERY: Duration = Duration::from_secs(10);
 
 struct Sink {

@@ -93,3 +93,108 @@ fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_fo
     assert_eq!(again.status.code(), Some(4), "no source left: {}", stderr(&again));
     assert!(!seeder_home.join("serving").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "store removed");
 }
+
+fn spawn_share(c: &Cluster, local: &std::path::Path, remote: &str, extra: &[&str]) -> Child {
+    let log = std::fs::File::create(c.path("share.log")).unwrap();
+    Command::new(BIN)
+        .args(["share", local.to_str().unwrap(), remote, "--json", "--home"])
+        .arg(c.client_home())
+        .args(extra)
+        .env("SWARMFS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Stops a `share` or `get --seed` with SIGTERM and returns its `--json` report.
+fn stop_reporting(c: &Cluster, mut child: Child) -> serde_json::Value {
+    common::sh(&format!("kill -TERM {}", child.id()), c.dir.path());
+    assert!(common::wait_for_exit(&mut child, Duration::from_secs(10)), "stops on SIGTERM");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+fn wait_shared(c: &Cluster, remote: &str) {
+    wait_for("the shared file offered", Duration::from_secs(20), || {
+        let out = c.cli(&["stat", remote, "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        st["chunk_holders"]
+            .as_array()?
+            .iter()
+            .all(|h| h["cached"].as_array().is_some_and(|v| !v.is_empty()))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_shared_file_is_read_from_the_sharers_disk_and_an_edit_there_is_refused_never_mixed() {
+    let c = Cluster::start(1);
+    let data = pattern(2 << 20, 9);
+    let local = c.path("shared.bin");
+    std::fs::write(&local, &data).unwrap();
+    let sharer = spawn_share(&c, &local, "/pub/shared.bin", &["--chunk-size", "256K"]);
+    wait_shared(&c, "/pub/shared.bin");
+    // Nothing was uploaded: no durable copy, and health counts it as shared, not lost.
+    assert!(c.chunk_files(0).is_empty(), "no chunk stored on the peer");
+    let h = c.health().unwrap();
+    assert_eq!((h["files"]["shared"].as_u64(), h["files"]["lost"].as_u64()), (Some(1), Some(0)), "{h}");
+    let out = c.path("out");
+    c.ok(&["get", "/pub/shared.bin", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact from the sharer's disk");
+    // The sharer edits the file in place: the changed chunk is refused, with the reason.
+    let mut edited = data.clone();
+    edited[300_000] ^= 1;
+    std::fs::write(&local, &edited).unwrap();
+    let out2 = c.path("out2");
+    let bad = c.cli(&["get", "/pub/shared.bin", out2.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(4), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("changed on the sharer's disk"), "{}", stderr(&bad));
+    assert!(!out2.exists(), "no file made of two versions");
+    let v = stop_reporting(&c, sharer);
+    assert!(v["served_bytes"].as_u64().unwrap() >= data.len() as u64, "{v}");
+    // The sharer has left: its offers are gone.
+    let gone = c.cli(&["get", "/pub/shared.bin", out2.to_str().unwrap()]);
+    assert_eq!(gone.status.code(), Some(4), "{}", stderr(&gone));
+}
+
+#[test]
+fn six_downloaders_at_once_get_most_of_a_shared_file_from_each_other() {
+    let c = Cluster::start(1);
+    let size = 64 << 20;
+    let data = pattern(size, 10);
+    let local = c.path("big.bin");
+    std::fs::write(&local, &data).unwrap();
+    // A home uplink: 32 MiB/s.
+    let sharer = spawn_share(&c, &local, "/big.bin", &["--upload-rate", "32M"]);
+    wait_shared(&c, "/big.bin");
+    let downloaders: Vec<_> = (0..6)
+        .map(|i| {
+            let home = common::member_home(&c, &format!("d{i}"));
+            let out = c.path(&format!("out{i}"));
+            (seeding_get(&c, &home, "/big.bin", &out), out)
+        })
+        .collect();
+    for (_, out) in &downloaders {
+        wait_for("every download done", Duration::from_secs(120), || {
+            std::fs::metadata(out).ok().filter(|m| m.len() == size as u64).map(|_| ())
+        });
+    }
+    for (_, out) in &downloaders {
+        assert!(std::fs::read(out).unwrap() == data, "{} byte-exact", out.display());
+    }
+    let shared = stop_reporting(&c, sharer)["served_bytes"].as_u64().unwrap();
+    let mut from_downloaders = 0;
+    for (child, _) in downloaders {
+        from_downloaders += stop_reporting(&c, child)["served_bytes"].as_u64().unwrap();
+    }
+    eprintln!(
+        "sharer uploaded {:.2}x the file; downloaders served {:.2}x to each other",
+        shared as f64 / size as f64,
+        from_downloaders as f64 / size as f64
+    );
+    assert!(shared <= 2 * size as u64, "the sharer uploaded {:.2}x the file size", shared as f64 / size as f64);
+    assert!(shared + from_downloaders >= 6 * size as u64, "six copies were served in all");
+}

@@ -87,7 +87,7 @@ impl Client {
         Ok(())
     }
 
-    pub(crate) fn data_key(&self) -> Result<&DataKey, ClientError> {
+    pub fn data_key(&self) -> Result<&DataKey, ClientError> {
         self.data_key.as_ref().ok_or(ClientError::NoDataKey)
     }
 

@@ -447,7 +447,7 @@ impl Client {
     /// one tracker transaction. Placements may list chunks stored earlier with no holders.
     /// `mtime_ms` sets the entry's modification time (a mount keeps what programs set);
     /// `None` means the time of the commit. `replicas` is the file's R, which the tracker's
-    /// repair restores when copies are lost.
+    /// repair restores when copies are lost; 0 for a file that is shared, not stored.
     pub async fn commit(
         &self,
         remote: &RemotePath,
@@ -464,7 +464,7 @@ impl Client {
             manifest: sealed,
             placements,
             mtime_ms,
-            replicas: replicas.clamp(1, u8::MAX as usize) as u8,
+            replicas: replicas.min(u8::MAX as usize) as u8,
         };
         match self.call(&req).await? {
             Response::Entry(e) => Ok(e),

@@ -463,6 +463,9 @@ pub struct StateCounts {
     pub repairing: u64,
     /// No live copy at all: unreadable until a holder comes back.
     pub lost: u64,
+    /// Shared from a member's disk with no durable copy wanted (R = 0): readable while a
+    /// source serves it, never repaired.
+    pub shared: u64,
 }
 
 /// A peer as `swarmfs health` shows it.

@@ -322,7 +322,7 @@ impl Db {
                 uid,
                 gid,
                 now_ms(),
-                replicas.max(1)
+                replicas
             ],
         )?;
         if existing.is_none() {

@@ -13,7 +13,7 @@ use crate::TrackerError;
 pub struct ViewFile {
     pub path: String,
     pub size: u64,
-    /// Durable copies wanted (R).
+    /// Durable copies wanted (R); 0 for a file shared from a member's disk, not stored.
     pub replicas: u8,
     /// Indices into [`RepairView::chunks`].
     pub chunks: Vec<u32>,
@@ -48,7 +48,7 @@ impl Db {
             while let Some(row) = rows.next()? {
                 let file_id: Vec<u8> = row.get(0)?;
                 let size = row.get::<_, i64>(2)?.max(0) as u64;
-                let replicas = row.get::<_, i64>(3)?.clamp(1, u8::MAX as i64) as u8;
+                let replicas = row.get::<_, i64>(3)?.clamp(0, u8::MAX as i64) as u8;
                 let count = row.get::<_, i64>(4)?.max(1) as u64;
                 if current.as_ref() != Some(&file_id) {
                     view.files.push(ViewFile { path: row.get(1)?, size, replicas, chunks: Vec::new() });

@@ -121,7 +121,13 @@ pub fn assess(view: &RepairView, peers: &[PeerView], repair_after: Duration) -> 
     let mut state = Vec::with_capacity(view.chunks.len());
     let mut needs = Vec::new();
     for (i, chunk) in view.chunks.iter().enumerate() {
-        let wanted = view.wanted[i].max(1) as usize;
+        if view.wanted[i] == 0 {
+            // Only shared files use it: served by their sharers, nothing to repair.
+            report.chunks.shared += 1;
+            state.push(0);
+            continue;
+        }
+        let wanted = view.wanted[i] as usize;
         let holders = &view.holders[i];
         let of = |h: Holder| holders.iter().filter(|n| class.get(n).copied().unwrap_or(Holder::Gone) == h).count();
         let (counts, serves, expected) = (of(Holder::Counts), of(Holder::Serves), of(Holder::Expected));
@@ -165,6 +171,10 @@ pub fn assess(view: &RepairView, peers: &[PeerView], repair_after: Duration) -> 
         }
     }
     for f in &view.files {
+        if f.replicas == 0 {
+            report.files.shared += 1;
+            continue;
+        }
         let worst = f.chunks.iter().map(|&c| state[c as usize]).max().unwrap_or(0);
         match worst {
             0 => report.files.healthy += 1,
