@@ -25,6 +25,8 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(300);
 /// once, 2 made the sharer upload 2.1-2.3x the file, 1 made it 1.6x (sharing.rs); the cost
 /// is one round trip per chunk from a lone sharer, which a rate-limited uplink hides.
 const PER_CACHED_SOURCE: usize = 1;
+/// Chunk writes a rarest-first download lets run beside its fetches.
+const PENDING_WRITES: usize = 1;
 /// How long a chunk request may go unanswered before the next holder is asked as well.
 const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 
@@ -299,6 +301,7 @@ impl Client {
         // is usually a home uplink, so each downloader asks it for a few chunks at a time
         // and fetches the rest from whoever gets them first (storage peers are not capped).
         let mut asked: HashMap<NodeId, usize> = HashMap::new();
+        let mut writes = FuturesUnordered::new();
         loop {
             while in_flight.len() < WINDOW {
                 // The rarest chunk whose first source has room (looking at the rarest 64).
@@ -321,7 +324,7 @@ impl Client {
                     Ok::<_, ClientError>((i, plain, first))
                 });
             }
-            if in_flight.is_empty() {
+            if in_flight.is_empty() && writes.is_empty() {
                 if queue.is_empty() {
                     break;
                 }
@@ -334,22 +337,27 @@ impl Client {
                 asked.clear();
                 continue;
             }
+            // Writes run beside the fetches (awaiting one here would stop every transfer
+            // in flight meanwhile); a few at most, which bounds the memory they hold.
             tokio::select! {
-                done = in_flight.next() => {
+                done = in_flight.next(), if !in_flight.is_empty() && writes.len() < PENDING_WRITES => {
                     let (i, plain, first) = done.expect("not empty")?;
                     if let Some(n) = first {
                         if let Some(c) = asked.get_mut(&n) {
                             *c = c.saturating_sub(1);
                         }
                     }
-                    let (f, len) = (file.clone(), plain.len() as u64);
-                    tokio::task::spawn_blocking(move || {
+                    let f = file.clone();
+                    writes.push(tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt;
-                        f.write_all_at(&plain, i as u64 * cs)
-                    })
-                    .await
-                    .map_err(|e| ClientError::Output(std::io::Error::other(e.to_string())))?
-                    .map_err(ClientError::Output)?;
+                        f.write_all_at(&plain, i as u64 * cs).map(|()| plain.len() as u64)
+                    }));
+                }
+                w = writes.next(), if !writes.is_empty() => {
+                    let len = w
+                        .expect("not empty")
+                        .map_err(|e| ClientError::Output(std::io::Error::other(e.to_string())))?
+                        .map_err(ClientError::Output)?;
                     written += len;
                     progress.advance(len);
                 }
