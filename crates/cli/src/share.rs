@@ -61,30 +61,9 @@ struct ShareService {
     deriver: [u8; 32],
     tracker_id: NodeId,
     served: AtomicU64,
-    pacer: Pacer,
+    pacer: swarmfs_net::task::RateLimiter,
     /// Set once a changed chunk was refused, so it is logged once.
     stale_logged: AtomicBool,
-}
-
-/// A leaky bucket: each answer waits until the bytes before it fit the rate.
-struct Pacer {
-    rate: u64,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Pacer {
-    async fn admit(&self, len: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        let due = {
-            let mut next = self.next.lock().await;
-            let due = (*next).max(tokio::time::Instant::now());
-            *next = due + Duration::from_secs_f64(len as f64 / self.rate as f64);
-            due
-        };
-        tokio::time::sleep_until(due).await;
-    }
 }
 
 impl Service for ShareService {
@@ -218,7 +197,7 @@ pub async fn share(cli: &Cli, a: &ShareArgs) -> Result<()> {
         deriver,
         tracker_id: home.token.tracker_id,
         served: AtomicU64::new(0),
-        pacer: Pacer { rate: a.upload_rate, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) },
+        pacer: swarmfs_net::task::RateLimiter::new(a.upload_rate),
         stale_logged: AtomicBool::new(false),
     });
     let stop = crate::nodes::shutdown_on_signal();

@@ -40,6 +40,34 @@ pub trait Worker: Send + 'static {
     }
 }
 
+/// Paces work to a byte rate (a leaky bucket): each caller waits until the bytes admitted
+/// before it fit the rate. Rate 0 admits everything at once. Shared by repair orders
+/// (`--repair-rate`) and a sharer's uploads (`--upload-rate`).
+pub struct RateLimiter {
+    rate: u64,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimiter {
+    /// `rate` in bytes per second.
+    pub fn new(rate: u64) -> RateLimiter {
+        RateLimiter { rate, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    pub async fn admit(&self, len: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let due = {
+            let mut next = self.next.lock().await;
+            let due = (*next).max(tokio::time::Instant::now());
+            *next = due + Duration::from_secs_f64(len as f64 / self.rate as f64);
+            due
+        };
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 /// The longest back-off after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -180,6 +208,18 @@ mod tests {
         fn done(&self) -> u64 {
             self.steps
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_spaces_admissions_by_their_bytes() {
+        let limit = RateLimiter::new(1000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            limit.admit(500).await;
+        }
+        // The first is admitted at once, each next one 0.5 s after the one before.
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        RateLimiter::new(0).admit(u64::MAX).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use swarmfs_net::task::{Step, Worker};
+use swarmfs_net::task::{RateLimiter, Step, Worker};
 use swarmfs_proto::{ChunkId, HealthReport, NodeId, PeerHealth, PeerInfo, PeerState, Request, Response};
 use tracing::{info, warn};
 
@@ -227,31 +227,9 @@ fn targets(need: &Need, peers: &[PeerView], assigned: &HashMap<NodeId, u64>, n: 
     candidates.into_iter().take(n).map(|(_, _, p)| p.clone()).collect()
 }
 
-/// Paces orders to a byte rate: each order waits until the bytes before it fit the rate.
-struct Pacer {
-    rate: u64,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Pacer {
-    async fn admit(&self, len: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        let due = {
-            let mut next = self.next.lock().await;
-            let now = tokio::time::Instant::now();
-            let due = (*next).max(now);
-            *next = due + Duration::from_secs_f64(len as f64 / self.rate as f64);
-            due
-        };
-        tokio::time::sleep_until(due).await;
-    }
-}
-
 pub struct Repairer {
     tracker: Arc<Tracker>,
-    pacer: Arc<Pacer>,
+    pacer: Arc<RateLimiter>,
     failed: u64,
     /// When "no peer can take a copy" was last logged, so it is said once a minute at most.
     no_target_logged: Option<Instant>,
@@ -263,7 +241,7 @@ impl Repairer {
         let rate = tracker.config.repair_rate;
         Repairer {
             tracker,
-            pacer: Arc::new(Pacer { rate, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) }),
+            pacer: Arc::new(RateLimiter::new(rate)),
             failed: 0,
             no_target_logged: None,
             last: "no repair needed yet".into(),
