@@ -80,8 +80,57 @@ pub struct LsArgs {
 }
 
 #[derive(Args)]
-pub struct PathArg {
+pub struct StatArgs {
     pub path: String,
+    /// Also show each source's chunk map: which chunks each durable holder and each cached
+    /// source has (`sources` in `--json`, `have` one character per chunk).
+    #[arg(long, env = "SWARMFS_CHUNKS")]
+    pub chunks: bool,
+}
+
+/// One source of a file's chunks and which of them it has.
+struct SourceMap {
+    node: String,
+    cached: bool,
+    state: &'static str,
+    have: Vec<bool>,
+}
+
+/// Per source (durable holders first, then cached sources, each by node id), which chunks it
+/// holds, from the per-chunk holder lists.
+fn source_maps(holders: &[(String, Vec<(String, &'static str)>)], cached: &[Vec<String>]) -> Vec<SourceMap> {
+    let n = holders.len();
+    let mut maps: std::collections::BTreeMap<(bool, String), SourceMap> = Default::default();
+    let mut mark = |node: &str, is_cached: bool, state: &'static str, i: usize| {
+        let m = maps.entry((is_cached, node.to_string())).or_insert_with(|| SourceMap {
+            node: node.to_string(),
+            cached: is_cached,
+            state,
+            have: vec![false; n],
+        });
+        m.have[i] = true;
+    };
+    for (i, (_, hs)) in holders.iter().enumerate() {
+        for (node, state) in hs {
+            mark(node, false, state, i);
+        }
+        for node in &cached[i] {
+            mark(node, true, "up", i);
+        }
+    }
+    maps.into_values().collect()
+}
+
+/// A chunk map in at most 64 columns: `#` all chunks of the column held, `+` some, `.` none.
+fn bitmap_line(have: &[bool]) -> String {
+    let per = have.len().div_ceil(64).max(1);
+    have.chunks(per)
+        .map(|c| match c.iter().filter(|h| **h).count() {
+            0 => '.',
+            k if k == c.len() => '#',
+            _ => '+',
+        })
+        .collect()
 }
 
 #[derive(Args)]
@@ -293,7 +342,7 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
+pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
     let p = remote(&a.path)?;
     let client = connect(cli).await?;
     let e = client.stat(&p).await?;
@@ -324,6 +373,20 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
                 })
             })
             .collect();
+        if a.chunks {
+            v["sources"] = source_maps(&holders, &cached)
+                .iter()
+                .map(|m| {
+                    json!({
+                        "node": m.node,
+                        "kind": if m.cached { "cached" } else { "durable" },
+                        "state": m.state,
+                        "chunks": m.have.iter().filter(|h| **h).count(),
+                        "have": m.have.iter().map(|h| if *h { '1' } else { '0' }).collect::<String>(),
+                    })
+                })
+                .collect();
+        }
         outln!("{v}");
     } else {
         outln!("path:   {}", shown(&e.path));
@@ -343,6 +406,21 @@ pub async fn stat(cli: &Cli, a: &PathArg) -> Result<()> {
             }
         }
         outln!("mtime:  {} ms since the epoch", e.mtime_ms);
+        if a.chunks {
+            outln!("chunk map ({} chunks; # held, + partly, . not held):", holders.len());
+            for m in source_maps(&holders, &cached) {
+                let kind = if m.cached { "cached" } else { "durable" };
+                let held = m.have.iter().filter(|h| **h).count();
+                outln!(
+                    "  {} {kind:<7} {:<8} {held:>6}/{:<6} {}",
+                    &m.node[..8],
+                    m.state,
+                    holders.len(),
+                    bitmap_line(&m.have)
+                );
+            }
+            return Ok(());
+        }
         for (i, (id, hs)) in holders.iter().enumerate() {
             let live = hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count();
             let list: Vec<String> = hs.iter().map(|(n, st)| format!("{}({st})", &n[..8])).collect();
@@ -427,4 +505,34 @@ pub async fn peers(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_map_folds_into_64_columns() {
+        assert_eq!(bitmap_line(&[true, false, true]), "#.#");
+        let mut have = vec![true; 128];
+        have[1] = false;
+        have[64..66].fill(false);
+        let line = bitmap_line(&have);
+        assert_eq!(line.len(), 64);
+        assert_eq!(&line[..2], "+#", "two chunks per column");
+        assert_eq!(&line[32..33], ".");
+    }
+
+    #[test]
+    fn source_maps_keep_durable_and_cached_apart() {
+        let holders = vec![
+            ("c0".to_string(), vec![("aaaaaaaa".to_string(), "up")]),
+            ("c1".to_string(), vec![("aaaaaaaa".to_string(), "up")]),
+        ];
+        let cached = vec![vec!["bbbbbbbb".to_string()], vec![]];
+        let maps = source_maps(&holders, &cached);
+        assert_eq!(maps.len(), 2);
+        assert!(!maps[0].cached && maps[0].have == [true, true]);
+        assert!(maps[1].cached && maps[1].have == [true, false]);
+    }
 }

@@ -103,8 +103,10 @@ enum Command {
     #[command(after_help = "Example:\n  swarmfs ls /videos --json")]
     Ls(files::LsArgs),
     /// Show one file or directory.
-    #[command(after_help = "Example:\n  swarmfs stat /videos/holiday.mp4")]
-    Stat(files::PathArg),
+    #[command(
+        after_help = "Examples:\n  swarmfs stat /videos/holiday.mp4\n  swarmfs stat --chunks /videos/holiday.mp4   # which source holds which chunk"
+    )]
+    Stat(files::StatArgs),
     /// Remove a file, or a directory (-r for a non-empty one).
     #[command(after_help = "Example:\n  swarmfs rm -r /old")]
     Rm(files::RmArgs),

@@ -70,6 +70,12 @@ fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_fo
             .then_some(())
     });
     assert!(std::fs::read(&seeded).unwrap() == data);
+    // The chunk map: the peer's durable copies and the downloader's cached ones, apart.
+    let map: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "--chunks", "/f", "--json"])).unwrap();
+    let sources = map["sources"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> =
+        sources.iter().map(|s| (s["kind"].as_str().unwrap(), s["have"].as_str().unwrap())).collect();
+    assert_eq!(kinds, [("durable", "111111111111"), ("cached", "111111111111")], "{map}");
     // The only durable copy goes away: health says lost (a cached copy is no replica) ...
     c.kill_peer(0);
     wait_for("the peer seen down", Duration::from_secs(20), || {
