@@ -204,3 +204,49 @@ fn six_downloaders_at_once_get_most_of_a_shared_file_from_each_other() {
     assert!(shared <= 2 * size as u64, "the sharer uploaded {:.2}x the file size", shared as f64 / size as f64);
     assert!(shared + from_downloaders >= 6 * size as u64, "six copies were served in all");
 }
+
+#[test]
+fn downloads_complete_after_the_sharer_dies_once_every_chunk_is_on_some_downloader() {
+    let c = Cluster::start(1);
+    let size = 16 << 20;
+    let data = pattern(size, 11);
+    let local = c.path("gone.bin");
+    std::fs::write(&local, &data).unwrap();
+    // A slow uplink, so the downloads are still running when the sharer dies.
+    let mut sharer = spawn_share(&c, &local, "/gone.bin", &["--upload-rate", "4M", "--chunk-size", "256K"]);
+    wait_shared(&c, "/gone.bin");
+    let sharer_id = {
+        let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "--chunks", "/gone.bin", "--json"])).unwrap();
+        st["sources"][0]["node"].as_str().unwrap().to_string()
+    };
+    let downloaders: Vec<_> = (0..3)
+        .map(|i| {
+            let home = common::member_home(&c, &format!("g{i}"));
+            let out = c.path(&format!("gone{i}"));
+            (seeding_get(&c, &home, "/gone.bin", &out), out)
+        })
+        .collect();
+    // Once the downloaders together hold every chunk, the sharer is killed (no goodbye).
+    wait_for("every chunk on some downloader", Duration::from_secs(60), || {
+        let out = c.cli(&["stat", "--chunks", "/gone.bin", "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let mut union = [false; 64];
+        for s in st["sources"].as_array()?.iter().filter(|s| s["node"] != sharer_id.as_str()) {
+            for (i, ch) in s["have"].as_str()?.chars().enumerate() {
+                union[i] |= ch == '1';
+            }
+        }
+        union.iter().all(|h| *h).then_some(())
+    });
+    sharer.kill().unwrap();
+    sharer.wait().unwrap();
+    for (_, out) in &downloaders {
+        wait_for("every download done without the sharer", Duration::from_secs(60), || {
+            std::fs::metadata(out).ok().filter(|m| m.len() == size as u64).map(|_| ())
+        });
+        assert!(std::fs::read(out).unwrap() == data, "{} byte-exact", out.display());
+    }
+    for (child, _) in downloaders {
+        stop_reporting(&c, child);
+    }
+}

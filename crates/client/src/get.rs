@@ -27,6 +27,9 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(300);
 const PER_CACHED_SOURCE: usize = 1;
 /// Chunk writes a rarest-first download lets run beside its fetches.
 const PENDING_WRITES: usize = 1;
+/// How often a rarest-first download tries a chunk again after all its known sources
+/// failed, as long as a new `Locate` names a live source.
+const CHUNK_RETRIES: u32 = 3;
 /// How long a chunk request may go unanswered before the next holder is asked as well.
 const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 
@@ -302,6 +305,7 @@ impl Client {
         // and fetches the rest from whoever gets them first (storage peers are not capped).
         let mut asked: HashMap<NodeId, usize> = HashMap::new();
         let mut writes = FuturesUnordered::new();
+        let mut retries = vec![0u32; refs.len()];
         loop {
             while in_flight.len() < WINDOW {
                 // The rarest chunk whose first source has room (looking at the rarest 64).
@@ -319,9 +323,11 @@ impl Client {
                 order.push(i as u64);
                 let (h, bad) = (holders.clone(), &bad);
                 in_flight.push(async move {
-                    self.still_admitted().await?;
-                    let plain = self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, bad, progress).await?;
-                    Ok::<_, ClientError>((i, plain, first))
+                    let got = match self.still_admitted().await {
+                        Ok(()) => self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, bad, progress).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, first, got)
                 });
             }
             if in_flight.is_empty() && writes.is_empty() {
@@ -341,12 +347,33 @@ impl Client {
             // in flight meanwhile); a few at most, which bounds the memory they hold.
             tokio::select! {
                 done = in_flight.next(), if !in_flight.is_empty() && writes.len() < PENDING_WRITES => {
-                    let (i, plain, first) = done.expect("not empty")?;
+                    let (i, first, got) = done.expect("not empty");
                     if let Some(n) = first {
                         if let Some(c) = asked.get_mut(&n) {
                             *c = c.saturating_sub(1);
                         }
                     }
+                    let plain = match got {
+                        Ok(p) => p,
+                        // Every source this download knew of failed (a sharer or seeder that
+                        // left): ask again who has it; if someone does, try again later.
+                        Err(e @ ClientError::ChunkUnavailable { .. }) => {
+                            retries[i] += 1;
+                            if retries[i] > CHUNK_RETRIES {
+                                return Err(e);
+                            }
+                            // Give the tracker a moment to notice a source that died.
+                            refresh.tick().await;
+                            holders = Arc::new(self.locate(refs).await?);
+                            if holders.live_sources(i) == 0 {
+                                return Err(e);
+                            }
+                            queue.push(i);
+                            rarest_last(&mut queue, &holders);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let f = file.clone();
                     writes.push(tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt;
