@@ -187,7 +187,6 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         bail!("downloaded file differs from the input");
     }
     let mount_report = if a.mount { Some(bench_mount(cli, a, dir, &swarm, &input).await?) } else { None };
-    let after = if a.repair { peers_usage(&swarm) } else { after };
     let repair_report = if a.repair {
         let mut swarm = swarm;
         let r = bench_repair(cli, a, dir, &mut swarm, get_mb_s).await;

@@ -17,6 +17,7 @@ use swarmfs_proto::{ChunkId, NodeId, Request};
 use swarmfs_store::ChunkStore;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -28,13 +29,17 @@ const REOFFER_EVERY: Duration = Duration::from_secs(10);
 struct Sink {
     store: Arc<ChunkStore>,
     stored: mpsc::UnboundedSender<ChunkId>,
+    /// The stores under way (off the fetching task; at most a download window at once),
+    /// joined before the store is removed.
+    writes: Arc<std::sync::Mutex<JoinSet<()>>>,
 }
 
 impl ChunkSink for Sink {
     fn verified(&self, id: ChunkId, ciphertext: Bytes) {
         let (store, stored) = (self.store.clone(), self.stored.clone());
-        // Disk work off the fetching task; at most a download window of these run at once.
-        tokio::task::spawn_blocking(move || match store.put(&id, &ciphertext) {
+        let mut writes = self.writes.lock().expect("sink writes");
+        while writes.try_join_next().is_some() {}
+        writes.spawn_blocking(move || match store.put(&id, &ciphertext) {
             Ok(_) => {
                 let _ = stored.send(id);
             }
@@ -49,6 +54,7 @@ pub struct Seeder {
     pub addr: String,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    writes: Arc<std::sync::Mutex<JoinSet<()>>>,
 }
 
 impl Seeder {
@@ -79,11 +85,12 @@ impl Seeder {
         };
         let service = Arc::new(PeerService::new(store.clone(), tracker_id, swarm.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
-        client.set_chunk_sink(Arc::new(Sink { store, stored: tx }));
+        let writes = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+        client.set_chunk_sink(Arc::new(Sink { store, stored: tx, writes: writes.clone() }));
         let stop = CancellationToken::new();
         let serving = tokio::spawn(serve(listener, swarm, service.clone(), Limits::default(), stop.clone()));
         let offering = tokio::spawn(offer_loop(client, addr.clone(), rx, stop.clone()));
-        Ok(Seeder { service, dir, addr, stop, tasks: vec![serving, offering] })
+        Ok(Seeder { service, dir, addr, stop, tasks: vec![serving, offering], writes })
     }
 
     /// Stops serving, waits for the tasks, and removes the store.
@@ -92,6 +99,8 @@ impl Seeder {
         for t in self.tasks {
             let _ = t.await;
         }
+        let mut writes = std::mem::take(&mut *self.writes.lock().expect("sink writes"));
+        while writes.join_next().await.is_some() {}
         let _ = std::fs::remove_dir_all(&self.dir);
         self.service.served_bytes()
     }

@@ -482,8 +482,6 @@ pub struct PeerHealth {
 /// The swarm's health, computed by the tracker's repair worker (protocol 4).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
-    /// Milliseconds since the figures were computed.
-    pub age_ms: u64,
     pub files: StateCounts,
     pub chunks: StateCounts,
     /// Bytes of files that are not healthy.

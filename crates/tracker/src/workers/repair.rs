@@ -37,7 +37,6 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Default)]
 pub struct RepairStats {
     pub in_flight: AtomicU64,
-    pub queued: AtomicU64,
     pub chunks: AtomicU64,
     pub bytes: AtomicU64,
     /// Bytes copied in the last few seconds, for the rate `health` shows.
@@ -262,8 +261,7 @@ impl Worker for Repairer {
         let t = self.tracker.clone();
         let view = t.db(|db| db.repair_view()).await.map_err(|e| e.to_string())?;
         let peers = t.registry.views();
-        let (report, needs) = assess(&view, &peers, t.config.repair_after);
-        t.repair.queued.store(report.repair_queued, Ordering::Relaxed);
+        let (_, needs) = assess(&view, &peers, t.config.repair_after);
         if needs.is_empty() {
             return Ok(Step::Idle);
         }
