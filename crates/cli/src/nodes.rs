@@ -178,10 +178,15 @@ pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
     }
     let home = Home::create(&dir, &token)?;
     let id = home.identity()?.node_id();
-    let kind =
-        if token.data_key.is_some() { "member (can read and write files)" } else { "peer (stores ciphertext only)" };
+    let read_only = token.member.as_ref().is_some_and(|m| m.read_only);
+    let kind = match (token.data_key.is_some(), read_only) {
+        (true, true) => "read-only member (can read files)",
+        (true, false) => "member (can read and write files)",
+        (false, _) => "peer (stores ciphertext only)",
+    };
     if cli.json {
-        outln!("{}", serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": token.data_key.is_some() }));
+        let member = token.data_key.is_some();
+        outln!("{}", serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": member, "read_only": read_only }));
     } else {
         outln!("{} joined as {kind}; node {}", dir.display(), id.short());
     }
