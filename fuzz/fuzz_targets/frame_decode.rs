@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = f.decode_meta::<Request>();
         let _ = f.decode_meta::<Response>();
         let _ = f.decode_meta::<Event>();
+        let _ = f.decode_meta::<swarmfs_proto::HelloVersion>();
         let _ = f.decode_meta::<Hello>();
         let _ = f.decode_meta::<HelloReply>();
     }

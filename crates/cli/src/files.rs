@@ -254,8 +254,24 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
 }
 
 pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
-    let src = remote(&a.remote)?;
-    let client = Arc::new(connect(cli).await?);
+    // A link needs no home: it is its own credential, for its one file.
+    let (client, src, manifest) = if swarmfs_core::Link::looks_like(&a.remote) {
+        let link = swarmfs_core::Link::decode(&a.remote)?;
+        if a.serve || a.seed {
+            return Err(crate::UsageError(
+                "--serve and --seed need a member home: a link's holder only downloads".into(),
+            )
+            .into());
+        }
+        let client = Arc::new(crate::links::connect_link(&link).await?);
+        let (entry, manifest) = client.open_link(&link).await.context("open the link")?;
+        (client, RemotePath::parse(&entry.path)?, manifest)
+    } else {
+        let src = remote(&a.remote)?;
+        let client = Arc::new(connect(cli).await?);
+        let (_, manifest) = client.open(&src).await.with_context(|| format!("get {src}"))?;
+        (client, src, manifest)
+    };
     let seeder = if a.serve || a.seed {
         let home = Home::load(&cli.home_dir())?;
         let swarm = home.client_swarm()?;
@@ -273,7 +289,7 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
         None
     };
     let bar = Bar::new("get", !a.quiet && !cli.json);
-    let report = client.get(&src, &a.local, &bar).await;
+    let report = client.get_manifest(&manifest, src.name(), &a.local, &bar).await;
     bar.finish();
     let report = match report {
         Ok(r) => r,

@@ -130,7 +130,7 @@ impl Home {
     pub fn swarm(&self) -> Result<Arc<Swarm>> {
         Ok(Arc::new(Swarm {
             identity: self.identity()?,
-            secret: self.token.swarm_secret.0,
+            secret: swarmfs_net::Secret::Swarm(self.token.swarm_secret.0),
             member: self.token.member.clone(),
         }))
     }

@@ -21,6 +21,7 @@ mod bench;
 mod files;
 mod health;
 mod home;
+mod links;
 mod local;
 mod members;
 mod mount;
@@ -86,9 +87,9 @@ enum Command {
     /// Upload a local file.
     #[command(after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3")]
     Put(files::PutArgs),
-    /// Download a file (rarest chunks first); --serve/--seed also serve it to others.
+    /// Download a file (rarest chunks first), or the file a link names; --serve/--seed also serve it to others.
     #[command(
-        after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
+        after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get swarmfs-link-AgExMj... ./talk.mp4   # no home or token needed\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
     )]
     Get(files::GetArgs),
     /// Publish a local file without uploading it: serve it from this disk until Ctrl-C.
@@ -119,6 +120,11 @@ enum Command {
     /// Find files and directories whose name contains TEXT (case-insensitive).
     #[command(after_help = "Example:\n  swarmfs search holiday")]
     Search(files::SearchArgs),
+    /// Make a link to one file (a read capability to paste anywhere), list links, revoke one.
+    #[command(
+        after_help = "Examples:\n  swarmfs link /talks/talk.mp4            # prints swarmfs-link-...\n  swarmfs get swarmfs-link-... ./talk.mp4  # on any machine, no token needed\n  swarmfs link --list\n  swarmfs link --revoke 3f9a0c1e"
+    )]
+    Link(links::LinkArgs),
     /// Manage members: add (prints a token), ls, revoke. Run with the tracker's home.
     #[command(
         after_help = "Example:\n  swarmfs member add alice --home /srv/swarm-tracker --data-key-from ~/.swarmfs"
@@ -238,6 +244,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Search(a) => files::search(cli, a).await,
         Command::Peers => files::peers(cli).await,
         Command::Member(a) => members::run(cli, a).await,
+        Command::Link(a) => links::run(cli, a).await,
         Command::Mount(a) => mount::run(cli, a).await,
         Command::Demo(a) => local::demo(cli, a).await,
         Command::Bench(a) => bench::run(cli, a).await,
@@ -290,6 +297,11 @@ pub struct Refused(pub String);
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Something named that does not exist, found out by the CLI itself (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     use swarmfs_client::ClientError;
     use swarmfs_net::NetError;
@@ -297,6 +309,15 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<Refused>().is_some() {
             return 5;
+        }
+        if cause.downcast_ref::<NotFound>().is_some() {
+            return 3;
+        }
+        if cause
+            .downcast_ref::<swarmfs_core::CoreError>()
+            .is_some_and(|c| matches!(c, swarmfs_core::CoreError::BadToken(_)))
+        {
+            return 2;
         }
         if cause.downcast_ref::<UsageError>().is_some()
             || matches!(cause.downcast_ref::<ProtoError>(), Some(ProtoError::InvalidPath { .. }))

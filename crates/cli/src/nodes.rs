@@ -186,7 +186,10 @@ pub fn join(cli: &Cli, a: &JoinArgs) -> Result<()> {
     };
     if cli.json {
         let member = token.data_key.is_some();
-        outln!("{}", serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": member, "read_only": read_only }));
+        outln!(
+            "{}",
+            serde_json::json!({ "home": dir, "node_id": id.to_string(), "member": member, "read_only": read_only })
+        );
     } else {
         outln!("{} joined as {kind}; node {}", dir.display(), id.short());
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use swarmfs_core::DataKey;
+use swarmfs_core::{DataKey, Manifest};
 use swarmfs_net::{dial, Connection, Swarm};
-use swarmfs_proto::{EntryInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
+use swarmfs_proto::{EntryInfo, LinkId, LinkInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
 
 use crate::ClientError;
 use swarmfs_net::Pool;
@@ -85,6 +85,47 @@ impl Client {
             self.tracker().await?;
         }
         Ok(())
+    }
+
+    /// Makes a link to the file at `path` as it is now (that version): the tracker records
+    /// it, and the returned link carries the file's key and the link's secret.
+    pub async fn make_link(&self, path: &RemotePath) -> Result<(swarmfs_core::Link, LinkInfo), ClientError> {
+        let data_key = self.data_key()?.clone();
+        let swarmfs_net::Secret::Swarm(swarm_secret) = &self.swarm.secret else {
+            return Err(ClientError::Invalid("a link's holder cannot make links".into()));
+        };
+        let (entry, sealed) = match self.call(&Request::OpenFile { path: path.to_string() }).await? {
+            Response::File { entry, manifest } => (entry, manifest),
+            _ => return Err(ClientError::Unexpected("tracker")),
+        };
+        let (Some(file_id), false) = (entry.file_id, sealed.body.is_empty()) else {
+            return Err(ClientError::Invalid(format!("{path} has no content yet to link to")));
+        };
+        let file_key = Manifest::file_key(&sealed, &data_key)?;
+        let info = match self.call(&Request::LinkCreate { path: path.to_string(), file_id }).await? {
+            Response::Link(info) => info,
+            _ => return Err(ClientError::Unexpected("tracker")),
+        };
+        let link = swarmfs_core::Link {
+            tracker_addr: self.tracker_addr.clone(),
+            tracker_id: self.tracker_id,
+            id: info.id,
+            secret: swarmfs_net::auth::link_secret(swarm_secret, &info.id),
+            file_id,
+            file_key,
+        };
+        Ok((link, info))
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, ClientError> {
+        match self.call(&Request::LinkList).await? {
+            Response::Links(l) => Ok(l),
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    pub async fn revoke_link(&self, id: LinkId) -> Result<(), ClientError> {
+        self.call(&Request::LinkRevoke { id }).await.map(|_| ())
     }
 
     pub fn data_key(&self) -> Result<&DataKey, ClientError> {

@@ -134,6 +134,36 @@ impl Client {
         }
     }
 
+    /// The file a link names (this client dialled with the link's secret), opened with the
+    /// key the link carries. Every chunk is verified against the manifest as for any read.
+    pub async fn open_link(&self, link: &swarmfs_core::Link) -> Result<(EntryInfo, Manifest), ClientError> {
+        match self.call(&Request::OpenLink).await? {
+            Response::File { entry, manifest } if entry.file_id == Some(link.file_id) => {
+                let m = if manifest.body.is_empty() {
+                    Manifest {
+                        size: 0,
+                        chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
+                        mode: entry.mode,
+                        mtime_ms: entry.mtime_ms,
+                        chunks: Vec::new(),
+                    }
+                } else {
+                    Manifest::open_with_file_key(&manifest, &link.file_key).map_err(|e| match e {
+                        CoreError::Decrypt => {
+                            ClientError::Invalid("the link's key does not open its file: the link is damaged".into())
+                        }
+                        e => e.into(),
+                    })?
+                };
+                Ok((entry, m))
+            }
+            Response::File { .. } => {
+                Err(ClientError::Invalid("the tracker answered with another file than the link's".into()))
+            }
+            _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
     /// Downloads `remote` to `local`, via a temporary file renamed into place at the end, so
     /// a failed download never leaves a truncated file under the wanted name.
     pub async fn get(
@@ -143,10 +173,22 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
         let (_, manifest) = self.open(remote).await?;
+        self.get_manifest(&manifest, remote.name(), local, progress).await
+    }
+
+    /// Downloads the file `manifest` describes to `local` (into it, as `name`, when it is a
+    /// directory), via a temporary file renamed into place at the end.
+    pub async fn get_manifest(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReport, ClientError> {
         // Like cp: into an existing directory, under the remote name.
         let joined;
         let local = if local.is_dir() {
-            joined = local.join(remote.name());
+            joined = local.join(name);
             joined.as_path()
         } else {
             local
@@ -155,7 +197,7 @@ impl Client {
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
         let out = std::fs::File::create(&tmp).map_err(|e| ClientError::io(tmp.display(), e))?;
         // No fsync: like cp and curl, durability of the local copy is the file system's job.
-        let result = self.download_rarest_first(&manifest, out, progress).await;
+        let result = self.download_rarest_first(manifest, out, progress).await;
         match result {
             Ok(r) => match tokio::fs::rename(&tmp, local).await {
                 Ok(()) => Ok(r),

@@ -16,7 +16,7 @@ pub use chunk::{open_chunk, seal_chunk, SealedChunk};
 pub use error::CoreError;
 pub use keys::{DataKey, SwarmSecret};
 pub use manifest::{ChunkRef, Manifest};
-pub use token::{Token, TokenKind};
+pub use token::{Link, Token, TokenKind};
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
 pub const MIN_CHUNK_SIZE: u32 = 512;

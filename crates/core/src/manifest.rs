@@ -53,10 +53,15 @@ impl Manifest {
     }
 
     pub fn open(sealed: &SealedManifest, data_key: &DataKey) -> Result<Manifest, CoreError> {
-        let file_key: [u8; 32] = open_random_nonce(&data_key.manifest_wrap_key(), &sealed.wrapped_key, b"")?
+        Self::open_with_file_key(sealed, &Self::file_key(sealed, data_key)?)
+    }
+
+    /// The per-file key `sealed` was sealed with: with the file's id, a read capability for
+    /// that one file version (what a link carries).
+    pub fn file_key(sealed: &SealedManifest, data_key: &DataKey) -> Result<[u8; 32], CoreError> {
+        open_random_nonce(&data_key.manifest_wrap_key(), &sealed.wrapped_key, b"")?
             .try_into()
-            .map_err(|_| CoreError::BadManifest("wrapped key has the wrong length".into()))?;
-        Self::open_with_file_key(sealed, &file_key)
+            .map_err(|_| CoreError::BadManifest("wrapped key has the wrong length".into()))
     }
 
     pub fn open_with_file_key(sealed: &SealedManifest, file_key: &[u8; 32]) -> Result<Manifest, CoreError> {

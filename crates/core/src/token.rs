@@ -4,11 +4,16 @@
 //! certificate) and the swarm secret. `swarmfs-member-<base64url>` adds the data key and,
 //! from token version 2 (protocol 3), the member's own credential. A version-1 member token
 //! still decodes, with no credential: the tracker grants it no more than a peer token.
+//!
+//! `swarmfs-link-<base64url>` (protocol 5) is a read capability for one file version: the
+//! tracker's address and NodeId, the link's id and secret (its proof of admission, in place
+//! of the swarm secret), the file's id and the key its manifest is sealed with. It holds no
+//! swarm secret and no data key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use swarmfs_proto::{MemberKey, NodeId};
+use swarmfs_proto::{FileId, LinkId, MemberKey, NodeId};
 
 use crate::{CoreError, DataKey, SwarmSecret};
 
@@ -118,9 +123,95 @@ impl Token {
     }
 }
 
+/// A link: read one file version, nothing else (see the module's documentation).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Link {
+    pub tracker_addr: String,
+    pub tracker_id: NodeId,
+    pub id: LinkId,
+    pub secret: [u8; 32],
+    pub file_id: FileId,
+    pub file_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("tracker_addr", &self.tracker_addr).field("id", &self.id).finish()
+    }
+}
+
+/// Link version 1 (protocol 5).
+#[derive(Serialize, Deserialize)]
+struct LinkWire {
+    version: u8,
+    tracker_addr: String,
+    tracker_id: NodeId,
+    id: LinkId,
+    secret: [u8; 32],
+    file_id: FileId,
+    file_key: [u8; 32],
+}
+
+const LINK_PREFIX: &str = "swarmfs-link-";
+
+impl Link {
+    /// Whether `s` is meant as a link (it may still fail to decode).
+    pub fn looks_like(s: &str) -> bool {
+        s.trim().starts_with(LINK_PREFIX)
+    }
+
+    pub fn encode(&self) -> String {
+        let wire = LinkWire {
+            version: 1,
+            tracker_addr: self.tracker_addr.clone(),
+            tracker_id: self.tracker_id,
+            id: self.id,
+            secret: self.secret,
+            file_id: self.file_id,
+            file_key: self.file_key,
+        };
+        format!("{LINK_PREFIX}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes")))
+    }
+
+    pub fn decode(s: &str) -> Result<Link, CoreError> {
+        let body = s.trim().strip_prefix(LINK_PREFIX).ok_or(CoreError::BadToken("a link starts with swarmfs-link-"))?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CoreError::BadToken("not base64url"))?;
+        if bytes.first() != Some(&1) {
+            return Err(CoreError::BadToken("unknown link version"));
+        }
+        let w: LinkWire = postcard::from_bytes(&bytes).map_err(|_| CoreError::BadToken("truncated or corrupted"))?;
+        Ok(Link {
+            tracker_addr: w.tracker_addr,
+            tracker_id: w.tracker_id,
+            id: w.id,
+            secret: w.secret,
+            file_id: w.file_id,
+            file_key: w.file_key,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_round_trips_and_stays_short_enough_to_paste() {
+        let l = Link {
+            tracker_addr: "203.0.113.7:7000".into(),
+            tracker_id: NodeId([5; 32]),
+            id: LinkId([6; 16]),
+            secret: [7; 32],
+            file_id: FileId([8; 32]),
+            file_key: [9; 32],
+        };
+        let s = l.encode();
+        assert!(s.starts_with("swarmfs-link-") && Link::looks_like(&s));
+        assert_eq!(Link::decode(&format!("  {s}\n")).unwrap(), l);
+        assert!(s.len() < 260, "{} characters", s.len());
+        assert!(Link::decode(&s[..s.len() - 10]).is_err(), "a truncated link is refused");
+        assert!(Link::decode("swarmfs-member-AAAA").is_err());
+    }
 
     #[test]
     fn round_trip_both_kinds() {

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`identity`]: the node's persistent ed25519 key and its self-signed certificate.
 //! - [`tls`]: rustls configs whose verifiers pin certificates to NodeIds.
-//! - [`auth`]: the hello exchange that proves the swarm secret, bound to the TLS session.
+//! - [`auth`]: the hello exchange that proves the swarm secret (or a link's), bound to the
+//!   TLS session.
 //! - [`io`]: reading and writing frames with the size cap checked before allocation.
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
 //! - `admission`: bounds on connections still in their handshake, apart from members'.
@@ -21,6 +22,7 @@ pub mod rpc;
 pub mod task;
 pub mod tls;
 
+pub use auth::Secret;
 pub use error::NetError;
 pub use identity::Identity;
 pub use pool::Pool;

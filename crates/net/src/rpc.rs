@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use swarmfs_proto::authz::{authorize, Listener};
 use swarmfs_proto::{
-    Credential, ErrorCode, Event, Frame, FrameKind, Hello, MemberKey, NodeId, Request, Response, Role,
+    Credential, ErrorCode, Event, Frame, FrameKind, Hello, LinkId, MemberKey, NodeId, Request, Response, Role,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,15 +25,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::{Admission, Pending};
-use crate::auth::{hello_dialer, hello_listener, EXPORTER_LABEL};
+use crate::auth::{hello_dialer, hello_listener, Secret, EXPORTER_LABEL};
 use crate::io::{read_frame, write_frame};
 use crate::tls::{client_config, node_id_of_cert, server_config, WRONG_NODE};
 use crate::{Identity, NetError};
 
-/// What a node needs to dial and to serve: its identity and the swarm secret.
+/// What a node needs to dial and to serve: its identity and the swarm secret (or, for a
+/// link's holder, that link's secret).
 pub struct Swarm {
     pub identity: Identity,
-    pub secret: [u8; 32],
+    pub secret: Secret,
     /// A member's own credential, proven on client connections (see [`dial`]).
     pub member: Option<MemberKey>,
 }
@@ -303,6 +304,13 @@ pub trait Service: Send + Sync + 'static {
         Ok(Credential::Peer)
     }
 
+    /// Decides whether a dialer that proved link `id`'s secret is admitted (as
+    /// [`Credential::Link`]). By default yes: a node that holds no namespace serves chunks
+    /// by id to a link's holder as to anyone, and the tracker answers for the rest.
+    fn admit_link(&self, _remote: NodeId, _id: LinkId) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Called once when a connection has been admitted, before its first request.
     fn on_open(&self, _ctx: &Arc<ConnCtx>) {}
 
@@ -395,8 +403,11 @@ async fn handshake<S: Service>(
             .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
         (remote, exporter)
     };
-    let (hello, credential) =
-        hello_listener(&mut tls, &swarm.secret, &exporter, |hello| service.admit(remote, hello, &exporter)).await?;
+    let (hello, credential) = hello_listener(&mut tls, &swarm.secret, &exporter, |hello| match hello.link {
+        Some(id) => service.admit_link(remote, id).map(|()| Credential::Link { id }),
+        None => service.admit(remote, hello, &exporter),
+    })
+    .await?;
     Ok((tls, remote, hello.role, credential))
 }
 

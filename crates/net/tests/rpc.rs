@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use swarmfs_net::{dial, serve, ConnCtx, Identity, Limits, NetError, Service, Swarm};
-use swarmfs_proto::{NodeId, Request, Response, Role};
+use swarmfs_net::auth::link_secret;
+use swarmfs_net::{dial, serve, ConnCtx, Identity, Limits, NetError, Secret, Service, Swarm};
+use swarmfs_proto::{LinkId, NodeId, Request, Response, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,10 @@ impl Service for Echo {
 }
 
 async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
+    start_with(Secret::Swarm(secret)).await
+}
+
+async fn start_with(secret: Secret) -> (String, NodeId, CancellationToken) {
     let swarm = Arc::new(Swarm { identity: Identity::generate().unwrap(), secret, member: None });
     let id = swarm.identity.node_id();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -35,7 +40,55 @@ async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
 }
 
 fn client(secret: [u8; 32]) -> Swarm {
-    Swarm { identity: Identity::generate().unwrap(), secret, member: None }
+    Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm(secret), member: None }
+}
+
+fn link_client(id: LinkId, secret: [u8; 32]) -> Swarm {
+    Swarm { identity: Identity::generate().unwrap(), secret: Secret::Link { id, secret }, member: None }
+}
+
+#[tokio::test]
+async fn a_link_s_secret_admits_its_holder_where_the_swarm_secret_is_known_and_a_forged_one_does_not() {
+    let (addr, id, _stop) = start([1; 32]).await;
+    let link = LinkId([9; 16]);
+    let (conn, _ev) = dial(&link_client(link, link_secret(&[1; 32], &link)), &addr, id, Role::Client).await.unwrap();
+    assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Pong { .. }));
+    // A secret made up for an id, or another swarm's link: refused in the hello.
+    for forged in [[7; 32], link_secret(&[2; 32], &link)] {
+        let err = dial(&link_client(link, forged), &addr, id, Role::Client).await.err().unwrap();
+        assert!(matches!(&err, NetError::NotMember(m) if m.contains("not a link of this swarm")), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_serving_under_one_link_admits_that_link_only() {
+    let link = LinkId([9; 16]);
+    let secret = link_secret(&[1; 32], &link);
+    let (addr, id, _stop) = start_with(Secret::Link { id: link, secret }).await;
+    let (conn, _ev) = dial(&link_client(link, secret), &addr, id, Role::Client).await.unwrap();
+    assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Pong { .. }));
+    // A member dials it with the link's secret, derived from the swarm secret; with the
+    // swarm secret itself, or as another link, it cannot get in.
+    let other = LinkId([8; 16]);
+    assert!(dial(&link_client(other, link_secret(&[1; 32], &other)), &addr, id, Role::Client).await.is_err());
+    assert!(dial(&client([1; 32]), &addr, id, Role::Client).await.is_err());
+}
+
+#[tokio::test]
+async fn a_hello_of_another_protocol_version_is_told_which_version_this_node_speaks() {
+    use swarmfs_proto::{Frame, FrameKind, HelloReply};
+    let (addr, id, _stop) = start([1; 32]).await;
+    let mut tls = swarmfs_net::rpc::dial_tls(&Identity::generate().unwrap(), &addr, id).await.unwrap();
+    // Protocol 4's hello: version, role, proof, member; no link field (postcard encodes a
+    // tuple as it does a struct of those fields).
+    let hello: (u16, Role, [u8; 32], Option<()>) = (4, Role::Client, [0; 32], None);
+    swarmfs_net::io::write_frame(&mut tls, &Frame::new(FrameKind::Hello, 0, &hello, Bytes::new())).await.unwrap();
+    tls.flush().await.unwrap();
+    let reply = swarmfs_net::io::read_frame(&mut tls).await.unwrap().unwrap();
+    match reply.decode_meta::<HelloReply>().unwrap() {
+        HelloReply::Refused { reason } => assert!(reason.contains("protocol version 4 is not supported"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -14,12 +14,21 @@ pub enum Listener {
 /// What a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
+    /// Anyone who proved the swarm secret or a link: reading chunks by id, whose
+    /// ciphertext is useless without the key (which only members and the holder of that
+    /// file's link have).
+    Anyone,
     /// Anyone who proved the swarm secret.
     AnyNode,
     /// A storage peer's session (or the tracker itself).
     StoragePeer,
     /// A member (read-only or read-write), or the tracker itself.
     Reader,
+    /// A member, or a link's holder about the link's own file: the tracker checks that
+    /// every chunk asked about is that file's.
+    FileReader,
+    /// A link's holder.
+    LinkHolder,
     /// A read-write member.
     Writer,
     /// The tracker's own identity: member management at the tracker, orders that delete
@@ -35,12 +44,14 @@ pub fn need(at: Listener, req: &Request) -> Need {
         (Listener::Tracker, Join { .. } | Heartbeat { .. } | Leave | Subscribe | Inventory { .. })
         | (Listener::Tracker, RegisterChunks { .. } | UnregisterChunks { .. }) => Need::StoragePeer,
         (Listener::Tracker, List { .. } | Stat { .. } | OpenFile { .. } | Search { .. } | ReadLink { .. })
-        | (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::Reader,
+        | (Listener::Tracker, Health | Offer { .. } | LinkList) => Need::Reader,
+        (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::FileReader,
+        (Listener::Tracker, OpenLink) => Need::LinkHolder,
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
-        | (Listener::Tracker, SetAttr { .. } | Create { .. }) => Need::Writer,
-        (Listener::Tracker, Health | Offer { .. }) => Need::Reader,
+        | (Listener::Tracker, SetAttr { .. } | Create { .. } | LinkCreate { .. } | LinkRevoke { .. }) => Need::Writer,
         (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
         (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. }) => Need::Tracker,
+        (Listener::Peer, GetChunk { .. } | HasChunks { .. } | Ping) => Need::Anyone,
         _ => Need::AnyNode,
     }
 }
@@ -68,6 +79,11 @@ fn doing(req: &Request) -> &'static str {
         Health => "see the swarm's health",
         Offer { .. } => "serve chunks as a cached source",
         Drain { .. } => "drain peers",
+        LinkCreate { .. } => "make links",
+        LinkRevoke { .. } => "revoke links",
+        LinkList => "list links",
+        OpenLink => "open a link",
+        PutChunk { .. } => "store chunks",
         _ => "do that",
     }
 }
@@ -75,9 +91,12 @@ fn doing(req: &Request) -> &'static str {
 /// Ok when `cred` may send `req` to `at`; otherwise the one line to show the user.
 pub fn authorize(at: Listener, req: &Request, cred: &Credential) -> Result<(), String> {
     let ok = match (need(at, req), cred) {
-        (Need::AnyNode, _) | (_, Credential::Tracker) => true,
+        (Need::Anyone, _) | (_, Credential::Tracker) => true,
+        (Need::AnyNode, c) => !matches!(c, Credential::Link { .. }),
         (Need::StoragePeer, c) => *c == Credential::Peer,
         (Need::Reader, c) => matches!(c, Credential::Member { .. }),
+        (Need::FileReader, c) => matches!(c, Credential::Member { .. } | Credential::Link { .. }),
+        (Need::LinkHolder, c) => matches!(c, Credential::Link { .. }),
         (Need::Writer, c) => matches!(c, Credential::Member { read_only: false, .. }),
         (Need::Tracker, _) => false,
     };
@@ -86,6 +105,8 @@ pub fn authorize(at: Listener, req: &Request, cred: &Credential) -> Result<(), S
     }
     let what = doing(req);
     Err(match (need(at, req), cred) {
+        (_, Credential::Link { .. }) => format!("a link reads one file and nothing else: it cannot {what}"),
+        (Need::LinkHolder, _) => format!("only a link's holder may {what}"),
         (Need::Tracker, _) if at == Listener::Peer => format!("only the swarm's tracker may {what} on a peer"),
         (Need::Tracker, _) => format!("only the tracker's home may {what}"),
         (Need::StoragePeer, _) => format!("a member credential cannot {what}: use a peer token"),
@@ -137,5 +158,44 @@ mod tests {
         assert!(authorize(t, &Request::Health, &Credential::Peer).is_err());
         let drain = Request::Drain { node: crate::NodeId([0; 32]), on: true };
         assert!(authorize(t, &drain, &member(false)).unwrap_err().contains("only the tracker's home"));
+    }
+
+    #[test]
+    fn a_link_reads_its_file_and_nothing_else() {
+        let link = Credential::Link { id: crate::LinkId([1; 16]) };
+        let (t, p) = (Listener::Tracker, Listener::Peer);
+        let chunk = ChunkId([0; 32]);
+        for ok in [Request::OpenLink, Request::Locate { chunks: vec![chunk] }] {
+            assert!(authorize(t, &ok, &link).is_ok(), "{ok:?}");
+        }
+        for ok in [Request::GetChunk { chunk, offset: 0, len: 1 }, Request::HasChunks { chunks: vec![] }, Request::Ping]
+        {
+            assert!(authorize(p, &ok, &link).is_ok(), "{ok:?}");
+        }
+        let refused = [
+            (t, Request::List { path: "/".into() }),
+            (t, Request::OpenFile { path: "/x".into() }),
+            (t, Request::Stat { path: "/x".into() }),
+            (t, Request::Search { text: "x".into() }),
+            (t, Request::ListPeers),
+            (t, Request::Join { addrs: vec![], capacity: 1 }),
+            (t, Request::Offer { addrs: vec![], chunks: vec![], replace: true }),
+            (t, Request::LinkList),
+            (t, Request::LinkCreate { path: "/x".into(), file_id: crate::FileId([0; 32]) }),
+            (t, Request::Health),
+            (p, Request::PutChunk { chunk }),
+        ];
+        for (at, req) in refused {
+            let e = authorize(at, &req, &link).unwrap_err();
+            assert!(e.starts_with("a link reads one file and nothing else"), "{req:?}: {e}");
+        }
+        assert!(authorize(t, &Request::OpenLink, &member(false)).unwrap_err().contains("only a link's holder"));
+        assert!(authorize(
+            t,
+            &Request::LinkCreate { path: "/x".into(), file_id: crate::FileId([0; 32]) },
+            &member(true)
+        )
+        .unwrap_err()
+        .contains("read-only"));
     }
 }

@@ -34,6 +34,17 @@ fn sealed() -> SealedManifest {
     SealedManifest { wrapped_key: vec![1], body: vec![2] }
 }
 
+fn link() -> LinkInfo {
+    LinkInfo {
+        id: LinkId([4; 16]),
+        file_id: FileId([1; 32]),
+        path: "/a".into(),
+        created_by: "ann".into(),
+        created_ms: 1,
+        revoked: false,
+    }
+}
+
 fn check<T: serde::Serialize>(table: &str, rows: &[(u8, &str, T)]) {
     for (index, name, sample) in rows {
         let bytes = postcard::to_stdvec(sample).unwrap();
@@ -99,6 +110,10 @@ fn every_request_variant() {
             (31, "Health", Request::Health),
             (32, "Drain", Request::Drain { node: NodeId([2; 32]), on: true }),
             (33, "Offer", Request::Offer { addrs: vec![], chunks: vec![c()], replace: false }),
+            (34, "LinkCreate", Request::LinkCreate { path: p(), file_id: FileId([1; 32]) }),
+            (35, "LinkList", Request::LinkList),
+            (36, "LinkRevoke", Request::LinkRevoke { id: LinkId([4; 16]) }),
+            (37, "OpenLink", Request::OpenLink),
         ],
     );
 }
@@ -125,6 +140,8 @@ fn every_response_variant() {
             (14, "Members", Response::Members(vec![])),
             (15, "Replicated", Response::Replicated { bytes: 1 }),
             (16, "Health", Response::Health(Box::default())),
+            (17, "Link", Response::Link(link())),
+            (18, "Links", Response::Links(vec![link()])),
         ],
     );
 }
@@ -181,19 +198,31 @@ fn error_codes_and_small_enums_keep_their_numbers() {
 #[test]
 fn golden_hello_with_a_member_proof() {
     let hello = Hello {
-        version: 3,
+        version: 5,
         role: Role::Client,
         proof: [0x11; 32],
         member: Some(MemberProof { name: "ann".into(), proof: [0x22; 32] }),
+        link: None,
     };
     let mut expected = vec![
-        0x03, // version 3 (varint)
+        0x05, // version 5 (varint)
         0x01, // role Client
     ];
     expected.extend([0x11; 32]); // swarm proof
     expected.extend([0x01, 0x03, b'a', b'n', b'n']); // Some, name length 3, "ann"
     expected.extend([0x22; 32]); // member proof
+    expected.push(0x00); // no link
     assert_eq!(postcard::to_stdvec(&hello).unwrap(), expected);
+    // The version is read alone first, from a hello of any protocol.
+    let v: HelloVersion = postcard::from_bytes(&expected).unwrap();
+    assert_eq!(v.version, 5);
+    let link = Hello { member: None, link: Some(LinkId([0x33; 16])), ..hello };
+    let mut expected = vec![0x05, 0x01];
+    expected.extend([0x11; 32]); // proof, keyed by the link's secret
+    expected.push(0x00); // no member proof
+    expected.push(0x01); // Some link
+    expected.extend([0x33; 16]);
+    assert_eq!(postcard::to_stdvec(&link).unwrap(), expected);
     let refused = HelloReply::Refused { reason: "no".into() };
     assert_eq!(postcard::to_stdvec(&refused).unwrap(), [0x01, 0x02, b'n', b'o']);
 }

@@ -1,7 +1,7 @@
 //! Wire types shared by every swarmfs node. No sockets, no tasks.
 //!
 //! # Layout
-//! - [`ids`]: `NodeId`, `ChunkId`, `FileId` — fixed 32-byte identifiers.
+//! - [`ids`]: `NodeId`, `ChunkId`, `FileId` — fixed 32-byte identifiers — and `LinkId`.
 //! - [`msg`]: the request, response and event enums carried in frames.
 //! - [`frame`]: length-prefixed framing with a size cap checked before allocation.
 //! - [`path`]: validated remote paths (`/a/b`), the only form the inside sees.
@@ -24,9 +24,9 @@ mod props;
 
 pub use error::ProtoError;
 pub use frame::{Frame, FrameKind, MAX_FRAME_LEN};
-pub use ids::{ChunkId, FileId, NodeId};
+pub use ids::{ChunkId, FileId, LinkId, NodeId};
 pub use msg::*;
 pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChunkId, FileId, NodeId};
+use crate::{ChunkId, FileId, LinkId, NodeId};
 
 /// Which kind of node opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,16 @@ pub struct Hello {
     pub proof: [u8; 32],
     /// A member's own credential, proven the same way (protocol 3).
     pub member: Option<MemberProof>,
+    /// Set by the holder of a link (protocol 5): `proof` is then keyed by that link's
+    /// secret instead of the swarm secret, and so is the listener's answer.
+    pub link: Option<LinkId>,
+}
+
+/// The first field of every [`Hello`], whatever its version: read first, so a node of
+/// another protocol version is told so instead of failing to decode.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct HelloVersion {
+    pub version: u16,
 }
 
 /// A member's name and `BLAKE3-keyed(member_secret, "member" || TLS exporter)`.
@@ -58,6 +68,21 @@ pub enum Credential {
     /// The tracker's own identity (its pinned NodeId): admin at the tracker, and the only
     /// node whose orders to delete chunks a peer follows.
     Tracker,
+    /// A link's holder (protocol 5): reads the one file the link names, nothing else.
+    Link { id: LinkId },
+}
+
+/// A link as `swarmfs link ls` shows it (protocol 5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub id: LinkId,
+    pub file_id: FileId,
+    /// The file's path when the link was made.
+    pub path: String,
+    /// The member who made it.
+    pub created_by: String,
+    pub created_ms: i64,
+    pub revoked: bool,
 }
 
 /// A member as `swarmfs member ls` shows it.
@@ -320,6 +345,22 @@ pub enum Request {
         chunks: Vec<ChunkId>,
         replace: bool,
     },
+    // ---- protocol 5: links
+    /// Member -> tracker: make a link to the file at `path`, which must still be the
+    /// version `file_id` (the caller read its key from that version's manifest). Answers
+    /// `Link`.
+    LinkCreate {
+        path: String,
+        file_id: FileId,
+    },
+    LinkList,
+    /// Refuses the link from now on and closes its connections.
+    LinkRevoke {
+        id: LinkId,
+    },
+    /// Link holder -> tracker: the file the link names, as `File` (its entry's path is the
+    /// bare name: a link tells nothing about the directories around the file).
+    OpenLink,
 }
 
 impl Request {
@@ -360,6 +401,10 @@ impl Request {
             Request::Health => "health",
             Request::Drain { .. } => "drain",
             Request::Offer { .. } => "offer",
+            Request::LinkCreate { .. } => "link_create",
+            Request::LinkList => "link_list",
+            Request::LinkRevoke { .. } => "link_revoke",
+            Request::OpenLink => "open_link",
         }
     }
 }
@@ -429,6 +474,9 @@ pub enum Response {
         bytes: u64,
     },
     Health(Box<HealthReport>),
+    /// Answer to LinkCreate (protocol 5).
+    Link(LinkInfo),
+    Links(Vec<LinkInfo>),
 }
 
 impl Response {

@@ -16,6 +16,12 @@ pub enum TrackerError {
     NotEmpty(String),
     #[error("{0}")]
     Invalid(String),
+    /// Not found, with the whole message given (a link's file).
+    #[error("{0}")]
+    Missing(String),
+    /// The credential does not allow this (a link asking about another file's chunks).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("tracker database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -37,6 +43,8 @@ impl TrackerError {
             TrackerError::IsADirectory(_) => ErrorCode::IsADirectory,
             TrackerError::NotEmpty(_) => ErrorCode::NotEmpty,
             TrackerError::Invalid(_) => ErrorCode::InvalidArgument,
+            TrackerError::Missing(_) => ErrorCode::NotFound,
+            TrackerError::Forbidden(_) => ErrorCode::Forbidden,
             TrackerError::Db(_) | TrackerError::Io(_) => ErrorCode::Internal,
         };
         Response::error(code, self.to_string())

@@ -9,8 +9,8 @@ use swarmfs_net::task::Statuses;
 use swarmfs_net::{ConnCtx, Pool, Service, Swarm};
 use swarmfs_proto::authz::Listener;
 use swarmfs_proto::{
-    ChunkPlacement, Credential, ErrorCode, HealthReport, Hello, NodeId, PeerInfo, PeerState, RemotePath, Request,
-    Response, Role,
+    ChunkId, ChunkPlacement, Credential, ErrorCode, FileId, HealthReport, Hello, LinkId, LinkInfo, NodeId, PeerInfo,
+    PeerState, RemotePath, Request, Response, Role,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,10 @@ pub struct Tracker {
     members: Mutex<HashMap<String, MemberRow>>,
     /// Open connections of each member, closed when it is revoked.
     member_conns: Mutex<HashMap<String, Vec<(usize, CancellationToken)>>>,
+    /// Links by id, as in the database; read on every hello and link request.
+    links: Mutex<HashMap<LinkId, LinkInfo>>,
+    /// Open connections of each link's holders, closed when it is revoked.
+    link_conns: Mutex<HashMap<LinkId, Vec<(usize, CancellationToken)>>>,
 }
 
 /// A CommitFile request's fields.
@@ -67,6 +71,7 @@ impl Tracker {
         db.set_gc_delay(config.gc_delay);
         let own_id = swarm.identity.node_id();
         let members = db.members()?.into_iter().map(|m| (m.name.clone(), m)).collect();
+        let links = db.links()?.into_iter().map(|l| (l.id, l)).collect();
         let known = db
             .load_peers()?
             .into_iter()
@@ -97,6 +102,8 @@ impl Tracker {
             own_id,
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
+            links: Mutex::new(links),
+            link_conns: Mutex::new(HashMap::new()),
         })
     }
 
@@ -195,6 +202,27 @@ impl Tracker {
             .map_err(|e| TrackerError::Invalid(format!("database task failed: {e}")))?
     }
 
+    /// The file version a link connection may read; refused once the link is revoked (its
+    /// connections are closed then too, but a request may already be on its way).
+    fn linked_file(&self, id: &LinkId) -> Result<FileId, TrackerError> {
+        match self.links.lock().expect("links").get(id) {
+            Some(l) if !l.revoked => Ok(l.file_id),
+            _ => Err(TrackerError::Forbidden("this link was revoked".into())),
+        }
+    }
+
+    /// For a link's holder: every one of `chunks` must be its file's.
+    async fn check_link_scope(&self, ctx: &ConnCtx, chunks: &[ChunkId]) -> Result<(), TrackerError> {
+        let Credential::Link { id } = &ctx.credential else { return Ok(()) };
+        let file = self.linked_file(id)?;
+        let chunks = chunks.to_vec();
+        if self.db(move |db| db.file_has_chunks(&file, &chunks)).await? {
+            Ok(())
+        } else {
+            Err(TrackerError::Forbidden("a link reads one file and nothing else: that chunk is not its file's".into()))
+        }
+    }
+
     async fn dispatch(&self, ctx: &Arc<ConnCtx>, req: Request) -> Result<Response, TrackerError> {
         let node = ctx.remote;
         Ok(match req {
@@ -235,6 +263,7 @@ impl Tracker {
                 Response::Ok
             }
             Request::ReportBadChunk { chunk, node: holder } => {
+                self.check_link_scope(ctx, &[chunk]).await?;
                 warn!(chunk = %chunk.short(), holder = %holder.short(), reporter = %node.short(), "bad chunk copy reported");
                 self.db(move |db| db.remove_locations(&holder, &[chunk])).await?;
                 Response::Ok
@@ -282,6 +311,7 @@ impl Tracker {
             }
             Request::Search { text } => Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?),
             Request::Locate { chunks } => {
+                self.check_link_scope(ctx, &chunks).await?;
                 let cached: Vec<Vec<PeerInfo>> = chunks.iter().map(|c| self.cached.of(c)).collect();
                 let holders = self.db(move |db| db.locate(&chunks)).await?;
                 let mut index: HashMap<NodeId, u32> = HashMap::new();
@@ -328,6 +358,43 @@ impl Tracker {
             | Request::CollectChunks { .. }
             | Request::ReplicateChunk { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
+            Request::LinkCreate { path, file_id } => {
+                let path = RemotePath::parse(&path)?;
+                let by = match &ctx.credential {
+                    Credential::Member { name, .. } => name.clone(),
+                    _ => "admin".to_string(),
+                };
+                let id = LinkId(rand::random());
+                let info = self.db(move |db| db.add_link(id, &path, file_id, &by)).await?;
+                tracing::info!(link = %id.short(), path = %info.path, by = %info.created_by, "link made");
+                self.links.lock().expect("links").insert(id, info.clone());
+                Response::Link(info)
+            }
+            Request::LinkList => {
+                let mut links: Vec<LinkInfo> = self.links.lock().expect("links").values().cloned().collect();
+                links.sort_by_key(|l| l.created_ms);
+                Response::Links(links)
+            }
+            Request::LinkRevoke { id } => {
+                self.db(move |db| db.revoke_link(&id)).await?;
+                if let Some(l) = self.links.lock().expect("links").get_mut(&id) {
+                    l.revoked = true;
+                }
+                let open = self.link_conns.lock().expect("link conns").remove(&id).unwrap_or_default();
+                for (_, closed) in &open {
+                    closed.cancel();
+                }
+                tracing::info!(link = %id.short(), connections = open.len(), "link revoked");
+                Response::Ok
+            }
+            Request::OpenLink => {
+                let Credential::Link { id } = &ctx.credential else {
+                    return Err(TrackerError::Forbidden("only a link's holder may open a link".into()));
+                };
+                let file = self.linked_file(id)?;
+                let (entry, manifest) = self.db(move |db| db.open_file_id(&file)).await?;
+                Response::File { entry, manifest }
+            }
             Request::MemberAdd { name, read_only } => {
                 let secret: [u8; 32] = rand::random();
                 let row = self.db(move |db| db.add_member(&name, &secret, read_only)).await?;
@@ -402,10 +469,24 @@ impl Service for Tracker {
         Ok(Credential::Member { name: m.name.clone(), read_only: m.read_only })
     }
 
+    fn admit_link(&self, _remote: NodeId, id: LinkId) -> Result<(), String> {
+        match self.links.lock().expect("links").get(&id) {
+            Some(l) if !l.revoked => Ok(()),
+            Some(_) => Err("this link was revoked: ask whoever gave it to you for a new one".into()),
+            None => Err("this swarm has no such link".into()),
+        }
+    }
+
     fn on_open(&self, ctx: &Arc<ConnCtx>) {
-        if let Credential::Member { name, .. } = &ctx.credential {
-            let mut conns = self.member_conns.lock().expect("member conns");
-            conns.entry(name.clone()).or_default().push((session_of(ctx), ctx.closed.clone()));
+        let session = (session_of(ctx), ctx.closed.clone());
+        match &ctx.credential {
+            Credential::Member { name, .. } => {
+                self.member_conns.lock().expect("member conns").entry(name.clone()).or_default().push(session)
+            }
+            Credential::Link { id } => {
+                self.link_conns.lock().expect("link conns").entry(*id).or_default().push(session)
+            }
+            _ => {}
         }
     }
 
@@ -426,11 +507,18 @@ impl Service for Tracker {
             self.registry.connection_closed(&ctx.remote, session_of(ctx));
         }
         self.cached.connection_closed(&ctx.remote, session_of(ctx));
-        if let Credential::Member { name, .. } = &ctx.credential {
-            let mut conns = self.member_conns.lock().expect("member conns");
-            if let Some(v) = conns.get_mut(name) {
-                v.retain(|(s, _)| *s != session_of(ctx));
+        match &ctx.credential {
+            Credential::Member { name, .. } => {
+                if let Some(v) = self.member_conns.lock().expect("member conns").get_mut(name) {
+                    v.retain(|(s, _)| *s != session_of(ctx));
+                }
             }
+            Credential::Link { id } => {
+                if let Some(v) = self.link_conns.lock().expect("link conns").get_mut(id) {
+                    v.retain(|(s, _)| *s != session_of(ctx));
+                }
+            }
+            _ => {}
         }
     }
 }

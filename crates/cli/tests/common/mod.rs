@@ -408,8 +408,10 @@ pub fn home_json(home: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(home.join("swarm.json")).unwrap()).unwrap()
 }
 
-pub fn home_secret(home: &std::path::Path) -> [u8; 32] {
-    hex::decode(home_json(home)["swarm_secret"].as_str().unwrap()).unwrap().try_into().unwrap()
+pub fn home_secret(home: &std::path::Path) -> swarmfs_net::Secret {
+    swarmfs_net::Secret::Swarm(
+        hex::decode(home_json(home)["swarm_secret"].as_str().unwrap()).unwrap().try_into().unwrap(),
+    )
 }
 
 pub fn home_tracker_id(home: &std::path::Path) -> swarmfs_proto::NodeId {

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -96,6 +96,21 @@ const MIGRATIONS: &[(u32, &str)] = &[
             at_ms INTEGER NOT NULL,
             PRIMARY KEY (chunk, node)
         );",
+    ),
+    (
+        5,
+        // Protocol 5: links, each a read capability for one file version. The tracker keeps
+        // which version a link names (to refuse anything else) and whether it was revoked;
+        // the file's key is in the link only. A link is opened by file id: index it.
+        "CREATE TABLE links (
+            id BLOB PRIMARY KEY,
+            file_id BLOB NOT NULL,
+            path TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX entries_file_id ON entries(file_id);",
     ),
 ];
 

@@ -8,6 +8,7 @@ use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeI
 use crate::TrackerError;
 
 mod gc;
+mod links;
 mod members;
 mod migrations;
 mod repair;
