@@ -282,6 +282,7 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
             home.token.tracker_id,
             &a.listen,
             a.advertise.as_deref(),
+            None,
         )
         .await?;
         Some(s)
@@ -319,7 +320,8 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
             "{}",
             json!({ "path": src.to_string(), "size": report.size, "seconds": secs,
                     "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies,
-                    "fetch_order": report.order, "served_bytes": served })
+                    "fetch_order": report.order, "served_bytes": served,
+                    "endgame_requests": report.endgame_requests, "endgame_wins": report.endgame_wins })
         );
     } else if let Some(b) = served {
         errln!("served {} to others", human(b));

@@ -35,6 +35,19 @@ pub struct MountArgs {
     /// Let other local users use the mount; the kernel enforces each file's mode and owner.
     #[arg(long, env = "SWARMFS_ALLOW_OTHER")]
     pub allow_other: bool,
+    /// Serve every chunk read through the mount to other members, as a cached source (as
+    /// `get --serve`), until unmounted; at most --serve-capacity of them are kept.
+    #[arg(long, env = "SWARMFS_SERVE")]
+    pub serve: bool,
+    /// Disk kept for chunks served with --serve; once full, later reads are not kept.
+    #[arg(long, env = "SWARMFS_SERVE_CAPACITY", default_value = "1G", value_parser = parse_size)]
+    pub serve_capacity: u64,
+    /// Address to serve on with --serve (port 0 picks a free port).
+    #[arg(long, env = "SWARMFS_SERVE_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address others dial to reach this node with --serve (default: the listen address).
+    #[arg(long, env = "SWARMFS_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 impl MountArgs {
@@ -47,6 +60,10 @@ impl MountArgs {
             placement: Policy::default(),
             cache: 64 << 20,
             allow_other: false,
+            serve: false,
+            serve_capacity: 1 << 30,
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
         }
     }
 }
@@ -93,9 +110,27 @@ pub async fn serve(
         // tracker refuses them anyway).
         read_only: t.member.as_ref().is_some_and(|m| m.read_only),
     };
+    let client = Arc::new(client);
+    let seeder = if a.serve {
+        let (swarm, dir) = (home.client_swarm()?, &home.dir);
+        let s = crate::seed::Seeder::start(
+            client.clone(),
+            swarm,
+            dir,
+            t.tracker_id,
+            &a.listen,
+            a.advertise.as_deref(),
+            Some(a.serve_capacity),
+        )
+        .await?;
+        info!(addr = %s.addr, "serving chunks read through the mount to other members");
+        Some(s)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Handle::current();
     let mp = mountpoint.to_path_buf();
-    let fs = swarmfs_fuse::SwarmFs::new(Arc::new(client), rt, opts).context("preparing the staging directory")?;
+    let fs = swarmfs_fuse::SwarmFs::new(client, rt, opts).context("preparing the staging directory")?;
     let flusher = fs.flusher();
     let mut session = tokio::task::spawn_blocking({
         let mp = mp.clone();
@@ -114,6 +149,10 @@ pub async fn serve(
             _ = stop.cancelled() => break stop_mount(&flusher, &mp, &mut session, &again).await?,
         }
     };
+    if let Some(s) = seeder {
+        let served = s.stop().await;
+        info!(served_bytes = served, "stopped serving");
+    }
     result.context("mount task")?.with_context(|| format!("mounting {}", mp.display()))?;
     info!("unmounted {}", mp.display());
     Ok(())

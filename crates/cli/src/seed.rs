@@ -1,4 +1,4 @@
-//! Serving what a download fetched (`get --serve`, `get --seed`): a listener with a
+//! Serving what a download fetched (`get --serve`, `get --seed`, `mount --serve`): a listener with a
 //! `PeerService` over a store of its own under the home, fed with every chunk the client
 //! verifies, each offered to the tracker as a cached source as soon as it is stored. The
 //! tracker forgets the offers when this client's connection closes; the store is removed
@@ -67,13 +67,16 @@ impl Seeder {
         tracker_id: NodeId,
         listen: &str,
         advertise: Option<&str>,
+        capacity: Option<u64>,
     ) -> Result<Seeder> {
         let root = home.join("serving");
         remove_abandoned(&root);
         let dir = root.join(format!("{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        // As much as the disk holds: what is kept is what this download fetched.
+        // By default as much as the disk holds: what is kept is what one download fetched.
+        // A mount reads without end, so it gives a cap; once full, later chunks are not kept.
         let free = rustix::fs::statvfs(&dir).map(|st| st.f_bavail.saturating_mul(st.f_frsize)).unwrap_or(u64::MAX);
+        let free = capacity.map_or(free, |c| c.min(free));
         let store = {
             let d = dir.clone();
             Arc::new(tokio::task::spawn_blocking(move || ChunkStore::open(&d, free)).await??)

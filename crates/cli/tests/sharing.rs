@@ -100,6 +100,66 @@ fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_fo
     assert!(!seeder_home.join("serving").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "store removed");
 }
 
+#[test]
+fn a_slow_source_does_not_hold_the_tail_of_a_download() {
+    let c = Cluster::start(1);
+    // Stored once on the (fast) peer; the same file shared from a disk at 16 KiB/s: the
+    // same chunks, so the sharer is a second, very slow source of every one of them.
+    let data = pattern(8 * 65536, 12);
+    let local = c.path("f.bin");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/stored.bin", "--chunk-size", "64K", "--replicas", "1"]);
+    let sharer = spawn_share(&c, &local, "/shared.bin", &["--chunk-size", "64K", "--upload-rate", "16K"]);
+    wait_shared(&c, "/stored.bin");
+    let out = c.path("out");
+    // A first download uses up the sharer's allowance (its first chunk goes at once, each
+    // next one 4 s after the one before); the second is the one measured.
+    c.ok(&["get", "/stored.bin", out.to_str().unwrap()]);
+    let started = std::time::Instant::now();
+    let report: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "/stored.bin", out.to_str().unwrap(), "--json"])).unwrap();
+    let took = started.elapsed();
+    eprintln!("end-game: {report} in {took:?}");
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact");
+    // The download asks the idle sharer for a chunk (each chunk's first request goes to its
+    // least busy source); at 16 KiB/s that chunk takes seconds. Once nothing is left to start
+    // and it has been in flight a few times longer than the others took, the end-game asks
+    // the peer for it too, and the peer answers first (not after the 1.5 s hedge).
+    let (requests, wins) = (report["endgame_requests"].as_u64().unwrap(), report["endgame_wins"].as_u64().unwrap());
+    assert!(requests >= 1 && wins >= 1, "the tail was duplicated and the duplicate won: {report}");
+    assert!(took < Duration::from_millis(1500), "the slow source held the download for {took:?}: {report}");
+    stop_reporting(&c, sharer);
+}
+
+#[test]
+fn what_a_mount_reads_it_serves_to_others_while_mounted() {
+    let mut c = Cluster::start(1);
+    let data = pattern(1 << 20, 13);
+    let local = c.path("f");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "128K", "--replicas", "1"]);
+    let home = common::member_home(&c, "reader");
+    let mut mount = common::Mount::start(&c, &home, "mnt", &["--serve"]);
+    assert!(std::fs::read(mount.dir.join("f")).unwrap() == data, "read through the mount");
+    wait_for("every chunk read through the mount offered", Duration::from_secs(20), || {
+        let st = stat_json(&c, "/f");
+        st["chunk_holders"]
+            .as_array()?
+            .iter()
+            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
+            .then_some(())
+    });
+    // The only durable copy goes: the mount's node still serves every chunk it read.
+    c.kill_peer(0);
+    let out = c.path("out");
+    c.ok(&["get", "/f", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact from the mount's node");
+    mount.stop();
+    let gone = c.cli(&["get", "/f", out.to_str().unwrap()]);
+    assert_eq!(gone.status.code(), Some(4), "unmounted, it serves nothing: {}", stderr(&gone));
+    assert!(c.log("mnt").contains("stopped serving"), "{}", c.log("mnt"));
+}
+
 fn spawn_share(c: &Cluster, local: &std::path::Path, remote: &str, extra: &[&str]) -> Child {
     let log = std::fs::File::create(c.path("share.log")).unwrap();
     Command::new(BIN)

@@ -51,7 +51,7 @@ impl Drop for InFlight<'_> {
 }
 const WINDOW: usize = 16;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct GetReport {
     pub size: u64,
     pub bytes: u64,
@@ -61,6 +61,61 @@ pub struct GetReport {
     /// Chunk indices in the order their fetches started (rarest first; empty for reads in
     /// file order).
     pub order: Vec<u64>,
+    /// End-game: requests duplicated to a second source once nothing was left to start,
+    /// and how many of those answered first.
+    pub endgame_requests: usize,
+    pub endgame_wins: usize,
+}
+
+/// The end-game of one download, shared by its chunk fetches: whether it has begun, how
+/// long chunks have taken so far (a chunk in flight much longer than that is on a slow
+/// source), and what it did.
+#[derive(Default)]
+struct EndGame {
+    on: std::sync::atomic::AtomicBool,
+    started: tokio::sync::Notify,
+    fetched: AtomicUsize,
+    fetch_micros: std::sync::atomic::AtomicU64,
+    requests: AtomicUsize,
+    wins: AtomicUsize,
+}
+
+/// In the end-game, a chunk is asked of a second source once it has been in flight this many
+/// times the mean time of the chunks fetched so far, and at least ENDGAME_MIN (so the last
+/// few chunks of a fast download are not all asked twice).
+const ENDGAME_SLOWER: u32 = 3;
+const ENDGAME_MIN: Duration = Duration::from_millis(50);
+
+impl EndGame {
+    fn fetched_in(&self, took: Duration) {
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        self.fetch_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How long a chunk may be in flight in the end-game before it is asked again.
+    fn patience(&self) -> Duration {
+        let n = self.fetched.load(Ordering::Relaxed) as u64;
+        if n == 0 {
+            return HEDGE_AFTER;
+        }
+        let mean = Duration::from_micros(self.fetch_micros.load(Ordering::Relaxed) / n);
+        (mean * ENDGAME_SLOWER).max(ENDGAME_MIN)
+    }
+
+    fn begin(&self) {
+        if !self.on.swap(true, Ordering::Relaxed) {
+            self.started.notify_waiters();
+        }
+    }
+
+    /// Returns once the end-game has begun (at once if it has).
+    async fn begun(&self) {
+        let notified = self.started.notified();
+        if self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// Who holds which chunk, for the chunks of one read (from [`Client::locate`]).
@@ -248,13 +303,7 @@ impl Client {
         let bad = AtomicUsize::new(0);
         if start >= end {
             out.flush().await.map_err(ClientError::Output)?;
-            return Ok(GetReport {
-                size: manifest.size,
-                bytes: 0,
-                elapsed: started.elapsed(),
-                bad_copies: 0,
-                order: Vec::new(),
-            });
+            return Ok(GetReport { size: manifest.size, bytes: 0, elapsed: started.elapsed(), ..Default::default() });
         }
         let cs = manifest.chunk_size as u64;
         let (first, last) = (start / cs, (end - 1) / cs);
@@ -270,7 +319,7 @@ impl Client {
                     let (holders, bad) = (&holders, &bad);
                     async move {
                         self.still_admitted().await?;
-                        self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress).await
+                        self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress, None).await
                     }
                 })
                 .buffered(WINDOW);
@@ -306,7 +355,7 @@ impl Client {
             bytes: written,
             elapsed: started.elapsed(),
             bad_copies: bad.load(Ordering::Relaxed),
-            order: Vec::new(),
+            ..Default::default()
         })
     }
 
@@ -326,6 +375,7 @@ impl Client {
         progress.start(manifest.size);
         let refs = &manifest.chunks;
         let bad = AtomicUsize::new(0);
+        let endgame = EndGame::default();
         file.set_len(manifest.size).map_err(ClientError::Output)?;
         let file = Arc::new(file);
         let mut holders = Arc::new(self.locate(refs).await?);
@@ -363,14 +413,24 @@ impl Client {
                     *asked.entry(n).or_default() += 1;
                 }
                 order.push(i as u64);
-                let (h, bad) = (holders.clone(), &bad);
+                let (h, bad, endgame) = (holders.clone(), &bad, &endgame);
                 in_flight.push(async move {
                     let got = match self.still_admitted().await {
-                        Ok(()) => self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, bad, progress).await,
+                        Ok(()) => {
+                            let mine = &h.of_chunk[i];
+                            self.fetch_chunk(i as u64, &refs[i], mine, &h, bad, progress, Some(endgame)).await
+                        }
                         Err(e) => Err(e),
                     };
                     (i, first, got)
                 });
+            }
+            // End-game: nothing left to start, a few chunks in flight. One slow source must
+            // not hold the tail: each of those still in flight after a few times the usual
+            // chunk time asks a second source (rather than after the fixed hedge delay), and
+            // the first good answer wins. Costs at most a window of duplicate chunks.
+            if queue.is_empty() && !in_flight.is_empty() {
+                endgame.begin();
             }
             if in_flight.is_empty() && writes.is_empty() {
                 if queue.is_empty() {
@@ -445,6 +505,8 @@ impl Client {
             elapsed: started.elapsed(),
             bad_copies: bad.load(Ordering::Relaxed),
             order,
+            endgame_requests: endgame.requests.load(Ordering::Relaxed),
+            endgame_wins: endgame.wins.load(Ordering::Relaxed),
         })
     }
 
@@ -460,7 +522,7 @@ impl Client {
     ) -> Result<Vec<u8>, ClientError> {
         let bad = AtomicUsize::new(0);
         let mine = holders.of_chunk.get(i).map(|v| v.as_slice()).unwrap_or(&[]);
-        self.fetch_chunk(index, r, mine, holders, &bad, progress).await
+        self.fetch_chunk(index, r, mine, holders, &bad, progress, None).await
     }
 
     /// Holders of each chunk in `refs`, in batched tracker calls.
@@ -508,6 +570,7 @@ impl Client {
         holders: &Holders,
         bad: &AtomicUsize,
         progress: &dyn Progress,
+        endgame: Option<&EndGame>,
     ) -> Result<Vec<u8>, ClientError> {
         // Live sources first, least busy first, then the one holding the fewest chunks (a
         // downloader that has a few before the sharer everybody needs); down ones last in
@@ -560,31 +623,72 @@ impl Client {
                 }
             }
         };
+        let attempt = &attempt;
+        let run = |i: u32, by_endgame: bool| async move { (by_endgame, attempt(i).await) };
         let mut last = String::from("the tracker knows no holder");
         let mut pending = FuturesUnordered::new();
         let mut next = 0;
         if let Some(&first) = order.first() {
-            pending.push(attempt(first));
+            pending.push(run(first, false));
             next = 1;
         }
+        // The attempt started by the end-game, if any (told apart to count its wins): once
+        // the end-game has begun and this chunk has been in flight well beyond the usual.
+        let mut duplicated = false;
+        let asked_at = Instant::now();
+        let endgame_begun = async {
+            match endgame {
+                Some(e) => {
+                    e.begun().await;
+                    // Patience shrinks as other chunks arrive: look again now and then.
+                    loop {
+                        let wait = e.patience().saturating_sub(asked_at.elapsed());
+                        if wait.is_zero() {
+                            break;
+                        }
+                        tokio::time::sleep(wait.min(ENDGAME_MIN)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(endgame_begun);
         while !pending.is_empty() {
             tokio::select! {
                 done = pending.next() => match done {
-                    Some(Ok(plain)) => return Ok(plain),
-                    Some(Err(e)) => {
+                    Some((by_endgame, Ok(plain))) => {
+                        if let Some(e) = endgame {
+                            e.fetched_in(asked_at.elapsed());
+                            if by_endgame {
+                                e.wins.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        return Ok(plain);
+                    }
+                    Some((_, Err(e))) => {
                         last = e;
                         if let Some(&i) = order.get(next) {
-                            pending.push(attempt(i));
+                            pending.push(run(i, false));
                             next += 1;
                         }
                     }
                     None => break,
                 },
+                _ = &mut endgame_begun, if !duplicated && next < order.len() => {
+                    duplicated = true;
+                    if let Some(e) = endgame {
+                        e.requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let i = order[next];
+                    pending.push(run(i, true));
+                    next += 1;
+                },
                 // A holder that neither answers nor fails (overloaded, frozen, a black-holed
                 // link) would otherwise cost the whole transfer timeout: ask the next holder
                 // too and keep whichever answers first.
                 _ = tokio::time::sleep(HEDGE_AFTER), if next < order.len() => {
-                    pending.push(attempt(order[next]));
+                    let i = order[next];
+                    pending.push(run(i, false));
                     next += 1;
                 }
             }

@@ -129,10 +129,13 @@ pub(crate) async fn hello_listener<S: AsyncRead + AsyncWrite + Unpin, T>(
         (Secret::Link { .. }, _) => None,
     };
     let Some(secret) = key.filter(|k| ct_eq(&hello.proof, &proof(k, b"dialer", exporter))) else {
-        let reason = if hello.link.is_some() { "not a link of this swarm" } else { "not a member of this swarm" };
+        let (reason, log) = match hello.link {
+            Some(_) => ("not a link of this swarm", "dialer gave a wrong link proof"),
+            None => ("not a member of this swarm", "dialer gave a wrong swarm proof"),
+        };
         write_frame(s, &refuse(reason)).await?;
         s.flush().await?;
-        return Err(NetError::NotMember(format!("dialer gave a wrong proof ({reason})")));
+        return Err(NetError::NotMember(log.into()));
     };
     let secret = &secret;
     let admitted = match admit(&hello) {
