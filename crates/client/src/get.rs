@@ -80,6 +80,14 @@ struct EndGame {
     wins: AtomicUsize,
 }
 
+/// What one chunk fetch counts into: bad copies met, and the download's end-game (none for
+/// reads in file order).
+#[derive(Clone, Copy)]
+struct Tally<'a> {
+    bad: &'a AtomicUsize,
+    endgame: Option<&'a EndGame>,
+}
+
 /// In the end-game, a chunk is asked of a second source once it has been in flight this many
 /// times the mean time of the chunks fetched so far, and at least ENDGAME_MIN (so the last
 /// few chunks of a fast download are not all asked twice).
@@ -319,7 +327,15 @@ impl Client {
                     let (holders, bad) = (&holders, &bad);
                     async move {
                         self.still_admitted().await?;
-                        self.fetch_chunk(first + i as u64, r, &holders.of_chunk[i], holders, bad, progress, None).await
+                        self.fetch_chunk(
+                            first + i as u64,
+                            r,
+                            &holders.of_chunk[i],
+                            holders,
+                            Tally { bad, endgame: None },
+                            progress,
+                        )
+                        .await
                     }
                 })
                 .buffered(WINDOW);
@@ -418,7 +434,8 @@ impl Client {
                     let got = match self.still_admitted().await {
                         Ok(()) => {
                             let mine = &h.of_chunk[i];
-                            self.fetch_chunk(i as u64, &refs[i], mine, &h, bad, progress, Some(endgame)).await
+                            let tally = Tally { bad, endgame: Some(endgame) };
+                            self.fetch_chunk(i as u64, &refs[i], mine, &h, tally, progress).await
                         }
                         Err(e) => Err(e),
                     };
@@ -522,7 +539,7 @@ impl Client {
     ) -> Result<Vec<u8>, ClientError> {
         let bad = AtomicUsize::new(0);
         let mine = holders.of_chunk.get(i).map(|v| v.as_slice()).unwrap_or(&[]);
-        self.fetch_chunk(index, r, mine, holders, &bad, progress, None).await
+        self.fetch_chunk(index, r, mine, holders, Tally { bad: &bad, endgame: None }, progress).await
     }
 
     /// Holders of each chunk in `refs`, in batched tracker calls.
@@ -568,10 +585,10 @@ impl Client {
         r: &ChunkRef,
         mine: &[u32],
         holders: &Holders,
-        bad: &AtomicUsize,
+        tally: Tally<'_>,
         progress: &dyn Progress,
-        endgame: Option<&EndGame>,
     ) -> Result<Vec<u8>, ClientError> {
+        let Tally { bad, endgame } = tally;
         // Live sources first, least busy first, then the one holding the fewest chunks (a
         // downloader that has a few before the sharer everybody needs); down ones last in
         // case they are back.
