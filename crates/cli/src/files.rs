@@ -254,32 +254,34 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
 }
 
 pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
-    // A link needs no home: it is its own credential, for its one file.
-    let (client, src, manifest) = if swarmfs_core::Link::looks_like(&a.remote) {
+    // A link needs no home: it is its own credential, for its one file. What it serves
+    // (--seed) it keeps under the temp directory.
+    let (client, src, manifest, serving) = if swarmfs_core::Link::looks_like(&a.remote) {
         let link = swarmfs_core::Link::decode(&a.remote)?;
-        if a.serve || a.seed {
-            return Err(crate::UsageError(
-                "--serve and --seed need a member home: a link's holder only downloads".into(),
-            )
-            .into());
-        }
-        let client = Arc::new(crate::links::connect_link(&link).await?);
+        let (client, swarm) = crate::links::connect_link(&link).await?;
+        let client = Arc::new(client);
         let (entry, manifest) = client.open_link(&link).await.context("open the link")?;
-        (client, RemotePath::parse(&entry.path)?, manifest)
+        let serving = (swarm, std::env::temp_dir().join("swarmfs-link"), link.tracker_id);
+        (client, RemotePath::parse(&entry.path)?, manifest, Some(serving))
     } else {
         let src = remote(&a.remote)?;
         let client = Arc::new(connect(cli).await?);
         let (_, manifest) = client.open(&src).await.with_context(|| format!("get {src}"))?;
-        (client, src, manifest)
+        let serving = match a.serve || a.seed {
+            true => {
+                let home = Home::load(&cli.home_dir())?;
+                Some((home.client_swarm()?, home.dir, home.token.tracker_id))
+            }
+            false => None,
+        };
+        (client, src, manifest, serving)
     };
-    let seeder = if a.serve || a.seed {
-        let home = Home::load(&cli.home_dir())?;
-        let swarm = home.client_swarm()?;
+    let seeder = if let Some((swarm, root, tracker_id)) = serving.filter(|_| a.serve || a.seed) {
         let s = crate::seed::Seeder::start(
             client.clone(),
             swarm,
-            &home.dir,
-            home.token.tracker_id,
+            &root,
+            tracker_id,
             &a.listen,
             a.advertise.as_deref(),
             None,

@@ -96,8 +96,10 @@ fn list(cli: &Cli, links: &[LinkInfo]) -> Result<()> {
     Ok(())
 }
 
-/// A client with no home: a fresh identity, the link's secret as its only credential.
-pub async fn connect_link(link: &Link) -> Result<Client> {
+/// A client with no home: a fresh identity, the link's secret as its only credential. The
+/// same credentials serve what it fetched (`get LINK --seed`), to members and to holders of
+/// the same link.
+pub async fn connect_link(link: &Link) -> Result<(Client, Arc<Swarm>)> {
     if link.tracker_addr.is_empty() {
         bail!("the link names no tracker address");
     }
@@ -106,7 +108,8 @@ pub async fn connect_link(link: &Link) -> Result<Client> {
         secret: Secret::Link { id: link.id, secret: link.secret },
         member: None,
     });
-    Client::connect(swarm, &link.tracker_addr, link.tracker_id, None)
+    let client = Client::connect(swarm.clone(), &link.tracker_addr, link.tracker_id, None)
         .await
-        .with_context(|| format!("cannot reach the tracker at {}", link.tracker_addr))
+        .with_context(|| format!("cannot reach the tracker at {}", link.tracker_addr))?;
+    Ok((client, swarm))
 }

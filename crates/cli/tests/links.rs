@@ -170,3 +170,54 @@ fn a_revoked_link_is_refused_and_stays_refused_after_a_tracker_restart() {
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_link_s_holder_seeds_to_members_and_to_holders_of_that_link_only() {
+    let mut c = Cluster::start(1);
+    let data = pattern(1 << 20, 22);
+    let local = c.path("f");
+    std::fs::write(&local, &data).unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "128K", "--replicas", "1"]);
+    let link = c.ok(&["link", "/f"]).trim().to_string();
+    let other_link = c.ok(&["link", "/f"]).trim().to_string();
+    // A holder with no home fetches and keeps serving.
+    let seeded = c.path("seeded");
+    let log = std::fs::File::create(c.path("link-seeder.log")).unwrap();
+    let mut seeder = std::process::Command::new(common::BIN)
+        .args(["get", &link, seeded.to_str().unwrap(), "--seed", "--json", "--home"])
+        .arg(c.path("no-home"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::wait_for("every chunk offered by the link's holder", std::time::Duration::from_secs(20), || {
+        let out = c.cli(&["stat", "/f", "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        st["chunk_holders"]
+            .as_array()?
+            .iter()
+            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
+            .then_some(())
+    });
+    assert!(std::fs::read(&seeded).unwrap() == data);
+    // The only durable copy goes away: what is left is the link holder's cached copy.
+    c.kill_peer(0);
+    let out = c.path("member-got");
+    c.ok(&["get", "/f", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data, "a member reads from the link's holder");
+    let out = c.path("holder-got");
+    let o = get_with_link(&c, &link, &out);
+    assert!(o.status.success(), "another holder of the same link: {}", stderr(&o));
+    assert!(std::fs::read(&out).unwrap() == data);
+    // A holder of another link to the same file cannot dial it (it admits its own link
+    // only), so the tracker does not offer it: nothing is left to read from.
+    let o = get_with_link(&c, &other_link, &c.path("other-got"));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    common::sh(&format!("kill -TERM {}", seeder.id()), c.dir.path());
+    assert!(common::wait_for_exit(&mut seeder, std::time::Duration::from_secs(10)));
+    let mut report = String::new();
+    std::io::Read::read_to_string(seeder.stdout.as_mut().unwrap(), &mut report).unwrap();
+    let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert!(v["served_bytes"].as_u64().unwrap() >= 2 * data.len() as u64, "{v}");
+}

@@ -135,6 +135,7 @@ mod tests {
             chunks: 0,
             load: 0,
             state: PeerState::Up,
+            link: None,
         }
     }
 

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use swarmfs_proto::{NodeId, Role};
+use swarmfs_proto::{LinkId, NodeId, Role};
 
-use crate::{dial, Connection, NetError, Swarm};
+use crate::auth::{link_secret, Secret};
+use crate::rpc::dial_with;
+use crate::{Connection, NetError, Swarm};
 
 pub struct Pool {
     swarm: Arc<Swarm>,
@@ -22,6 +24,21 @@ impl Pool {
 
     /// A live connection to `node`, dialling its addresses in order if there is none.
     pub async fn get(&self, node: NodeId, addrs: &[String]) -> Result<Connection, NetError> {
+        self.get_via(node, addrs, None).await
+    }
+
+    /// Like [`Pool::get`], for a node that serves under link `link` (a link holder's cached
+    /// source): dialled with that link's secret, which a node knowing the swarm secret
+    /// derives, and a link's holder has for its own link only.
+    pub async fn get_via(&self, node: NodeId, addrs: &[String], link: Option<LinkId>) -> Result<Connection, NetError> {
+        let secret = match (&self.swarm.secret, link) {
+            (own, None) => own.clone(),
+            (Secret::Swarm(k), Some(id)) => Secret::Link { id, secret: link_secret(k, &id) },
+            (Secret::Link { id: mine, .. }, Some(id)) if *mine == id => self.swarm.secret.clone(),
+            (Secret::Link { .. }, Some(_)) => {
+                return Err(NetError::NotMember("that source serves another link".into()))
+            }
+        };
         let slot = self.slots.lock().expect("pool lock").entry(node).or_default().clone();
         // Holding the per-node async lock while dialling makes concurrent callers share one
         // dial instead of opening one connection each.
@@ -33,7 +50,8 @@ impl Pool {
         }
         let mut last = NetError::Closed;
         for addr in addrs {
-            match dial(&self.swarm, addr, node, self.role).await {
+            let member = self.swarm.member.as_ref().filter(|_| link.is_none());
+            match dial_with(&self.swarm.identity, &secret, member, addr, node, self.role).await {
                 Ok((c, _events)) => {
                     *slot = Some(c.clone());
                     return Ok(c);

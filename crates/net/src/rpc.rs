@@ -152,12 +152,25 @@ pub async fn dial(
     expected: NodeId,
     role: Role,
 ) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
+    dial_with(&swarm.identity, &swarm.secret, swarm.member.as_ref(), addr, expected, role).await
+}
+
+/// [`dial`] with another secret than the node's own: a member dialling a link holder's
+/// source proves that link (see [`crate::Pool::get_via`]).
+pub async fn dial_with(
+    identity: &Identity,
+    secret: &Secret,
+    member: Option<&MemberKey>,
+    addr: &str,
+    expected: NodeId,
+    role: Role,
+) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::Connect { addr: addr.into(), source: std::io::ErrorKind::TimedOut.into() })?
         .map_err(|source| NetError::Connect { addr: addr.into(), source })?;
     tcp.set_nodelay(true)?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(&swarm.identity, expected));
+    let connector = tokio_rustls::TlsConnector::from(client_config(identity, expected));
     let name = ServerName::try_from("swarmfs").expect("static name");
     let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
         .await
@@ -170,8 +183,8 @@ pub async fn dial(
         .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     // A member proves its own credential on the connections it makes as a client; a peer's
     // session is a storage peer's, whoever runs it.
-    let member = if role == Role::Client { swarm.member.as_ref() } else { None };
-    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, &swarm.secret, member, &exporter, role))
+    let member = if role == Role::Client { member } else { None };
+    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, secret, member, &exporter, role))
         .await
         .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
 

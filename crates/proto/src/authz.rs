@@ -44,8 +44,8 @@ pub fn need(at: Listener, req: &Request) -> Need {
         (Listener::Tracker, Join { .. } | Heartbeat { .. } | Leave | Subscribe | Inventory { .. })
         | (Listener::Tracker, RegisterChunks { .. } | UnregisterChunks { .. }) => Need::StoragePeer,
         (Listener::Tracker, List { .. } | Stat { .. } | OpenFile { .. } | Search { .. } | ReadLink { .. })
-        | (Listener::Tracker, Health | Offer { .. } | LinkList) => Need::Reader,
-        (Listener::Tracker, Locate { .. } | ReportBadChunk { .. }) => Need::FileReader,
+        | (Listener::Tracker, Health | LinkList) => Need::Reader,
+        (Listener::Tracker, Locate { .. } | ReportBadChunk { .. } | Offer { .. }) => Need::FileReader,
         (Listener::Tracker, OpenLink) => Need::LinkHolder,
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. } | LinkCreate { .. } | LinkRevoke { .. }) => Need::Writer,
@@ -165,7 +165,8 @@ mod tests {
         let link = Credential::Link { id: crate::LinkId([1; 16]) };
         let (t, p) = (Listener::Tracker, Listener::Peer);
         let chunk = ChunkId([0; 32]);
-        for ok in [Request::OpenLink, Request::Locate { chunks: vec![chunk] }] {
+        let offer = Request::Offer { addrs: vec![], chunks: vec![chunk], replace: true };
+        for ok in [Request::OpenLink, Request::Locate { chunks: vec![chunk] }, offer] {
             assert!(authorize(t, &ok, &link).is_ok(), "{ok:?}");
         }
         for ok in [Request::GetChunk { chunk, offset: 0, len: 1 }, Request::HasChunks { chunks: vec![] }, Request::Ping]
@@ -179,7 +180,6 @@ mod tests {
             (t, Request::Search { text: "x".into() }),
             (t, Request::ListPeers),
             (t, Request::Join { addrs: vec![], capacity: 1 }),
-            (t, Request::Offer { addrs: vec![], chunks: vec![], replace: true }),
             (t, Request::LinkList),
             (t, Request::LinkCreate { path: "/x".into(), file_id: crate::FileId([0; 32]) }),
             (t, Request::Health),

@@ -156,6 +156,7 @@ fn every_event_variant() {
         chunks: 0,
         load: 0,
         state: PeerState::Up,
+        link: None,
     };
     check(
         "Event",

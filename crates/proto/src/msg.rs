@@ -138,6 +138,9 @@ pub struct PeerInfo {
     /// Requests in flight on the peer when it last reported.
     pub load: u32,
     pub state: PeerState,
+    /// A cached source run by a link's holder (protocol 5): it admits only that link's
+    /// hello, so dial it with that link's secret (derived from the swarm secret).
+    pub link: Option<LinkId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -108,7 +108,8 @@ impl Registry {
                 (ev, mem.view())
             }
             None => {
-                let info = PeerInfo { node, addrs, capacity, used: 0, chunks: 0, load: 0, state: PeerState::Up };
+                let info =
+                    PeerInfo { node, addrs, capacity, used: 0, chunks: 0, load: 0, state: PeerState::Up, link: None };
                 let mem = Member {
                     info: info.clone(),
                     last_seen: now,

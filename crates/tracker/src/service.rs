@@ -84,6 +84,7 @@ impl Tracker {
                     chunks: p.chunks,
                     load: 0,
                     state: PeerState::Down,
+                    link: None,
                 };
                 (info, p.draining)
             })
@@ -312,7 +313,13 @@ impl Tracker {
             Request::Search { text } => Response::Entries(self.db(move |db| db.search(&text, SEARCH_LIMIT)).await?),
             Request::Locate { chunks } => {
                 self.check_link_scope(ctx, &chunks).await?;
-                let cached: Vec<Vec<PeerInfo>> = chunks.iter().map(|c| self.cached.of(c)).collect();
+                // A link's holder can dial members' sources and those of its own link only.
+                let dialable = |p: &PeerInfo| match (&ctx.credential, p.link) {
+                    (Credential::Link { id }, Some(theirs)) => *id == theirs,
+                    _ => true,
+                };
+                let cached: Vec<Vec<PeerInfo>> =
+                    chunks.iter().map(|c| self.cached.of(c).into_iter().filter(dialable).collect()).collect();
                 let holders = self.db(move |db| db.locate(&chunks)).await?;
                 let mut index: HashMap<NodeId, u32> = HashMap::new();
                 let mut peers = Vec::new();
@@ -330,7 +337,13 @@ impl Tracker {
                 Response::Locations { peers, holders, cached }
             }
             Request::Offer { addrs, chunks, replace } => {
-                self.cached.offer(node, session_of(ctx), addrs, chunks, replace);
+                self.check_link_scope(ctx, &chunks).await?;
+                let link = match &ctx.credential {
+                    Credential::Link { id } => Some(*id),
+                    _ => None,
+                };
+                let offer = crate::sources::Offered { addrs, link };
+                self.cached.offer(node, session_of(ctx), offer, chunks, replace);
                 Response::Ok
             }
             Request::SetAttr { path, mode, uid, gid, mtime_ms } => {

@@ -6,13 +6,21 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use swarmfs_proto::{ChunkId, NodeId, PeerInfo, PeerState};
+use swarmfs_proto::{ChunkId, LinkId, NodeId, PeerInfo, PeerState};
 
 struct Source {
     addrs: Vec<String>,
+    /// Set for a link's holder: it serves under that link only.
+    link: Option<LinkId>,
     chunks: HashSet<ChunkId>,
     /// The connection that offered them.
     session: usize,
+}
+
+/// Where an offering node serves, and under which link if it is a link's holder.
+pub struct Offered {
+    pub addrs: Vec<String>,
+    pub link: Option<LinkId>,
 }
 
 #[derive(Default)]
@@ -43,7 +51,7 @@ impl CachedSources {
     /// Most chunks one node may offer: bounds the tracker's memory per member.
     pub const MAX_PER_NODE: usize = 1 << 20;
 
-    pub fn offer(&self, node: NodeId, session: usize, addrs: Vec<String>, chunks: Vec<ChunkId>, replace: bool) {
+    pub fn offer(&self, node: NodeId, session: usize, offer: Offered, chunks: Vec<ChunkId>, replace: bool) {
         let mut g = self.inner.lock().expect("sources");
         let inner = &mut *g;
         let stale = match inner.sources.get(&node) {
@@ -54,9 +62,14 @@ impl CachedSources {
             inner.drop_chunks(&node, old);
             inner.sources.remove(&node);
         }
-        let src =
-            inner.sources.entry(node).or_insert_with(|| Source { addrs: vec![], chunks: HashSet::new(), session });
-        src.addrs = addrs;
+        let src = inner.sources.entry(node).or_insert_with(|| Source {
+            addrs: vec![],
+            link: None,
+            chunks: HashSet::new(),
+            session,
+        });
+        src.addrs = offer.addrs;
+        src.link = offer.link;
         for c in chunks {
             if src.chunks.len() >= Self::MAX_PER_NODE {
                 break;
@@ -92,6 +105,7 @@ impl CachedSources {
                     chunks: s.chunks.len() as u64,
                     load: 0,
                     state: PeerState::Up,
+                    link: s.link,
                 })
             })
             .collect();
@@ -104,20 +118,24 @@ impl CachedSources {
 mod tests {
     use super::*;
 
+    fn at(addr: &str) -> Offered {
+        Offered { addrs: vec![addr.into()], link: None }
+    }
+
     #[test]
     fn a_source_is_forgotten_with_its_connection_and_replace_drops_old_offers() {
         let s = CachedSources::default();
         let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
         let (c1, c2) = (ChunkId([10; 32]), ChunkId([11; 32]));
-        s.offer(a, 7, vec!["127.0.0.1:1".into()], vec![c1, c2], false);
-        s.offer(b, 8, vec!["127.0.0.1:2".into()], vec![c1], false);
+        s.offer(a, 7, at("127.0.0.1:1"), vec![c1, c2], false);
+        s.offer(b, 8, at("127.0.0.1:2"), vec![c1], false);
         assert_eq!(s.of(&c1).len(), 2);
         s.connection_closed(&a, 99);
         assert_eq!(s.of(&c2).len(), 1, "another connection of the node closing changes nothing");
         s.connection_closed(&a, 7);
         assert!(s.of(&c2).is_empty());
         assert_eq!(s.of(&c1).iter().map(|p| p.node).collect::<Vec<_>>(), [b]);
-        s.offer(b, 8, vec!["127.0.0.1:2".into()], vec![c2], true);
+        s.offer(b, 8, at("127.0.0.1:2"), vec![c2], true);
         assert!(s.of(&c1).is_empty(), "replace drops what was offered before");
         assert_eq!(s.of(&c2).len(), 1);
     }

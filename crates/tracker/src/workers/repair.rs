@@ -366,6 +366,7 @@ mod tests {
                 chunks: 0,
                 load: 0,
                 state,
+                link: None,
             },
             down_for: down_for.map(Duration::from_secs),
         }
