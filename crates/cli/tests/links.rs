@@ -191,6 +191,7 @@ fn a_link_s_holder_seeds_to_members_and_to_holders_of_that_link_only() {
         .stderr(log)
         .spawn()
         .unwrap();
+    c.kill_on_drop(seeder.id());
     common::wait_for("every chunk offered by the link's holder", std::time::Duration::from_secs(20), || {
         let out = c.cli(&["stat", "/f", "--json"]);
         let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

@@ -36,6 +36,9 @@ pub struct Cluster {
     peer_flags: Vec<String>,
     tracker: Option<Child>,
     peers: Vec<Option<Child>>,
+    /// Other processes a test started (sharers, seeders), killed with the cluster so a test
+    /// that fails half-way leaves nothing serving behind.
+    others: std::sync::Mutex<Vec<u32>>,
 }
 
 pub fn run(home: &Path, args: &[&str]) -> Output {
@@ -73,6 +76,7 @@ impl Cluster {
             peer_flags: peer_flags.iter().map(|s| s.to_string()).collect(),
             tracker: None,
             peers: Vec::new(),
+            others: Default::default(),
         };
         let client = c.client_home();
         assert!(run(&client, &["join", &c.member_token.clone()]).status.success());
@@ -256,8 +260,24 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+impl Cluster {
+    /// Kills process `pid` (if still running) when the cluster is dropped.
+    pub fn kill_on_drop(&self, pid: u32) {
+        self.others.lock().unwrap().push(pid);
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let ours = self.dir.path().display().to_string();
+        for pid in self.others.lock().unwrap().drain(..) {
+            // Only if it is still ours: a process the test already reaped may have left its
+            // pid to another test's process. Every such command names a path in our dir.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&ours) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        }
         for p in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
             if let Some(mut c) = p.take() {
                 let _ = c.kill();
