@@ -47,10 +47,7 @@ fn seeding_get(c: &Cluster, home: &std::path::Path, remote: &str, out: &std::pat
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .map(|child| {
-            c.kill_on_drop(child.id());
-            child
-        })
+        .inspect(|child| c.kill_on_drop(child.id()))
         .unwrap()
 }
 
@@ -175,10 +172,7 @@ fn spawn_share(c: &Cluster, local: &std::path::Path, remote: &str, extra: &[&str
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .map(|child| {
-            c.kill_on_drop(child.id());
-            child
-        })
+        .inspect(|child| c.kill_on_drop(child.id()))
         .unwrap()
 }
 
