@@ -79,7 +79,7 @@ impl Seeder {
         let free = capacity.map_or(free, |c| c.min(free));
         let store = {
             let d = dir.clone();
-            Arc::new(tokio::task::spawn_blocking(move || ChunkStore::open(&d, free)).await??)
+            Arc::new(tokio::task::spawn_blocking(move || ChunkStore::open_cache(&d, free)).await??)
         };
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = match advertise {

@@ -91,14 +91,28 @@ fn scrub_finds_a_corrupt_copy_nobody_reads_and_repair_replaces_it() {
     let log = c.log(&format!("peer{holder}"));
     assert!(log.contains("scrub found a corrupt copy"), "{log}");
     // Repair makes a second sound copy again, somewhere.
-    wait_for("a second sound copy of the chunk", Duration::from_secs(30), || {
-        let sound = (0..3)
+    let sound = || {
+        (0..3)
             .flat_map(|i| c.chunk_files(i))
             .filter(|p| p.file_name().unwrap().to_str() == Some(id.as_str()))
             .filter(|p| blake3::hash(&std::fs::read(p).unwrap_or_default()).to_hex().as_str() == id)
-            .count();
-        (sound >= 2).then_some(())
-    });
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sound() < 2 {
+        if std::time::Instant::now() > deadline {
+            let stat: Vec<String> = files.iter().map(|(name, _)| c.ok(&["stat", name, "--json"])).collect();
+            panic!(
+                "no second sound copy of {id} after 30 s (holder {holder})\nhealth: {:?}\nstat: {stat:?}\ntracker: {}\npeer0: {}\npeer1: {}\npeer2: {}",
+                c.health(),
+                c.log("tracker"),
+                c.log("peer0"),
+                c.log("peer1"),
+                c.log("peer2")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     wait_healthy(&c, "a healthy swarm again", Duration::from_secs(20));
     reads_back(&c, &files);
 }

@@ -129,6 +129,17 @@ async fn session(
                 while let Ok(id) = reports.stored.try_recv() {
                     stored.push(id);
                 }
+                // Only what is still here: a copy written and then found corrupt before this
+                // tick was unregistered already, and registering it now would make the tracker
+                // count a copy that is gone (so nothing would repair it). A copy quarantined
+                // after this check is unregistered after this batch, by this same loop.
+                let st = store.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    stored.retain(|id| st.has(id));
+                    stored
+                })
+                .await
+                .map_err(|e| PeerError::Task(e.to_string()))?;
                 for batch in stored.chunks(INVENTORY_BATCH) {
                     call(&conn, &Request::RegisterChunks { chunks: batch.to_vec() }).await?;
                 }

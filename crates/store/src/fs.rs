@@ -36,12 +36,26 @@ pub struct ChunkStore {
     /// Set once "disk full" has been logged; cleared when the disk has room again.
     full_logged: AtomicBool,
     locks: Vec<Mutex<()>>,
+    /// Whether a put is on disk before it returns (fsync of file and directory). A store
+    /// of cached copies (`get --seed`) skips that: it is removed when serving stops anyway.
+    durable: bool,
 }
 
 impl ChunkStore {
     /// Opens (creating if needed) a store under `root`, counting what it already holds and
     /// removing temp files a crash left behind.
     pub fn open(root: &Path, capacity: u64) -> Result<ChunkStore, StoreError> {
+        Self::open_with(root, capacity, true)
+    }
+
+    /// A store of cached copies: like [`ChunkStore::open`], but puts are not fsynced. What
+    /// it holds is served while a download seeds and thrown away after; a crash loses
+    /// nothing anyone relies on (reads still verify every chunk).
+    pub fn open_cache(root: &Path, capacity: u64) -> Result<ChunkStore, StoreError> {
+        Self::open_with(root, capacity, false)
+    }
+
+    fn open_with(root: &Path, capacity: u64, durable: bool) -> Result<ChunkStore, StoreError> {
         for sub in ["chunks", "tmp", "quarantine"] {
             fs::create_dir_all(root.join(sub))?;
         }
@@ -58,6 +72,7 @@ impl ChunkStore {
             disk_read_at: Mutex::new(Instant::now()),
             full_logged: AtomicBool::new(false),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            durable,
         };
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
@@ -151,7 +166,7 @@ impl ChunkStore {
         }
         let len = ciphertext.len() as u64;
         self.reserve(len)?;
-        let result = self.write_durably(&path, ciphertext);
+        let result = self.write_file(&path, ciphertext);
         match result {
             Ok(()) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
@@ -204,14 +219,16 @@ impl ChunkStore {
         let parent = dir.parent().expect("below the store root");
         self.make_dirs_durably(parent)?;
         match fs::create_dir(dir) {
-            Ok(()) => File::open(parent)?.sync_all()?,
+            Ok(()) if self.durable => File::open(parent)?.sync_all()?,
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    fn write_durably(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Writes a chunk file whole (a temp file renamed into place), fsynced in a durable store.
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = path.parent().expect("chunk paths have parents");
         self.make_dirs_durably(dir)?;
         let tmp = self.root.join("tmp").join(format!(
@@ -220,13 +237,15 @@ impl ChunkStore {
             rand::random::<u32>()
         ));
         let mut f = File::create(&tmp)?;
-        let r = f.write_all(bytes).and_then(|_| f.sync_data());
+        let r = f.write_all(bytes).and_then(|_| if self.durable { f.sync_data() } else { Ok(()) });
         if let Err(e) = r {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()?;
+        if self.durable {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 
