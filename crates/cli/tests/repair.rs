@@ -206,3 +206,40 @@ fn chunks_of_an_interrupted_put_are_collected_and_a_concurrent_put_of_the_same_c
     }
     wait_healthy(&c, "every committed chunk at R", Duration::from_secs(30));
 }
+
+#[test]
+fn a_peer_nobody_can_dial_takes_repair_and_collect_orders_over_the_session_it_opened() {
+    let mut c = Cluster::start_with(2, "1G", &[FAST_TRACKER, &["--gc-delay", "1"]].concat(), FAST_PEER);
+    let files = put_files(&c, 6, 5);
+    wait_healthy(&c, "a healthy swarm", Duration::from_secs(20));
+    // A third peer that cannot be dialled, as behind a NAT: it advertises an address where
+    // nothing listens. Only the connection it opens to the tracker reaches it.
+    let hidden = c.add_peer_with(&["--advertise", "127.0.0.1:1"]);
+    c.wait_up(3);
+    let hidden_id = c.peer_id(hidden);
+    // Peer 0 dies: its copies can only be made again on the hidden peer, by an order that
+    // must travel over the hidden peer's own session (it fetches from peer 1 itself).
+    c.kill_peer(0);
+    let h = wait_healthy(&c, "every chunk back at two live copies", Duration::from_secs(30));
+    assert!(h["repair"]["repaired_chunks"].as_u64().unwrap() > 0, "{h}");
+    let held = c.chunk_files(hidden);
+    assert!(!held.is_empty(), "the hidden peer holds the copies made again");
+    for p in &held {
+        let id = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(blake3::hash(&std::fs::read(p).unwrap()).to_hex().as_str(), id, "a sound copy");
+    }
+    for (remote, _) in &files {
+        let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", remote, "--json"])).unwrap();
+        for h in st["chunk_holders"].as_array().unwrap() {
+            let holders = h["holders"].to_string();
+            assert!(holders.contains(&hidden_id[..8]), "{remote}: {h}");
+        }
+    }
+    reads_back(&c, &files);
+    // Removed files: their chunks are collected from the hidden peer too, by order over
+    // its session.
+    c.ok(&["rm", "-r", "/d5"]);
+    wait_for("the hidden peer's copies collected", Duration::from_secs(30), || {
+        c.chunk_files(hidden).is_empty().then_some(())
+    });
+}

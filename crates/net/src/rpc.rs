@@ -4,6 +4,12 @@
 //! by a bounded channel, so callers never hold a lock across `.await`. Requests carry ids, so
 //! many can be in flight at once; responses are matched back through a pending map. The
 //! listener additionally pushes [`Event`] frames to subscribers.
+//!
+//! Connections are symmetric (protocol 5): either end may send requests. The listener calls
+//! the dialer through [`ConnCtx::conn`]; the dialer answers them when it dialled with a
+//! service ([`dial_serving`]), so a node that cannot be dialled (behind NAT) still takes
+//! orders over the connection it opened. Each side matches responses to its own pending map,
+//! so the two id spaces never meet.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -79,9 +85,25 @@ pub struct Connection {
 struct Inner {
     remote: NodeId,
     tx: mpsc::Sender<Frame>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
-    next_id: AtomicU64,
+    /// Shared with the handle a served request's context holds (see [`Inner::detached`]).
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>,
+    next_id: Arc<AtomicU64>,
     closed: CancellationToken,
+}
+
+impl Inner {
+    /// A second handle on a connection's outbound side, for the context requests from the
+    /// other end are handled in. Its `closed` is a child token: dropping it (when the
+    /// context goes) does not close the connection.
+    fn detached(&self) -> Inner {
+        Inner {
+            remote: self.remote,
+            tx: self.tx.clone(),
+            pending: self.pending.clone(),
+            next_id: self.next_id.clone(),
+            closed: self.closed.child_token(),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -103,6 +125,19 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Connection {
+    fn new(remote: NodeId, tx: mpsc::Sender<Frame>, closed: CancellationToken) -> Connection {
+        let inner = Inner { remote, tx, pending: Default::default(), next_id: Arc::new(AtomicU64::new(1)), closed };
+        Connection { inner: Arc::new(inner) }
+    }
+
+    /// Hands a response frame to the call waiting for it (if it has not given up).
+    fn deliver(&self, f: Frame) {
+        let waiter = self.inner.pending.lock().expect("pending lock").remove(&f.id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(f);
+        }
+    }
+
     pub fn remote(&self) -> NodeId {
         self.inner.remote
     }
@@ -145,7 +180,8 @@ impl Connection {
 }
 
 /// Dials `addr`, requires its certificate to be `expected`'s, proves membership, and
-/// returns the connection plus the events the other side pushes.
+/// returns the connection plus the events the other side pushes. Requests the other side
+/// sends back are answered `Unsupported` (see [`dial_serving`]).
 pub async fn dial(
     swarm: &Swarm,
     addr: &str,
@@ -165,12 +201,34 @@ pub async fn dial_with(
     expected: NodeId,
     role: Role,
 ) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
+    let dialer = Dialer { identity, secret, member, role };
+    dial_serving::<NoService>(&dialer, addr, expected, None).await
+}
+
+/// Who dials, with what.
+pub struct Dialer<'a> {
+    pub identity: &'a Identity,
+    pub secret: &'a Secret,
+    pub member: Option<&'a MemberKey>,
+    pub role: Role,
+}
+
+/// [`dial`], and serve the requests the other side sends over this connection with
+/// `service` (authorized as [`Service::dialed_credential`] says): a peer's session with the
+/// tracker, so the tracker's orders reach it whether or not it can be dialled.
+pub async fn dial_serving<S: Service>(
+    d: &Dialer<'_>,
+    addr: &str,
+    expected: NodeId,
+    service: Option<Arc<S>>,
+) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::Connect { addr: addr.into(), source: std::io::ErrorKind::TimedOut.into() })?
         .map_err(|source| NetError::Connect { addr: addr.into(), source })?;
     tcp.set_nodelay(true)?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(identity, expected));
+    let remote_addr = tcp.peer_addr()?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(d.identity, expected));
     let name = ServerName::try_from("swarmfs").expect("static name");
     let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
         .await
@@ -183,25 +241,35 @@ pub async fn dial_with(
         .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     // A member proves its own credential on the connections it makes as a client; a peer's
     // session is a storage peer's, whoever runs it.
-    let member = if role == Role::Client { member } else { None };
-    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, secret, member, &exporter, role))
+    let member = if d.role == Role::Client { d.member } else { None };
+    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, d.secret, member, &exporter, d.role))
         .await
         .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
 
     let (r, w) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
-    let inner = Arc::new(Inner {
-        remote: expected,
-        tx,
-        pending: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
-        closed: CancellationToken::new(),
-    });
+    let conn = Connection::new(expected, tx.clone(), CancellationToken::new());
     let span = tracing::debug_span!("conn", remote = %expected.short(), addr);
-    tokio::spawn(writer_loop(w, rx, inner.closed.clone()).instrument(span.clone()));
-    let weak = Arc::downgrade(&inner);
-    let closed = inner.closed.clone();
+    tokio::spawn(writer_loop(w, rx, conn.inner.closed.clone()).instrument(span.clone()));
+    let weak = Arc::downgrade(&conn.inner);
+    let closed = conn.inner.closed.clone();
+    // The requests the other side sends back, if this end serves: the context they are
+    // handled in holds only a weak handle, so dropping every `Connection` still closes it.
+    let served = service.map(|s| {
+        let credential = s.dialed_credential(expected);
+        // The listener's role is not known to the dialer; `credential` is what counts.
+        let ctx = ConnCtx {
+            remote: expected,
+            role: Role::Peer,
+            credential,
+            remote_addr,
+            closed: closed.clone(),
+            conn: Connection { inner: Arc::new(conn.inner.detached()) },
+            out: conn.inner.tx.clone(),
+        };
+        (s, Arc::new(ctx), Arc::new(Semaphore::new(Limits::default().max_in_flight_per_connection)))
+    });
     tokio::spawn(
         async move {
             let mut r = BufReader::with_capacity(256 * 1024, r);
@@ -213,10 +281,7 @@ pub async fn dial_with(
                 match frame {
                     Ok(Some(f)) if f.kind == FrameKind::Response => {
                         let Some(inner) = weak.upgrade() else { break };
-                        let waiter = inner.pending.lock().expect("pending lock").remove(&f.id);
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(f);
-                        }
+                        Connection { inner }.deliver(f);
                     }
                     Ok(Some(f)) if f.kind == FrameKind::Event => match f.decode_meta::<Event>() {
                         Ok(ev) => {
@@ -229,6 +294,26 @@ pub async fn dial_with(
                             break;
                         }
                     },
+                    Ok(Some(f)) if f.kind == FrameKind::Request => {
+                        let Some(inner) = weak.upgrade() else { break };
+                        match &served {
+                            Some((service, ctx, in_flight)) => {
+                                let req: Request = match f.decode_meta() {
+                                    Ok(r) => r,
+                                    Err(e) => {
+                                        warn!("undecodable request from the listener: {e}");
+                                        break;
+                                    }
+                                };
+                                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                                tokio::spawn(answer(service.clone(), ctx.clone(), req, f.id, f.payload, permit));
+                            }
+                            None => {
+                                let resp = Response::error(ErrorCode::Unsupported, "this node takes no requests here");
+                                let _ = inner.tx.send(Frame::new(FrameKind::Response, f.id, &resp, Bytes::new())).await;
+                            }
+                        }
+                    }
                     Ok(Some(_)) => {
                         warn!("unexpected frame kind from listener");
                         break;
@@ -247,7 +332,37 @@ pub async fn dial_with(
         }
         .instrument(span),
     );
-    Ok((Connection { inner }, erx))
+    Ok((conn, erx))
+}
+
+/// Authorizes and handles one request, then sends its response: the same on both ends.
+async fn answer<S: Service>(
+    service: Arc<S>,
+    ctx: Arc<ConnCtx>,
+    req: Request,
+    id: u64,
+    payload: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // The one place requests are authorized: by what the connection proved.
+    let (resp, payload) = match authorize(service.listener(), &req, &ctx.credential) {
+        Ok(()) => service.handle(&ctx, req, payload).await,
+        Err(why) => (Response::error(ErrorCode::Forbidden, why), Bytes::new()),
+    };
+    let _ = ctx.out.send(Frame::new(FrameKind::Response, id, &resp, payload)).await;
+}
+
+/// A dialer that serves nothing (its `Option<Arc<NoService>>` is always `None`).
+pub enum NoService {}
+
+impl Service for NoService {
+    fn listener(&self) -> Listener {
+        match *self {}
+    }
+
+    async fn handle(&self, _ctx: &Arc<ConnCtx>, _req: Request, _payload: Bytes) -> (Response, Bytes) {
+        match *self {}
+    }
 }
 
 fn tls_error(addr: &str, expected: NodeId, e: std::io::Error) -> NetError {
@@ -294,6 +409,8 @@ pub struct ConnCtx {
     pub remote_addr: SocketAddr,
     /// Cancelled when the connection ends.
     pub closed: CancellationToken,
+    /// Requests to the other end, over this same connection (it answers them if it serves).
+    pub conn: Connection,
     out: mpsc::Sender<Frame>,
 }
 
@@ -322,6 +439,12 @@ pub trait Service: Send + Sync + 'static {
     /// by id to a link's holder as to anyone, and the tracker answers for the rest.
     fn admit_link(&self, _remote: NodeId, _id: LinkId) -> Result<(), String> {
         Ok(())
+    }
+
+    /// What the node at the other end of a connection this node dialled has proven, for
+    /// the requests it sends back over it: its NodeId is pinned by TLS. By default a peer.
+    fn dialed_credential(&self, _remote: NodeId) -> Credential {
+        Credential::Peer
     }
 
     /// Called once when a connection has been admitted, before its first request.
@@ -456,7 +579,10 @@ async fn serve_conn<S: Service>(
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
     tokio::spawn(writer_loop(w, rx, closed.clone()).in_current_span());
-    let ctx = Arc::new(ConnCtx { remote, role, credential, remote_addr, closed: closed.clone(), out });
+    // Calls to the dialer: a child token, so the handle going away never closes the
+    // connection, while the connection closing fails every call on it.
+    let conn = Connection::new(remote, out.clone(), closed.child_token());
+    let ctx = Arc::new(ConnCtx { remote, role, credential, remote_addr, closed: closed.clone(), conn, out });
     service.on_open(&ctx);
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
     let mut r = BufReader::with_capacity(256 * 1024, r);
@@ -470,8 +596,14 @@ async fn serve_conn<S: Service>(
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        if frame.kind != FrameKind::Request {
-            break Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a request")));
+        match frame.kind {
+            // The answer to a request this end sent over the connection.
+            FrameKind::Response => {
+                ctx.conn.deliver(frame);
+                continue;
+            }
+            FrameKind::Request => {}
+            _ => break Err(NetError::Proto(swarmfs_proto::ProtoError::Malformed("expected a request"))),
         }
         let req: Request = match frame.decode_meta() {
             Ok(r) => r,
@@ -479,18 +611,7 @@ async fn serve_conn<S: Service>(
         };
         let permit = in_flight.clone().acquire_owned().await.expect("never closed");
         let (ctx, service) = (ctx.clone(), service.clone());
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                // The one place requests are authorized: by what the connection proved.
-                let (resp, payload) = match authorize(service.listener(), &req, &ctx.credential) {
-                    Ok(()) => service.handle(&ctx, req, frame.payload).await,
-                    Err(why) => (Response::error(ErrorCode::Forbidden, why), Bytes::new()),
-                };
-                let _ = ctx.out.send(Frame::new(FrameKind::Response, frame.id, &resp, payload)).await;
-            }
-            .in_current_span(),
-        );
+        tokio::spawn(answer(service, ctx, req, frame.id, frame.payload, permit).in_current_span());
     };
     closed.cancel();
     service.on_close(&ctx).await;

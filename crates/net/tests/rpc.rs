@@ -149,3 +149,79 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     let (conn, _ev) = dial(&member, &addr, id, Role::Client).await.unwrap();
     assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Pong { .. }));
 }
+
+/// Keeps the connection of whoever dials it, to call them back over it.
+#[derive(Default)]
+struct CallsBack(std::sync::Mutex<Option<swarmfs_net::Connection>>);
+
+impl Service for CallsBack {
+    fn listener(&self) -> swarmfs_proto::authz::Listener {
+        swarmfs_proto::authz::Listener::Peer
+    }
+
+    fn on_open(&self, ctx: &Arc<ConnCtx>) {
+        *self.0.lock().unwrap() = Some(ctx.conn.clone());
+    }
+
+    async fn handle(&self, _ctx: &Arc<ConnCtx>, _req: Request, _payload: Bytes) -> (Response, Bytes) {
+        (Response::Ok, Bytes::new())
+    }
+}
+
+#[tokio::test]
+async fn the_listener_calls_the_dialer_over_the_connection_the_dialer_opened() {
+    let swarm =
+        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
+    let id = swarm.identity.node_id();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let listener = Arc::new(CallsBack::default());
+    tokio::spawn(serve(l, swarm, listener.clone(), Limits::default(), CancellationToken::new()));
+    // A dialer that serves (a peer's session): answers the listener's requests.
+    let me = client([1; 32]);
+    let dialer = swarmfs_net::Dialer { identity: &me.identity, secret: &me.secret, member: None, role: Role::Peer };
+    let (conn, _ev) = swarmfs_net::dial_serving(&dialer, &addr, id, Some(Arc::new(Echo))).await.unwrap();
+    assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Ok));
+    let back = listener.0.lock().unwrap().clone().expect("the listener kept the connection");
+    let (resp, payload) = back.call(&Request::Ping, Bytes::from_static(b"hello")).await.unwrap();
+    assert!(matches!(resp, Response::Pong { used: 5, .. }), "{resp:?}");
+    assert_eq!(&payload[..], b"hello");
+    // Both directions at once, many in flight.
+    let calls: Vec<_> = (0..20u8)
+        .map(|i| {
+            let (a, b) = (conn.clone(), back.clone());
+            async move {
+                let (x, y) = tokio::join!(
+                    a.call(&Request::Ping, Bytes::new()),
+                    b.call(&Request::Ping, Bytes::from(vec![i; i as usize]))
+                );
+                assert!(matches!(x.unwrap().0, Response::Ok));
+                assert!(matches!(y.unwrap().0, Response::Pong { used, .. } if used == i as u64));
+            }
+        })
+        .collect();
+    futures_util::future::join_all(calls).await;
+    // The dialer hangs up: calls back fail at once.
+    drop(conn);
+    tokio::time::timeout(std::time::Duration::from_secs(5), back.closed()).await.expect("the listener sees it close");
+    assert!(back.call(&Request::Ping, Bytes::new()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_dialer_that_serves_nothing_answers_requests_unsupported() {
+    let swarm =
+        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
+    let id = swarm.identity.node_id();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let listener = Arc::new(CallsBack::default());
+    tokio::spawn(serve(l, swarm, listener.clone(), Limits::default(), CancellationToken::new()));
+    let (conn, _ev) = dial(&client([1; 32]), &addr, id, Role::Client).await.unwrap();
+    conn.call(&Request::Ping, Bytes::new()).await.unwrap();
+    let back = listener.0.lock().unwrap().clone().unwrap();
+    match back.call(&Request::Ping, Bytes::new()).await.unwrap().0 {
+        Response::Error { code: swarmfs_proto::ErrorCode::Unsupported, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!conn.is_closed(), "the connection stays up");
+}

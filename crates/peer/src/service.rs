@@ -215,7 +215,17 @@ impl Service for PeerService {
     /// everyone with the swarm secret may store and fetch ciphertext. Only the tracker's
     /// pinned identity may order deletions.
     fn admit(&self, remote: NodeId, _hello: &Hello, _exporter: &[u8; 32]) -> Result<Credential, String> {
-        Ok(if remote == self.tracker_id { Credential::Tracker } else { Credential::Peer })
+        Ok(self.dialed_credential(remote))
+    }
+
+    /// The tracker sends its orders over the session this peer opened (it may not be able
+    /// to dial the peer at all): the tracker's pinned identity is the tracker, as above.
+    fn dialed_credential(&self, remote: NodeId) -> Credential {
+        if remote == self.tracker_id {
+            Credential::Tracker
+        } else {
+            Credential::Peer
+        }
     }
 
     async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use swarmfs_net::task::Statuses;
-use swarmfs_net::{dial, Swarm};
+use swarmfs_net::{dial_serving, Dialer, Swarm};
 use swarmfs_proto::{ChunkId, Event, NodeId, PeerInfo, Request, Response, Role};
 use swarmfs_store::ChunkStore;
 use tokio::sync::mpsc;
@@ -89,12 +89,15 @@ async fn session(
     config: &PeerConfig,
     advertise: &str,
     store: &Arc<ChunkStore>,
-    service: &PeerService,
+    service: &Arc<PeerService>,
     reports: &mut Reports,
     members: &mut HashMap<NodeId, PeerInfo>,
     shutdown: &CancellationToken,
 ) -> Result<(), PeerError> {
-    let (conn, mut events) = dial(swarm, &config.tracker_addr, config.tracker_id, Role::Peer).await?;
+    // The tracker's orders (collect, repair) come back over this same connection.
+    let dialer = Dialer { identity: &swarm.identity, secret: &swarm.secret, member: None, role: Role::Peer };
+    let (conn, mut events) =
+        dial_serving(&dialer, &config.tracker_addr, config.tracker_id, Some(service.clone())).await?;
     // Subscribe first so no membership change between join and subscribe is missed.
     call(&conn, &Request::Subscribe).await?;
     let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: store.capacity() }).await?;

@@ -46,6 +46,10 @@ pub struct Tracker {
     members: Mutex<HashMap<String, MemberRow>>,
     /// Open connections of each member, closed when it is revoked.
     member_conns: Mutex<HashMap<String, Vec<(usize, CancellationToken)>>>,
+    /// Each peer's session (the connection it opened to join), over which orders go: it
+    /// works whether or not the tracker can dial the peer (behind NAT). By node, with the
+    /// session it belongs to.
+    sessions: Mutex<HashMap<NodeId, (usize, swarmfs_net::Connection)>>,
     /// Links by id, as in the database; read on every hello and link request.
     links: Mutex<HashMap<LinkId, LinkInfo>>,
     /// Open connections of each link's holders, closed when it is revoked.
@@ -103,6 +107,7 @@ impl Tracker {
             own_id,
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             links: Mutex::new(links),
             link_conns: Mutex::new(HashMap::new()),
         })
@@ -179,7 +184,7 @@ impl Tracker {
         for (node, chunks) in by_node {
             let Some(peer) = self.registry.get(&node).filter(|p| p.state.is_live()) else { continue };
             let asked = async {
-                let conn = self.pool.get(node, &peer.addrs).await?;
+                let conn = self.peer_conn(node, &peer.addrs).await?;
                 conn.call_timeout(&Request::HasChunks { chunks: chunks.clone() }, Bytes::new(), Duration::from_secs(10))
                     .await
             }
@@ -201,6 +206,20 @@ impl Tracker {
         tokio::task::spawn_blocking(move || f(&mut db.lock().expect("db lock")))
             .await
             .map_err(|e| TrackerError::Invalid(format!("database task failed: {e}")))?
+    }
+
+    /// A connection to peer `node` for an order: its own session when it has one open, else
+    /// a dialled one (a peer from before, or between sessions).
+    pub(crate) async fn peer_conn(
+        &self,
+        node: NodeId,
+        addrs: &[String],
+    ) -> Result<swarmfs_net::Connection, swarmfs_net::NetError> {
+        let session = self.sessions.lock().expect("sessions").get(&node).map(|(_, c)| c.clone());
+        match session {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => self.pool.get(node, addrs).await,
+        }
     }
 
     /// The file version a link connection may read; refused once the link is revoked (its
@@ -229,6 +248,7 @@ impl Tracker {
         Ok(match req {
             Request::Join { addrs, capacity } => {
                 let info = self.registry.join(node, addrs.clone(), capacity, session_of(ctx));
+                self.sessions.lock().expect("sessions").insert(node, (session_of(ctx), ctx.conn.clone()));
                 let draining = info.state == PeerState::Draining;
                 self.db(move |db| {
                     db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks, draining })
@@ -518,6 +538,10 @@ impl Service for Tracker {
     async fn on_close(&self, ctx: &Arc<ConnCtx>) {
         if ctx.role == Role::Peer {
             self.registry.connection_closed(&ctx.remote, session_of(ctx));
+            let mut sessions = self.sessions.lock().expect("sessions");
+            if sessions.get(&ctx.remote).is_some_and(|(s, _)| *s == session_of(ctx)) {
+                sessions.remove(&ctx.remote);
+            }
         }
         self.cached.connection_closed(&ctx.remote, session_of(ctx));
         match &ctx.credential {

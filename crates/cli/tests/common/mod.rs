@@ -39,6 +39,8 @@ pub struct Cluster {
     /// Other processes a test started (sharers, seeders), killed with the cluster so a test
     /// that fails half-way leaves nothing serving behind.
     others: std::sync::Mutex<Vec<u32>>,
+    /// Flags of one peer only, by index (e.g. an address nobody can dial).
+    peer_extra: std::collections::HashMap<usize, Vec<String>>,
 }
 
 pub fn run(home: &Path, args: &[&str]) -> Output {
@@ -77,6 +79,7 @@ impl Cluster {
             tracker: None,
             peers: Vec::new(),
             others: Default::default(),
+            peer_extra: Default::default(),
         };
         let client = c.client_home();
         assert!(run(&client, &["join", &c.member_token.clone()]).status.success());
@@ -150,6 +153,12 @@ impl Cluster {
         self.add_peer_prepared(|_| {})
     }
 
+    /// Like [`Cluster::add_peer`], with flags for this peer only, at every start.
+    pub fn add_peer_with(&mut self, extra: &[&str]) -> usize {
+        self.peer_extra.insert(self.peers.len(), extra.iter().map(|s| s.to_string()).collect());
+        self.add_peer()
+    }
+
     /// Like [`Cluster::add_peer`], running `prepare` on the peer's home before it starts
     /// (e.g. to mount a small file system as its store).
     pub fn add_peer_prepared(&mut self, prepare: impl FnOnce(&Path)) -> usize {
@@ -167,6 +176,7 @@ impl Cluster {
         let home = self.peer_home(i).display().to_string();
         let mut args = vec!["peer", "--home", &home, "--listen", "127.0.0.1:0", "--capacity", &self.capacity];
         args.extend(self.peer_flags.iter().map(String::as_str));
+        args.extend(self.peer_extra.get(&i).into_iter().flatten().map(String::as_str));
         let child = self.spawn(&format!("peer{i}"), &args);
         self.peers[i] = Some(child);
     }

@@ -120,7 +120,7 @@ impl Collector {
             let Some(peer) = t.registry.get(&node).filter(|p| p.state.is_live()) else { continue };
             let req = Request::CollectChunks { chunks: chunks.clone(), idle_ms: t.config.gc_delay.as_millis() as u64 };
             let reply = async {
-                let conn = t.pool.get(node, &peer.addrs).await?;
+                let conn = t.peer_conn(node, &peer.addrs).await?;
                 conn.call_timeout(&req, Bytes::new(), Duration::from_secs(60)).await
             }
             .await;

@@ -337,7 +337,7 @@ impl Worker for Repairer {
 /// Orders `target` to copy `chunk` from `sources`; records the new location once the
 /// target says the copy is durable.
 async fn order(t: &Tracker, chunk: ChunkId, target: &PeerInfo, sources: Vec<PeerInfo>) -> Result<(), String> {
-    let conn = t.pool.get(target.node, &target.addrs).await.map_err(|e| e.to_string())?;
+    let conn = t.peer_conn(target.node, &target.addrs).await.map_err(|e| e.to_string())?;
     let req = Request::ReplicateChunk { chunk, sources };
     match conn.call_timeout(&req, Bytes::new(), ORDER_TIMEOUT).await.map_err(|e| e.to_string())? {
         (Response::Replicated { bytes }, _) => {
