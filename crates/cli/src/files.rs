@@ -498,6 +498,7 @@ fn peer_json(p: &PeerInfo) -> serde_json::Value {
         "short_id": p.node.short(),
         "addrs": p.addrs,
         "state": p.state.as_str(),
+        "reach": p.reach.as_str(),
         "capacity": p.capacity,
         "used": p.used,
         "chunks": p.chunks,
@@ -511,12 +512,21 @@ pub async fn peers(cli: &Cli) -> Result<()> {
     if cli.json {
         outln!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
     } else {
-        outln!("{:<10} {:<8} {:>10} {:>10} {:>8}  ADDRESS", "NODE", "STATE", "USED", "CAPACITY", "CHUNKS");
+        outln!(
+            "{:<10} {:<8} {:<7} {:>10} {:>10} {:>8}  ADDRESS",
+            "NODE",
+            "STATE",
+            "REACH",
+            "USED",
+            "CAPACITY",
+            "CHUNKS"
+        );
         for p in peers {
             outln!(
-                "{:<10} {:<8} {:>10} {:>10} {:>8}  {}",
+                "{:<10} {:<8} {:<7} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 p.state.as_str(),
+                p.reach.as_str(),
                 human(p.used),
                 human(p.capacity),
                 p.chunks,

@@ -217,6 +217,18 @@ fn a_peer_nobody_can_dial_takes_repair_and_collect_orders_over_the_session_it_op
     let hidden = c.add_peer_with(&["--advertise", "127.0.0.1:1"]);
     c.wait_up(3);
     let hidden_id = c.peer_id(hidden);
+    // The tracker learns it by dialling each peer back: `peers` shows which is which.
+    let reach = wait_for("every peer's reach tested", Duration::from_secs(20), || {
+        let peers = c.peers_json()?;
+        let r: Vec<(String, String)> = peers
+            .iter()
+            .map(|p| (p["node_id"].as_str().unwrap().to_string(), p["reach"].as_str().unwrap().to_string()))
+            .collect();
+        r.iter().all(|(_, reach)| reach != "unknown").then_some(r)
+    });
+    for (node, r) in &reach {
+        assert_eq!(r, if *node == hidden_id { "nat" } else { "direct" }, "{reach:?}");
+    }
     // Peer 0 dies: its copies can only be made again on the hidden peer, by an order that
     // must travel over the hidden peer's own session (it fetches from peer 1 itself).
     c.kill_peer(0);

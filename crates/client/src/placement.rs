@@ -103,7 +103,9 @@ impl Placer {
             .order_with(chunk, &assigned)
             .into_iter()
             .filter(|p| !exclude.contains(&p.node))
-            .min_by_key(|p| (!has_room(p), slow(&p.node)))?;
+            // A peer the tracker could not dial back (behind NAT) is likely out of this
+            // client's reach too: after every peer known to be reachable.
+            .min_by_key(|p| (!has_room(p), p.reach == swarmfs_proto::Reach::Nat, slow(&p.node)))?;
         *assigned.entry(chosen.node).or_default() += len;
         Some(chosen)
     }
@@ -124,7 +126,7 @@ impl Placer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swarmfs_proto::PeerState;
+    use swarmfs_proto::{PeerState, Reach};
 
     fn peer(b: u8, used: u64) -> PeerInfo {
         PeerInfo {
@@ -136,6 +138,7 @@ mod tests {
             load: 0,
             state: PeerState::Up,
             link: None,
+            reach: Reach::Unknown,
         }
     }
 

@@ -62,6 +62,11 @@ impl Pool {
         Err(last)
     }
 
+    /// The identity and secret this pool dials with.
+    pub fn swarm(&self) -> &Arc<Swarm> {
+        &self.swarm
+    }
+
     /// Forgets `node`'s connection (it left): the next `get` dials anew.
     pub fn forget(&self, node: &NodeId) {
         self.slots.lock().expect("pool lock").remove(node);

@@ -101,7 +101,8 @@ async fn session(
     // Subscribe first so no membership change between join and subscribe is missed.
     call(&conn, &Request::Subscribe).await?;
     let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: store.capacity() }).await?;
-    if let Response::Joined { peers } = joined {
+    if let Response::Joined { peers, observed_addr } = joined {
+        info!(observed = %observed_addr, advertised = %advertise, "the tracker sees this peer connect from");
         members.clear();
         for p in peers.into_iter().filter(|p| p.state == swarmfs_proto::PeerState::Up) {
             members.insert(p.node, p);

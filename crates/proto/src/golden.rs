@@ -125,7 +125,7 @@ fn every_response_variant() {
         &[
             (0, "Ok", Response::Ok),
             (1, "Error", Response::error(ErrorCode::Forbidden, "no")),
-            (2, "Joined", Response::Joined { peers: vec![] }),
+            (2, "Joined", Response::Joined { peers: vec![], observed_addr: "192.0.2.1:4000".into() }),
             (3, "Peers", Response::Peers(vec![])),
             (4, "Entries", Response::Entries(vec![entry()])),
             (5, "Entry", Response::Entry(entry())),
@@ -157,6 +157,7 @@ fn every_event_variant() {
         load: 0,
         state: PeerState::Up,
         link: None,
+        reach: Reach::Direct,
     };
     check(
         "Event",

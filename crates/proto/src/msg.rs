@@ -127,6 +127,30 @@ impl PeerState {
     }
 }
 
+/// Whether a peer can be dialled at its advertised address, as the tracker found by dialling
+/// it back when it joined (protocol 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reach {
+    /// Not tested yet (the dial-back is under way).
+    #[default]
+    Unknown,
+    /// The tracker reached it at its advertised address.
+    Direct,
+    /// It could not be reached there: behind NAT or a firewall, or a wrong `--advertise`.
+    /// Only the connections it opens reach it (the tracker's orders go over its session).
+    Nat,
+}
+
+impl Reach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Unknown => "unknown",
+            Reach::Direct => "direct",
+            Reach::Nat => "nat",
+        }
+    }
+}
+
 /// What the tracker knows of a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -141,6 +165,8 @@ pub struct PeerInfo {
     /// A cached source run by a link's holder (protocol 5): it admits only that link's
     /// hello, so dial it with that link's secret (derived from the swarm secret).
     pub link: Option<LinkId>,
+    /// Whether it can be dialled at `addrs` (protocol 5).
+    pub reach: Reach,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,9 +463,12 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
-    /// Answer to Join: the members the tracker knows, so the peer starts with a full view.
+    /// Answer to Join: the members the tracker knows, so the peer starts with a full view,
+    /// and the address the tracker sees this connection come from (protocol 5): behind NAT,
+    /// the router's public side, not the peer's own.
     Joined {
         peers: Vec<PeerInfo>,
+        observed_addr: String,
     },
     Peers(Vec<PeerInfo>),
     Entries(Vec<EntryInfo>),

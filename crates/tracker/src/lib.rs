@@ -60,6 +60,7 @@ pub async fn run(
     runner.spawn(workers::Reaper(tracker.clone()));
     runner.spawn(workers::Collector::new(tracker.clone()));
     runner.spawn(workers::repair::Repairer::new(tracker.clone()));
+    runner.spawn(workers::Prober::new(tracker.clone()));
     tracker.set_workers(runner.statuses());
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");
     serve(listener, swarm, tracker, Limits::default(), shutdown).await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use swarmfs_proto::{Event, NodeId, PeerInfo, PeerState, WorkerStatus};
+use swarmfs_proto::{Event, NodeId, PeerInfo, PeerState, Reach, WorkerStatus};
 use tokio::sync::broadcast;
 use tracing::info;
 
@@ -97,6 +97,8 @@ impl Registry {
                 mem.info.addrs = addrs;
                 mem.info.capacity = capacity;
                 mem.info.state = PeerState::Up;
+                // Tested again at every join: a restarted NAT may map it differently.
+                mem.info.reach = Reach::Unknown;
                 mem.last_seen = now;
                 mem.down_since = None;
                 mem.session = Some(session);
@@ -108,8 +110,17 @@ impl Registry {
                 (ev, mem.view())
             }
             None => {
-                let info =
-                    PeerInfo { node, addrs, capacity, used: 0, chunks: 0, load: 0, state: PeerState::Up, link: None };
+                let info = PeerInfo {
+                    node,
+                    addrs,
+                    capacity,
+                    used: 0,
+                    chunks: 0,
+                    load: 0,
+                    state: PeerState::Up,
+                    link: None,
+                    reach: Reach::Unknown,
+                };
                 let mem = Member {
                     info: info.clone(),
                     last_seen: now,
@@ -231,6 +242,23 @@ impl Registry {
 
     /// Starts or stops draining; the change reaches every peer as an address-change event
     /// (its state is what changed). False when the peer is unknown.
+    /// Live peers whose reachability is not known yet (joined or moved since the last test).
+    pub fn unprobed(&self) -> Vec<PeerInfo> {
+        let m = self.members.lock().expect("registry lock");
+        m.values()
+            .filter(|mem| mem.info.state.is_live() && mem.info.reach == Reach::Unknown)
+            .map(Member::view)
+            .collect()
+    }
+
+    /// Records what dialling `node` back at `addrs` found, unless it has moved since.
+    pub fn set_reach(&self, node: &NodeId, addrs: &[String], reach: Reach) {
+        let mut m = self.members.lock().expect("registry lock");
+        if let Some(mem) = m.get_mut(node).filter(|mem| mem.info.addrs == addrs) {
+            mem.info.reach = reach;
+        }
+    }
+
     pub fn set_draining(&self, node: &NodeId, on: bool) -> bool {
         let mut m = self.members.lock().expect("registry lock");
         let Some(mem) = m.get_mut(node) else {

@@ -10,7 +10,7 @@ use swarmfs_net::{ConnCtx, Pool, Service, Swarm};
 use swarmfs_proto::authz::Listener;
 use swarmfs_proto::{
     ChunkId, ChunkPlacement, Credential, ErrorCode, FileId, HealthReport, Hello, LinkId, LinkInfo, NodeId, PeerInfo,
-    PeerState, RemotePath, Request, Response, Role,
+    PeerState, Reach, RemotePath, Request, Response, Role,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,7 @@ impl Tracker {
                     load: 0,
                     state: PeerState::Down,
                     link: None,
+                    reach: Reach::Unknown,
                 };
                 (info, p.draining)
             })
@@ -254,7 +255,7 @@ impl Tracker {
                     db.save_peer(&StoredPeer { node, addrs, capacity, used: info.used, chunks: info.chunks, draining })
                 })
                 .await?;
-                Response::Joined { peers: self.registry.snapshot() }
+                Response::Joined { peers: self.registry.snapshot(), observed_addr: ctx.remote_addr.to_string() }
             }
             Request::Heartbeat { used, chunks, load, capacity, workers } => {
                 if !self.registry.heartbeat(&node, Beat { used, chunks, load, capacity, workers }) {

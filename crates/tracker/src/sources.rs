@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use swarmfs_proto::{ChunkId, LinkId, NodeId, PeerInfo, PeerState};
+use swarmfs_proto::{ChunkId, LinkId, NodeId, PeerInfo, PeerState, Reach};
 
 struct Source {
     addrs: Vec<String>,
@@ -106,6 +106,8 @@ impl CachedSources {
                     load: 0,
                     state: PeerState::Up,
                     link: s.link,
+                    // A source is dialled by whoever wants its chunks; not tested.
+                    reach: Reach::Unknown,
                 })
             })
             .collect();

@@ -2,6 +2,7 @@
 //! - [`Reaper`]: marks peers down that stopped sending heartbeats.
 //! - [`Collector`]: deletes chunks no file uses any more, and orphans of failed uploads.
 //! - [`repair::Repairer`]: restores every chunk to its file's R, and computes `health`.
+//! - [`Prober`]: dials each peer back at its advertised address once it joins: direct or NAT.
 
 pub mod repair;
 
@@ -28,6 +29,88 @@ impl Worker for Reaper {
     async fn step(&mut self) -> Result<Step, String> {
         self.0.registry.reap(self.0.config.peer_timeout);
         Ok(Step::Idle)
+    }
+}
+
+/// Learns whether each peer can be dialled at the address it advertises, by dialling it
+/// back (TLS and the hello, pinned to its NodeId) once it has joined, and again after every
+/// re-join. A peer that cannot be is `Nat`: it keeps working through the connections it
+/// opens (the tracker's orders use its session), and clients place on it last.
+pub struct Prober {
+    tracker: Arc<Tracker>,
+    direct: u64,
+    nat: u64,
+}
+
+/// How long a dial-back may take before the peer counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Peers tested at once.
+const PROBES_AT_ONCE: usize = 8;
+
+impl Prober {
+    pub fn new(tracker: Arc<Tracker>) -> Prober {
+        Prober { tracker, direct: 0, nat: 0 }
+    }
+}
+
+impl Worker for Prober {
+    fn name(&self) -> String {
+        "reach".into()
+    }
+
+    fn idle_period(&self) -> Duration {
+        Duration::from_millis(250)
+    }
+
+    fn detail(&self) -> String {
+        format!("{} peers direct, {} behind NAT (as last tested)", self.direct, self.nat)
+    }
+
+    async fn step(&mut self) -> Result<Step, String> {
+        let todo: Vec<_> = self.tracker.registry.unprobed().into_iter().take(PROBES_AT_ONCE).collect();
+        if todo.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let swarm = self.tracker.pool.swarm().clone();
+        let probes = todo.iter().map(|p| {
+            let swarm = swarm.clone();
+            async move {
+                let mut last = String::from("it advertises no address");
+                for addr in &p.addrs {
+                    let dialled = tokio::time::timeout(
+                        PROBE_TIMEOUT,
+                        swarmfs_net::dial(&swarm, addr, p.node, swarmfs_proto::Role::Tracker),
+                    )
+                    .await;
+                    match dialled {
+                        Ok(Ok(_)) => return Ok(addr.clone()),
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(_) => last = format!("no answer within {PROBE_TIMEOUT:?}"),
+                    }
+                }
+                Err(last)
+            }
+        });
+        for (p, result) in todo.iter().zip(futures_util::future::join_all(probes).await) {
+            let reach = match result {
+                Ok(addr) => {
+                    self.direct += 1;
+                    tracing::debug!(node = %p.node.short(), %addr, "peer reachable at its advertised address");
+                    swarmfs_proto::Reach::Direct
+                }
+                Err(why) => {
+                    self.nat += 1;
+                    info!(node = %p.node.short(), addrs = ?p.addrs, "peer cannot be dialled back (behind NAT?): {why}");
+                    swarmfs_proto::Reach::Nat
+                }
+            };
+            self.tracker.registry.set_reach(&p.node, &p.addrs, reach);
+        }
+        Ok(Step::Busy)
+    }
+
+    fn done(&self) -> u64 {
+        self.direct + self.nat
     }
 }
 

@@ -355,6 +355,7 @@ async fn order(t: &Tracker, chunk: ChunkId, target: &PeerInfo, sources: Vec<Peer
 mod tests {
     use super::*;
     use crate::db::ViewFile;
+    use swarmfs_proto::Reach;
 
     fn peer(n: u8, state: PeerState, down_for: Option<u64>) -> PeerView {
         PeerView {
@@ -367,6 +368,7 @@ mod tests {
                 load: 0,
                 state,
                 link: None,
+                reach: Reach::Unknown,
             },
             down_for: down_for.map(Duration::from_secs),
         }
