@@ -140,16 +140,20 @@ fn a_peer_behind_nat_is_seen_as_such_and_takes_repaired_copies_over_its_own_sess
         public.push(t.spawn("pub", &d.join(format!("{p}.log")), &args));
     }
     let home_listen = format!("{HOME_ADDR}:0");
-    t.spawn(
+    let home_peer = t.spawn(
         "home",
         &d.join("home0.log"),
         &["peer", "--home", &home("home0"), "--listen", &home_listen, "--heartbeat-ms", "300"],
     );
     let client = home("client");
-    let peers = || json(&t.run("pub", &["peers", "--json", "--home", &client]));
+    // None until the tracker answers (it may still be starting).
+    let peers = || {
+        let out = t.run("pub", &["peers", "--json", "--home", &client]);
+        out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
     // Reachability is learned: the tracker dials every peer back at its advertised address.
     let reach = wait_for("three peers up, each one's reach tested", Duration::from_secs(30), || {
-        let v = peers();
+        let v = peers()?;
         let all = v.as_array()?;
         let done = all.len() == 3 && all.iter().all(|p| p["state"] == "up" && p["reach"] != "unknown");
         done.then(|| {
@@ -200,8 +204,30 @@ fn a_peer_behind_nat_is_seen_as_such_and_takes_repaired_copies_over_its_own_sess
         assert_eq!(blake3::hash(&std::fs::read(p).unwrap()).to_hex().as_str(), id, "a sound copy");
     }
     // Every file still reads back from the public side (the remaining public peer).
-    for (remote, data) in &files {
-        let out = t.run("pub", &["cat", remote, "--home", &client]);
-        assert!(out.status.success() && out.stdout == *data, "{remote}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let reads_back = |t: &Topology| {
+        for (remote, data) in &files {
+            let out = t.run("pub", &["cat", remote, "--home", &client]);
+            assert!(out.status.success() && out.stdout == *data, "{remote}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    reads_back(&t);
+
+    // And back out: the other public peer dies too, a fresh one joins. Every chunk's only
+    // live copy is behind the NAT, which the new peer cannot dial: the NAT'd peer is told to
+    // push its copies to it (it dials out).
+    t.kill(public[1]);
+    assert!(common::run(&d.join("pub2"), &["join", peer]).status.success());
+    let args = ["peer", "--home", &home("pub2"), "--listen", &listen, "--heartbeat-ms", "300"];
+    t.spawn("pub", &d.join("pub2.log"), &args);
+    wait_for("every chunk at two live copies again, one on the new peer", Duration::from_secs(60), || {
+        let h = json(&t.run("pub", &["health", "--json", "--home", &client]));
+        let ch = &h["chunks"];
+        (ch["under_replicated"] == 0 && ch["repairing"] == 0 && ch["lost"] == 0).then_some(())
+    });
+    let mut pushed = Vec::new();
+    common::walk(&d.join("pub2/store/chunks"), &mut pushed);
+    assert_eq!(pushed.len(), stored.len(), "the new peer got every chunk from behind the NAT");
+    // The NAT'd peer goes: everything reads back from the copies it pushed.
+    t.kill(home_peer);
+    reads_back(&t);
 }

@@ -119,6 +119,36 @@ impl PeerService {
         )
     }
 
+    /// A repair order the other way round: this peer (behind NAT, which `to` cannot dial)
+    /// dials `to` and stores its sound copy of `chunk` there.
+    async fn push(&self, chunk: ChunkId, to: PeerInfo) -> Response {
+        let bytes = match self.blocking(move |s| s.get(&chunk, 0, u64::MAX)).await {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return store_error(e),
+        };
+        let len = bytes.len() as u64;
+        let stored = async {
+            let conn = self.pool.get(to.node, &to.addrs).await.map_err(|e| e.to_string())?;
+            match conn
+                .call_timeout(&Request::PutChunk { chunk }, bytes, REPLICATE_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                (Response::Ok, _) => Ok(()),
+                (Response::Error { message, .. }, _) => Err(message),
+                _ => Err("unexpected answer".to_string()),
+            }
+        }
+        .await;
+        match stored {
+            Ok(()) => Response::Replicated { bytes: len },
+            Err(e) => Response::error(
+                ErrorCode::Unsupported,
+                format!("cannot store {} on {}: {e}", chunk.short(), to.node.short()),
+            ),
+        }
+    }
+
     pub fn load(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -194,6 +224,7 @@ impl PeerService {
                 }
             }
             Request::ReplicateChunk { chunk, sources } => (self.replicate(chunk, sources).await, Bytes::new()),
+            Request::PushChunk { chunk, to } => (self.push(chunk, to).await, Bytes::new()),
             Request::Ping => (
                 Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
                 Bytes::new(),

@@ -50,7 +50,9 @@ pub fn need(at: Listener, req: &Request) -> Need {
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. } | LinkCreate { .. } | LinkRevoke { .. }) => Need::Writer,
         (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
-        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. }) => Need::Tracker,
+        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. } | PushChunk { .. }) => {
+            Need::Tracker
+        }
         (Listener::Peer, GetChunk { .. } | HasChunks { .. } | Ping) => Need::Anyone,
         _ => Need::AnyNode,
     }
@@ -75,7 +77,7 @@ fn doing(req: &Request) -> &'static str {
         SetAttr { .. } => "change attributes",
         MemberAdd { .. } | MemberList | MemberRevoke { .. } => "manage members",
         DeleteChunks { .. } | CollectChunks { .. } => "delete chunks",
-        ReplicateChunk { .. } => "order repairs",
+        ReplicateChunk { .. } | PushChunk { .. } => "order repairs",
         Health => "see the swarm's health",
         Offer { .. } => "serve chunks as a cached source",
         Drain { .. } => "drain peers",

@@ -30,6 +30,20 @@ fn entry() -> EntryInfo {
     }
 }
 
+fn peer() -> PeerInfo {
+    PeerInfo {
+        node: NodeId([3; 32]),
+        addrs: vec![],
+        capacity: 0,
+        used: 0,
+        chunks: 0,
+        load: 0,
+        state: PeerState::Up,
+        link: None,
+        reach: Reach::Direct,
+    }
+}
+
 fn sealed() -> SealedManifest {
     SealedManifest { wrapped_key: vec![1], body: vec![2] }
 }
@@ -114,6 +128,7 @@ fn every_request_variant() {
             (35, "LinkList", Request::LinkList),
             (36, "LinkRevoke", Request::LinkRevoke { id: LinkId([4; 16]) }),
             (37, "OpenLink", Request::OpenLink),
+            (38, "PushChunk", Request::PushChunk { chunk: c(), to: peer() }),
         ],
     );
 }
@@ -148,17 +163,7 @@ fn every_response_variant() {
 
 #[test]
 fn every_event_variant() {
-    let info = PeerInfo {
-        node: NodeId([3; 32]),
-        addrs: vec![],
-        capacity: 0,
-        used: 0,
-        chunks: 0,
-        load: 0,
-        state: PeerState::Up,
-        link: None,
-        reach: Reach::Direct,
-    };
+    let info = peer();
     check(
         "Event",
         &[

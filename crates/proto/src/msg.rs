@@ -390,6 +390,13 @@ pub enum Request {
     /// Link holder -> tracker: the file the link names, as `File` (its entry's path is the
     /// bare name: a link tells nothing about the directories around the file).
     OpenLink,
+    /// Tracker -> peer: dial `to` and store your copy of `chunk` there (repair from a peer
+    /// behind NAT, which the target cannot dial: the source dials out instead); answers
+    /// `Replicated` once `to` has it durably.
+    PushChunk {
+        chunk: ChunkId,
+        to: PeerInfo,
+    },
 }
 
 impl Request {
@@ -434,6 +441,7 @@ impl Request {
             Request::LinkList => "link_list",
             Request::LinkRevoke { .. } => "link_revoke",
             Request::OpenLink => "open_link",
+            Request::PushChunk { .. } => "push_chunk",
         }
     }
 }

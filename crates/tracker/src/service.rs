@@ -391,6 +391,7 @@ impl Tracker {
             | Request::DeleteChunks { .. }
             | Request::CollectChunks { .. }
             | Request::ReplicateChunk { .. }
+            | Request::PushChunk { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
             Request::LinkCreate { path, file_id } => {
                 let path = RemotePath::parse(&path)?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use swarmfs_net::task::{RateLimiter, Step, Worker};
-use swarmfs_proto::{ChunkId, HealthReport, NodeId, PeerHealth, PeerInfo, PeerState, Request, Response};
+use swarmfs_proto::{ChunkId, HealthReport, NodeId, PeerHealth, PeerInfo, PeerState, Reach, Request, Response};
 use tracing::{info, warn};
 
 use crate::db::RepairView;
@@ -334,11 +334,20 @@ impl Worker for Repairer {
     }
 }
 
-/// Orders `target` to copy `chunk` from `sources`; records the new location once the
-/// target says the copy is durable.
-async fn order(t: &Tracker, chunk: ChunkId, target: &PeerInfo, sources: Vec<PeerInfo>) -> Result<(), String> {
-    let conn = t.peer_conn(target.node, &target.addrs).await.map_err(|e| e.to_string())?;
-    let req = Request::ReplicateChunk { chunk, sources };
+/// Orders `target` to copy `chunk` from `sources` (those it can dial first); records the new
+/// location once the target says the copy is durable. When every source is behind NAT and
+/// the target is not, the target could not dial any of them: a source pushes the copy
+/// instead, dialling out to the target.
+async fn order(t: &Tracker, chunk: ChunkId, target: &PeerInfo, mut sources: Vec<PeerInfo>) -> Result<(), String> {
+    sources.sort_by_key(|s| s.reach == Reach::Nat);
+    let (conn, req) = if sources.iter().all(|s| s.reach == Reach::Nat) && target.reach != Reach::Nat {
+        let from = sources.first().ok_or("no source")?;
+        let conn = t.peer_conn(from.node, &from.addrs).await.map_err(|e| e.to_string())?;
+        (conn, Request::PushChunk { chunk, to: target.clone() })
+    } else {
+        let conn = t.peer_conn(target.node, &target.addrs).await.map_err(|e| e.to_string())?;
+        (conn, Request::ReplicateChunk { chunk, sources })
+    };
     match conn.call_timeout(&req, Bytes::new(), ORDER_TIMEOUT).await.map_err(|e| e.to_string())? {
         (Response::Replicated { bytes }, _) => {
             let node = target.node;
@@ -355,7 +364,6 @@ async fn order(t: &Tracker, chunk: ChunkId, target: &PeerInfo, sources: Vec<Peer
 mod tests {
     use super::*;
     use crate::db::ViewFile;
-    use swarmfs_proto::Reach;
 
     fn peer(n: u8, state: PeerState, down_for: Option<u64>) -> PeerView {
         PeerView {
