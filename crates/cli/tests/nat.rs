@@ -17,7 +17,8 @@ fn sh(cmd: &str) {
     assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The namespaces of one test run; deleted (with their veths) when dropped.
+/// The namespaces of one test run; deleted (with their veths) when dropped. Tests in this
+/// file share no names (each builds its own, prefixed with the process id and a counter).
 struct Topology {
     prefix: String,
     processes: Vec<Child>,
@@ -32,7 +33,9 @@ impl Topology {
     /// which masquerades what leaves towards the public side; the public side has no route
     /// into the home network, so nothing there can dial the home peer.
     fn build() -> Topology {
-        let prefix = format!("sf{}", std::process::id() % 100_000);
+        static BUILT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("sf{}x{n}", std::process::id() % 100_000);
         let t = Topology { prefix: prefix.clone(), processes: Vec::new() };
         let (public, router, home) = (t.ns("pub"), t.ns("nat"), t.ns("home"));
         for ns in [&public, &router, &home] {
@@ -230,4 +233,87 @@ fn a_peer_behind_nat_is_seen_as_such_and_takes_repaired_copies_over_its_own_sess
     // The NAT'd peer goes: everything reads back from the copies it pushed.
     t.kill(home_peer);
     reads_back(&t);
+}
+
+/// The port the tracker last saw `log`'s peer connect from, and how many joins it logged.
+fn observed_ports(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("the tracker sees this peer connect from"))
+        .filter_map(|l| l.split("observed=").nth(1)?.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_peer_whose_nat_mapping_changes_joins_again_and_keeps_taking_part() {
+    let mut t = Topology::build();
+    // Like a home router that restarts: every new mapping takes a random port, and the
+    // mappings it had are forgotten (conntrack flushed) while the peer keeps running.
+    let router = t.ns("nat");
+    sh(&format!("ip netns exec {router} nft flush chain ip nat post"));
+    sh(&format!("ip netns exec {router} nft 'add rule ip nat post oifname {}b masquerade random'", t.prefix));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let home = |name: &str| d.join(name).display().to_string();
+    let tracker_addr = format!("{PUBLIC_ADDR}:7000");
+    let init = json(&common::run(&d.join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]));
+    let (member, peer) = (init["member_token"].as_str().unwrap(), init["peer_token"].as_str().unwrap());
+    for (h, token) in [("client", member), ("pub0", peer), ("home0", peer)] {
+        assert!(common::run(&d.join(h), &["join", token]).status.success());
+    }
+    let tracker_args =
+        ["tracker", "--home", &home("tracker"), "--listen", &tracker_addr, "--peer-timeout", "2", "--gc-delay", "1"];
+    t.spawn("pub", &d.join("tracker.log"), &tracker_args);
+    let listen = format!("{PUBLIC_ADDR}:0");
+    t.spawn(
+        "pub",
+        &d.join("pub0.log"),
+        &["peer", "--home", &home("pub0"), "--listen", &listen, "--heartbeat-ms", "300"],
+    );
+    let home_listen = format!("{HOME_ADDR}:0");
+    let home_args = ["peer", "--home", &home("home0"), "--listen", &home_listen, "--heartbeat-ms", "300"];
+    t.spawn("home", &d.join("home0.log"), &home_args);
+    let client = home("client");
+    let peers = || {
+        let out = t.run("pub", &["peers", "--json", "--home", &client]);
+        out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let both_up = || {
+        let v = peers()?;
+        let all = v.as_array()?;
+        (all.len() == 2 && all.iter().all(|p| p["state"] == "up" && p["reach"] != "unknown")).then_some(())
+    };
+    wait_for("both peers up and tested", Duration::from_secs(30), both_up);
+    let log = || std::fs::read_to_string(d.join("home0.log")).unwrap();
+    let before = observed_ports(&log());
+    assert_eq!(before.len(), 1, "{}", log());
+    // The router forgets every mapping.
+    sh(&format!("ip netns exec {router} conntrack -F 2>/dev/null"));
+    let after = wait_for("the NAT'd peer to join again from a new mapping", Duration::from_secs(30), || {
+        let ports = observed_ports(&log());
+        (ports.len() >= 2).then_some(ports)
+    });
+    assert_ne!(after.last(), before.last(), "a new public port: {after:?}");
+    // It is up again, and still takes the tracker's orders over its new session: draining
+    // the public peer copies its chunk to the NAT'd one, and removing the file collects it
+    // there, both by orders that can only travel over the session the NAT'd peer opened.
+    wait_for("both peers up again", Duration::from_secs(30), both_up);
+    std::fs::write(d.join("f"), pattern(30_000, 40)).unwrap();
+    let put = t.run("pub", &["put", d.join("f").to_str().unwrap(), "/f", "--replicas", "1", "--home", &client]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let v = peers().unwrap();
+    let public_id =
+        v.as_array().unwrap().iter().find(|p| p["reach"] == "direct").unwrap()["node_id"].as_str().unwrap().to_string();
+    let drain = t.run("pub", &["peer", "drain", &public_id, "--json", "--home", &home("tracker")]);
+    assert!(drain.status.success(), "drain: {}", String::from_utf8_lossy(&drain.stderr));
+    let held = || {
+        let mut files = Vec::new();
+        common::walk(&d.join("home0/store/chunks"), &mut files);
+        files
+    };
+    assert_eq!(held().len(), 1, "the drained peer's chunk was copied behind the NAT");
+    let rm = t.run("pub", &["rm", "/f", "--home", &client]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    wait_for("the removed file's chunk collected behind the NAT", Duration::from_secs(30), || {
+        held().is_empty().then_some(())
+    });
 }
