@@ -192,15 +192,7 @@ fn a_link_s_holder_seeds_to_members_and_to_holders_of_that_link_only() {
         .spawn()
         .unwrap();
     c.kill_on_drop(seeder.id());
-    common::wait_for("every chunk offered by the link's holder", std::time::Duration::from_secs(20), || {
-        let out = c.cli(&["stat", "/f", "--json"]);
-        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        st["chunk_holders"]
-            .as_array()?
-            .iter()
-            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
-            .then_some(())
-    });
+    c.wait_cached_sources("/f", 1, "every chunk offered by the link's holder");
     assert!(std::fs::read(&seeded).unwrap() == data);
     // The only durable copy goes away: what is left is the link holder's cached copy.
     c.kill_peer(0);

@@ -107,132 +107,144 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A swarm on a [`Topology`]: the tracker in the public namespace at `PUBLIC_ADDR:7000`,
+/// peers added on either side, and a member client that runs in the public namespace.
+struct NatSwarm {
+    t: Topology,
+    dir: tempfile::TempDir,
+    peer_token: String,
+}
+
+impl NatSwarm {
+    fn start(t: Topology, tracker_flags: &[&str]) -> NatSwarm {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker_addr = format!("{PUBLIC_ADDR}:7000");
+        let init =
+            json(&common::run(&dir.path().join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]));
+        let member = init["member_token"].as_str().unwrap();
+        assert!(common::run(&dir.path().join("client"), &["join", member]).status.success());
+        let mut s = NatSwarm { t, dir, peer_token: init["peer_token"].as_str().unwrap().to_string() };
+        let tracker = s.home("tracker");
+        let mut args = vec!["tracker", "--home", &tracker, "--listen", &tracker_addr];
+        args.extend_from_slice(tracker_flags);
+        let log = s.path("tracker.log");
+        s.t.spawn("pub", &log, &args);
+        s
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn home(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Joins and starts peer `name` in namespace `ns` ("pub" or "home"), listening on `ip`.
+    fn add_peer(&mut self, name: &str, ns: &str, ip: &str) -> usize {
+        assert!(common::run(&self.path(name), &["join", &self.peer_token]).status.success());
+        let (home, listen, log) = (self.home(name), format!("{ip}:0"), self.path(&format!("{name}.log")));
+        self.t.spawn(ns, &log, &["peer", "--home", &home, "--listen", &listen, "--heartbeat-ms", "300"])
+    }
+
+    /// A client command, in the public namespace, with the member's home.
+    fn cli(&self, args: &[&str]) -> Output {
+        let home = self.home("client");
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--home", &home]);
+        self.t.run("pub", &all)
+    }
+
+    /// `peers --json`, or None while the tracker does not answer yet.
+    fn peers(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["peers", "--json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Waits until `n` peers are up and each one's reach has been tested.
+    fn wait_tested(&self, n: usize) -> serde_json::Value {
+        wait_for(&format!("{n} peers up, each one's reach tested"), Duration::from_secs(30), || {
+            let v = self.peers()?;
+            let all = v.as_array()?;
+            let done = all.len() == n && all.iter().all(|p| p["state"] == "up" && p["reach"] != "unknown");
+            done.then_some(v)
+        })
+    }
+
+    /// Waits until no chunk is under-replicated, being repaired or lost.
+    fn wait_healthy(&self, what: &str) -> serde_json::Value {
+        wait_for(what, Duration::from_secs(60), || {
+            let h = json(&self.cli(&["health", "--json"]));
+            let ch = &h["chunks"];
+            (ch["under_replicated"] == 0 && ch["repairing"] == 0 && ch["lost"] == 0).then_some(h)
+        })
+    }
+
+    /// The chunk files in peer `name`'s store.
+    fn stored(&self, name: &str) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        common::walk(&self.path(name).join("store/chunks"), &mut files);
+        files
+    }
+}
+
 #[test]
 fn a_peer_behind_nat_is_seen_as_such_and_takes_repaired_copies_over_its_own_session() {
-    let mut t = Topology::build();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let home = |name: &str| d.join(name).display().to_string();
-    let tracker_addr = format!("{PUBLIC_ADDR}:7000");
-    let init = json(&common::run(&d.join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]));
-    let (member, peer) = (init["member_token"].as_str().unwrap(), init["peer_token"].as_str().unwrap());
-    for (h, token) in [("client", member), ("pub0", peer), ("pub1", peer), ("home0", peer)] {
-        assert!(common::run(&d.join(h), &["join", token]).status.success());
-    }
-    t.spawn(
-        "pub",
-        &d.join("tracker.log"),
-        &[
-            "tracker",
-            "--home",
-            &home("tracker"),
-            "--listen",
-            &tracker_addr,
-            "--repair-after",
-            "2",
-            "--peer-timeout",
-            "2",
-            "--repair-rate",
-            "0",
-        ],
-    );
-    let listen = format!("{PUBLIC_ADDR}:0");
-    let mut public = Vec::new();
-    for p in ["pub0", "pub1"] {
-        let args = ["peer", "--home", &home(p), "--listen", &listen, "--heartbeat-ms", "300"];
-        public.push(t.spawn("pub", &d.join(format!("{p}.log")), &args));
-    }
-    let home_listen = format!("{HOME_ADDR}:0");
-    let home_peer = t.spawn(
-        "home",
-        &d.join("home0.log"),
-        &["peer", "--home", &home("home0"), "--listen", &home_listen, "--heartbeat-ms", "300"],
-    );
-    let client = home("client");
-    // None until the tracker answers (it may still be starting).
-    let peers = || {
-        let out = t.run("pub", &["peers", "--json", "--home", &client]);
-        out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
-    };
+    let fast = ["--repair-after", "2", "--peer-timeout", "2", "--repair-rate", "0"];
+    let mut s = NatSwarm::start(Topology::build(), &fast);
+    let public = [s.add_peer("pub0", "pub", PUBLIC_ADDR), s.add_peer("pub1", "pub", PUBLIC_ADDR)];
+    let home_peer = s.add_peer("home0", "home", HOME_ADDR);
     // Reachability is learned: the tracker dials every peer back at its advertised address.
-    let reach = wait_for("three peers up, each one's reach tested", Duration::from_secs(30), || {
-        let v = peers()?;
-        let all = v.as_array()?;
-        let done = all.len() == 3 && all.iter().all(|p| p["state"] == "up" && p["reach"] != "unknown");
-        done.then(|| {
-            all.iter()
-                .map(|p| (p["addrs"][0].as_str().unwrap().to_string(), p["reach"].as_str().unwrap().to_string()))
-                .collect::<Vec<_>>()
-        })
-    });
-    for (addr, r) in &reach {
-        let expected = if addr.starts_with(HOME_ADDR) { "nat" } else { "direct" };
-        assert_eq!(r, expected, "{reach:?}");
+    let peers = s.wait_tested(3);
+    for p in peers.as_array().unwrap() {
+        let expected = if p["addrs"][0].as_str().unwrap().starts_with(HOME_ADDR) { "nat" } else { "direct" };
+        assert_eq!(p["reach"], expected, "{peers}");
     }
     // The peer learns the address the tracker sees: its router's public side.
-    let home_log = std::fs::read_to_string(d.join("home0.log")).unwrap();
+    let home_log = std::fs::read_to_string(s.path("home0.log")).unwrap();
     assert!(home_log.contains(&format!("observed={ROUTER_PUBLIC_ADDR}:")), "{home_log}");
 
     // Files on the two public peers (placement puts the NAT'd peer last) ...
     let mut files = Vec::new();
     for i in 0..4u64 {
         let data = pattern(40_000 + i as usize * 9_000, 30 + i);
-        let local = d.join(format!("f{i}"));
+        let local = s.path(&format!("f{i}"));
         std::fs::write(&local, &data).unwrap();
         let remote = format!("/f{i}");
-        let out = t.run(
-            "pub",
-            &["put", local.to_str().unwrap(), &remote, "--chunk-size", "16K", "--replicas", "2", "--home", &client],
-        );
+        let out = s.cli(&["put", local.to_str().unwrap(), &remote, "--chunk-size", "16K", "--replicas", "2"]);
         assert!(out.status.success(), "put: {}", String::from_utf8_lossy(&out.stderr));
         files.push((remote, data));
     }
     // ... then one public peer dies: its copies can only be made again behind the NAT, by
     // an order over the NAT'd peer's own session; it fetches from the other public peer.
-    t.kill(public[0]);
-    wait_for("every chunk back at two live copies", Duration::from_secs(60), || {
-        let h = json(&t.run("pub", &["health", "--json", "--home", &client]));
-        let ch = &h["chunks"];
-        let done = ch["under_replicated"] == 0
-            && ch["repairing"] == 0
-            && ch["lost"] == 0
-            && h["repair"]["repaired_chunks"].as_u64()? > 0;
-        done.then_some(())
-    });
-    let mut stored = Vec::new();
-    common::walk(&d.join("home0/store/chunks"), &mut stored);
+    s.t.kill(public[0]);
+    let h = s.wait_healthy("every chunk back at two live copies");
+    assert!(h["repair"]["repaired_chunks"].as_u64().unwrap() > 0, "{h}");
+    let stored = s.stored("home0");
     assert!(!stored.is_empty(), "the NAT'd peer holds the copies made again");
     for p in &stored {
         let id = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(blake3::hash(&std::fs::read(p).unwrap()).to_hex().as_str(), id, "a sound copy");
     }
     // Every file still reads back from the public side (the remaining public peer).
-    let reads_back = |t: &Topology| {
+    let reads_back = |s: &NatSwarm| {
         for (remote, data) in &files {
-            let out = t.run("pub", &["cat", remote, "--home", &client]);
+            let out = s.cli(&["cat", remote]);
             assert!(out.status.success() && out.stdout == *data, "{remote}: {}", String::from_utf8_lossy(&out.stderr));
         }
     };
-    reads_back(&t);
+    reads_back(&s);
 
     // And back out: the other public peer dies too, a fresh one joins. Every chunk's only
     // live copy is behind the NAT, which the new peer cannot dial: the NAT'd peer is told to
     // push its copies to it (it dials out).
-    t.kill(public[1]);
-    assert!(common::run(&d.join("pub2"), &["join", peer]).status.success());
-    let args = ["peer", "--home", &home("pub2"), "--listen", &listen, "--heartbeat-ms", "300"];
-    t.spawn("pub", &d.join("pub2.log"), &args);
-    wait_for("every chunk at two live copies again, one on the new peer", Duration::from_secs(60), || {
-        let h = json(&t.run("pub", &["health", "--json", "--home", &client]));
-        let ch = &h["chunks"];
-        (ch["under_replicated"] == 0 && ch["repairing"] == 0 && ch["lost"] == 0).then_some(())
-    });
-    let mut pushed = Vec::new();
-    common::walk(&d.join("pub2/store/chunks"), &mut pushed);
-    assert_eq!(pushed.len(), stored.len(), "the new peer got every chunk from behind the NAT");
+    s.t.kill(public[1]);
+    s.add_peer("pub2", "pub", PUBLIC_ADDR);
+    s.wait_healthy("every chunk at two live copies again, one on the new peer");
+    assert_eq!(s.stored("pub2").len(), stored.len(), "the new peer got every chunk from behind the NAT");
     // The NAT'd peer goes: everything reads back from the copies it pushed.
-    t.kill(home_peer);
-    reads_back(&t);
+    s.t.kill(home_peer);
+    reads_back(&s);
 }
 
 /// The port the tracker last saw `log`'s peer connect from, and how many joins it logged.
@@ -245,45 +257,17 @@ fn observed_ports(log: &str) -> Vec<String> {
 
 #[test]
 fn a_peer_whose_nat_mapping_changes_joins_again_and_keeps_taking_part() {
-    let mut t = Topology::build();
+    let t = Topology::build();
     // Like a home router that restarts: every new mapping takes a random port, and the
     // mappings it had are forgotten (conntrack flushed) while the peer keeps running.
     let router = t.ns("nat");
     sh(&format!("ip netns exec {router} nft flush chain ip nat post"));
     sh(&format!("ip netns exec {router} nft 'add rule ip nat post oifname {}b masquerade random'", t.prefix));
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let home = |name: &str| d.join(name).display().to_string();
-    let tracker_addr = format!("{PUBLIC_ADDR}:7000");
-    let init = json(&common::run(&d.join("tracker"), &["init", "--tracker-addr", &tracker_addr, "--json"]));
-    let (member, peer) = (init["member_token"].as_str().unwrap(), init["peer_token"].as_str().unwrap());
-    for (h, token) in [("client", member), ("pub0", peer), ("home0", peer)] {
-        assert!(common::run(&d.join(h), &["join", token]).status.success());
-    }
-    let tracker_args =
-        ["tracker", "--home", &home("tracker"), "--listen", &tracker_addr, "--peer-timeout", "2", "--gc-delay", "1"];
-    t.spawn("pub", &d.join("tracker.log"), &tracker_args);
-    let listen = format!("{PUBLIC_ADDR}:0");
-    t.spawn(
-        "pub",
-        &d.join("pub0.log"),
-        &["peer", "--home", &home("pub0"), "--listen", &listen, "--heartbeat-ms", "300"],
-    );
-    let home_listen = format!("{HOME_ADDR}:0");
-    let home_args = ["peer", "--home", &home("home0"), "--listen", &home_listen, "--heartbeat-ms", "300"];
-    t.spawn("home", &d.join("home0.log"), &home_args);
-    let client = home("client");
-    let peers = || {
-        let out = t.run("pub", &["peers", "--json", "--home", &client]);
-        out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
-    };
-    let both_up = || {
-        let v = peers()?;
-        let all = v.as_array()?;
-        (all.len() == 2 && all.iter().all(|p| p["state"] == "up" && p["reach"] != "unknown")).then_some(())
-    };
-    wait_for("both peers up and tested", Duration::from_secs(30), both_up);
-    let log = || std::fs::read_to_string(d.join("home0.log")).unwrap();
+    let mut s = NatSwarm::start(t, &["--peer-timeout", "2", "--gc-delay", "1"]);
+    s.add_peer("pub0", "pub", PUBLIC_ADDR);
+    s.add_peer("home0", "home", HOME_ADDR);
+    s.wait_tested(2);
+    let log = || std::fs::read_to_string(s.path("home0.log")).unwrap();
     let before = observed_ports(&log());
     assert_eq!(before.len(), 1, "{}", log());
     // The router forgets every mapping.
@@ -296,24 +280,18 @@ fn a_peer_whose_nat_mapping_changes_joins_again_and_keeps_taking_part() {
     // It is up again, and still takes the tracker's orders over its new session: draining
     // the public peer copies its chunk to the NAT'd one, and removing the file collects it
     // there, both by orders that can only travel over the session the NAT'd peer opened.
-    wait_for("both peers up again", Duration::from_secs(30), both_up);
-    std::fs::write(d.join("f"), pattern(30_000, 40)).unwrap();
-    let put = t.run("pub", &["put", d.join("f").to_str().unwrap(), "/f", "--replicas", "1", "--home", &client]);
+    let peers = s.wait_tested(2);
+    std::fs::write(s.path("f"), pattern(30_000, 40)).unwrap();
+    let put = s.cli(&["put", s.path("f").to_str().unwrap(), "/f", "--replicas", "1"]);
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
-    let v = peers().unwrap();
-    let public_id =
-        v.as_array().unwrap().iter().find(|p| p["reach"] == "direct").unwrap()["node_id"].as_str().unwrap().to_string();
-    let drain = t.run("pub", &["peer", "drain", &public_id, "--json", "--home", &home("tracker")]);
+    let public = peers.as_array().unwrap().iter().find(|p| p["reach"] == "direct").unwrap();
+    let public_id = public["node_id"].as_str().unwrap();
+    let drain = s.t.run("pub", &["peer", "drain", public_id, "--json", "--home", &s.home("tracker")]);
     assert!(drain.status.success(), "drain: {}", String::from_utf8_lossy(&drain.stderr));
-    let held = || {
-        let mut files = Vec::new();
-        common::walk(&d.join("home0/store/chunks"), &mut files);
-        files
-    };
-    assert_eq!(held().len(), 1, "the drained peer's chunk was copied behind the NAT");
-    let rm = t.run("pub", &["rm", "/f", "--home", &client]);
+    assert_eq!(s.stored("home0").len(), 1, "the drained peer's chunk was copied behind the NAT");
+    let rm = s.cli(&["rm", "/f"]);
     assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
     wait_for("the removed file's chunk collected behind the NAT", Duration::from_secs(30), || {
-        held().is_empty().then_some(())
+        s.stored("home0").is_empty().then_some(())
     });
 }

@@ -62,14 +62,7 @@ fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_fo
     let seeded = c.path("seeded");
     let mut seeder = seeding_get(&c, &seeder_home, "/f", &seeded);
     // Every chunk shows the downloader as a cached source, next to its one durable copy.
-    wait_for("every chunk offered by the downloader", Duration::from_secs(20), || {
-        let st = stat_json(&c, "/f");
-        st["chunk_holders"]
-            .as_array()?
-            .iter()
-            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
-            .then_some(())
-    });
+    c.wait_cached_sources("/f", 1, "every chunk offered by the downloader");
     assert!(std::fs::read(&seeded).unwrap() == data);
     // The chunk map: the peer's durable copies and the downloader's cached ones, apart.
     let map: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "--chunks", "/f", "--json"])).unwrap();
@@ -142,14 +135,7 @@ fn what_a_mount_reads_it_serves_to_others_while_mounted() {
     let home = common::member_home(&c, "reader");
     let mut mount = common::Mount::start(&c, &home, "mnt", &["--serve"]);
     assert!(std::fs::read(mount.dir.join("f")).unwrap() == data, "read through the mount");
-    wait_for("every chunk read through the mount offered", Duration::from_secs(20), || {
-        let st = stat_json(&c, "/f");
-        st["chunk_holders"]
-            .as_array()?
-            .iter()
-            .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == 1))
-            .then_some(())
-    });
+    c.wait_cached_sources("/f", 1, "every chunk read through the mount offered");
     // The only durable copy goes: the mount's node still serves every chunk it read.
     c.kill_peer(0);
     let out = c.path("out");

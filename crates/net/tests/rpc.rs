@@ -168,8 +168,8 @@ impl Service for CallsBack {
     }
 }
 
-#[tokio::test]
-async fn the_listener_calls_the_dialer_over_the_connection_the_dialer_opened() {
+/// A listener (swarm secret [1; 32]) that keeps each dialer's connection to call it back.
+async fn start_calling_back() -> (String, NodeId, Arc<CallsBack>) {
     let swarm =
         Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
     let id = swarm.identity.node_id();
@@ -177,6 +177,12 @@ async fn the_listener_calls_the_dialer_over_the_connection_the_dialer_opened() {
     let addr = l.local_addr().unwrap().to_string();
     let listener = Arc::new(CallsBack::default());
     tokio::spawn(serve(l, swarm, listener.clone(), Limits::default(), CancellationToken::new()));
+    (addr, id, listener)
+}
+
+#[tokio::test]
+async fn the_listener_calls_the_dialer_over_the_connection_the_dialer_opened() {
+    let (addr, id, listener) = start_calling_back().await;
     // A dialer that serves (a peer's session): answers the listener's requests.
     let me = client([1; 32]);
     let dialer = swarmfs_net::Dialer { identity: &me.identity, secret: &me.secret, member: None, role: Role::Peer };
@@ -209,13 +215,7 @@ async fn the_listener_calls_the_dialer_over_the_connection_the_dialer_opened() {
 
 #[tokio::test]
 async fn a_dialer_that_serves_nothing_answers_requests_unsupported() {
-    let swarm =
-        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
-    let id = swarm.identity.node_id();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let listener = Arc::new(CallsBack::default());
-    tokio::spawn(serve(l, swarm, listener.clone(), Limits::default(), CancellationToken::new()));
+    let (addr, id, listener) = start_calling_back().await;
     let (conn, _ev) = dial(&client([1; 32]), &addr, id, Role::Client).await.unwrap();
     conn.call(&Request::Ping, Bytes::new()).await.unwrap();
     let back = listener.0.lock().unwrap().clone().unwrap();

@@ -271,6 +271,20 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 impl Cluster {
+    /// Waits until every chunk of `remote` lists exactly `n` cached sources (downloaders or
+    /// mounts serving what they fetched).
+    pub fn wait_cached_sources(&self, remote: &str, n: usize, what: &str) {
+        wait_for(what, Duration::from_secs(20), || {
+            let out = self.cli(&["stat", remote, "--json"]);
+            let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            st["chunk_holders"]
+                .as_array()?
+                .iter()
+                .all(|h| h["cached"].as_array().is_some_and(|v| v.len() == n))
+                .then_some(())
+        });
+    }
+
     /// Kills process `pid` (if still running) when the cluster is dropped.
     pub fn kill_on_drop(&self, pid: u32) {
         self.others.lock().unwrap().push(pid);
