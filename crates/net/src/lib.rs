@@ -26,4 +26,4 @@ pub use auth::Secret;
 pub use error::NetError;
 pub use identity::Identity;
 pub use pool::Pool;
-pub use rpc::{dial, dial_serving, serve, ConnCtx, Connection, Dialer, Limits, Service, Swarm};
+pub use rpc::{dial, dial_over, dial_serving, serve, serve_over, ConnCtx, Connection, Dialer, Limits, Service, Swarm};

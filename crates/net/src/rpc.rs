@@ -228,6 +228,21 @@ pub async fn dial_serving<S: Service>(
         .map_err(|source| NetError::Connect { addr: addr.into(), source })?;
     tcp.set_nodelay(true)?;
     let remote_addr = tcp.peer_addr()?;
+    dial_over(tcp, remote_addr, d, addr, expected, service).await
+}
+
+/// [`dial_serving`] over a stream that is already open (TCP, or a relayed stream inside
+/// another connection): TLS pinned to `expected`, the hello, then requests both ways.
+/// `addr` names the other end in errors and logs.
+pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: T,
+    remote_addr: SocketAddr,
+    d: &Dialer<'_>,
+    addr: &str,
+    expected: NodeId,
+    service: Option<Arc<S>>,
+) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
+    let tcp = stream;
     let connector = tokio_rustls::TlsConnector::from(client_config(d.identity, expected));
     let name = ServerName::try_from("swarmfs").expect("static name");
     let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
@@ -519,13 +534,13 @@ pub async fn serve<S: Service>(
 }
 
 /// TLS, then the membership proof; the dialer's NodeId, claimed role and proven credential.
-async fn handshake<S: Service>(
-    tcp: TcpStream,
+async fn handshake<S: Service, T: AsyncRead + AsyncWrite + Unpin>(
+    tcp: T,
     addr: &str,
     acceptor: tokio_rustls::TlsAcceptor,
     swarm: &Swarm,
     service: &S,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, NodeId, Role, Credential), NetError> {
+) -> Result<(tokio_rustls::server::TlsStream<T>, NodeId, Role, Credential), NetError> {
     let mut tls = acceptor.accept(tcp).await.map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     let (remote, exporter) = {
         let conn = tls.get_ref().1;
@@ -574,7 +589,50 @@ async fn serve_conn<S: Service>(
         return Err(NetError::Closed);
     };
     debug!(remote = %remote.short(), ?role, ?credential, "connection authenticated");
+    let who = Peer { remote, role, credential, remote_addr };
+    run_listener(tls, who, service, limits, shutdown).await
+}
 
+/// Who is at the other end of an accepted connection, as its handshake proved.
+struct Peer {
+    remote: NodeId,
+    role: Role,
+    credential: Credential,
+    remote_addr: SocketAddr,
+}
+
+/// Serves one connection over a stream that is already open (a relayed stream inside
+/// another connection): TLS, the hello, then requests both ways, as [`serve`] does for each
+/// connection it accepts. Returns when the connection ends.
+pub async fn serve_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: T,
+    remote_addr: SocketAddr,
+    swarm: &Swarm,
+    service: Arc<S>,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> Result<(), NetError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&swarm.identity));
+    let addr = remote_addr.to_string();
+    let (tls, remote, role, credential) = tokio::select! {
+        r = tokio::time::timeout(limits.handshake_timeout, handshake(stream, &addr, acceptor, swarm, &*service)) => {
+            r.map_err(|_| NetError::Timeout("in the handshake"))??
+        }
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    run_listener(tls, Peer { remote, role, credential, remote_addr }, service, limits, shutdown).await
+}
+
+/// The listener's side of an authenticated connection: answers requests, delivers the
+/// answers to its own calls, until either end closes or `shutdown`.
+async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
+    tls: T,
+    who: Peer,
+    service: Arc<S>,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> Result<(), NetError> {
+    let Peer { remote, role, credential, remote_addr } = who;
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();

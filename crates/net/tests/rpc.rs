@@ -225,3 +225,38 @@ async fn a_dialer_that_serves_nothing_answers_requests_unsupported() {
     }
     assert!(!conn.is_closed(), "the connection stays up");
 }
+
+#[tokio::test]
+async fn a_connection_runs_over_any_stream_such_as_one_carried_inside_another() {
+    // An in-memory pipe stands for a relayed stream: TLS, the hello and requests both ways
+    // run over it exactly as over TCP.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let server =
+        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
+    let id = server.identity.node_id();
+    let label: std::net::SocketAddr = "192.0.2.1:7000".parse().unwrap();
+    let listener = Arc::new(CallsBack::default());
+    let served = listener.clone();
+    tokio::spawn(async move {
+        swarmfs_net::serve_over(far, label, &server, served, &Limits::default(), CancellationToken::new()).await
+    });
+    let me = client([1; 32]);
+    let dialer = swarmfs_net::Dialer { identity: &me.identity, secret: &me.secret, member: None, role: Role::Peer };
+    let (conn, _ev) =
+        swarmfs_net::dial_over(near, label, &dialer, "a relayed stream", id, Some(Arc::new(Echo))).await.unwrap();
+    assert!(matches!(conn.call(&Request::Ping, Bytes::new()).await.unwrap().0, Response::Ok));
+    let back = listener.0.lock().unwrap().clone().expect("the listener kept the connection");
+    let (resp, payload) = back.call(&Request::Ping, Bytes::from_static(b"relayed")).await.unwrap();
+    assert!(matches!(resp, Response::Pong { used: 7, .. }), "{resp:?}");
+    assert_eq!(&payload[..], b"relayed");
+    // The wrong node at the other end is refused by the pin, as over TCP.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let other =
+        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
+    tokio::spawn(async move {
+        let service = Arc::new(CallsBack::default());
+        swarmfs_net::serve_over(far, label, &other, service, &Limits::default(), CancellationToken::new()).await
+    });
+    let wrong = swarmfs_net::dial_over::<Echo, _>(near, label, &dialer, "a relayed stream", id, None).await;
+    assert!(matches!(wrong, Err(NetError::WrongNode { .. })), "{:?}", wrong.err());
+}
