@@ -126,6 +126,17 @@ impl EndGame {
     }
 }
 
+/// The manifest of a file created empty and never written (it has none yet).
+fn empty_manifest(entry: &EntryInfo) -> Manifest {
+    Manifest {
+        size: 0,
+        chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
+        mode: entry.mode,
+        mtime_ms: entry.mtime_ms,
+        chunks: Vec::new(),
+    }
+}
+
 /// Who holds which chunk, for the chunks of one read (from [`Client::locate`]).
 pub struct Holders {
     peers: Vec<PeerInfo>,
@@ -173,15 +184,8 @@ impl Client {
     pub async fn open(&self, remote: &RemotePath) -> Result<(EntryInfo, Manifest), ClientError> {
         let data_key = self.data_key()?.clone();
         match self.call(&Request::OpenFile { path: remote.to_string() }).await? {
-            // Created empty and never written: no manifest yet.
             Response::File { entry, manifest } if manifest.body.is_empty() => {
-                let m = Manifest {
-                    size: 0,
-                    chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
-                    mode: entry.mode,
-                    mtime_ms: entry.mtime_ms,
-                    chunks: Vec::new(),
-                };
+                let m = empty_manifest(&entry);
                 Ok((entry, m))
             }
             Response::File { entry, manifest } => {
@@ -203,13 +207,7 @@ impl Client {
         match self.call(&Request::OpenLink).await? {
             Response::File { entry, manifest } if entry.file_id == Some(link.file_id) => {
                 let m = if manifest.body.is_empty() {
-                    Manifest {
-                        size: 0,
-                        chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
-                        mode: entry.mode,
-                        mtime_ms: entry.mtime_ms,
-                        chunks: Vec::new(),
-                    }
+                    empty_manifest(&entry)
                 } else {
                     Manifest::open_with_file_key(&manifest, &link.file_key).map_err(|e| match e {
                         CoreError::Decrypt => {

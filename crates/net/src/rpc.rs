@@ -589,12 +589,12 @@ async fn serve_conn<S: Service>(
         return Err(NetError::Closed);
     };
     debug!(remote = %remote.short(), ?role, ?credential, "connection authenticated");
-    let who = Peer { remote, role, credential, remote_addr };
+    let who = Remote { remote, role, credential, remote_addr };
     run_listener(tls, who, service, limits, shutdown).await
 }
 
 /// Who is at the other end of an accepted connection, as its handshake proved.
-struct Peer {
+struct Remote {
     remote: NodeId,
     role: Role,
     credential: Credential,
@@ -620,19 +620,19 @@ pub async fn serve_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + '
         }
         _ = shutdown.cancelled() => return Ok(()),
     };
-    run_listener(tls, Peer { remote, role, credential, remote_addr }, service, limits, shutdown).await
+    run_listener(tls, Remote { remote, role, credential, remote_addr }, service, limits, shutdown).await
 }
 
 /// The listener's side of an authenticated connection: answers requests, delivers the
 /// answers to its own calls, until either end closes or `shutdown`.
 async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     tls: T,
-    who: Peer,
+    who: Remote,
     service: Arc<S>,
     limits: &Limits,
     shutdown: CancellationToken,
 ) -> Result<(), NetError> {
-    let Peer { remote, role, credential, remote_addr } = who;
+    let Remote { remote, role, credential, remote_addr } = who;
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
