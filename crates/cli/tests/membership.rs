@@ -30,7 +30,7 @@ fn a_join_and_a_death_reach_existing_peers_within_a_second() {
     let short = v["node_id"].as_str().unwrap()[..8].to_string();
     let joined_at = wait_for("tracker records the join", Duration::from_secs(10), || {
         let t = c.log("tracker");
-        line_with(&t, "PeerJoined", &short).map(log_time)
+        line_with(&t, "joined at", &short).map(log_time)
     });
     for p in 0..2 {
         let seen = wait_for("existing peer sees the join", Duration::from_secs(10), || {
@@ -41,7 +41,7 @@ fn a_join_and_a_death_reach_existing_peers_within_a_second() {
     }
     c.kill_peer(i);
     let down_at = wait_for("tracker notices the death", Duration::from_secs(10), || {
-        line_with(&c.log("tracker"), "PeerDown", &short).map(log_time)
+        line_with(&c.log("tracker"), "is down", &short).map(log_time)
     });
     for p in 0..2 {
         let seen = wait_for("existing peer sees the death", Duration::from_secs(10), || {

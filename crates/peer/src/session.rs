@@ -65,11 +65,11 @@ async fn call(conn: &swarmfs_net::Connection, req: &Request) -> Result<Response,
 fn log_event(members: &mut HashMap<NodeId, PeerInfo>, ev: Event) {
     match ev {
         Event::PeerJoined(p) => {
-            info!(node = %p.node.short(), addrs = ?p.addrs, "member joined");
+            info!(node = %p.node.short(), addrs = %p.addrs.join(","), "member joined");
             members.insert(p.node, p);
         }
         Event::PeerAddrChanged(p) => {
-            info!(node = %p.node.short(), addrs = ?p.addrs, "member address changed");
+            info!(node = %p.node.short(), addrs = %p.addrs.join(","), "member address changed");
             members.insert(p.node, p);
         }
         Event::PeerLeft(n) => {

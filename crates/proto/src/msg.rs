@@ -597,3 +597,15 @@ pub enum Event {
     PeerDown(NodeId),
     PeerAddrChanged(PeerInfo),
 }
+
+/// One line for logs: short ids and plain addresses, not a struct dump.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::PeerJoined(p) => write!(f, "peer {} joined at {}", p.node.short(), p.addrs.join(",")),
+            Event::PeerLeft(n) => write!(f, "peer {} left", n.short()),
+            Event::PeerDown(n) => write!(f, "peer {} is down", n.short()),
+            Event::PeerAddrChanged(p) => write!(f, "peer {} moved to {}", p.node.short(), p.addrs.join(",")),
+        }
+    }
+}

@@ -83,7 +83,7 @@ impl Registry {
     }
 
     fn emit(&self, ev: Event) {
-        info!(event = ?ev, "membership change");
+        info!("membership change: {ev}");
         let _ = self.events.send(ev);
     }
 

@@ -100,7 +100,7 @@ impl Worker for Prober {
                 }
                 Err(why) => {
                     self.nat += 1;
-                    info!(node = %p.node.short(), addrs = ?p.addrs, "peer cannot be dialled back (behind NAT?): {why}");
+                    info!(node = %p.node.short(), addrs = %p.addrs.join(","), "peer cannot be dialled back (behind NAT?): {why}");
                     swarmfs_proto::Reach::Nat
                 }
             };
