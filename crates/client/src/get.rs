@@ -161,8 +161,19 @@ impl Holders {
         self.of_chunk.get(i).map(|v| v[n..].iter().map(|&p| &self.peers[p as usize]).collect()).unwrap_or_default()
     }
 
-    /// The source a fetch of the `i`-th chunk asks first (live, least busy, then holding the
-    /// fewest chunks, as `fetch_chunk` orders them), and whether it is a cached source.
+    /// How much a fetch prefers source `p`, lowest first: live before down ones (in case
+    /// they are back), then ones the tracker could dial back before those behind NAT (likely
+    /// out of this client's reach too: tried last, not first), then the least busy, then the
+    /// one holding the fewest chunks (a downloader that has a few before the sharer everybody
+    /// needs).
+    fn preference(&self, p: u32) -> (bool, bool, u32, u64) {
+        let peer = &self.peers[p as usize];
+        let busy = self.in_flight[p as usize].load(Ordering::Relaxed);
+        (!peer.state.is_live(), peer.reach == swarmfs_proto::Reach::Nat, busy, peer.chunks)
+    }
+
+    /// The source a fetch of the `i`-th chunk asks first (the live one `fetch_chunk` prefers),
+    /// and whether it is a cached source.
     fn first_choice(&self, i: usize) -> Option<(NodeId, bool)> {
         let n = self.durable.get(i).copied().unwrap_or(0);
         self.of_chunk
@@ -170,7 +181,7 @@ impl Holders {
             .iter()
             .enumerate()
             .filter(|(_, &p)| self.peers[p as usize].state.is_live())
-            .min_by_key(|(_, &p)| (self.in_flight[p as usize].load(Ordering::Relaxed), self.peers[p as usize].chunks))
+            .min_by_key(|(_, &p)| self.preference(p))
             .map(|(k, &p)| (self.peers[p as usize].node, k >= n))
     }
 
@@ -587,14 +598,9 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Vec<u8>, ClientError> {
         let Tally { bad, endgame } = tally;
-        // Live sources first, least busy first, then the one holding the fewest chunks (a
-        // downloader that has a few before the sharer everybody needs); down ones last in
-        // case they are back.
+        // In the order `Holders::preference` gives, random among equals.
         let mut order: Vec<u32> = mine.to_vec();
-        order.sort_by_cached_key(|&i| {
-            let p = &holders.peers[i as usize];
-            (!p.state.is_live(), holders.in_flight[i as usize].load(Ordering::Relaxed), p.chunks, rand::random::<u8>())
-        });
+        order.sort_by_cached_key(|&i| (holders.preference(i), rand::random::<u8>()));
         // One attempt: fetch from holder `i`, verify, decrypt. Bad copies are warned about
         // (and reported when we caught them) right here.
         let attempt = |i: u32| async move {
@@ -720,5 +726,50 @@ impl Client {
             (Response::Error { code, message }, _) => Err(ClientError::Remote { code, message }),
             _ => Err(ClientError::Unexpected("peer")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmfs_proto::{PeerState, Reach};
+
+    fn peer(n: u8, chunks: u64, reach: Reach, state: PeerState) -> PeerInfo {
+        PeerInfo {
+            node: NodeId([n; 32]),
+            addrs: vec![],
+            capacity: 0,
+            used: 0,
+            chunks,
+            load: 0,
+            state,
+            link: None,
+            reach,
+        }
+    }
+
+    fn holders(peers: Vec<PeerInfo>) -> Holders {
+        let all: Vec<u32> = (0..peers.len() as u32).collect();
+        let in_flight = peers.iter().map(|_| AtomicU32::new(0)).collect();
+        Holders { durable: vec![peers.len()], of_chunk: vec![all], peers, in_flight }
+    }
+
+    #[test]
+    fn a_holder_behind_nat_is_asked_last_and_a_down_one_never_first() {
+        // The NAT'd one holds fewer chunks, which alone would make it the first choice.
+        let h = holders(vec![
+            peer(1, 1, Reach::Nat, PeerState::Up),
+            peer(2, 9, Reach::Direct, PeerState::Up),
+            peer(3, 0, Reach::Direct, PeerState::Down),
+        ]);
+        assert_eq!(h.first_choice(0), Some((NodeId([2; 32]), false)));
+        let mut order: Vec<u32> = vec![0, 1, 2];
+        order.sort_by_key(|&p| h.preference(p));
+        assert_eq!(order, [1, 0, 2], "reachable, then behind NAT, then down");
+        // Busy counts before chunk counts, but never before reachability.
+        h.in_flight[1].store(5, Ordering::Relaxed);
+        assert_eq!(h.first_choice(0), Some((NodeId([2; 32]), false)));
+        let h = holders(vec![peer(1, 1, Reach::Unknown, PeerState::Up), peer(2, 9, Reach::Direct, PeerState::Up)]);
+        assert_eq!(h.first_choice(0), Some((NodeId([1; 32]), false)), "not tested yet is not NAT'd");
     }
 }
