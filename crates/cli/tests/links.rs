@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{pattern, run, stderr, Cluster};
+use common::{run, stderr, Cluster};
 use swarmfs_client::{Client, ClientError};
 use swarmfs_core::Link;
 use swarmfs_proto::{ChunkId, ErrorCode, Request, Response, Role};
@@ -25,10 +25,7 @@ fn refused(r: Result<Response, ClientError>) -> String {
 #[test]
 fn a_link_fetches_its_file_and_nothing_else() {
     let c = Cluster::start(2);
-    let data = pattern(700_000, 21);
-    let local = c.path("f.bin");
-    std::fs::write(&local, &data).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/private/f.bin", "--chunk-size", "64K"]);
+    let data = c.put_pattern("f.bin", "/private/f.bin", 700_000, 21, &["--chunk-size", "64K"]);
     std::fs::write(c.path("other"), b"not for link holders").unwrap();
     c.ok(&["put", c.path("other").to_str().unwrap(), "/other.txt"]);
     let link = c.ok(&["link", "/private/f.bin"]).trim().to_string();
@@ -174,10 +171,7 @@ fn a_revoked_link_is_refused_and_stays_refused_after_a_tracker_restart() {
 #[test]
 fn a_link_s_holder_seeds_to_members_and_to_holders_of_that_link_only() {
     let mut c = Cluster::start(1);
-    let data = pattern(1 << 20, 22);
-    let local = c.path("f");
-    std::fs::write(&local, &data).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "128K", "--replicas", "1"]);
+    let data = c.put_pattern("f", "/f", 1 << 20, 22, &["--chunk-size", "128K", "--replicas", "1"]);
     let link = c.ok(&["link", "/f"]).trim().to_string();
     let other_link = c.ok(&["link", "/f"]).trim().to_string();
     // A holder with no home fetches and keeps serving.

@@ -54,10 +54,7 @@ fn seeding_get(c: &Cluster, home: &std::path::Path, remote: &str, out: &std::pat
 #[test]
 fn a_downloader_serves_what_it_fetched_even_with_the_only_replica_gone_and_is_forgotten_when_it_leaves() {
     let mut c = Cluster::start(1);
-    let data = pattern(3 << 20, 8);
-    let local = c.path("f");
-    std::fs::write(&local, &data).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "256K", "--replicas", "1"]);
+    let data = c.put_pattern("f", "/f", 3 << 20, 8, &["--chunk-size", "256K", "--replicas", "1"]);
     let seeder_home = common::member_home(&c, "seeder");
     let seeded = c.path("seeded");
     let mut seeder = seeding_get(&c, &seeder_home, "/f", &seeded);
@@ -99,11 +96,8 @@ fn a_slow_source_does_not_hold_the_tail_of_a_download() {
     let c = Cluster::start(1);
     // Stored once on the (fast) peer; the same file shared from a disk at 16 KiB/s: the
     // same chunks, so the sharer is a second, very slow source of every one of them.
-    let data = pattern(8 * 65536, 12);
-    let local = c.path("f.bin");
-    std::fs::write(&local, &data).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/stored.bin", "--chunk-size", "64K", "--replicas", "1"]);
-    let sharer = spawn_share(&c, &local, "/shared.bin", &["--chunk-size", "64K", "--upload-rate", "16K"]);
+    let data = c.put_pattern("f.bin", "/stored.bin", 8 * 65536, 12, &["--chunk-size", "64K", "--replicas", "1"]);
+    let sharer = spawn_share(&c, &c.path("f.bin"), "/shared.bin", &["--chunk-size", "64K", "--upload-rate", "16K"]);
     wait_shared(&c, "/stored.bin");
     let out = c.path("out");
     // A first download uses up the sharer's allowance (its first chunk goes at once, each
@@ -128,10 +122,7 @@ fn a_slow_source_does_not_hold_the_tail_of_a_download() {
 #[test]
 fn what_a_mount_reads_it_serves_to_others_while_mounted() {
     let mut c = Cluster::start(1);
-    let data = pattern(1 << 20, 13);
-    let local = c.path("f");
-    std::fs::write(&local, &data).unwrap();
-    c.ok(&["put", local.to_str().unwrap(), "/f", "--chunk-size", "128K", "--replicas", "1"]);
+    let data = c.put_pattern("f", "/f", 1 << 20, 13, &["--chunk-size", "128K", "--replicas", "1"]);
     let home = common::member_home(&c, "reader");
     let mut mount = common::Mount::start(&c, &home, "mnt", &["--serve"]);
     assert!(std::fs::read(mount.dir.join("f")).unwrap() == data, "read through the mount");

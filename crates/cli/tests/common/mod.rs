@@ -271,6 +271,18 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 impl Cluster {
+    /// Writes `len` bytes of `pattern(len, seed)` to the local file `name` in the test's
+    /// directory and puts it at `remote` with `flags`; returns the bytes.
+    pub fn put_pattern(&self, name: &str, remote: &str, len: usize, seed: u64, flags: &[&str]) -> Vec<u8> {
+        let data = pattern(len, seed);
+        let local = self.path(name);
+        std::fs::write(&local, &data).unwrap();
+        let mut args = vec!["put", local.to_str().unwrap(), remote];
+        args.extend_from_slice(flags);
+        self.ok(&args);
+        data
+    }
+
     /// Waits until every chunk of `remote` lists exactly `n` cached sources (downloaders or
     /// mounts serving what they fetched).
     pub fn wait_cached_sources(&self, remote: &str, n: usize, what: &str) {
