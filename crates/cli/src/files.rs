@@ -236,10 +236,12 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
     let report = report.with_context(|| format!("put {} -> {dest}", a.local.display()))?;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     if cli.json {
+        let (direct, punch, relay) = client.paths();
         outln!(
             "{}",
             json!({ "path": dest.to_string(), "size": report.size, "chunks": report.chunks, "replicas": report.replicas,
-                    "seconds": secs, "mb_s": report.size as f64 / secs / 1e6 })
+                    "seconds": secs, "mb_s": report.size as f64 / secs / 1e6,
+                    "connections": { "direct": direct, "punch": punch, "relay": relay } })
         );
     } else if !a.quiet {
         errln!(
@@ -318,12 +320,14 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
         served = Some(s.stop().await);
     }
     if cli.json {
+        let (direct, punch, relay) = client.paths();
         outln!(
             "{}",
             json!({ "path": src.to_string(), "size": report.size, "seconds": secs,
                     "mb_s": report.size as f64 / secs / 1e6, "bad_copies": report.bad_copies,
                     "fetch_order": report.order, "served_bytes": served,
-                    "endgame_requests": report.endgame_requests, "endgame_wins": report.endgame_wins })
+                    "endgame_requests": report.endgame_requests, "endgame_wins": report.endgame_wins,
+                    "connections": { "direct": direct, "punch": punch, "relay": relay } })
         );
     } else if let Some(b) = served {
         errln!("served {} to others", human(b));

@@ -53,6 +53,10 @@ pub struct TrackerArgs {
     /// Repair copies in flight at once.
     #[arg(long, env = "SWARMFS_REPAIR_CONCURRENCY", default_value_t = 4)]
     pub repair_concurrency: usize,
+    /// Bytes per second all connections the tracker relays (to peers behind NAT that no
+    /// other path reaches) may use together, e.g. 20M; 0 for no limit.
+    #[arg(long, env = "SWARMFS_RELAY_RATE", default_value = "100M", value_parser = parse_size)]
+    pub relay_rate: u64,
 }
 
 #[derive(Args)]
@@ -256,6 +260,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         repair_after: Duration::from_secs_f64(a.repair_after.max(0.0)),
         repair_rate: a.repair_rate,
         repair_concurrency: a.repair_concurrency.max(1),
+        relay_rate: a.relay_rate,
     };
     swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;
     Ok(())

@@ -86,7 +86,7 @@ impl Seeder {
             Some(a) => a.to_string(),
             None => listener.local_addr()?.to_string(),
         };
-        let service = Arc::new(PeerService::new(store.clone(), tracker_id, swarm.clone()));
+        let service = Arc::new(PeerService::new(store.clone(), tracker_id, swarm.clone(), None));
         let (tx, rx) = mpsc::unbounded_channel();
         let writes = Arc::new(std::sync::Mutex::new(JoinSet::new()));
         client.set_chunk_sink(Arc::new(Sink { store, stored: tx, writes: writes.clone() }));

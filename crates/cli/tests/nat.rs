@@ -21,41 +21,79 @@ fn sh(cmd: &str) {
 /// file share no names (each builds its own, prefixed with the process id and a counter).
 struct Topology {
     prefix: String,
+    homes: usize,
     processes: Vec<Child>,
 }
 
 const PUBLIC_ADDR: &str = "10.201.0.1";
-const ROUTER_PUBLIC_ADDR: &str = "10.201.0.2";
-const HOME_ADDR: &str = "192.168.201.2";
+
+/// Home network `i`'s router, on the public side.
+fn router_addr(i: usize) -> String {
+    format!("10.201.0.{}", 2 + i)
+}
+
+/// The one address in home network `i` (its router is .1).
+fn home_addr(i: usize) -> String {
+    format!("192.168.{}.2", 201 + i)
+}
+
+/// How a home router maps connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Nat {
+    /// Keeps each connection's source port where it can (Linux masquerade's default): the
+    /// address the tracker sees is the one a punch comes from.
+    Keeping,
+    /// Picks a random public port for every connection (`masquerade random`): punches miss.
+    Random,
+}
 
 impl Topology {
-    /// public <-> router (NAT) <-> home. The home namespace's default route is the router,
-    /// which masquerades what leaves towards the public side; the public side has no route
-    /// into the home network, so nothing there can dial the home peer.
-    fn build() -> Topology {
+    /// A public namespace and, for each of `homes`, a home network behind its own NAT router:
+    /// public <-> router i (NAT) <-> home i. A home's default route is its router, which
+    /// masquerades what leaves towards the public side and, like a home router's firewall,
+    /// drops connections from outside that match no mapping; the public side has no route
+    /// into any home network, so nothing outside can dial a home directly.
+    fn build(homes: &[Nat]) -> Topology {
         static BUILT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("sf{}x{n}", std::process::id() % 100_000);
-        let t = Topology { prefix: prefix.clone(), processes: Vec::new() };
-        let (public, router, home) = (t.ns("pub"), t.ns("nat"), t.ns("home"));
-        for ns in [&public, &router, &home] {
-            sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        let t = Topology { prefix: prefix.clone(), homes: homes.len(), processes: Vec::new() };
+        let public = t.ns("pub");
+        sh(&format!("ip netns add {public} && ip -n {public} link set lo up"));
+        sh(&format!(
+            "ip netns exec {public} ip link add {prefix}br type bridge && ip -n {public} link set {prefix}br up"
+        ));
+        sh(&format!("ip -n {public} addr add {PUBLIC_ADDR}/24 dev {prefix}br"));
+        for (i, nat) in homes.iter().enumerate() {
+            let (router, home) = (t.ns(&format!("nat{i}")), t.ns(&format!("home{i}")));
+            for ns in [&router, &home] {
+                sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+            }
+            let (wan, up, lan, inside) =
+                (format!("{prefix}w{i}"), format!("{prefix}u{i}"), format!("{prefix}l{i}"), format!("{prefix}i{i}"));
+            sh(&format!("ip link add {up} netns {public} type veth peer name {wan} netns {router}"));
+            sh(&format!("ip -n {public} link set {up} master {prefix}br && ip -n {public} link set {up} up"));
+            sh(&format!("ip link add {lan} netns {router} type veth peer name {inside} netns {home}"));
+            sh(&format!("ip -n {router} addr add {}/24 dev {wan} && ip -n {router} link set {wan} up", router_addr(i)));
+            sh(&format!(
+                "ip -n {router} addr add 192.168.{}.1/24 dev {lan} && ip -n {router} link set {lan} up",
+                201 + i
+            ));
+            sh(&format!("ip -n {home} addr add {}/24 dev {inside} && ip -n {home} link set {inside} up", home_addr(i)));
+            sh(&format!("ip -n {home} route add default via 192.168.{}.1", 201 + i));
+            sh(&format!("ip netns exec {router} sysctl -q -w net.ipv4.ip_forward=1"));
+            let random = if *nat == Nat::Random { " random" } else { "" };
+            sh(&format!(
+                "ip netns exec {router} nft 'add table ip nat; \
+                 add chain ip nat post {{ type nat hook postrouting priority 100; }}; \
+                 add rule ip nat post oifname {wan} masquerade{random}; \
+                 add table ip fw; \
+                 add chain ip fw inbound {{ type filter hook input priority 0; }}; \
+                 add rule ip fw inbound iifname {wan} ct state new drop; \
+                 add chain ip fw through {{ type filter hook forward priority 0; }}; \
+                 add rule ip fw through iifname {wan} ct state new drop'"
+            ));
         }
-        sh(&format!("ip link add {prefix}a netns {public} type veth peer name {prefix}b netns {router}"));
-        sh(&format!("ip link add {prefix}c netns {router} type veth peer name {prefix}d netns {home}"));
-        sh(&format!("ip -n {public} addr add {PUBLIC_ADDR}/24 dev {prefix}a && ip -n {public} link set {prefix}a up"));
-        sh(&format!(
-            "ip -n {router} addr add {ROUTER_PUBLIC_ADDR}/24 dev {prefix}b && ip -n {router} link set {prefix}b up"
-        ));
-        sh(&format!("ip -n {router} addr add 192.168.201.1/24 dev {prefix}c && ip -n {router} link set {prefix}c up"));
-        sh(&format!("ip -n {home} addr add {HOME_ADDR}/24 dev {prefix}d && ip -n {home} link set {prefix}d up"));
-        sh(&format!("ip -n {home} route add default via 192.168.201.1"));
-        sh(&format!("ip netns exec {router} sysctl -q -w net.ipv4.ip_forward=1"));
-        sh(&format!(
-            "ip netns exec {router} nft 'add table ip nat; \
-             add chain ip nat post {{ type nat hook postrouting priority 100; }}; \
-             add rule ip nat post oifname {prefix}b masquerade'"
-        ));
         t
     }
 
@@ -96,8 +134,12 @@ impl Drop for Topology {
             let _ = p.kill();
             let _ = p.wait();
         }
-        for ns in ["pub", "nat", "home"] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(ns)]).status();
+        let mut names = vec!["pub".to_string()];
+        for i in 0..self.homes {
+            names.extend([format!("nat{i}"), format!("home{i}")]);
+        }
+        for ns in names {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(&ns)]).status();
         }
     }
 }
@@ -140,7 +182,7 @@ impl NatSwarm {
         self.path(name).display().to_string()
     }
 
-    /// Joins and starts peer `name` in namespace `ns` ("pub" or "home"), listening on `ip`.
+    /// Joins and starts peer `name` in namespace `ns` ("pub" or "home0", ...), listening on `ip`.
     fn add_peer(&mut self, name: &str, ns: &str, ip: &str) -> usize {
         assert!(common::run(&self.path(name), &["join", &self.peer_token]).status.success());
         let (home, listen, log) = (self.home(name), format!("{ip}:0"), self.path(&format!("{name}.log")));
@@ -149,10 +191,15 @@ impl NatSwarm {
 
     /// A client command, in the public namespace, with the member's home.
     fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in("pub", args)
+    }
+
+    /// A client command in namespace `ns`, with the member's home.
+    fn cli_in(&self, ns: &str, args: &[&str]) -> Output {
         let home = self.home("client");
         let mut all = args.to_vec();
         all.extend_from_slice(&["--home", &home]);
-        self.t.run("pub", &all)
+        self.t.run(ns, &all)
     }
 
     /// `peers --json`, or None while the tracker does not answer yet.
@@ -191,18 +238,18 @@ impl NatSwarm {
 #[test]
 fn a_peer_behind_nat_is_seen_as_such_and_takes_repaired_copies_over_its_own_session() {
     let fast = ["--repair-after", "2", "--peer-timeout", "2", "--repair-rate", "0"];
-    let mut s = NatSwarm::start(Topology::build(), &fast);
+    let mut s = NatSwarm::start(Topology::build(&[Nat::Keeping]), &fast);
     let public = [s.add_peer("pub0", "pub", PUBLIC_ADDR), s.add_peer("pub1", "pub", PUBLIC_ADDR)];
-    let home_peer = s.add_peer("home0", "home", HOME_ADDR);
+    let home_peer = s.add_peer("home0", "home0", &home_addr(0));
     // Reachability is learned: the tracker dials every peer back at its advertised address.
     let peers = s.wait_tested(3);
     for p in peers.as_array().unwrap() {
-        let expected = if p["addrs"][0].as_str().unwrap().starts_with(HOME_ADDR) { "nat" } else { "direct" };
+        let expected = if p["addrs"][0].as_str().unwrap().starts_with(&home_addr(0)) { "nat" } else { "direct" };
         assert_eq!(p["reach"], expected, "{peers}");
     }
     // The peer learns the address the tracker sees: its router's public side.
     let home_log = std::fs::read_to_string(s.path("home0.log")).unwrap();
-    assert!(home_log.contains(&format!("observed={ROUTER_PUBLIC_ADDR}:")), "{home_log}");
+    assert!(home_log.contains(&format!("observed={}:", router_addr(0))), "{home_log}");
 
     // Files on the two public peers (placement puts the NAT'd peer last) ...
     let mut files = Vec::new();
@@ -257,15 +304,13 @@ fn observed_ports(log: &str) -> Vec<String> {
 
 #[test]
 fn a_peer_whose_nat_mapping_changes_joins_again_and_keeps_taking_part() {
-    let t = Topology::build();
     // Like a home router that restarts: every new mapping takes a random port, and the
     // mappings it had are forgotten (conntrack flushed) while the peer keeps running.
-    let router = t.ns("nat");
-    sh(&format!("ip netns exec {router} nft flush chain ip nat post"));
-    sh(&format!("ip netns exec {router} nft 'add rule ip nat post oifname {}b masquerade random'", t.prefix));
+    let t = Topology::build(&[Nat::Random]);
+    let router = t.ns("nat0");
     let mut s = NatSwarm::start(t, &["--peer-timeout", "2", "--gc-delay", "1"]);
     s.add_peer("pub0", "pub", PUBLIC_ADDR);
-    s.add_peer("home0", "home", HOME_ADDR);
+    s.add_peer("home0", "home0", &home_addr(0));
     s.wait_tested(2);
     let log = || std::fs::read_to_string(s.path("home0.log")).unwrap();
     let before = observed_ports(&log());
@@ -294,4 +339,94 @@ fn a_peer_whose_nat_mapping_changes_joins_again_and_keeps_taking_part() {
     wait_for("the removed file's chunk collected behind the NAT", Duration::from_secs(30), || {
         s.stored("home0").is_empty().then_some(())
     });
+}
+
+/// `put`/`get --json`'s count of connections opened by `path`.
+fn connections(v: &serde_json::Value, path: &str) -> u64 {
+    v["connections"][path].as_u64().unwrap_or_else(|| panic!("no connection counts in {v}"))
+}
+
+/// The bytes the tracker's relay has carried, as `health --json` shows them.
+fn relayed_bytes(s: &NatSwarm) -> u64 {
+    let h = json(&s.cli(&["health", "--json"]));
+    let relay = h["workers"].as_array().unwrap().iter().find(|w| w["name"] == "relay").cloned();
+    relay.unwrap_or_else(|| panic!("no relay in {h}"))["done"].as_u64().unwrap()
+}
+
+#[test]
+fn peers_behind_different_nats_store_serve_and_repair_by_hole_punching() {
+    let fast = ["--repair-after", "2", "--peer-timeout", "2", "--repair-rate", "0"];
+    let t = Topology::build(&[Nat::Keeping, Nat::Keeping, Nat::Keeping]);
+    let mut s = NatSwarm::start(t, &fast);
+    let public = s.add_peer("pub0", "pub", PUBLIC_ADDR);
+    s.add_peer("h0", "home0", &home_addr(0));
+    s.wait_tested(2);
+    // The client sits behind a third NAT: it reaches the NAT'd peer only by punching.
+    let client = "home2";
+    let put = |s: &NatSwarm, name: &str, len: usize, replicas: &str| {
+        let data = pattern(len, len as u64);
+        let local = s.path(name);
+        std::fs::write(&local, &data).unwrap();
+        let remote = format!("/{name}");
+        let args = ["put", local.to_str().unwrap(), &remote, "--chunk-size", "64K", "--replicas", replicas, "--json"];
+        let out = json(&s.cli_in(client, &args));
+        (remote, data, out)
+    };
+    let (a, a_data, out) = put(&s, "a", 1 << 20, "2");
+    assert!(connections(&out, "punch") >= 1 && connections(&out, "relay") == 0, "{out}");
+    let a_chunks = out["chunks"].as_u64().unwrap() as usize;
+    assert_eq!(s.stored("h0").len(), a_chunks, "the NAT'd peer holds a copy of every chunk");
+
+    // A second NAT'd peer joins, behind its own NAT; a put with R=3 places on both.
+    s.add_peer("h1", "home1", &home_addr(1));
+    s.wait_tested(3);
+    let (b, b_data, out) = put(&s, "b", 700_000, "3");
+    assert!(connections(&out, "punch") >= 2 && connections(&out, "relay") == 0, "{out}");
+    let b_chunks = out["chunks"].as_u64().unwrap() as usize;
+    assert_eq!(s.stored("h1").len(), b_chunks);
+
+    // The public peer dies: /a's second copy is made on h1, which fetches it from h0 —
+    // two peers behind different NATs, connected by a hole punch.
+    s.t.kill(public);
+    wait_for("/a's chunks copied from one NAT'd peer to the other", Duration::from_secs(60), || {
+        (s.stored("h1").len() == a_chunks + b_chunks).then_some(())
+    });
+    for p in s.stored("h1") {
+        let id = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(blake3::hash(&std::fs::read(&p).unwrap()).to_hex().as_str(), id, "a sound copy");
+    }
+    let h1_log = std::fs::read_to_string(s.path("h1.log")).unwrap();
+    assert!(h1_log.contains("path=punch"), "h1 says it reached h0 by a punch: {h1_log}");
+
+    // Both files read back from behind the client's NAT, from the NAT'd peers only.
+    for (remote, data) in [(&a, &a_data), (&b, &b_data)] {
+        let local = s.path(&format!("back{}", remote.replace('/', "_")));
+        let out = json(&s.cli_in(client, &["get", remote, local.to_str().unwrap(), "--json"]));
+        assert_eq!(std::fs::read(&local).unwrap(), *data, "{remote} reads back byte-exact");
+        assert!(connections(&out, "punch") >= 1 && connections(&out, "relay") == 0, "{out}");
+    }
+    assert_eq!(relayed_bytes(&s), 0, "every byte went over punched connections, none through the relay");
+}
+
+#[test]
+fn a_nat_that_maps_each_connection_to_a_new_port_is_reached_through_the_relay() {
+    // The peer's router picks a new public port for every connection, so the address the
+    // tracker saw is not the one a punch would come from: only the relay gets through.
+    let t = Topology::build(&[Nat::Random, Nat::Keeping]);
+    let mut s = NatSwarm::start(t, &["--relay-rate", "0"]);
+    s.add_peer("h0", "home0", &home_addr(0));
+    s.wait_tested(1);
+    let data = pattern(900_000, 77);
+    let local = s.path("f");
+    std::fs::write(&local, &data).unwrap();
+    let client = "home1";
+    let put = json(&s.cli_in(client, &["put", local.to_str().unwrap(), "/f", "--replicas", "1", "--json"]));
+    assert!(connections(&put, "relay") >= 1 && connections(&put, "punch") == 0, "{put}");
+    let after_put = relayed_bytes(&s);
+    assert!(after_put > data.len() as u64, "the relay carried the upload: {after_put} bytes");
+    let back = s.path("back");
+    let get = json(&s.cli_in(client, &["get", "/f", back.to_str().unwrap(), "--json"]));
+    assert_eq!(std::fs::read(&back).unwrap(), data, "reads back byte-exact through the relay");
+    assert!(connections(&get, "relay") >= 1, "{get}");
+    assert!(relayed_bytes(&s) > after_put + data.len() as u64, "the relay carried the download too");
 }

@@ -10,6 +10,7 @@ use swarmfs_net::{dial, Connection, Swarm};
 use swarmfs_proto::{EntryInfo, LinkId, LinkInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
 
 use crate::ClientError;
+use swarmfs_net::dialer::Rendezvous;
 use swarmfs_net::Pool;
 
 /// Longest a tracker call may take, so nothing built on the client (a mount) hangs forever.
@@ -47,7 +48,9 @@ impl Client {
         let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
         Ok(Client {
             tracker: std::sync::Mutex::new(tracker),
-            pool: Pool::new(swarm.clone(), Role::Client),
+            // Peers behind NAT are reached through the tracker (hole punching, relay).
+            pool: Pool::new(swarm.clone(), Role::Client)
+                .with_rendezvous(Rendezvous { addr: tracker_addr.to_string(), node: tracker_id }),
             swarm,
             tracker_addr: tracker_addr.to_string(),
             tracker_id,
@@ -56,6 +59,12 @@ impl Client {
             slow: std::sync::Mutex::new(HashMap::new()),
             sink: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connections to peers this client opened by each path since it started: (direct,
+    /// hole-punched, relayed).
+    pub fn paths(&self) -> (u64, u64, u64) {
+        self.pool.paths().get()
     }
 
     /// Hands every chunk this client verifies from now on (get, cat, a mount's reads) to
@@ -185,7 +194,7 @@ impl Client {
     pub async fn measure_rtt(&self, peers: &[PeerInfo]) -> HashMap<NodeId, Duration> {
         let mut out = HashMap::new();
         for p in peers {
-            let Ok(conn) = self.pool.get(p.node, &p.addrs).await else {
+            let Ok(conn) = self.pool.connect(p).await else {
                 continue;
             };
             let t = Instant::now();

@@ -718,7 +718,7 @@ impl Client {
     }
 
     async fn get_one(&self, peer: &PeerInfo, r: &ChunkRef) -> Result<Vec<u8>, ClientError> {
-        let conn = self.pool.get_via(peer.node, &peer.addrs, peer.link).await?;
+        let conn = self.pool.connect(peer).await?;
         let req = Request::GetChunk { chunk: r.id, offset: 0, len: u64::MAX };
         let timeout = crate::put::transfer_timeout(r.len as usize);
         match conn.call_timeout(&req, Bytes::new(), timeout).await? {

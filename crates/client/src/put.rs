@@ -473,7 +473,7 @@ impl Client {
     }
 
     async fn put_one(&self, peer: &PeerInfo, chunk: &swarmfs_proto::ChunkId, bytes: Bytes) -> Result<(), ClientError> {
-        let conn = self.pool.get(peer.node, &peer.addrs).await?;
+        let conn = self.pool.connect(peer).await?;
         let timeout = transfer_timeout(bytes.len());
         match conn.call_timeout(&Request::PutChunk { chunk: *chunk }, bytes, timeout).await?.0 {
             Response::Ok => Ok(()),

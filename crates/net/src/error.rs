@@ -24,6 +24,10 @@ pub enum NetError {
     Evicted,
     #[error("timed out {0}")]
     Timeout(&'static str),
+    #[error("cannot reach node {node}: {tried}")]
+    Unreachable { node: String, tried: String },
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("identity file {path}: {reason}")]
     Identity { path: String, reason: String },
 }

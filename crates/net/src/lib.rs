@@ -9,11 +9,13 @@
 //! - [`io`]: reading and writing frames with the size cap checked before allocation.
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
 //! - `admission`: bounds on connections still in their handshake, apart from members'.
+//! - [`dialer`]: reaching a node by whichever path works (direct, hole punching, relay).
 //! - [`pool`]: one shared connection per remote node.
 //! - [`task`]: the background-worker runner (work / idle / back off / status / join).
 
 mod admission;
 pub mod auth;
+pub mod dialer;
 pub mod error;
 pub mod identity;
 pub mod io;
@@ -26,4 +28,7 @@ pub use auth::Secret;
 pub use error::NetError;
 pub use identity::Identity;
 pub use pool::Pool;
-pub use rpc::{dial, dial_over, dial_serving, serve, serve_over, ConnCtx, Connection, Dialer, Limits, Service, Swarm};
+pub use rpc::{
+    answer_raw, dial, dial_over, dial_serving, serve, serve_over, ConnCtx, Connection, Dialer, FirstRequest, Limits,
+    RawStream, Service, Swarm,
+};

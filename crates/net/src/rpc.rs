@@ -242,24 +242,7 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
     expected: NodeId,
     service: Option<Arc<S>>,
 ) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
-    let tcp = stream;
-    let connector = tokio_rustls::TlsConnector::from(client_config(d.identity, expected));
-    let name = ServerName::try_from("swarmfs").expect("static name");
-    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| NetError::Timeout("in the TLS handshake"))?
-        .map_err(|e| tls_error(addr, expected, e))?;
-    let exporter = tls
-        .get_ref()
-        .1
-        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-        .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
-    // A member proves its own credential on the connections it makes as a client; a peer's
-    // session is a storage peer's, whoever runs it.
-    let member = if d.role == Role::Client { d.member } else { None };
-    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, d.secret, member, &exporter, d.role))
-        .await
-        .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
+    let tls = secure_dialer(stream, d, addr, expected).await?;
 
     let (r, w) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -348,6 +331,35 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
         .instrument(span),
     );
     Ok((conn, erx))
+}
+
+/// The dialer's half of setting up a connection over an open stream: TLS pinned to
+/// `expected`, then the hello. What runs over it next is RPC ([`dial_over`]) or, on a relay's
+/// legs, one request and then raw bytes.
+pub(crate) async fn secure_dialer<T: AsyncRead + AsyncWrite + Unpin>(
+    stream: T,
+    d: &Dialer<'_>,
+    addr: &str,
+    expected: NodeId,
+) -> Result<tokio_rustls::client::TlsStream<T>, NetError> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(d.identity, expected));
+    let name = ServerName::try_from("swarmfs").expect("static name");
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+        .await
+        .map_err(|_| NetError::Timeout("in the TLS handshake"))?
+        .map_err(|e| tls_error(addr, expected, e))?;
+    let exporter = tls
+        .get_ref()
+        .1
+        .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
+    // A member proves its own credential on the connections it makes as a client; a peer's
+    // session is a storage peer's, whoever runs it.
+    let member = if d.role == Role::Client { d.member } else { None };
+    tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, d.secret, member, &exporter, d.role))
+        .await
+        .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
+    Ok(tls)
 }
 
 /// Authorizes and handles one request, then sends its response: the same on both ends.
@@ -472,10 +484,52 @@ pub trait Service: Send + Sync + 'static {
         payload: Bytes,
     ) -> impl Future<Output = (Response, Bytes)> + Send;
 
+    /// Whether this listener serves requests that take their connection over
+    /// ([`Request::takes_over_connection`]: a relay's legs). Only such a listener reads a
+    /// connection's first frame before serving the connection as requests.
+    fn takes_over(&self) -> bool {
+        false
+    }
+
+    /// Handles a request that came first on its connection and takes it over; authorized
+    /// like any request before this is called. `stream` is just past the request: the
+    /// answer, and whatever follows, are the handler's to write.
+    fn take_over(
+        &self,
+        _first: FirstRequest,
+        _stream: RawStream,
+        _shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Called once when a connection that passed the hello ends.
     fn on_close(&self, _ctx: &Arc<ConnCtx>) -> impl Future<Output = ()> + Send {
         async {}
     }
+}
+
+/// Any stream a connection can run over, boxed: a relay's legs are handed around as these.
+pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawIo for T {}
+pub type RawStream = Box<dyn RawIo>;
+
+/// A request that took its connection over, with what the connection proved.
+pub struct FirstRequest {
+    pub remote: NodeId,
+    pub credential: Credential,
+    pub remote_addr: SocketAddr,
+    /// The frame id its answer must carry.
+    pub id: u64,
+    pub req: Request,
+}
+
+/// Writes one response frame and flushes it: for a stream that is not running RPC.
+pub async fn answer_raw<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, id: u64, resp: &Response) -> Result<(), NetError> {
+    let mut w = w;
+    write_frame(&mut w, &Frame::new(FrameKind::Response, id, resp, Bytes::new())).await?;
+    w.flush().await?;
+    Ok(())
 }
 
 /// Accepts connections until `shutdown` is cancelled. A connection that fails the handshake,
@@ -589,8 +643,32 @@ async fn serve_conn<S: Service>(
         return Err(NetError::Closed);
     };
     debug!(remote = %remote.short(), ?role, ?credential, "connection authenticated");
+    let mut tls = tls;
+    let mut first = None;
+    if service.takes_over() {
+        let frame = tokio::select! {
+            f = read_frame(&mut tls) => f?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let Some(frame) = frame else { return Ok(()) };
+        if frame.kind == FrameKind::Request {
+            if let Ok(req) = frame.decode_meta::<Request>() {
+                if req.takes_over_connection() {
+                    return match authorize(service.listener(), &req, &credential) {
+                        Ok(()) => {
+                            let first = FirstRequest { remote, credential, remote_addr, id: frame.id, req };
+                            service.take_over(first, Box::new(tls), shutdown).await;
+                            Ok(())
+                        }
+                        Err(why) => answer_raw(&mut tls, frame.id, &Response::error(ErrorCode::Forbidden, why)).await,
+                    };
+                }
+            }
+        }
+        first = Some(frame);
+    }
     let who = Remote { remote, role, credential, remote_addr };
-    run_listener(tls, who, service, limits, shutdown).await
+    run_listener(tls, who, service, limits, shutdown, first).await
 }
 
 /// Who is at the other end of an accepted connection, as its handshake proved.
@@ -620,17 +698,19 @@ pub async fn serve_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + '
         }
         _ = shutdown.cancelled() => return Ok(()),
     };
-    run_listener(tls, Remote { remote, role, credential, remote_addr }, service, limits, shutdown).await
+    run_listener(tls, Remote { remote, role, credential, remote_addr }, service, limits, shutdown, None).await
 }
 
 /// The listener's side of an authenticated connection: answers requests, delivers the
-/// answers to its own calls, until either end closes or `shutdown`.
+/// answers to its own calls, until either end closes or `shutdown`. `first` is a frame
+/// already read off the stream (see [`Service::takes_over`]).
 async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     tls: T,
     who: Remote,
     service: Arc<S>,
     limits: &Limits,
     shutdown: CancellationToken,
+    mut first: Option<Frame>,
 ) -> Result<(), NetError> {
     let Remote { remote, role, credential, remote_addr } = who;
     let (r, w) = tokio::io::split(tls);
@@ -645,9 +725,12 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
     let mut r = BufReader::with_capacity(256 * 1024, r);
     let result = loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut r) => f,
-            _ = closed.cancelled() => break Ok(()),
+        let frame = match first.take() {
+            Some(f) => Ok(Some(f)),
+            None => tokio::select! {
+                f = read_frame(&mut r) => f,
+                _ = closed.cancelled() => break Ok(()),
+            },
         };
         let frame = match frame {
             Ok(Some(f)) => f,

@@ -15,9 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarmfs_net::dialer::{self, Rendezvous};
 use swarmfs_net::task::Runner;
 use swarmfs_net::{serve, Limits, Swarm};
-use swarmfs_proto::NodeId;
+use swarmfs_proto::{NodeId, Role};
 use swarmfs_store::ChunkStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +62,18 @@ pub async fn run(
         }
     });
     info!(node = %swarm.identity.node_id().short(), listen = %local, %advertise, "peer listening");
-    let service = Arc::new(PeerService::new(store.clone(), config.tracker_id, swarm.clone()));
+    let rendezvous = Rendezvous { addr: config.tracker_addr.clone(), node: config.tracker_id };
+    let service = Arc::new(PeerService::new(store.clone(), config.tracker_id, swarm.clone(), Some(rendezvous.clone())));
+    // Connections to this peer that came through the tracker (it is behind NAT), served as
+    // accepted ones are.
+    let rendezvous = tokio::spawn(dialer::serve_rendezvous(
+        service.take_rendezvous_orders().expect("taken once"),
+        swarm.clone(),
+        rendezvous,
+        service.clone(),
+        Role::Peer,
+        shutdown.clone(),
+    ));
     let mut workers = Runner::new(shutdown.clone());
     if config.scrub_rate > 0 {
         workers.spawn(scrub::Scrubber::new(store.clone(), config.scrub_rate, service.corrupt_reports()));
@@ -76,6 +88,7 @@ pub async fn run(
     serve(listener, swarm, service.clone(), Limits::default(), shutdown).await;
     workers.shutdown().await;
     let _ = session.await;
+    let _ = rendezvous.await;
     info!(served_bytes = service.served_bytes(), "peer stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use swarmfs_net::dialer::{Rendezvous, RendezvousOrder};
 use swarmfs_net::{ConnCtx, Pool, Service, Swarm};
 use swarmfs_proto::authz::Listener;
 use swarmfs_proto::{ChunkId, Credential, ErrorCode, Hello, NodeId, PeerInfo, Request, Response, Role};
@@ -29,7 +30,14 @@ pub struct PeerService {
     own_id: NodeId,
     /// Chunk bytes sent to others (GetChunk answers), for logs and `get --seed`.
     served_bytes: std::sync::atomic::AtomicU64,
+    /// The tracker's rendezvous orders (a node wants to reach this one behind NAT), for the
+    /// task that opens their legs (`swarmfs_net::dialer::serve_rendezvous`).
+    rendezvous_tx: mpsc::Sender<RendezvousOrder>,
+    rendezvous_rx: std::sync::Mutex<Option<mpsc::Receiver<RendezvousOrder>>>,
 }
+
+/// Rendezvous orders waiting for their leg to be opened; more are answered `Busy`.
+const RENDEZVOUS_QUEUE: usize = 64;
 
 /// How long one repair copy may take from one source before the next is tried: a stopped
 /// source must not hold the order (the tracker gives it 90 s in all) for long.
@@ -47,8 +55,20 @@ fn store_error(e: StoreError) -> Response {
 }
 
 impl PeerService {
-    pub fn new(store: Arc<ChunkStore>, tracker_id: NodeId, swarm: Arc<Swarm>) -> PeerService {
+    /// `rendezvous`: the tracker, through which this peer reaches others behind NAT (a
+    /// cached source that is no storage peer has none).
+    pub fn new(
+        store: Arc<ChunkStore>,
+        tracker_id: NodeId,
+        swarm: Arc<Swarm>,
+        rendezvous: Option<Rendezvous>,
+    ) -> PeerService {
         let (corrupt_tx, rx) = mpsc::unbounded_channel();
+        let (rendezvous_tx, rendezvous_rx) = mpsc::channel(RENDEZVOUS_QUEUE);
+        let pool = match rendezvous {
+            Some(rv) => Pool::new(swarm.clone(), Role::Peer).with_rendezvous(rv),
+            None => Pool::new(swarm.clone(), Role::Peer),
+        };
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         PeerService {
             store,
@@ -59,9 +79,16 @@ impl PeerService {
             stored_tx,
             stored_rx: std::sync::Mutex::new(Some(stored_rx)),
             own_id: swarm.identity.node_id(),
-            pool: Pool::new(swarm, Role::Peer),
+            pool,
             served_bytes: Default::default(),
+            rendezvous_tx,
+            rendezvous_rx: std::sync::Mutex::new(Some(rendezvous_rx)),
         }
+    }
+
+    /// The rendezvous orders, for the task that answers them; taken once.
+    pub fn take_rendezvous_orders(&self) -> Option<mpsc::Receiver<RendezvousOrder>> {
+        self.rendezvous_rx.lock().expect("rendezvous orders").take()
     }
 
     /// Chunk bytes this node has sent to others since it started.
@@ -85,7 +112,7 @@ impl PeerService {
         let mut why = Vec::new();
         for src in sources.into_iter().filter(|s| s.node != self.own_id) {
             let fetched = async {
-                let conn = self.pool.get(src.node, &src.addrs).await.map_err(|e| e.to_string())?;
+                let conn = self.pool.connect(&src).await.map_err(|e| e.to_string())?;
                 let req = Request::GetChunk { chunk, offset: 0, len: u64::MAX };
                 match conn.call_timeout(&req, Bytes::new(), REPLICATE_TIMEOUT).await.map_err(|e| e.to_string())? {
                     (Response::Chunk, bytes) => Ok(bytes),
@@ -128,7 +155,7 @@ impl PeerService {
         };
         let len = bytes.len() as u64;
         let stored = async {
-            let conn = self.pool.get(to.node, &to.addrs).await.map_err(|e| e.to_string())?;
+            let conn = self.pool.connect(&to).await.map_err(|e| e.to_string())?;
             match conn
                 .call_timeout(&Request::PutChunk { chunk }, bytes, REPLICATE_TIMEOUT)
                 .await
@@ -225,6 +252,13 @@ impl PeerService {
             }
             Request::ReplicateChunk { chunk, sources } => (self.replicate(chunk, sources).await, Bytes::new()),
             Request::PushChunk { chunk, to } => (self.push(chunk, to).await, Bytes::new()),
+            Request::Rendezvous { token, from, path } => {
+                let resp = match self.rendezvous_tx.try_send(RendezvousOrder { token, from, path }) {
+                    Ok(()) => Response::Ok,
+                    Err(_) => Response::error(ErrorCode::Busy, "too many connections being opened to this peer"),
+                };
+                (resp, Bytes::new())
+            }
             Request::Ping => (
                 Response::Pong { used: self.store.used(), capacity: self.store.capacity(), chunks: self.store.count() },
                 Bytes::new(),

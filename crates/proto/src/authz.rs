@@ -50,9 +50,11 @@ pub fn need(at: Listener, req: &Request) -> Need {
         (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. } | LinkCreate { .. } | LinkRevoke { .. }) => Need::Writer,
         (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
-        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. } | PushChunk { .. }) => {
-            Need::Tracker
-        }
+        (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. } | PushChunk { .. })
+        | (Listener::Peer, Rendezvous { .. }) => Need::Tracker,
+        // A link's holder reaches sources behind NAT too; the connection inside still
+        // proves its link to the source.
+        (Listener::Tracker, Relay { .. } | Punch { .. }) => Need::Anyone,
         (Listener::Peer, GetChunk { .. } | HasChunks { .. } | Ping) => Need::Anyone,
         _ => Need::AnyNode,
     }
@@ -78,6 +80,7 @@ fn doing(req: &Request) -> &'static str {
         MemberAdd { .. } | MemberList | MemberRevoke { .. } => "manage members",
         DeleteChunks { .. } | CollectChunks { .. } => "delete chunks",
         ReplicateChunk { .. } | PushChunk { .. } => "order repairs",
+        Rendezvous { .. } => "open connections for others",
         Health => "see the swarm's health",
         Offer { .. } => "serve chunks as a cached source",
         Drain { .. } => "drain peers",

@@ -129,6 +129,19 @@ fn every_request_variant() {
             (36, "LinkRevoke", Request::LinkRevoke { id: LinkId([4; 16]) }),
             (37, "OpenLink", Request::OpenLink),
             (38, "PushChunk", Request::PushChunk { chunk: c(), to: peer() }),
+            (39, "Relay", Request::Relay { to: NodeId([2; 32]) }),
+            (40, "RelayJoin", Request::RelayJoin { token: 1 }),
+            (41, "Punch", Request::Punch { to: NodeId([2; 32]) }),
+            (42, "PunchReady", Request::PunchReady { token: 1 }),
+            (
+                43,
+                "Rendezvous",
+                Request::Rendezvous {
+                    token: 1,
+                    from: NodeId([2; 32]),
+                    path: RendezvousPath::Punch { at: "192.0.2.1:4000".into() },
+                },
+            ),
         ],
     );
 }
@@ -157,6 +170,7 @@ fn every_response_variant() {
             (16, "Health", Response::Health(Box::default())),
             (17, "Link", Response::Link(link())),
             (18, "Links", Response::Links(vec![link()])),
+            (19, "PunchAt", Response::PunchAt { addr: "192.0.2.1:4000".into() }),
         ],
     );
 }

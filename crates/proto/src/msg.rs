@@ -397,6 +397,56 @@ pub enum Request {
         chunk: ChunkId,
         to: PeerInfo,
     },
+    // ---- protocol 5, NAT traversal (added after 5's first release; a node from that
+    // release refuses them as undecodable, which the dialer treats as a failed path)
+    /// Node -> tracker, the first request on a fresh connection: splice this connection to
+    /// `to` (behind NAT) through the tracker. Answers `Ok` once `to` has joined the splice;
+    /// from then on the connection carries the bytes of a connection to `to`, whose own TLS
+    /// and hello run inside, so the tracker sees only ciphertext.
+    Relay {
+        to: NodeId,
+    },
+    /// Peer -> tracker, the first request on a fresh connection: the other leg of the relay
+    /// `token` (from a `Rendezvous` order). Answers `Ok`, then carries the relayed bytes.
+    RelayJoin {
+        token: u64,
+    },
+    /// Node -> tracker, on a fresh connection from the local port it will punch from: meet
+    /// `to` (behind NAT). Answers `PunchAt` with the address `to` punches from, once `to` is
+    /// ready; both then connect to each other at once (TCP simultaneous open).
+    Punch {
+        to: NodeId,
+    },
+    /// Peer -> tracker, on a fresh connection from the local port it will punch from: ready
+    /// for the punch `token`. Answers `Ok`; the tracker passes on this connection's source
+    /// address.
+    PunchReady {
+        token: u64,
+    },
+    /// Tracker -> peer, over its session: `from` wants a connection to this peer; open the
+    /// leg `path` names, and serve what comes over it as any connection. Answers `Ok` at once.
+    Rendezvous {
+        token: u64,
+        from: NodeId,
+        path: RendezvousPath,
+    },
+}
+
+/// How a node behind NAT is reached when it cannot be dialled (see `Request::Rendezvous`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RendezvousPath {
+    /// Dial the tracker and send `RelayJoin { token }`.
+    Relay,
+    /// Send `PunchReady { token }` to the tracker from a fresh local port, then connect from
+    /// that port to `at` (the initiator's public address) until it answers.
+    Punch { at: String },
+}
+
+impl Request {
+    /// Whether this request, first on a connection, turns it into a relayed stream.
+    pub fn takes_over_connection(&self) -> bool {
+        matches!(self, Request::Relay { .. } | Request::RelayJoin { .. })
+    }
 }
 
 impl Request {
@@ -442,6 +492,11 @@ impl Request {
             Request::LinkRevoke { .. } => "link_revoke",
             Request::OpenLink => "open_link",
             Request::PushChunk { .. } => "push_chunk",
+            Request::Relay { .. } => "relay",
+            Request::RelayJoin { .. } => "relay_join",
+            Request::Punch { .. } => "punch",
+            Request::PunchReady { .. } => "punch_ready",
+            Request::Rendezvous { .. } => "rendezvous",
         }
     }
 }
@@ -517,6 +572,10 @@ pub enum Response {
     /// Answer to LinkCreate (protocol 5).
     Link(LinkInfo),
     Links(Vec<LinkInfo>),
+    /// Answer to Punch: the public address the other end punches from.
+    PunchAt {
+        addr: String,
+    },
 }
 
 impl Response {

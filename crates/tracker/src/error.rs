@@ -22,6 +22,9 @@ pub enum TrackerError {
     /// The credential does not allow this (a link asking about another file's chunks).
     #[error("{0}")]
     Forbidden(String),
+    /// A peer the request needs cannot be reached now (not connected, did not answer).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("tracker database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -31,6 +34,12 @@ pub enum TrackerError {
 impl From<swarmfs_proto::ProtoError> for TrackerError {
     fn from(e: swarmfs_proto::ProtoError) -> Self {
         TrackerError::Invalid(e.to_string())
+    }
+}
+
+impl From<swarmfs_net::NetError> for TrackerError {
+    fn from(e: swarmfs_net::NetError) -> Self {
+        TrackerError::Unavailable(e.to_string())
     }
 }
 
@@ -45,6 +54,7 @@ impl TrackerError {
             TrackerError::Invalid(_) => ErrorCode::InvalidArgument,
             TrackerError::Missing(_) => ErrorCode::NotFound,
             TrackerError::Forbidden(_) => ErrorCode::Forbidden,
+            TrackerError::Unavailable(_) => ErrorCode::Busy,
             TrackerError::Db(_) | TrackerError::Io(_) => ErrorCode::Internal,
         };
         Response::error(code, self.to_string())

@@ -4,6 +4,7 @@
 //! - [`db`]: SQLite (WAL, synchronous=FULL) holding entries, manifests, peers, locations.
 //! - [`registry`]: live membership in memory and the broadcast of membership events.
 //! - [`service`]: the request handler; one connection per peer, client or tool.
+//! - [`rendezvous`]: brokering punches and relaying for peers behind NAT.
 //! - [`sources`]: cached sources (members serving what they downloaded), in memory only.
 //! - [`workers`]: background work (reaper, collector, repair), on one task runner.
 //!
@@ -14,6 +15,7 @@
 pub mod db;
 pub mod error;
 pub mod registry;
+pub mod rendezvous;
 pub mod service;
 pub mod sources;
 pub mod workers;
@@ -45,6 +47,8 @@ pub struct TrackerConfig {
     pub repair_rate: u64,
     /// Repair orders in flight at once.
     pub repair_concurrency: usize,
+    /// Bytes per second all relayed connections together may use (0: no limit).
+    pub relay_rate: u64,
 }
 
 /// Runs the tracker on `listener` until `shutdown` is cancelled.

@@ -50,6 +50,8 @@ pub struct Tracker {
     /// works whether or not the tracker can dial the peer (behind NAT). By node, with the
     /// session it belongs to.
     sessions: Mutex<HashMap<NodeId, (usize, swarmfs_net::Connection)>>,
+    /// Punches and relays to peers behind NAT.
+    pub(crate) rendezvous: crate::rendezvous::Rendezvous,
     /// Links by id, as in the database; read on every hello and link request.
     links: Mutex<HashMap<LinkId, LinkInfo>>,
     /// Open connections of each link's holders, closed when it is revoked.
@@ -97,7 +99,6 @@ impl Tracker {
         Ok(Tracker {
             db: Arc::new(Mutex::new(db)),
             registry: Registry::new(known),
-            config,
             pool: Pool::new(swarm, Role::Tracker),
             repair: RepairStats::default(),
             workers: std::sync::OnceLock::new(),
@@ -109,8 +110,10 @@ impl Tracker {
             members: Mutex::new(members),
             member_conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            rendezvous: crate::rendezvous::Rendezvous::new(config.relay_rate),
             links: Mutex::new(links),
             link_conns: Mutex::new(HashMap::new()),
+            config,
         })
     }
 
@@ -132,6 +135,7 @@ impl Tracker {
         report.repaired_bytes = self.repair.bytes.load(std::sync::atomic::Ordering::Relaxed);
         report.repair_rate_bps = self.repair.rate_bps();
         report.workers = self.workers.get().map(Statuses::snapshot).unwrap_or_default();
+        report.workers.push(self.rendezvous.status());
         report.workers.extend(self.registry.peer_workers());
         Ok(report)
     }
@@ -207,6 +211,11 @@ impl Tracker {
         tokio::task::spawn_blocking(move || f(&mut db.lock().expect("db lock")))
             .await
             .map_err(|e| TrackerError::Invalid(format!("database task failed: {e}")))?
+    }
+
+    /// Peer `node`'s open session, if it has one.
+    pub(crate) fn session(&self, node: &NodeId) -> Option<swarmfs_net::Connection> {
+        self.sessions.lock().expect("sessions").get(node).map(|(_, c)| c.clone()).filter(|c| !c.is_closed())
     }
 
     /// A connection to peer `node` for an order: its own session when it has one open, else
@@ -392,7 +401,13 @@ impl Tracker {
             | Request::CollectChunks { .. }
             | Request::ReplicateChunk { .. }
             | Request::PushChunk { .. }
+            | Request::Rendezvous { .. }
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
+            Request::Punch { to } => self.punch(node, ctx.remote_addr, to).await?,
+            Request::PunchReady { token } => self.punch_ready(node, ctx.remote_addr, token)?,
+            Request::Relay { .. } | Request::RelayJoin { .. } => {
+                Response::error(ErrorCode::InvalidArgument, "a relay request must come first on a fresh connection")
+            }
             Request::LinkCreate { path, file_id } => {
                 let path = RemotePath::parse(&path)?;
                 let by = match &ctx.credential {
@@ -523,6 +538,19 @@ impl Service for Tracker {
             }
             _ => {}
         }
+    }
+
+    fn takes_over(&self) -> bool {
+        true
+    }
+
+    async fn take_over(
+        &self,
+        first: swarmfs_net::FirstRequest,
+        stream: swarmfs_net::RawStream,
+        shutdown: CancellationToken,
+    ) {
+        self.relay_leg(first, stream, shutdown).await
     }
 
     async fn handle(&self, ctx: &Arc<ConnCtx>, req: Request, _payload: Bytes) -> (Response, Bytes) {
