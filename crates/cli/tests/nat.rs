@@ -430,3 +430,54 @@ fn a_nat_that_maps_each_connection_to_a_new_port_is_reached_through_the_relay() 
     assert!(connections(&get, "relay") >= 1, "{get}");
     assert!(relayed_bytes(&s) > after_put + data.len() as u64, "the relay carried the download too");
 }
+
+#[test]
+fn rendezvous_requests_for_unknown_tokens_or_unconnected_peers_are_refused_and_the_tracker_keeps_serving() {
+    use bytes::Bytes;
+    use swarmfs_proto::{ErrorCode, Frame, FrameKind, NodeId, Request, Response, Role};
+    use tokio::io::AsyncWriteExt;
+    let c = common::Cluster::start(1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let home = c.client_home();
+        let swarm = swarmfs_net::Swarm {
+            identity: swarmfs_net::Identity::generate().unwrap(),
+            secret: common::home_secret(&home),
+            member: None,
+        };
+        let tracker = common::home_tracker_id(&home);
+        let nobody = NodeId([5; 32]);
+        // A relay leg with a made-up token, a relay to a node that is not connected: one
+        // clear refusal each, then the connection ends.
+        for (req, says) in [
+            (Request::RelayJoin { token: 42 }, "no such relay"),
+            (Request::Relay { to: nobody }, "is not connected to the tracker"),
+        ] {
+            let mut s = swarmfs_net::rpc::dial_raw(&swarm, &c.tracker_addr, tracker).await.unwrap();
+            swarmfs_net::io::write_frame(&mut s, &Frame::new(FrameKind::Request, 1, &req, Bytes::new())).await.unwrap();
+            s.flush().await.unwrap();
+            let answer = swarmfs_net::io::read_frame(&mut s).await.unwrap().unwrap();
+            match answer.decode_meta::<Response>().unwrap() {
+                Response::Error { message, .. } => assert!(message.contains(says), "{message}"),
+                other => panic!("{req:?} answered {other:?}"),
+            }
+        }
+        let (conn, _events) = swarmfs_net::dial(&swarm, &c.tracker_addr, tracker, Role::Client).await.unwrap();
+        let refusal = |r: Response| match r {
+            Response::Error { code, message } => (code, message),
+            other => panic!("not refused: {other:?}"),
+        };
+        let (_, m) = refusal(conn.call(&Request::Punch { to: nobody }, Bytes::new()).await.unwrap().0);
+        assert!(m.contains("is not connected to the tracker"), "{m}");
+        let (_, m) = refusal(conn.call(&Request::PunchReady { token: 42 }, Bytes::new()).await.unwrap().0);
+        assert!(m.contains("no such punch"), "{m}");
+        // A relay request in the middle of a connection cannot take it over.
+        let (code, m) = refusal(conn.call(&Request::Relay { to: nobody }, Bytes::new()).await.unwrap().0);
+        assert_eq!(code, ErrorCode::InvalidArgument, "{m}");
+        assert!(
+            matches!(conn.call(&Request::ListPeers, Bytes::new()).await.unwrap().0, Response::Peers(p) if p.len() == 1)
+        );
+    });
+    // And everyone else is still served.
+    assert!(c.peers_json().is_some());
+}

@@ -260,3 +260,116 @@ async fn a_connection_runs_over_any_stream_such_as_one_carried_inside_another() 
     let wrong = swarmfs_net::dial_over::<Echo, _>(near, label, &dialer, "a relayed stream", id, None).await;
     assert!(matches!(wrong, Err(NetError::WrongNode { .. })), "{:?}", wrong.err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_splice_carries_both_ways_counts_every_byte_and_keeps_to_its_rate() {
+    use swarmfs_net::task::RateLimiter;
+    // Two legs, each an in-memory pipe whose far end stands for a node.
+    let (a_near, mut a_far) = tokio::io::duplex(64 * 1024);
+    let (b_near, mut b_far) = tokio::io::duplex(64 * 1024);
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pacer = Arc::new(RateLimiter::new(1_000_000));
+    let stop = CancellationToken::new();
+    let (counted, paced, halt) = (bytes.clone(), pacer.clone(), stop.clone());
+    let splice = tokio::spawn(async move {
+        swarmfs_net::dialer::splice(Box::new(a_near), Box::new(b_near), &counted, &paced, &halt).await
+    });
+    let started = tokio::time::Instant::now();
+    let up = vec![7u8; 2_000_000];
+    let writer = tokio::spawn(async move {
+        a_far.write_all(&up).await.unwrap();
+        let mut back = [0u8; 5];
+        a_far.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"reply");
+        a_far
+    });
+    let mut got = vec![0u8; 2_000_000];
+    b_far.read_exact(&mut got).await.unwrap();
+    assert!(got.iter().all(|&b| b == 7));
+    // 2 MB at 1 MB/s: the pacer holds it to about two seconds (of paused, exact time).
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900), "{:?}", started.elapsed());
+    b_far.write_all(b"reply").await.unwrap();
+    let a_far = writer.await.unwrap();
+    // Either end closing ends the splice, which reports what it carried.
+    drop(a_far);
+    drop(b_far);
+    let carried = splice.await.unwrap();
+    assert_eq!(carried, 2_000_005);
+    assert_eq!(bytes.load(std::sync::atomic::Ordering::Relaxed), 2_000_005);
+}
+
+/// A listener whose `Relay` requests take their connection over: it answers `Ok`, then
+/// echoes raw bytes.
+struct TakesOver;
+
+impl Service for TakesOver {
+    fn listener(&self) -> swarmfs_proto::authz::Listener {
+        swarmfs_proto::authz::Listener::Tracker
+    }
+
+    fn takes_over(&self) -> bool {
+        true
+    }
+
+    async fn take_over(
+        &self,
+        first: swarmfs_net::FirstRequest,
+        mut stream: swarmfs_net::RawStream,
+        _: CancellationToken,
+    ) {
+        swarmfs_net::answer_raw(&mut stream, first.id, &Response::Ok).await.unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        stream.write_all(&buf).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+
+    async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, _payload: Bytes) -> (Response, Bytes) {
+        match req {
+            Request::ListPeers => (Response::Peers(vec![]), Bytes::new()),
+            _ => (Response::error(swarmfs_proto::ErrorCode::Unsupported, "no"), Bytes::new()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_relay_request_first_on_a_connection_takes_it_over_and_any_other_first_request_is_served() {
+    use swarmfs_proto::{Frame, FrameKind};
+    let swarm =
+        Arc::new(Swarm { identity: Identity::generate().unwrap(), secret: Secret::Swarm([1; 32]), member: None });
+    let id = swarm.identity.node_id();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(serve(l, swarm, Arc::new(TakesOver), Limits::default(), CancellationToken::new()));
+    let me = client([1; 32]);
+    // Taken over: the answer, then raw bytes both ways.
+    let mut s = swarmfs_net::rpc::dial_raw(&me, &addr, id).await.unwrap();
+    let relay = Frame::new(FrameKind::Request, 9, &Request::Relay { to: NodeId([3; 32]) }, Bytes::new());
+    swarmfs_net::io::write_frame(&mut s, &relay).await.unwrap();
+    s.flush().await.unwrap();
+    let answer = swarmfs_net::io::read_frame(&mut s).await.unwrap().unwrap();
+    assert_eq!(answer.id, 9);
+    assert_eq!(answer.decode_meta::<Response>().unwrap(), Response::Ok);
+    s.write_all(b"bytes").await.unwrap();
+    s.flush().await.unwrap();
+    let mut echo = [0u8; 5];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"bytes");
+    // Any other first request is read off the stream and then served like the rest.
+    let (conn, _ev) = dial(&me, &addr, id, Role::Client).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.call(&Request::ListPeers, Bytes::new()).await.unwrap().0, Response::Peers(vec![]));
+    }
+    // A link's holder may not join a relay as its target: refused before the take-over.
+    let link = LinkId([9; 16]);
+    let holder = link_client(link, link_secret(&[1; 32], &link));
+    let mut s = swarmfs_net::rpc::dial_raw(&holder, &addr, id).await.unwrap();
+    let join = Frame::new(FrameKind::Request, 1, &Request::RelayJoin { token: 1 }, Bytes::new());
+    swarmfs_net::io::write_frame(&mut s, &join).await.unwrap();
+    s.flush().await.unwrap();
+    let answer = swarmfs_net::io::read_frame(&mut s).await.unwrap().unwrap();
+    assert!(matches!(
+        answer.decode_meta::<Response>().unwrap(),
+        Response::Error { code: swarmfs_proto::ErrorCode::Forbidden, .. }
+    ));
+}
