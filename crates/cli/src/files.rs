@@ -517,7 +517,7 @@ pub async fn peers(cli: &Cli) -> Result<()> {
         outln!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
     } else {
         outln!(
-            "{:<10} {:<8} {:<7} {:>10} {:>10} {:>8}  ADDRESS",
+            "{:<10} {:<8} {:<9} {:>10} {:>10} {:>8}  ADDRESS",
             "NODE",
             "STATE",
             "REACH",
@@ -527,7 +527,7 @@ pub async fn peers(cli: &Cli) -> Result<()> {
         );
         for p in peers {
             outln!(
-                "{:<10} {:<8} {:<7} {:>10} {:>10} {:>8}  {}",
+                "{:<10} {:<8} {:<9} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 p.state.as_str(),
                 p.reach.as_str(),

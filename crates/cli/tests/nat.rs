@@ -406,6 +406,11 @@ fn peers_behind_different_nats_store_serve_and_repair_by_hole_punching() {
         assert!(connections(&out, "punch") >= 1 && connections(&out, "relay") == 0, "{out}");
     }
     assert_eq!(relayed_bytes(&s), 0, "every byte went over punched connections, none through the relay");
+    // `peers` shows what the punches found.
+    let peers = s.peers().unwrap();
+    for p in peers.as_array().unwrap().iter().filter(|p| p["state"] == "up") {
+        assert_eq!(p["reach"], "nat-punch", "{peers}");
+    }
 }
 
 #[test]
@@ -429,6 +434,11 @@ fn a_nat_that_maps_each_connection_to_a_new_port_is_reached_through_the_relay() 
     assert_eq!(std::fs::read(&back).unwrap(), data, "reads back byte-exact through the relay");
     assert!(connections(&get, "relay") >= 1, "{get}");
     assert!(relayed_bytes(&s) > after_put + data.len() as u64, "the relay carried the download too");
+    // `peers` shows the peer as reached through the relay only (the punch was reported failed).
+    wait_for("the failed punch reported", Duration::from_secs(10), || {
+        let peers = s.peers()?;
+        (peers[0]["reach"] == "nat-relay").then_some(())
+    });
 }
 
 #[test]

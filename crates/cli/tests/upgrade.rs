@@ -1,4 +1,4 @@
-//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4)
+//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5)
 //! opens with today's binary, and every file reads back byte-exact.
 
 mod common;
@@ -12,6 +12,7 @@ use common::{pattern, stderr, wait_for, BIN};
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol2");
 const FIXTURE_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol3");
 const FIXTURE_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol4");
+const FIXTURE_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol5");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -228,4 +229,57 @@ fn a_protocol_4_swarm_upgrades_in_place_and_both_member_tokens_read_and_link() {
     assert_eq!(h["status"], "healthy", "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+}
+
+#[test]
+fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let homes = ["tracker", "client", "reader", "peer0", "peer1", "peer2"];
+    let addr = copy_fixture(FIXTURE_5, &homes, "127.0.0.1:47315", d);
+    let s = |h: &str| d.join(h).display().to_string();
+    let mut daemons = Daemons(vec![spawn(d, "tracker", &["tracker", "--home", &s("tracker")])]);
+    for peer in ["peer0", "peer1", "peer2"] {
+        daemons.0.push(spawn(d, peer, &["peer", "--home", &s(peer), "--listen", "127.0.0.1:0"]));
+    }
+    let (client, reader) = (d.join("client"), d.join("reader"));
+    wait_for("the upgraded swarm to answer with three peers up", Duration::from_secs(30), || {
+        let out = cli(&client, &["peers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.as_array()?.iter().filter(|p| p["state"] == "up").count() == 3).then_some(())
+    });
+    let expected: [(&str, Vec<u8>, u64); 6] = [
+        ("/a.txt", b"hello from protocol 5\n".to_vec(), 2),
+        ("/dir/b.bin", pattern(70000, 2), 2),
+        ("/dir/sub/c.bin", pattern(9000, 3), 1),
+        ("/same-as-c.bin", pattern(9000, 3), 2),
+        ("/three.bin", pattern(70000, 2), 3),
+        ("/d.bin", pattern(300000, 5), 2),
+    ];
+    for (remote, data, r) in &expected {
+        for home in [&client, &reader] {
+            let out = cli(home, &["cat", remote]);
+            assert!(out.status.success(), "cat {remote}: {}", stderr(&out));
+            assert!(out.stdout == *data, "{remote} reads back byte-exact after the upgrade");
+        }
+        let out = cli(&client, &["stat", remote, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["replicas"].as_u64(), Some(*r), "{remote} keeps the R it was written with");
+    }
+    let out = cli(&reader, &["mkdir", "/nope"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // The link made before the upgrade still opens its file (its tracker address moved to
+    // this test's port, as the homes' did).
+    let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
+    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
+    link.tracker_addr = addr;
+    let got = d.join("got");
+    let out = cli(&d.join("nobody"), &["get", &link.encode(), got.to_str().unwrap()]);
+    assert!(out.status.success(), "get LINK: {}", stderr(&out));
+    assert!(std::fs::read(&got).unwrap() == pattern(300000, 5));
+    let out = cli(&client, &["health", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["status"], "healthy", "{h}");
+    let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "no schema change in protocol 6");
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use swarmfs_proto::{NodeId, Reach, RendezvousPath, Request, Response, Role};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
@@ -95,6 +95,14 @@ impl PathCounts {
 /// behind the same NAT, and a NAT that drops unknown SYNs would otherwise hold it for the
 /// whole connect timeout.
 const DIRECT_TO_NAT: Duration = Duration::from_millis(1500);
+/// A direct dial to a node that is not known to be behind NAT.
+const CONNECT_DIRECT: Duration = Duration::from_secs(5);
+/// For a node behind NAT, the punch (and relay) start this long after the direct dial (on
+/// a LAN it has answered by then), or at once when it fails.
+const PUNCH_AFTER_DIRECT: Duration = Duration::from_millis(300);
+/// The relay starts this long after the punch, or at once when the punch fails: a punch
+/// that works connects within a round trip of both sides hearing from the tracker.
+const RELAY_AFTER_PUNCH: Duration = Duration::from_secs(1);
 /// The tracker's part of a punch or relay (ordering the target, its answer).
 const RENDEZVOUS: Duration = Duration::from_secs(6);
 /// Simultaneous connects keep trying this long.
@@ -105,9 +113,12 @@ const PUNCH_RETRY: Duration = Duration::from_millis(20);
 /// Relayed and punched connections a node serves at once.
 const MAX_RENDEZVOUS_CONNECTIONS: usize = 256;
 
-/// Reaches `node`: direct at `addrs`, then (unless the tracker found it `Direct`, or there
-/// is no tracker to broker) by hole punching, then through the tracker's relay. Returns the
-/// connection and the path that worked; the error names every path's failure.
+/// Reaches `node`: direct at `addrs`; unless the tracker found it `Direct` (or there is no
+/// tracker to broker), also by hole punching and through the tracker's relay. The paths are
+/// staggered, not strictly one after another (as "happy eyeballs" does for IPv6): for a node
+/// behind NAT the punch starts shortly after the direct dial and the relay a second after the
+/// punch, or as soon as the one before has failed; the first connection made wins and the
+/// others are dropped. Returns the connection and its path; the error names every failure.
 pub async fn reach(
     d: &Dialer<'_>,
     rendezvous: Option<&Rendezvous>,
@@ -116,31 +127,119 @@ pub async fn reach(
     reach: Reach,
     counts: &PathCounts,
 ) -> Result<(Connection, Path), NetError> {
+    let behind_nat = reach.behind_nat();
+    let brokered = rendezvous.filter(|_| reach != Reach::Direct);
+    let (direct_failed, punch_failed) = (Notify::new(), Notify::new());
+    let direct = async {
+        let r = direct(d, node, addrs, if behind_nat { DIRECT_TO_NAT } else { CONNECT_DIRECT }).await;
+        if r.is_err() {
+            direct_failed.notify_one();
+        }
+        r
+    };
+    // A node behind NAT may still be on this node's LAN: the direct dial gets a head start.
+    let punch = async {
+        let rv = brokered.ok_or(Failure::Skipped)?;
+        let head_start = if behind_nat { PUNCH_AFTER_DIRECT } else { Duration::MAX };
+        start_after(head_start, &direct_failed).await;
+        let r = punch(d, rv, node).await.map_err(|e| Failure::Failed(format!("punch: {e}")));
+        if r.is_err() {
+            punch_failed.notify_one();
+        }
+        r
+    };
+    let relay = async {
+        let rv = brokered.ok_or(Failure::Skipped)?;
+        let head_start = if behind_nat { PUNCH_AFTER_DIRECT } else { Duration::MAX };
+        start_after(head_start, &direct_failed).await;
+        // The last dialer found only the relay gets through: no head start for the punch.
+        if reach != Reach::Relay {
+            start_after(RELAY_AFTER_PUNCH, &punch_failed).await;
+        }
+        relay(d, rv, node).await.map_err(|e| Failure::Failed(format!("relay: {e}")))
+    };
+    tokio::pin!(direct, punch, relay);
+    let (mut direct_done, mut punch_done, mut relay_done) = (false, false, false);
     let mut failures = Vec::new();
-    let direct_limit = if reach == Reach::Nat { DIRECT_TO_NAT } else { Duration::from_secs(5) };
+    let mut note = |f: Failure| match f {
+        Failure::Failed(why) => failures.push(why),
+        Failure::Skipped => {}
+    };
+    while !(direct_done && punch_done && relay_done) {
+        tokio::select! {
+            r = &mut direct, if !direct_done => {
+                direct_done = true;
+                match r {
+                    Ok(c) => return Ok(done(c, node, Path::Direct, counts)),
+                    Err(DirectError::Refused(e)) if !behind_nat || !matches!(e, NetError::WrongNode { .. }) => return Err(e),
+                    Err(DirectError::Refused(e)) => note(Failure::Failed(format!("direct: {e}"))),
+                    Err(DirectError::Failed(why)) => why.into_iter().for_each(|w| note(Failure::Failed(w))),
+                }
+            }
+            r = &mut punch, if !punch_done => {
+                punch_done = true;
+                match r {
+                    Ok(c) => return Ok(done(c, node, Path::Punch, counts)),
+                    Err(f) => note(f),
+                }
+            }
+            r = &mut relay, if !relay_done => {
+                relay_done = true;
+                match r {
+                    Ok(c) => return Ok(done(c, node, Path::Relay, counts)),
+                    Err(f) => note(f),
+                }
+            }
+        }
+    }
+    Err(unreachable(node, failures))
+}
+
+enum Failure {
+    /// Not tried (no tracker to broker it, or the node is known to be directly reachable).
+    Skipped,
+    Failed(String),
+}
+
+enum DirectError {
+    /// The node answered and refused us (not a member, another protocol version, or another
+    /// node at that address): no other path gets further.
+    Refused(NetError),
+    /// What went wrong at each address.
+    Failed(Vec<String>),
+}
+
+/// Dials `addrs` in order, each within `limit`.
+async fn direct(d: &Dialer<'_>, node: NodeId, addrs: &[String], limit: Duration) -> Result<Connection, DirectError> {
+    let mut failures = Vec::new();
     for addr in addrs {
-        match tokio::time::timeout(direct_limit, crate::rpc::dial_serving::<NoService>(d, addr, node, None)).await {
-            Ok(Ok((c, _events))) => return Ok(done(c, node, Path::Direct, counts)),
-            // It answered and refused us: another path reaches the same refusal. (Another
-            // node at a NAT'd peer's private address is just someone else's LAN.)
-            Ok(Err(e @ (NetError::NotMember(_) | NetError::Version { .. }))) => return Err(e),
-            Ok(Err(e @ NetError::WrongNode { .. })) if reach != Reach::Nat => return Err(e),
+        match tokio::time::timeout(limit, crate::rpc::dial_serving::<NoService>(d, addr, node, None)).await {
+            Ok(Ok((c, _events))) => return Ok(c),
+            Ok(Err(e @ (NetError::NotMember(_) | NetError::Version { .. } | NetError::WrongNode { .. }))) => {
+                return Err(DirectError::Refused(e))
+            }
             Ok(Err(e)) => failures.push(format!("direct to {addr}: {e}")),
             Err(_) => failures.push(format!("direct to {addr}: timed out")),
         }
     }
-    let Some(rv) = rendezvous.filter(|_| reach != Reach::Direct) else {
-        return Err(unreachable(node, failures));
-    };
-    match punch(d, rv, node).await {
-        Ok(c) => return Ok(done(c, node, Path::Punch, counts)),
-        Err(e) => failures.push(format!("punch: {e}")),
+    if failures.is_empty() {
+        failures.push("direct: no address to dial".into());
     }
-    match relay(d, rv, node).await {
-        Ok(c) => return Ok(done(c, node, Path::Relay, counts)),
-        Err(e) => failures.push(format!("relay: {e}")),
+    Err(DirectError::Failed(failures))
+}
+
+/// Waits `head_start`, or less if `earlier` is notified first.
+async fn start_after(head_start: Duration, earlier: &Notify) {
+    if head_start == Duration::MAX {
+        earlier.notified().await;
+        // Let the next one waiting on the same failure go too.
+        earlier.notify_one();
+        return;
     }
-    Err(unreachable(node, failures))
+    tokio::select! {
+        _ = tokio::time::sleep(head_start) => {}
+        _ = earlier.notified() => earlier.notify_one(),
+    }
 }
 
 fn done(c: Connection, node: NodeId, path: Path, counts: &PathCounts) -> (Connection, Path) {
@@ -219,17 +318,27 @@ fn refused(resp: Response) -> NetError {
     }
 }
 
-/// Hole punching, the dialer's side; see the module docs.
+/// Hole punching, the dialer's side; see the module docs. The outcome is reported to the
+/// tracker (`Punched`), which shows it in `swarmfs peers`.
 async fn punch(d: &Dialer<'_>, rv: &Rendezvous, node: NodeId) -> Result<Connection, NetError> {
     let (tracker, local) = tracker_leg_from_fresh_port(d, rv).await?;
     let (resp, _) = tracker.call_timeout(&Request::Punch { to: node }, bytes::Bytes::new(), RENDEZVOUS).await?;
     let Response::PunchAt { addr } = resp else { return Err(refused(resp)) };
     let remote = parse_addr(&addr)?;
     debug!(node = %node.short(), from = %local, to = %remote, "punching");
-    let tcp = simultaneous_open(local, remote, PUNCH).await?;
-    drop(tracker);
-    let (conn, _events) = dial_over::<NoService, _>(tcp, remote, d, &addr, node, None).await?;
-    Ok(conn)
+    let punched = async {
+        let tcp = simultaneous_open(local, remote, PUNCH).await?;
+        let (conn, _events) = dial_over::<NoService, _>(tcp, remote, d, &addr, node, None).await?;
+        Ok(conn)
+    }
+    .await;
+    // Told in the background: the connection is usable now, and a report that does not
+    // arrive only leaves `peers` showing less.
+    let report = Request::Punched { to: node, ok: punched.is_ok() };
+    tokio::spawn(async move {
+        let _ = tracker.call_timeout(&report, bytes::Bytes::new(), RENDEZVOUS).await;
+    });
+    punched
 }
 
 /// A fresh connection to the tracker whose first request `req` takes it over (a relay leg):

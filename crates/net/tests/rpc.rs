@@ -89,6 +89,17 @@ async fn a_hello_of_another_protocol_version_is_told_which_version_this_node_spe
         HelloReply::Refused { reason } => assert!(reason.contains("protocol version 4 is not supported"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    // Protocol 5's hello, with the link field: the same hello as today's, an older version.
+    let mut tls = swarmfs_net::rpc::dial_tls(&Identity::generate().unwrap(), &addr, id).await.unwrap();
+    let hello: (u16, Role, [u8; 32], Option<()>, Option<()>) = (5, Role::Client, [0; 32], None, None);
+    swarmfs_net::io::write_frame(&mut tls, &Frame::new(FrameKind::Hello, 0, &hello, Bytes::new())).await.unwrap();
+    tls.flush().await.unwrap();
+    let reply = swarmfs_net::io::read_frame(&mut tls).await.unwrap().unwrap();
+    let want = format!("protocol version 5 is not supported (this node speaks {})", swarmfs_proto::PROTOCOL_VERSION);
+    match reply.decode_meta::<HelloReply>().unwrap() {
+        HelloReply::Refused { reason } => assert!(reason.contains(&want), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

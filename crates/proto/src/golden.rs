@@ -142,6 +142,7 @@ fn every_request_variant() {
                     path: RendezvousPath::Punch { at: "192.0.2.1:4000".into() },
                 },
             ),
+            (44, "Punched", Request::Punched { to: NodeId([2; 32]), ok: true }),
         ],
     );
 }
@@ -214,6 +215,9 @@ fn error_codes_and_small_enums_keep_their_numbers() {
     assert_eq!(postcard::to_stdvec(&PeerState::Left).unwrap(), [2]);
     assert_eq!(postcard::to_stdvec(&PeerState::Draining).unwrap(), [3]);
     assert_eq!(postcard::to_stdvec(&EntryKind::Special).unwrap(), [3]);
+    assert_eq!(postcard::to_stdvec(&Reach::Nat).unwrap(), [2]);
+    assert_eq!(postcard::to_stdvec(&Reach::Relay).unwrap(), [4]);
+    assert_eq!(postcard::to_stdvec(&RendezvousPath::Relay).unwrap(), [0]);
 }
 
 #[test]

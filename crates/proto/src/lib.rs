@@ -29,4 +29,4 @@ pub use msg::*;
 pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;

@@ -137,8 +137,15 @@ pub enum Reach {
     /// The tracker reached it at its advertised address.
     Direct,
     /// It could not be reached there: behind NAT or a firewall, or a wrong `--advertise`.
-    /// Only the connections it opens reach it (the tracker's orders go over its session).
+    /// Only the connections it opens reach it (the tracker's orders go over its session);
+    /// others reach it by hole punching or through the relay. Which of the two works is not
+    /// known yet.
     Nat,
+    /// Behind NAT, and the last hole punch to it worked (protocol 6).
+    Punch,
+    /// Behind NAT, and the last hole punch to it failed (a NAT that maps each connection to
+    /// a new port): only the tracker's relay reaches it (protocol 6).
+    Relay,
 }
 
 impl Reach {
@@ -147,7 +154,15 @@ impl Reach {
             Reach::Unknown => "unknown",
             Reach::Direct => "direct",
             Reach::Nat => "nat",
+            Reach::Punch => "nat-punch",
+            Reach::Relay => "nat-relay",
         }
+    }
+
+    /// Whether only the connections it opens reach it (hole punching or the relay reach it
+    /// from others).
+    pub fn behind_nat(self) -> bool {
+        matches!(self, Reach::Nat | Reach::Punch | Reach::Relay)
     }
 }
 
@@ -397,8 +412,7 @@ pub enum Request {
         chunk: ChunkId,
         to: PeerInfo,
     },
-    // ---- protocol 5, NAT traversal (added after 5's first release; a node from that
-    // release refuses them as undecodable, which the dialer treats as a failed path)
+    // ---- protocol 6: NAT traversal
     /// Node -> tracker, the first request on a fresh connection: splice this connection to
     /// `to` (behind NAT) through the tracker. Answers `Ok` once `to` has joined the splice;
     /// from then on the connection carries the bytes of a connection to `to`, whose own TLS
@@ -429,6 +443,12 @@ pub enum Request {
         token: u64,
         from: NodeId,
         path: RendezvousPath,
+    },
+    /// Node -> tracker, on the connection it sent `Punch` on: whether the punch to `to` ended
+    /// in a connection (TLS and hello done). The tracker shows `to` as `Punch` or `Relay`.
+    Punched {
+        to: NodeId,
+        ok: bool,
     },
 }
 
@@ -497,6 +517,7 @@ impl Request {
             Request::Punch { .. } => "punch",
             Request::PunchReady { .. } => "punch_ready",
             Request::Rendezvous { .. } => "rendezvous",
+            Request::Punched { .. } => "punched",
         }
     }
 }

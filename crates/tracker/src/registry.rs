@@ -259,6 +259,16 @@ impl Registry {
         }
     }
 
+    /// What the last hole punch to `node` showed: reached by punching or only by the relay.
+    /// Only for a peer already known to be behind NAT: a dialer's report never makes a
+    /// directly reachable peer look otherwise.
+    pub fn set_nat_reach(&self, node: &NodeId, reach: Reach) {
+        let mut m = self.members.lock().expect("registry lock");
+        if let Some(mem) = m.get_mut(node).filter(|mem| mem.info.reach.behind_nat()) {
+            mem.info.reach = reach;
+        }
+    }
+
     pub fn set_draining(&self, node: &NodeId, on: bool) -> bool {
         let mut m = self.members.lock().expect("registry lock");
         let Some(mem) = m.get_mut(node) else {

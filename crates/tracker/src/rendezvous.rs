@@ -20,6 +20,8 @@ use crate::{Tracker, TrackerError};
 
 /// How long the target has to open its leg once ordered.
 const LEG_TIMEOUT: Duration = Duration::from_secs(5);
+/// A relay request this soon after a punch between the same two nodes means the punch failed.
+const PUNCH_THEN_RELAY: Duration = Duration::from_secs(10);
 
 /// A request waiting for its target's leg.
 enum Waiting {
@@ -30,6 +32,9 @@ enum Waiting {
 /// Pending rendezvous and the relay's counters.
 pub struct Rendezvous {
     waiting: Mutex<HashMap<u64, Waiting>>,
+    /// Punches brokered lately, by (dialer, target): a relay request that follows one
+    /// means it failed (the dialer's punch may be dropped before it can say so).
+    recent_punches: Mutex<HashMap<(NodeId, NodeId), Instant>>,
     pacer: RateLimiter,
     rate: u64,
     /// Bytes relayed both ways since start, counted as they pass.
@@ -44,6 +49,7 @@ impl Rendezvous {
     pub fn new(rate: u64) -> Rendezvous {
         Rendezvous {
             waiting: Mutex::default(),
+            recent_punches: Mutex::default(),
             pacer: RateLimiter::new(rate),
             rate,
             bytes: AtomicU64::new(0),
@@ -143,6 +149,10 @@ impl Tracker {
         self.rendezvous.forget(token);
         let addr = result?;
         self.rendezvous.punches.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.rendezvous.recent_punches.lock().expect("recent punches");
+        recent.retain(|_, at| at.elapsed() < PUNCH_THEN_RELAY);
+        recent.insert((from, to), Instant::now());
+        drop(recent);
         debug!(from = %from.short(), to = %to.short(), %observed, %addr, "punch brokered");
         Ok(Response::PunchAt { addr: addr.to_string() })
     }
@@ -168,6 +178,10 @@ impl Tracker {
         match first.req {
             Request::Relay { to } => {
                 let (from, id) = (first.remote, first.id);
+                let punched = self.rendezvous.recent_punches.lock().expect("recent punches").remove(&(from, to));
+                if punched.is_some_and(|at| at.elapsed() < PUNCH_THEN_RELAY) {
+                    self.registry.set_nat_reach(&to, swarmfs_proto::Reach::Relay);
+                }
                 match self.relay_join_wait(from, to).await {
                     Ok((join_id, leg)) => self.splice(from, to, (id, stream), (join_id, leg), shutdown).await,
                     Err(e) => {

@@ -405,6 +405,10 @@ impl Tracker {
             | Request::Ping => Response::error(ErrorCode::Unsupported, "the tracker stores no chunks"),
             Request::Punch { to } => self.punch(node, ctx.remote_addr, to).await?,
             Request::PunchReady { token } => self.punch_ready(node, ctx.remote_addr, token)?,
+            Request::Punched { to, ok } => {
+                self.registry.set_nat_reach(&to, if ok { Reach::Punch } else { Reach::Relay });
+                Response::Ok
+            }
             Request::Relay { .. } | Request::RelayJoin { .. } => {
                 Response::error(ErrorCode::InvalidArgument, "a relay request must come first on a fresh connection")
             }
