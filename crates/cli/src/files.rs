@@ -197,20 +197,7 @@ pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use swarmfs_proto::human_bytes as human;
 
 pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
     if a.min_replicas.is_some_and(|m| m > a.replicas) {

@@ -30,3 +30,20 @@ pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
 pub const PROTOCOL_VERSION: u16 = 6;
+
+/// A byte count for people, in binary units: `512 B`, `1.5 MiB`. Shared by the CLI and the
+/// status lines daemons put in `health`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

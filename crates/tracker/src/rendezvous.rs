@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use swarmfs_net::task::RateLimiter;
 use swarmfs_net::{answer_raw, FirstRequest, RawStream};
-use swarmfs_proto::{ErrorCode, NodeId, RendezvousPath, Request, Response, WorkerStatus};
+use swarmfs_proto::{human_bytes as human, ErrorCode, NodeId, RendezvousPath, Request, Response, WorkerStatus};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -93,21 +93,6 @@ impl Rendezvous {
 
     fn forget(&self, token: u64) {
         self.waiting.lock().expect("rendezvous").remove(&token);
-    }
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
