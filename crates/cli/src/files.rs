@@ -74,9 +74,19 @@ pub struct CatArgs {
 }
 
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct LsArgs {
     #[arg(default_value = "/")]
     pub dir: String,
+    /// Long listing: mode, size, modification time (UTC), name.
+    #[arg(short = 'l', long = "long", env = "SWARMFS_LS_LONG")]
+    pub long: bool,
+    /// With -l: sizes in binary units (1.5 MiB) instead of bytes.
+    #[arg(short = 'h', long = "human-readable", env = "SWARMFS_LS_HUMAN")]
+    pub human: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 #[derive(Args)]
@@ -199,6 +209,68 @@ pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
 
 pub use swarmfs_proto::human_bytes as human;
 
+/// `drwxr-xr-x`, as ls(1) shows an entry's type and permission bits.
+pub fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let kind = match kind {
+        EntryKind::Dir => 'd',
+        EntryKind::File => '-',
+        EntryKind::Symlink => 'l',
+        EntryKind::Special => match mode & 0o170000 {
+            0o010000 => 'p',
+            0o020000 => 'c',
+            0o060000 => 'b',
+            0o140000 => 's',
+            _ => '?',
+        },
+    };
+    let mut s = String::from(kind);
+    for (shift, special, set_char) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set_char,
+            (false, true) => set_char.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// `2026-11-24 02:40:12 UTC` for milliseconds since the epoch (no time zone database here:
+/// always UTC, and said so).
+pub fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `1 chunk`, `3 chunks`.
+pub fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// The rate of a transfer for a summary line, in the progress bar's units; none for a
+/// transfer too small or quick to give a meaningful one.
+pub fn rate(bytes: u64, secs: f64) -> Option<String> {
+    (bytes >= 1 << 20 && secs >= 0.05).then(|| format!("{}/s", human((bytes as f64 / secs) as u64)))
+}
+
 pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
     if a.min_replicas.is_some_and(|m| m > a.replicas) {
         return Err(crate::UsageError(format!(
@@ -232,11 +304,11 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
         );
     } else if !a.quiet {
         errln!(
-            "stored {dest}: {} in {} chunk(s) × {} replica(s), {:.1} MB/s",
+            "stored {dest}: {} in {} × {}{}",
             human(report.size),
-            report.chunks,
-            report.replicas,
-            report.size as f64 / secs / 1e6
+            count(report.chunks as u64, "chunk"),
+            count(report.replicas as u64, "replica"),
+            rate(report.size, secs).map(|r| format!(", {r}")).unwrap_or_default()
         );
     }
     Ok(())
@@ -294,7 +366,8 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
     };
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     if !cli.json && !a.quiet {
-        errln!("fetched {src}: {}, {:.1} MB/s", human(report.size), report.size as f64 / secs / 1e6);
+        let rate = rate(report.size, secs).map(|r| format!(", {r}")).unwrap_or_default();
+        errln!("fetched {src}: {}{rate}", human(report.size));
     }
     let mut served = None;
     if let Some(s) = seeder {
@@ -342,11 +415,21 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
     } else {
         for e in entries {
             let name = shown(e.path.rsplit('/').next().unwrap_or(""));
-            match e.kind {
-                EntryKind::Dir => outln!("{:>12}  {name}/", "-"),
-                EntryKind::File => outln!("{:>12}  {name}", e.size),
-                EntryKind::Symlink => outln!("{:>12}  {name}@", "-"),
-                EntryKind::Special => outln!("{:>12}  {name}|", "-"),
+            let suffix = match e.kind {
+                EntryKind::Dir => "/",
+                EntryKind::File => "",
+                EntryKind::Symlink => "@",
+                EntryKind::Special => "|",
+            };
+            let size = match e.kind {
+                EntryKind::File if a.human => human(e.size),
+                EntryKind::File => e.size.to_string(),
+                _ => "-".to_string(),
+            };
+            if a.long {
+                outln!("{} {size:>12}  {}  {name}{suffix}", mode_string(e.kind, e.mode), utc_time(e.mtime_ms));
+            } else {
+                outln!("{size:>12}  {name}{suffix}");
             }
         }
     }
@@ -408,15 +491,25 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
             EntryKind::Special => "special file",
         };
         outln!("kind:   {kind}");
-        outln!("mode:   {:o}", e.mode);
+        outln!("mode:   {} ({:o}), owner {}:{}", mode_string(e.kind, e.mode), e.mode & 0o7777, e.uid, e.gid);
         if e.kind == EntryKind::File {
             outln!("size:   {} ({})", e.size, human(e.size));
             outln!("chunks: {}", e.chunks);
             if e.replicas > 0 {
-                outln!("copies: {} wanted per chunk", e.replicas);
+                let fewest = holders
+                    .iter()
+                    .map(|(_, hs)| hs.iter().filter(|(_, st)| *st == "up" || *st == "draining").count())
+                    .min()
+                    .unwrap_or(0);
+                let mut nodes: Vec<&str> = holders.iter().flat_map(|(_, hs)| hs.iter().map(|(n, _)| &n[..8])).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                outln!("copies: {} wanted per chunk, at least {fewest} live for each", e.replicas);
+                outln!("holders: {}", nodes.join(" "));
             }
         }
-        outln!("mtime:  {} ms since the epoch", e.mtime_ms);
+        outln!("mtime:  {}", utc_time(e.mtime_ms));
+        outln!("ctime:  {}", utc_time(e.ctime_ms));
         if a.chunks {
             outln!("chunk map ({} chunks; # held, + partly, . not held):", holders.len());
             for m in source_maps(&holders, &cached) {
@@ -531,6 +624,31 @@ pub async fn peers(cli: &Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        assert_eq!(mode_string(EntryKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(EntryKind::File, 0o640), "-rw-r-----");
+        assert_eq!(mode_string(EntryKind::File, 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string(EntryKind::File, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode_string(EntryKind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(EntryKind::Special, 0o010644), "prw-r--r--");
+        assert_eq!(mode_string(EntryKind::Symlink, 0o777), "lrwxrwxrwx");
+    }
+
+    #[test]
+    fn times_are_calendar_dates_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_709_210_096_000), "2024-02-29 12:34:56 UTC");
+        assert_eq!(utc_time(-1000), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn a_tiny_or_instant_transfer_shows_no_rate() {
+        assert_eq!(rate(22, 0.01), None);
+        assert_eq!(rate(10 << 20, 0.001), None);
+        assert_eq!(rate(10 << 20, 2.0).as_deref(), Some("5.0 MiB/s"));
+    }
 
     #[test]
     fn a_chunk_map_folds_into_64_columns() {

@@ -125,3 +125,41 @@ fn no_live_peers_and_unreachable_tracker_fail_clearly() {
     assert_eq!(out.status.code(), Some(4));
     assert!(stderr(&out).contains("cannot reach the tracker"), "{}", stderr(&out));
 }
+
+#[test]
+fn ls_long_shows_mode_size_time_and_name_like_ls_and_tiny_puts_show_no_rate() {
+    let c = Cluster::start(1);
+    let (big, small) = (c.path("big.bin"), c.path("small.txt"));
+    std::fs::write(&big, pattern(3 << 19, 8)).unwrap();
+    std::fs::write(&small, b"hi\n").unwrap();
+    c.ok(&["mkdir", "/dir"]);
+    c.ok(&["put", big.to_str().unwrap(), "/big.bin", "--replicas", "1"]);
+    let out = c.cli(&["put", small.to_str().unwrap(), "/small.txt", "--replicas", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("stored /small.txt: 3 B in 1 chunk × 1 replica\n"), "no rate for 3 bytes: {said}");
+    let is_time = |t: &str| {
+        let b = t.as_bytes();
+        t.len() == 23 && t.ends_with(" UTC") && b[4] == b'-' && b[7] == b'-' && b[13] == b':' && b[16] == b':'
+    };
+    let long = c.ok(&["ls", "-l", "/"]);
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 3, "{long}");
+    for (line, mode, size, name) in [
+        (lines[0], "-rw-r--r--", "1572864", "big.bin"),
+        (lines[1], "drwxr-xr-x", "-", "dir/"),
+        (lines[2], "-rw-r--r--", "3", "small.txt"),
+    ] {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((fields[0], fields[1], fields[5]), (mode, size, name), "{line}");
+        assert!(is_time(&fields[2..5].join(" ")), "{line}");
+    }
+    let human = c.ok(&["ls", "-lh", "/"]);
+    assert!(human.lines().next().unwrap().contains(" 1.5 MiB "), "{human}");
+    // -h means human-readable here, as in ls; --help still helps.
+    assert!(c.ok(&["ls", "--help"]).contains("--long"));
+    let stat = c.ok(&["stat", "/big.bin"]);
+    assert!(stat.contains("mode:   -rw-r--r-- (644)"), "{stat}");
+    assert!(stat.lines().any(|l| l.starts_with("mtime:  ") && is_time(&l[8..])), "{stat}");
+    assert!(stat.contains("copies: 1 wanted per chunk, at least 1 live for each"), "{stat}");
+}
