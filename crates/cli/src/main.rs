@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `home`: the home directory (identity, swarm membership).
+//! - `config`: `HOME/config.toml`, settings below flags and `SWARMFS_*` variables.
 //! - `nodes`: init, join, tracker, peer.
 //! - `files`: the client commands (put, get, cat, ls, ...).
 //! - `local`: a tracker and peers as child processes on loopback (demo, bench, tests).
@@ -18,6 +19,7 @@
 #[macro_use]
 mod out;
 mod bench;
+mod config;
 mod files;
 mod health;
 mod home;
@@ -144,6 +146,11 @@ enum Command {
     /// Measure put/get throughput on a local swarm next to a raw TCP copy.
     #[command(after_help = "Example:\n  swarmfs bench --size 1G --peers 3 --replicas 2 --json")]
     Bench(bench::BenchArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Examples:\n  swarmfs completions bash > /etc/bash_completion.d/swarmfs\n  swarmfs completions zsh > \"${fpath[1]}/_swarmfs\"\n  swarmfs completions fish > ~/.config/fish/completions/swarmfs.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 impl Cli {
@@ -190,7 +197,12 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config::apply(&args, &<Cli as clap::CommandFactory>::command()) {
+        errln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         // --help and --version print as clap renders them.
         Err(e) if !e.use_stderr() => e.exit(),
@@ -248,6 +260,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mount(a) => mount::run(cli, a).await,
         Command::Demo(a) => local::demo(cli, a).await,
         Command::Bench(a) => bench::run(cli, a).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "swarmfs", &mut out);
+            outln!("{}", String::from_utf8_lossy(&out).trim_end());
+            Ok(())
+        }
     }
 }
 

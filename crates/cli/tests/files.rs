@@ -163,3 +163,36 @@ fn ls_long_shows_mode_size_time_and_name_like_ls_and_tiny_puts_show_no_rate() {
     assert!(stat.lines().any(|l| l.starts_with("mtime:  ") && is_time(&l[8..])), "{stat}");
     assert!(stat.contains("copies: 1 wanted per chunk, at least 1 live for each"), "{stat}");
 }
+
+#[test]
+fn config_toml_sits_below_env_and_flags_and_a_bad_line_is_named() {
+    let c = Cluster::start(1);
+    let home = c.client_home();
+    let with_env = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args).arg("--home").arg(&home).envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    std::fs::write(home.join("config.toml"), "# this member's defaults\njson = true  # for scripts\n").unwrap();
+    // From the file: JSON without the flag.
+    let out = with_env(&[], &["peers"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from the config file");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    // The environment wins over the file.
+    let out = with_env(&[("SWARMFS_JSON", "false")], &["peers"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NODE"), "{}", stderr(&out));
+    // A setting no flag has is refused, naming the file and the line; nothing runs.
+    std::fs::write(home.join("config.toml"), "json = true\nlisten-everywhere = 1\n").unwrap();
+    let out = with_env(&[], &["peers"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("config.toml line 2") && err.contains("no setting \"listen-everywhere\""), "{err}");
+    std::fs::remove_file(home.join("config.toml")).unwrap();
+    // Shell completions and the version.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = c.ok(&["completions", shell]);
+        assert!(script.contains("swarmfs") && script.contains("mount"), "{shell}: {script}");
+    }
+    let version = c.ok(&["--version"]);
+    assert_eq!(version.trim(), format!("swarmfs {}", env!("CARGO_PKG_VERSION")));
+}
