@@ -38,6 +38,9 @@ pub struct PutArgs {
     /// Hide the progress bar.
     #[arg(long, short, env = "SWARMFS_QUIET")]
     pub quiet: bool,
+    /// Keep the local file's modification time and permission bits (like `cp -p`).
+    #[arg(long, short = 'p', env = "SWARMFS_PRESERVE")]
+    pub preserve: bool,
 }
 
 #[derive(Args)]
@@ -288,11 +291,27 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
         window: a.window,
     };
     let dest = remote(&a.remote)?;
+    // Read before the upload: what the file was when it was read is what is kept.
+    let preserved = match (a.preserve, a.local == std::path::Path::new("-")) {
+        (false, _) => None,
+        (true, true) => return Err(crate::UsageError("--preserve needs a file, not stdin".into()).into()),
+        (true, false) => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&a.local).with_context(|| format!("put {}", a.local.display()))?;
+            Some((m.mode() & 0o7777, m.mtime() * 1000 + m.mtime_nsec() / 1_000_000))
+        }
+    };
     let client = connect(cli).await?;
     let bar = Bar::new("put", !a.quiet && !cli.json);
     let report = client.put(&a.local, &dest, &opts, &bar).await;
     bar.finish();
     let report = report.with_context(|| format!("put {} -> {dest}", a.local.display()))?;
+    if let Some((mode, mtime_ms)) = preserved {
+        client
+            .set_attr(&dest, Some(mode), None, None, Some(mtime_ms))
+            .await
+            .with_context(|| format!("put {dest}: stored, but keeping its mode and time failed"))?;
+    }
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     if cli.json {
         let (direct, punch, relay) = client.paths();

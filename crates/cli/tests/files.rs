@@ -196,3 +196,25 @@ fn config_toml_sits_below_env_and_flags_and_a_bad_line_is_named() {
     let version = c.ok(&["--version"]);
     assert_eq!(version.trim(), format!("swarmfs {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn put_preserve_keeps_the_local_files_mode_and_modification_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(1);
+    let local = c.path("old.txt");
+    std::fs::write(&local, b"kept as it was\n").unwrap();
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_577_836_800_123); // 2020-01-01
+    std::fs::File::options().write(true).open(&local).unwrap().set_modified(then).unwrap();
+    c.ok(&["put", "--preserve", local.to_str().unwrap(), "/kept.txt", "--replicas", "1"]);
+    c.ok(&["put", local.to_str().unwrap(), "/plain.txt", "--replicas", "1"]);
+    let stat = |p: &str| serde_json::from_str::<serde_json::Value>(&c.ok(&["stat", p, "--json"])).unwrap();
+    let (kept, plain) = (stat("/kept.txt"), stat("/plain.txt"));
+    assert_eq!(kept["mtime_ms"], 1_577_836_800_123i64, "{kept}");
+    assert_eq!(kept["mode"], "640", "{kept}");
+    assert!(plain["mtime_ms"].as_i64().unwrap() > 1_700_000_000_000, "without -p: the time of the put");
+    assert_eq!(plain["mode"], "644", "without -p: the default mode");
+    // From stdin there is nothing to keep: a usage error.
+    let out = c.cli(&["put", "--preserve", "-", "/stdin.txt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
