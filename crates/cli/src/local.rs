@@ -1,6 +1,7 @@
 //! A whole swarm on loopback: a tracker and peers as child processes of this binary, each
 //! with its own home under one directory. `demo` and `bench` use it.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ pub struct LocalSwarm {
     pub client_home: PathBuf,
     pub tracker: Child,
     pub peers: Vec<Child>,
+    /// Each peer's short node id, as `swarmfs peers` shows it (`peer_ids[i]` is peer i+1's).
+    pub peer_ids: Vec<String>,
 }
 
 /// A free loopback port (bound, then released: good enough on a machine we control).
@@ -38,8 +41,18 @@ fn spawn_logged(dir: &Path, name: &str, args: &[&str]) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        // Its own process group: Ctrl-C in the terminal reaches this process only, which
+        // stops the children in order (peers first) instead of all of them racing it.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {name}"))
+}
+
+/// SIGTERM to `child` if it still runs; quiet if it has just exited.
+fn terminate(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::TERM);
+    }
 }
 
 impl LocalSwarm {
@@ -71,9 +84,12 @@ impl LocalSwarm {
             client_home: dir.join("client"),
             tracker,
             peers: Vec::new(),
+            peer_ids: Vec::new(),
         };
         for i in 1..=peers {
-            let h = dir.join(format!("peer{i}")).display().to_string();
+            let home = dir.join(format!("peer{i}"));
+            swarm.peer_ids.push(Home::load(&home)?.swarm()?.identity.node_id().short());
+            let h = home.display().to_string();
             let child = spawn_logged(
                 dir,
                 &format!("peer{i}"),
@@ -114,7 +130,7 @@ impl LocalSwarm {
 
     /// Stops the tracker and starts it again with `flags` (peers reconnect by themselves).
     pub async fn restart_tracker(&mut self, flags: &[&str]) -> Result<()> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.tracker.id().to_string()).status();
+        terminate(&mut self.tracker);
         let _ = self.tracker.wait();
         let th = self.dir.join("tracker").display().to_string();
         let mut args = vec!["tracker", "--home", &th, "--peer-timeout", "5"];
@@ -135,20 +151,24 @@ impl LocalSwarm {
         let _ = self.peers[i].wait();
     }
 
+    /// Stops the peers (each tells the tracker it leaves), then the tracker: SIGTERM, up to
+    /// 5 s each round, then SIGKILL.
     pub fn stop(&mut self) {
-        for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
-            if matches!(c.try_wait(), Ok(None)) {
-                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        fn stop_all(children: &mut [Child]) {
+            for c in children.iter_mut() {
+                terminate(c);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for c in children.iter_mut() {
+                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for c in self.peers.iter_mut().chain(std::iter::once(&mut self.tracker)) {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_all(&mut self.peers);
+        stop_all(std::slice::from_mut(&mut self.tracker));
     }
 }
 
@@ -185,6 +205,11 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
         a.peers,
         dir.display()
     );
+    // Named as `swarmfs peers` shows them, with the pid to kill one by.
+    let named: Vec<String> = (0..swarm.peers.len())
+        .map(|i| format!("peer{} = {} (pid {})", i + 1, swarm.peer_ids[i], swarm.peers[i].id()))
+        .collect();
+    outln!("  {}", named.join(", "));
 
     // Show the main job working before handing over: store, read back, survive a peer loss.
     let sample = dir.join("sample.bin");
@@ -211,7 +236,10 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
         if std::fs::read(&back)? != data {
             bail!("read-back after killing a peer mismatched");
         }
-        outln!("  killed peer1 (pid {pid}) with SIGKILL; read it back byte-exact from the other replicas");
+        outln!(
+            "  killed peer1 = {} (pid {pid}) with SIGKILL; read it back byte-exact from the other replicas",
+            swarm.peer_ids[0]
+        );
         outln!("demo check passed");
         return Ok(());
     }
@@ -222,9 +250,13 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     outln!("  {exe} put /etc/services /docs/services");
     outln!("  {exe} ls /docs");
     outln!("  {exe} get /docs/services /tmp/services && cmp /etc/services /tmp/services");
-    outln!("  kill -9 {}      # peer1 dies; reads keep working from the replicas", swarm.peers[0].id());
+    outln!(
+        "  kill -9 {}      # peer1 = {} dies; reads keep working from the replicas",
+        swarm.peers[0].id(),
+        swarm.peer_ids[0]
+    );
     outln!("  {exe} cat /docs/services --offset 100 --length 200");
-    outln!("  {exe} peers");
+    outln!("  {exe} peers                     # peer1 = {} and the others, by id", swarm.peer_ids[0]);
     outln!("  mkdir -p /tmp/swarm && {exe} mount /tmp/swarm   # the swarm as a file system (needs fuse3)");
     outln!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
     outln!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());

@@ -473,3 +473,58 @@ fn usage_mistakes_exit_2_and_missing_files_exit_3() {
     assert!(stderr(&out).contains("past the end of the file (5000 bytes)"), "{}", stderr(&out));
     assert_eq!(c.cli(&["cat", "/small", "--offset", "5000"]).status.code(), Some(0), "the end itself is fine");
 }
+
+#[test]
+fn ctrl_c_stops_the_demo_and_its_swarm_cleanly() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Its own process group, as a shell gives a foreground job: Ctrl-C is SIGINT to it.
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--peers", "2", "--dir"])
+        .arg(dir.path().join("demo"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = demo.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !said.iter().any(|l: &String| l.starts_with("Ctrl-C stops the swarm")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        said.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("the demo never got ready: {said:?}")));
+    }
+    // It names its peers as `swarmfs peers` does: short node ids.
+    assert!(said.iter().any(|l| l.contains("peer1 = ") && l.contains("(pid ")), "{said:?}");
+    let children = String::from_utf8(
+        Command::new("ps").args(["-o", "pid=", "--ppid", &demo.id().to_string()]).output().unwrap().stdout,
+    )
+    .unwrap();
+    let children: Vec<String> = children.split_whitespace().map(str::to_string).collect();
+    assert_eq!(children.len(), 3, "a tracker and two peers: {children:?}");
+    // Ctrl-C: SIGINT to the demo's process group (not through kill(1), whose parsing of a
+    // negative pid varies between implementations).
+    let group = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    assert!(wait_for_exit(&mut demo, Duration::from_secs(30)), "the demo stops on Ctrl-C");
+    let out = demo.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(stderr(&out).is_empty(), "nothing on stderr (no `kill: no such process`): {}", stderr(&out));
+    assert!(rx.try_iter().any(|l| l == "stopping"));
+    for pid in &children {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} is gone");
+    }
+    // The peers were told to stop (and left) before the tracker went.
+    for peer in ["peer1", "peer2"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("demo/logs/{peer}.log"))).unwrap();
+        assert!(log.contains("peer stopped"), "{peer}: {log}");
+    }
+}
