@@ -405,7 +405,11 @@ pub async fn serve_rendezvous<S: Service>(
             continue;
         };
         let (swarm, rv, service, shutdown) = (swarm.clone(), rv.clone(), service.clone(), shutdown.clone());
-        let span = tracing::debug_span!("rendezvous", from = %order.from.short(), path = ?order.path);
+        let path = match &order.path {
+            RendezvousPath::Relay => "relay",
+            RendezvousPath::Punch { .. } => "punch",
+        };
+        let span = tracing::debug_span!("rendezvous", from = %order.from.short(), path);
         conns.spawn(
             async move {
                 let _slot = slot;

@@ -642,7 +642,7 @@ async fn serve_conn<S: Service>(
         warn!(%remote_addr, "authenticated connection limit reached; refusing");
         return Err(NetError::Closed);
     };
-    debug!(remote = %remote.short(), ?role, ?credential, "connection authenticated");
+    debug!(remote = %remote.short(), %role, %credential, "connection authenticated");
     let mut tls = tls;
     let mut first = None;
     if service.takes_over() {

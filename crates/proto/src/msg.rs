@@ -72,6 +72,30 @@ pub enum Credential {
     Link { id: LinkId },
 }
 
+/// As log lines show it: `peer`, `member ann`, `read-only member bob`, `tracker`, `link 1a2b3c4d`.
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Peer => f.write_str("peer"),
+            Credential::Member { name, read_only: false } => write!(f, "member {name}"),
+            Credential::Member { name, read_only: true } => write!(f, "read-only member {name}"),
+            Credential::Tracker => f.write_str("tracker"),
+            Credential::Link { id } => write!(f, "link {}", id.short()),
+        }
+    }
+}
+
+/// As log lines show it: `peer`, `client`, `tracker`.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Peer => "peer",
+            Role::Client => "client",
+            Role::Tracker => "tracker",
+        })
+    }
+}
+
 /// A link as `swarmfs link ls` shows it (protocol 5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkInfo {
@@ -687,5 +711,20 @@ impl std::fmt::Display for Event {
             Event::PeerDown(n) => write!(f, "peer {} is down", n.short()),
             Event::PeerAddrChanged(p) => write!(f, "peer {} moved to {}", p.node.short(), p.addrs.join(",")),
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_roles_read_as_words_in_logs() {
+        assert_eq!(Credential::Member { name: "ann".into(), read_only: true }.to_string(), "read-only member ann");
+        assert_eq!(
+            Credential::Link { id: LinkId([0xab; 16]) }.to_string(),
+            format!("link {}", LinkId([0xab; 16]).short())
+        );
+        assert_eq!(Role::Client.to_string(), "client");
     }
 }
