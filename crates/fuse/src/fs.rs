@@ -415,7 +415,7 @@ impl Inner {
                 // Cut short: flush_file kept it.
                 Err(_) if self.stop_uploading.is_cancelled() => kept.push(name),
                 Err(e) => {
-                    warn!("could not upload {name} on unmount: {e}");
+                    warn!("could not upload {name} on unmount: {e:?}");
                     kept.extend(self.keep_staged(*ino, f).await);
                 }
             }
