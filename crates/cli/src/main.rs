@@ -197,7 +197,16 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match mount::helper_args(&args) {
+        None => {}
+        Some(Ok(Some(translated))) => args = translated,
+        Some(Ok(None)) => return ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            errln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = config::apply(&args, &<Cli as clap::CommandFactory>::command()) {
         errln!("error: {e}");
         return ExitCode::from(2);

@@ -48,6 +48,22 @@ pub struct MountArgs {
     /// Address others dial to reach this node with --serve (default: the listen address).
     #[arg(long, env = "SWARMFS_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Mount read-only (a read-only member's mount always is).
+    #[arg(long, short = 'r', env = "SWARMFS_READ_ONLY")]
+    pub read_only: bool,
+    /// Run in the background: return once mounted; the mount logs to HOME/mount.log unless
+    /// --log-file says otherwise. Unmount with `fusermount3 -u MOUNTPOINT` (or umount).
+    #[arg(long, short = 'd', env = "SWARMFS_DAEMON")]
+    pub daemon: bool,
+    /// Mount options, comma-separated, as /etc/fstab and mount(8) give them: ro, rw,
+    /// allow_other, replicas=N, min_replicas=N, cache=SIZE, chunk_size=SIZE; generic ones
+    /// (defaults, auto, noauto, user, users, nouser, _netdev, nofail, dev, nodev, suid,
+    /// nosuid, exec, noexec, x-*, comment=*) are accepted and ignored.
+    #[arg(short = 'o', value_name = "OPTIONS", env = "SWARMFS_MOUNT_OPTIONS")]
+    pub options: Option<String>,
+    /// The source name shown by `mount` and in /proc/mounts (default `swarmfs:HOME`).
+    #[arg(long, env = "SWARMFS_FS_NAME")]
+    pub fs_name: Option<String>,
 }
 
 impl MountArgs {
@@ -64,13 +80,179 @@ impl MountArgs {
             serve_capacity: 1 << 30,
             listen: "127.0.0.1:0".into(),
             advertise: None,
+            read_only: false,
+            daemon: false,
+            options: None,
+            fs_name: None,
         }
+    }
+
+    /// Applies `-o` options onto the flags; an option it does not know is a usage error.
+    fn apply_options(&mut self) -> Result<()> {
+        let Some(options) = self.options.clone() else { return Ok(()) };
+        let usage = |m: String| anyhow::Error::from(crate::UsageError(m));
+        for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (name, value) = match opt.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (opt, None),
+            };
+            let need = |v: Option<&'_ str>| match v {
+                Some(v) => Ok(v.to_string()),
+                None => Err(usage(format!("mount option {name} needs a value ({name}=...)"))),
+            };
+            match name {
+                "ro" => self.read_only = true,
+                "rw" => self.read_only = false,
+                "allow_other" => self.allow_other = true,
+                "replicas" => self.replicas = parse_replicas(&need(value)?).map_err(usage)?,
+                "min_replicas" => self.min_replicas = Some(parse_replicas(&need(value)?).map_err(usage)?),
+                "cache" => self.cache = parse_size(&need(value)?).map_err(usage)?,
+                "chunk_size" => self.chunk_size = parse_chunk_size(&need(value)?).map_err(usage)?,
+                "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev" | "nofail" | "dev"
+                | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "comment" => {}
+                n if n.starts_with("x-") => {}
+                other => return Err(usage(format!("unknown mount option {other:?} (see swarmfs mount --help)"))),
+            }
+        }
+        Ok(())
     }
 }
 
 pub async fn run(cli: &Cli, a: &MountArgs) -> Result<()> {
+    let mut a = a.clone();
+    a.apply_options()?;
+    if a.daemon {
+        return in_background(cli, &a).await;
+    }
     let (stop, again) = crate::nodes::shutdown_on_signals();
-    serve(&cli.home_dir(), &a.mountpoint, a, stop, again).await
+    serve(&cli.home_dir(), &a.mountpoint, &a, stop, again).await
+}
+
+/// `mount -d`: runs this same mount again, without `-d`, in a new session with its log in a
+/// file, and returns once the mountpoint is mounted (or with the child's error if it ended
+/// first). A re-run instead of a fork: the async runtime's threads do not survive a fork.
+async fn in_background(cli: &Cli, a: &MountArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let home = cli.home_dir();
+    let mountpoint = a.mountpoint.canonicalize().with_context(|| format!("{}", a.mountpoint.display()))?;
+    let log = cli.log_file.clone().unwrap_or_else(|| home.join("mount.log"));
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["mount".into(), mountpoint.clone().into(), "--home".into(), home.clone().into()];
+    args.extend([
+        "--replicas".into(),
+        a.replicas.to_string().into(),
+        "--chunk-size".into(),
+        a.chunk_size.to_string().into(),
+    ]);
+    args.extend(["--cache".into(), a.cache.to_string().into(), "--placement".into(), a.placement.to_string().into()]);
+    if let Some(m) = a.min_replicas {
+        args.extend(["--min-replicas".into(), m.to_string().into()]);
+    }
+    for (on, flag) in [(a.allow_other, "--allow-other"), (a.read_only, "--read-only"), (a.serve, "--serve")] {
+        if on {
+            args.push(flag.into());
+        }
+    }
+    if a.serve {
+        args.extend([
+            "--serve-capacity".into(),
+            a.serve_capacity.to_string().into(),
+            "--listen".into(),
+            a.listen.clone().into(),
+        ]);
+        if let Some(adv) = &a.advertise {
+            args.extend(["--advertise".into(), adv.into()]);
+        }
+    }
+    if let Some(name) = &a.fs_name {
+        args.extend(["--fs-name".into(), name.into()]);
+    }
+    args.extend(["--log-file".into(), log.clone().into()]);
+    if let Some(filter) = &cli.log {
+        args.extend(["--log".into(), filter.into()]);
+    }
+    let mut command = std::process::Command::new(std::env::current_exe().context("locating the swarmfs binary")?);
+    command
+        .args(&args)
+        .env_remove("SWARMFS_DAEMON")
+        .env_remove("SWARMFS_MOUNT_OPTIONS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: the terminal's Ctrl-C and the caller's job control do not
+        // reach it (no fork and setsid here: the crate has no unsafe code).
+        .process_group(0);
+    let mut child = command.spawn().context("starting the mount in the background")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if is_mounted(&mountpoint) {
+            info!(pid = child.id(), log = %log.display(), "mounted {} in the background", mountpoint.display());
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no log line");
+            bail!("the mount ended before it was ready ({status}): {last} (log: {})", log.display());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the mount was not ready within a minute (log: {})", log.display());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// When this binary runs as mount(8)'s helper (installed as `/sbin/mount.fuse.swarmfs`, so
+/// that `mount -t fuse.swarmfs` and /etc/fstab work): mount(8) calls it as `mount.fuse.swarmfs
+/// SOURCE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]`, SOURCE being the member's home. The
+/// arguments of the `swarmfs mount -d` that does it, or `None` when not run as the helper.
+/// `-f` (fake) gives `Some(None)`: nothing to do.
+pub fn helper_args(argv: &[std::ffi::OsString]) -> Option<Result<Option<Vec<std::ffi::OsString>>, String>> {
+    let name = Path::new(argv.first()?).file_name()?.to_string_lossy().into_owned();
+    if name != "mount.fuse.swarmfs" && name != "mount.swarmfs" {
+        return None;
+    }
+    let mut positional = Vec::new();
+    let mut options = Vec::new();
+    let mut it = argv[1..].iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-o" => match it.next() {
+                Some(o) => options.push(o),
+                None => return Some(Err("-o needs options".into())),
+            },
+            "-f" => return Some(Ok(None)),
+            "-n" | "-s" | "-v" => {}
+            o if o.starts_with("-o") => options.push(o[2..].to_string()),
+            o if o.starts_with('-') => return Some(Err(format!("unknown argument {o}"))),
+            _ => positional.push(arg),
+        }
+    }
+    let [source, mountpoint] = positional.as_slice() else {
+        return Some(Err(format!("usage: {name} HOME MOUNTPOINT [-o OPTIONS] (HOME: a member's swarmfs home)")));
+    };
+    let home = source.strip_prefix("swarmfs:").unwrap_or(source);
+    let mut args: Vec<std::ffi::OsString> = vec!["swarmfs".into(), "mount".into(), mountpoint.into(), "--home".into()];
+    args.extend([home.into(), "-d".into(), "--fs-name".into(), format!("swarmfs:{home}").into()]);
+    if !options.is_empty() {
+        args.extend(["-o".into(), options.join(",").into()]);
+    }
+    Some(Ok(Some(args)))
+}
+
+/// Whether a swarmfs FUSE file system is mounted at `mountpoint` (canonical).
+fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = mountpoint.to_string_lossy();
+    // id parent major:minor root MOUNTPOINT options [optional...] - FSTYPE SOURCE superoptions;
+    // the type is `fuse` (or `fuse.swarmfs` where the subtype is kept), the source ours.
+    info.lines().any(|l| {
+        let at = l.split(' ').nth(4).is_some_and(|m| m == want);
+        let mut after = l.split(" - ").nth(1).unwrap_or("").split(' ');
+        let fstype = after.next().unwrap_or("");
+        let source = after.next().unwrap_or("");
+        at && (fstype == "fuse" || fstype == "fuse.swarmfs") && source.starts_with("swarmfs")
+    })
 }
 
 /// Mounts and serves until the filesystem is unmounted from outside or `stop` is cancelled
@@ -108,7 +290,8 @@ pub async fn serve(
         allow_other: a.allow_other,
         // A read-only member's mount is read-only: writes fail with EROFS in the kernel (the
         // tracker refuses them anyway).
-        read_only: t.member.as_ref().is_some_and(|m| m.read_only),
+        read_only: a.read_only || t.member.as_ref().is_some_and(|m| m.read_only),
+        fs_name: a.fs_name.clone().unwrap_or_else(|| format!("swarmfs:{}", home.dir.display())),
     };
     let client = Arc::new(client);
     let seeder = if a.serve {

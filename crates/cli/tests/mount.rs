@@ -385,3 +385,76 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     assert!(std::fs::read(&back).unwrap() == data, "what the first mount staged arrives whole");
     assert!(c.log("mnt-again").contains("uploaded /big (left staged by the last mount)"));
 }
+
+/// Unmounts `dir` lazily when dropped, in case a test fails with a background mount up.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn mount_helper_for_fstab_and_mount_d_run_in_the_background_with_options() {
+    let c = Cluster::start(1);
+    let local = c.path("f");
+    std::fs::write(&local, b"in the swarm\n").unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/f.txt", "--replicas", "1"]);
+    // As mount(8) runs it for `mount -t fuse.swarmfs HOME DIR -o ro,...` (the binary
+    // installed as /sbin/mount.fuse.swarmfs): it returns once mounted.
+    let helper = c.path("mount.fuse.swarmfs");
+    std::os::unix::fs::symlink(common::BIN, &helper).unwrap();
+    let mp = c.path("mp");
+    std::fs::create_dir(&mp).unwrap();
+    let _unmount = Unmount(mp.clone());
+    let home = c.client_home();
+    let out = std::process::Command::new(&helper)
+        .arg(&home)
+        .arg(&mp)
+        .args(["-o", "ro,noauto,_netdev,cache=16M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::is_mounted(&mp), "mounted when the helper returns");
+    let line = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(mp.to_str().unwrap()))
+        .map(str::to_string)
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[0], format!("swarmfs:{}", home.display()), "the source names the swarm's home: {line}");
+    assert!(fields[2] == "fuse" || fields[2] == "fuse.swarmfs", "{line}");
+    assert!(fields[3].split(',').any(|o| o == "ro"), "{line}");
+    assert_eq!(std::fs::read(mp.join("f.txt")).unwrap(), b"in the swarm\n");
+    assert_eq!(errno(std::fs::write(mp.join("new.txt"), b"x")), 30, "EROFS on a read-only mount");
+    sh(&format!("fusermount3 -u {}", mp.display()), &c.path(""));
+    wait_for("the background mount to end", Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(home.join("mount.log")).unwrap_or_default();
+        log.contains("unmounted").then_some(())
+    });
+    // `swarmfs mount -d`, read-write: a file written through it reaches the swarm.
+    let out = c.cli(&["mount", "-d", mp.to_str().unwrap(), "-o", "allow_other,replicas=1"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::is_mounted(&mp));
+    std::fs::write(mp.join("new.txt"), b"written in the background\n").unwrap();
+    wait_for("the file written through the mount to reach the swarm", Duration::from_secs(20), || {
+        (c.ok(&["cat", "/new.txt"]) == "written in the background\n").then_some(())
+    });
+    sh(&format!("fusermount3 -u {}", mp.display()), &c.path(""));
+    // An option it does not know is a usage error, before anything is mounted.
+    let out = c.cli(&["mount", "-d", mp.to_str().unwrap(), "-o", "rw,turbo"]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("unknown mount option \"turbo\""), "{}", common::stderr(&out));
+    // mount(8)'s -f (fake): nothing happens.
+    let out = std::process::Command::new(&helper).arg(&home).arg(&mp).arg("-f").output().unwrap();
+    assert!(out.status.success());
+    wait_for("the second background mount to end", Duration::from_secs(20), || {
+        (!common::is_mounted(&mp)).then_some(())
+    });
+}

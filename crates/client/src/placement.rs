@@ -33,6 +33,17 @@ impl std::str::FromStr for Policy {
     }
 }
 
+/// The name `FromStr` reads.
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Rendezvous => "rendezvous",
+            Policy::LeastUsed => "least-used",
+            Policy::LowestLatency => "lowest-latency",
+        })
+    }
+}
+
 pub struct Placer {
     policy: Policy,
     peers: Vec<PeerInfo>,

@@ -197,6 +197,10 @@ impl SwarmFs {
         self.inner.opts.read_only
     }
 
+    pub fn fs_name(&self) -> String {
+        self.inner.opts.fs_name.clone()
+    }
+
     /// A handle that flushes every open file, usable after the filesystem is handed to FUSE.
     pub fn flusher(&self) -> Flusher {
         Flusher(self.inner.clone())

@@ -41,8 +41,11 @@ pub struct MountOptions {
     /// Let other local users use the mount (FUSE `allow_other`); permissions are then
     /// enforced by the kernel from each entry's mode and owner.
     pub allow_other: bool,
-    /// Mount read-only (a read-only member).
+    /// Mount read-only (a read-only member, or asked for).
     pub read_only: bool,
+    /// What `mount` and /proc/mounts show as the source: `swarmfs:` and the home, so two
+    /// swarms mounted on one machine are told apart.
+    pub fs_name: String,
 }
 
 /// Mounts the swarm at `mountpoint` and serves it until it is unmounted (`fusermount3 -u`,
@@ -60,9 +63,10 @@ pub fn mount(
 pub fn serve(fs: SwarmFs, mountpoint: &Path) -> std::io::Result<()> {
     let allow_other = fs.allow_other();
     let read_only = fs.read_only();
+    let fs_name = fs.fs_name();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName("swarmfs".into()),
+        fuser::MountOption::FSName(fs_name),
         fuser::MountOption::Subtype("swarmfs".into()),
         if read_only { fuser::MountOption::RO } else { fuser::MountOption::RW },
         fuser::MountOption::NoAtime,
