@@ -57,6 +57,9 @@ pub struct TrackerArgs {
     /// other path reaches) may use together, e.g. 20M; 0 for no limit.
     #[arg(long, env = "SWARMFS_RELAY_RATE", default_value = "100M", value_parser = parse_size)]
     pub relay_rate: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "SWARMFS_METRICS")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args)]
@@ -82,6 +85,10 @@ pub struct PeerArgs {
     /// it off. Default: a full pass every 3 days at full capacity (at least 256K).
     #[arg(long, env = "SWARMFS_SCRUB_RATE", value_parser = parse_size)]
     pub scrub_rate: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101; port 0 picks
+    /// one, logged at start).
+    #[arg(long, env = "SWARMFS_METRICS")]
+    pub metrics: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -261,6 +268,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         repair_rate: a.repair_rate,
         repair_concurrency: a.repair_concurrency.max(1),
         relay_rate: a.relay_rate,
+        metrics: a.metrics.clone(),
     };
     swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;
     Ok(())
@@ -280,6 +288,7 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
         tracker_id: home.token.tracker_id,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
         scrub_rate: a.scrub_rate.unwrap_or_else(|| swarmfs_peer::scrub::default_rate(a.capacity)),
+        metrics: a.metrics.clone(),
     };
     let (shutdown, again) = shutdown_on_signals();
     let mounted = match &a.mount {

@@ -10,6 +10,7 @@
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
 //! - `admission`: bounds on connections still in their handshake, apart from members'.
 //! - [`dialer`]: reaching a node by whichever path works (direct, hole punching, relay).
+//! - [`metrics`]: request counters and latencies, the Prometheus text format and endpoint.
 //! - [`pool`]: one shared connection per remote node.
 //! - [`task`]: the background-worker runner (work / idle / back off / status / join).
 
@@ -19,6 +20,7 @@ pub mod dialer;
 pub mod error;
 pub mod identity;
 pub mod io;
+pub mod metrics;
 pub mod pool;
 pub mod rpc;
 pub mod task;

@@ -371,11 +371,20 @@ async fn answer<S: Service>(
     payload: Bytes,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let started = std::time::Instant::now();
+    let (kind, bytes_in) = (req.name(), payload.len());
     // The one place requests are authorized: by what the connection proved.
     let (resp, payload) = match authorize(service.listener(), &req, &ctx.credential) {
         Ok(()) => service.handle(&ctx, req, payload).await,
         Err(why) => (Response::error(ErrorCode::Forbidden, why), Bytes::new()),
     };
+    if let Some(m) = service.metrics() {
+        let result = match &resp {
+            Response::Error { code, .. } => code.as_str(),
+            _ => "ok",
+        };
+        m.request(kind, result, started.elapsed(), bytes_in, payload.len());
+    }
     let _ = ctx.out.send(Frame::new(FrameKind::Response, id, &resp, payload)).await;
 }
 
@@ -483,6 +492,11 @@ pub trait Service: Send + Sync + 'static {
         req: Request,
         payload: Bytes,
     ) -> impl Future<Output = (Response, Bytes)> + Send;
+
+    /// Where this node counts the requests it answers (`--metrics`); none by default.
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        None
+    }
 
     /// Whether this listener serves requests that take their connection over
     /// ([`Request::takes_over_connection`]: a relay's legs). Only such a listener reads a
@@ -722,6 +736,9 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     let conn = Connection::new(remote, out.clone(), closed.child_token());
     let ctx = Arc::new(ConnCtx { remote, role, credential, remote_addr, closed: closed.clone(), conn, out });
     service.on_open(&ctx);
+    if let Some(m) = service.metrics() {
+        m.connection_opened();
+    }
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
     let mut r = BufReader::with_capacity(256 * 1024, r);
     let result = loop {
@@ -755,6 +772,9 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
         tokio::spawn(answer(service, ctx, req, frame.id, frame.payload, permit).in_current_span());
     };
     closed.cancel();
+    if let Some(m) = service.metrics() {
+        m.connection_closed();
+    }
     service.on_close(&ctx).await;
     result
 }

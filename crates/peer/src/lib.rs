@@ -37,6 +37,8 @@ pub struct PeerConfig {
     pub heartbeat: Duration,
     /// Bytes per second the scrubber re-reads; 0 turns scrubbing off.
     pub scrub_rate: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<String>,
 }
 
 /// Runs a peer until `shutdown` is cancelled; tells the tracker it leaves on the way out.
@@ -83,12 +85,44 @@ pub async fn run(
         stored: service.take_stored_reports().expect("taken once"),
         workers: workers.statuses(),
     };
+    let metrics = match &config.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            info!(addr = %l.local_addr()?, "metrics at http://{}/metrics", l.local_addr()?);
+            let render = peer_metrics(service.clone(), store.clone(), config.store_dir.clone(), workers.statuses());
+            Some(tokio::spawn(swarmfs_net::metrics::serve_metrics(l, render, shutdown.clone())))
+        }
+        None => None,
+    };
     let session =
         tokio::spawn(session::run(swarm.clone(), config, advertise, store, service.clone(), reports, shutdown.clone()));
     serve(listener, swarm, service.clone(), Limits::default(), shutdown).await;
     workers.shutdown().await;
     let _ = session.await;
     let _ = rendezvous.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     info!(served_bytes = service.served_bytes(), "peer stopped");
     Ok(())
+}
+
+/// A peer's metrics: what it answered, its store, its workers.
+fn peer_metrics(
+    service: Arc<PeerService>,
+    store: Arc<ChunkStore>,
+    dir: PathBuf,
+    workers: swarmfs_net::task::Statuses,
+) -> swarmfs_net::metrics::Render {
+    Arc::new(move || {
+        let mut out = swarmfs_net::metrics::Exposition::default();
+        service.metrics.render(&mut out);
+        out.gauge("swarmfs_store_used_bytes", "Bytes of chunks stored.", store.used() as f64);
+        out.gauge("swarmfs_store_chunks", "Chunks stored.", store.count() as f64);
+        out.gauge("swarmfs_store_capacity_bytes", "Bytes this peer may store.", store.capacity() as f64);
+        let quarantined = std::fs::read_dir(dir.join("quarantine")).map(|d| d.count()).unwrap_or(0);
+        out.gauge("swarmfs_store_quarantined_chunks", "Copies found corrupt and set aside.", quarantined as f64);
+        out.workers(&workers.snapshot());
+        out.into_string()
+    })
 }

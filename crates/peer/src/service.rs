@@ -34,6 +34,8 @@ pub struct PeerService {
     /// task that opens their legs (`swarmfs_net::dialer::serve_rendezvous`).
     rendezvous_tx: mpsc::Sender<RendezvousOrder>,
     rendezvous_rx: std::sync::Mutex<Option<mpsc::Receiver<RendezvousOrder>>>,
+    /// What it answered, for `--metrics`.
+    pub metrics: swarmfs_net::metrics::Metrics,
 }
 
 /// Rendezvous orders waiting for their leg to be opened; more are answered `Busy`.
@@ -83,6 +85,7 @@ impl PeerService {
             served_bytes: Default::default(),
             rendezvous_tx,
             rendezvous_rx: std::sync::Mutex::new(Some(rendezvous_rx)),
+            metrics: Default::default(),
         }
     }
 
@@ -274,6 +277,10 @@ impl PeerService {
 impl Service for PeerService {
     fn listener(&self) -> Listener {
         Listener::Peer
+    }
+
+    fn metrics(&self) -> Option<&swarmfs_net::metrics::Metrics> {
+        Some(&self.metrics)
     }
 
     /// A peer cannot check member credentials (the tracker keeps them) and needs none:

@@ -564,6 +564,27 @@ pub enum ErrorCode {
     Forbidden,
 }
 
+impl ErrorCode {
+    /// snake_case, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::NotADirectory => "not_a_directory",
+            ErrorCode::IsADirectory => "is_a_directory",
+            ErrorCode::NotEmpty => "not_empty",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::NoSpace => "no_space",
+            ErrorCode::Corrupt => "corrupt",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Forbidden => "forbidden",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Ok,

@@ -49,6 +49,8 @@ pub struct TrackerConfig {
     pub repair_concurrency: usize,
     /// Bytes per second all relayed connections together may use (0: no limit).
     pub relay_rate: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<String>,
 }
 
 /// Runs the tracker on `listener` until `shutdown` is cancelled.
@@ -66,8 +68,21 @@ pub async fn run(
     runner.spawn(workers::repair::Repairer::new(tracker.clone()));
     runner.spawn(workers::Prober::new(tracker.clone()));
     tracker.set_workers(runner.statuses());
+    let metrics = match &tracker.config.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            info!(addr = %l.local_addr()?, "metrics at http://{}/metrics", l.local_addr()?);
+            let t = tracker.clone();
+            let render: swarmfs_net::metrics::Render = Arc::new(move || t.render_metrics());
+            Some(tokio::spawn(swarmfs_net::metrics::serve_metrics(l, render, shutdown.clone())))
+        }
+        None => None,
+    };
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");
     serve(listener, swarm, tracker, Limits::default(), shutdown).await;
     runner.shutdown().await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     Ok(())
 }

@@ -52,6 +52,8 @@ pub struct Tracker {
     sessions: Mutex<HashMap<NodeId, (usize, swarmfs_net::Connection)>>,
     /// Punches and relays to peers behind NAT.
     pub(crate) rendezvous: crate::rendezvous::Rendezvous,
+    /// What it answered, for `--metrics`.
+    pub metrics: swarmfs_net::metrics::Metrics,
     /// Links by id, as in the database; read on every hello and link request.
     links: Mutex<HashMap<LinkId, LinkInfo>>,
     /// Open connections of each link's holders, closed when it is revoked.
@@ -111,6 +113,7 @@ impl Tracker {
             member_conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             rendezvous: crate::rendezvous::Rendezvous::new(config.relay_rate),
+            metrics: Default::default(),
             links: Mutex::new(links),
             link_conns: Mutex::new(HashMap::new()),
             config,
@@ -119,6 +122,41 @@ impl Tracker {
 
     pub(crate) fn set_workers(&self, statuses: Statuses) {
         let _ = self.workers.set(statuses);
+    }
+
+    /// The tracker's metrics: what it answered, peers by state, repair and relay counters,
+    /// its workers.
+    pub fn render_metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = swarmfs_net::metrics::Exposition::default();
+        self.metrics.render(&mut out);
+        let peers = self.registry.snapshot();
+        out.family("swarmfs_peers", "gauge", "Peers the tracker knows, by state.");
+        for state in [PeerState::Up, PeerState::Down, PeerState::Left, PeerState::Draining] {
+            let n = peers.iter().filter(|p| p.state == state).count();
+            out.sample("swarmfs_peers", &[("state", state.as_str())], n as f64);
+        }
+        out.counter(
+            "swarmfs_repair_copied_chunks_total",
+            "Chunks repair copied since start.",
+            self.repair.chunks.load(Relaxed) as f64,
+        );
+        out.counter(
+            "swarmfs_repair_copied_bytes_total",
+            "Bytes repair copied since start.",
+            self.repair.bytes.load(Relaxed) as f64,
+        );
+        out.gauge("swarmfs_repair_in_flight", "Repair orders out now.", self.repair.in_flight.load(Relaxed) as f64);
+        let relay = self.rendezvous.status();
+        out.counter(
+            "swarmfs_relay_bytes_total",
+            "Bytes relayed to and from peers behind NAT since start.",
+            relay.done as f64,
+        );
+        let mut workers = self.workers.get().map(Statuses::snapshot).unwrap_or_default();
+        workers.extend(self.registry.peer_workers());
+        out.workers(&workers);
+        out.into_string()
     }
 
     /// The swarm's health, computed now from the database and the live membership.
@@ -501,6 +539,10 @@ async fn forward_events(ctx: Arc<ConnCtx>, mut rx: broadcast::Receiver<swarmfs_p
 impl Service for Tracker {
     fn listener(&self) -> Listener {
         Listener::Tracker
+    }
+
+    fn metrics(&self) -> Option<&swarmfs_net::metrics::Metrics> {
+        Some(&self.metrics)
     }
 
     fn admit(&self, remote: NodeId, hello: &Hello, exporter: &[u8; 32]) -> Result<Credential, String> {
