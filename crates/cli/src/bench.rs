@@ -509,7 +509,7 @@ async fn bench_mount(
             "local_small_files_per_s": local_small,
         }))
     })();
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    crate::local::terminate(&mut child);
     let _ = child.wait();
     result
 }

@@ -49,7 +49,7 @@ fn spawn_logged(dir: &Path, name: &str, args: &[&str]) -> Result<Child> {
 }
 
 /// SIGTERM to `child` if it still runs; quiet if it has just exited.
-fn terminate(child: &mut Child) {
+pub fn terminate(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
         let _ = rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::TERM);
     }

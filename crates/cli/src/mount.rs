@@ -171,6 +171,13 @@ async fn in_background(cli: &Cli, a: &MountArgs) -> Result<()> {
     if let Some(filter) = &cli.log {
         args.extend(["--log".into(), filter.into()]);
     }
+    // Its last words (`error: ...`) go to stderr, not the log sink: append them to the log too,
+    // so a mount that fails is explained below.
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open the log file {}", log.display()))?;
     let mut command = std::process::Command::new(std::env::current_exe().context("locating the swarmfs binary")?);
     command
         .args(&args)
@@ -178,7 +185,7 @@ async fn in_background(cli: &Cli, a: &MountArgs) -> Result<()> {
         .env_remove("SWARMFS_MOUNT_OPTIONS")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         // Its own process group: the terminal's Ctrl-C and the caller's job control do not
         // reach it (no fork and setsid here: the crate has no unsafe code).
         .process_group(0);

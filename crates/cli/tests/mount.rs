@@ -451,6 +451,12 @@ fn mount_helper_for_fstab_and_mount_d_run_in_the_background_with_options() {
     let out = c.cli(&["mount", "-d", mp.to_str().unwrap(), "-o", "rw,turbo"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("unknown mount option \"turbo\""), "{}", common::stderr(&out));
+    // A background mount that cannot start says why, from the mount's own last words.
+    let peer_home = c.peer_home(0);
+    let out = common::run(&peer_home, &["mount", "-d", mp.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("ended before it was ready") && err.contains("mounting needs a member token"), "{err}");
     // mount(8)'s -f (fake): nothing happens.
     let out = std::process::Command::new(&helper).arg(&home).arg(&mp).arg("-f").output().unwrap();
     assert!(out.status.success());

@@ -105,6 +105,9 @@ const PUNCH_AFTER_DIRECT: Duration = Duration::from_millis(300);
 const RELAY_AFTER_PUNCH: Duration = Duration::from_secs(1);
 /// The tracker's part of a punch or relay (ordering the target, its answer).
 const RENDEZVOUS: Duration = Duration::from_secs(6);
+/// The dialer's report of a punch's outcome gets this long (it waits for the answer, so
+/// that no task outlives the punch).
+const PUNCHED_REPORT: Duration = Duration::from_millis(500);
 /// Simultaneous connects keep trying this long.
 const PUNCH: Duration = Duration::from_secs(4);
 /// Connects in a punch are retried this often while refused (a NAT without the mapping yet
@@ -332,12 +335,9 @@ async fn punch(d: &Dialer<'_>, rv: &Rendezvous, node: NodeId) -> Result<Connecti
         Ok(conn)
     }
     .await;
-    // Told in the background: the connection is usable now, and a report that does not
-    // arrive only leaves `peers` showing less.
+    // Briefly: a report that does not arrive in time only leaves `peers` showing less.
     let report = Request::Punched { to: node, ok: punched.is_ok() };
-    tokio::spawn(async move {
-        let _ = tracker.call_timeout(&report, bytes::Bytes::new(), RENDEZVOUS).await;
-    });
+    let _ = tracker.call_timeout(&report, bytes::Bytes::new(), PUNCHED_REPORT).await;
     punched
 }
 
