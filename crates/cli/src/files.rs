@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use swarmfs_client::{Client, Policy, PutOptions};
-use swarmfs_proto::{EntryInfo, EntryKind, PeerInfo, RemotePath};
+use swarmfs_client::{views, Client, Policy, PutOptions};
+use swarmfs_proto::{EntryKind, RemotePath};
 
 use crate::home::Home;
 use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
@@ -184,20 +184,6 @@ pub async fn connect(cli: &Cli) -> Result<Client> {
 
 fn remote(s: &str) -> Result<RemotePath> {
     Ok(RemotePath::parse(s)?)
-}
-
-fn entry_json(e: &EntryInfo) -> serde_json::Value {
-    json!({
-        "path": e.path,
-        "name": e.path.rsplit('/').next().unwrap_or(""),
-        "kind": match e.kind { EntryKind::Dir => "dir", EntryKind::File => "file", EntryKind::Symlink => "symlink", EntryKind::Special => "special" },
-        "mode": format!("{:o}", e.mode),
-        "size": e.size,
-        "mtime_ms": e.mtime_ms,
-        "chunks": e.chunks,
-        "replicas": e.replicas,
-        "file_id": e.file_id.map(|f| f.to_string()),
-    })
 }
 
 /// A remote name as text output shows it: escaped on a terminal, raw into a pipe (where a
@@ -430,7 +416,7 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> Result<()> {
     let client = connect(cli).await?;
     let entries = client.list(&dir).await?;
     if cli.json {
-        outln!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
+        outln!("{}", serde_json::Value::Array(entries.iter().map(views::entry_json).collect()));
     } else {
         for e in entries {
             let name = shown(e.path.rsplit('/').next().unwrap_or(""));
@@ -472,7 +458,7 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
         }
     }
     if cli.json {
-        let mut v = entry_json(&e);
+        let mut v = views::entry_json(&e);
         v["chunk_holders"] = holders
             .iter()
             .enumerate()
@@ -586,7 +572,7 @@ pub async fn search(cli: &Cli, a: &SearchArgs) -> Result<()> {
     let client = connect(cli).await?;
     let found = client.search(&a.text).await?;
     if cli.json {
-        outln!("{}", serde_json::Value::Array(found.iter().map(entry_json).collect()));
+        outln!("{}", serde_json::Value::Array(found.iter().map(views::entry_json).collect()));
     } else {
         for e in found {
             outln!("{}{}", shown(&e.path), if e.kind == EntryKind::Dir { "/" } else { "" });
@@ -595,25 +581,11 @@ pub async fn search(cli: &Cli, a: &SearchArgs) -> Result<()> {
     Ok(())
 }
 
-fn peer_json(p: &PeerInfo) -> serde_json::Value {
-    json!({
-        "node_id": p.node.to_string(),
-        "short_id": p.node.short(),
-        "addrs": p.addrs,
-        "state": p.state.as_str(),
-        "reach": p.reach.as_str(),
-        "capacity": p.capacity,
-        "used": p.used,
-        "chunks": p.chunks,
-        "load": p.load,
-    })
-}
-
 pub async fn peers(cli: &Cli) -> Result<()> {
     let client = connect(cli).await?;
     let peers = client.peers().await?;
     if cli.json {
-        outln!("{}", serde_json::Value::Array(peers.iter().map(peer_json).collect()));
+        outln!("{}", serde_json::Value::Array(peers.iter().map(views::peer_json).collect()));
     } else {
         outln!(
             "{:<10} {:<8} {:<9} {:>10} {:>10} {:>8}  ADDRESS",

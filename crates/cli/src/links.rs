@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 use swarmfs_client::Client;
 use swarmfs_core::Link;
-use swarmfs_net::{Identity, Secret, Swarm};
+use swarmfs_net::Swarm;
 use swarmfs_proto::{LinkId, LinkInfo, RemotePath};
 
 use crate::files::connect;
@@ -96,20 +96,10 @@ fn list(cli: &Cli, links: &[LinkInfo]) -> Result<()> {
     Ok(())
 }
 
-/// A client with no home: a fresh identity, the link's secret as its only credential. The
-/// same credentials serve what it fetched (`get LINK --seed`), to members and to holders of
-/// the same link.
+/// [`Client::connect_link`], with the tracker's address in the error.
 pub async fn connect_link(link: &Link) -> Result<(Client, Arc<Swarm>)> {
     if link.tracker_addr.is_empty() {
         bail!("the link names no tracker address");
     }
-    let swarm = Arc::new(Swarm {
-        identity: Identity::generate()?,
-        secret: Secret::Link { id: link.id, secret: link.secret },
-        member: None,
-    });
-    let client = Client::connect(swarm.clone(), &link.tracker_addr, link.tracker_id, None)
-        .await
-        .with_context(|| format!("cannot reach the tracker at {}", link.tracker_addr))?;
-    Ok((client, swarm))
+    Client::connect_link(link).await.with_context(|| format!("cannot reach the tracker at {}", link.tracker_addr))
 }

@@ -5,6 +5,7 @@
 //! - `config`: `HOME/config.toml`, settings below flags and `SWARMFS_*` variables.
 //! - `nodes`: init, join, tracker, peer.
 //! - `files`: the client commands (put, get, cat, ls, ...).
+//! - `gateway`: the HTTP gateway and dashboard (`swarmfs_http`).
 //! - `local`: a tracker and peers as child processes on loopback (demo, bench, tests).
 //! - `bench`: the benchmark.
 //! - `progress`: progress bars.
@@ -21,6 +22,7 @@ mod out;
 mod bench;
 mod config;
 mod files;
+mod gateway;
 mod health;
 mod home;
 mod links;
@@ -140,6 +142,11 @@ enum Command {
         after_help = "Example:\n  swarmfs mount /mnt/swarm --home ~/.swarmfs\n  fusermount3 -u /mnt/swarm   # or Ctrl-C: staged writes are flushed first"
     )]
     Mount(mount::MountArgs),
+    /// Serve the swarm over HTTP until SIGINT/SIGTERM: files (ranges, listings, PUT/DELETE), links, a live dashboard, metrics.
+    #[command(
+        after_help = "Examples:\n  swarmfs gateway                                   # http://127.0.0.1:8080/dashboard\n  curl -r 0-1023 http://127.0.0.1:8080/files/videos/holiday.mp4\n  curl -T notes.txt http://127.0.0.1:8080/files/notes.txt\n  swarmfs gateway --listen 0.0.0.0:8080 --token s3cret --read-only   # other hosts: Authorization: Bearer s3cret"
+    )]
+    Gateway(gateway::GatewayArgs),
     /// Run a tracker and peers on loopback until Ctrl-C: a whole swarm in one command.
     #[command(after_help = "Example:\n  swarmfs demo --dir ./swarmfs-demo --peers 3")]
     Demo(local::DemoArgs),
@@ -168,7 +175,7 @@ pub fn expand_home(s: &str) -> PathBuf {
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let daemon = match &cli.command {
-        Command::Tracker(_) | Command::Mount(_) => true,
+        Command::Tracker(_) | Command::Mount(_) | Command::Gateway(_) => true,
         Command::Peer(a) => a.action.is_none(),
         _ => false,
     };
@@ -267,6 +274,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Member(a) => members::run(cli, a).await,
         Command::Link(a) => links::run(cli, a).await,
         Command::Mount(a) => mount::run(cli, a).await,
+        Command::Gateway(a) => gateway::run(cli, a).await,
         Command::Demo(a) => local::demo(cli, a).await,
         Command::Bench(a) => bench::run(cli, a).await,
         Command::Completions { shell } => {

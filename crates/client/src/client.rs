@@ -61,6 +61,19 @@ impl Client {
         })
     }
 
+    /// A client with no home: a fresh identity, the link's secret as its only credential
+    /// (it can open the link's file and nothing else). The same credentials serve what it
+    /// fetched (`get LINK --seed`), to members and to holders of the same link.
+    pub async fn connect_link(link: &swarmfs_core::Link) -> Result<(Client, Arc<Swarm>), ClientError> {
+        let swarm = Arc::new(Swarm {
+            identity: swarmfs_net::Identity::generate()?,
+            secret: swarmfs_net::Secret::Link { id: link.id, secret: link.secret },
+            member: None,
+        });
+        let client = Client::connect(swarm.clone(), &link.tracker_addr, link.tracker_id, None).await?;
+        Ok((client, swarm))
+    }
+
     /// Connections to peers this client opened by each path since it started: (direct,
     /// hole-punched, relayed).
     pub fn paths(&self) -> (u64, u64, u64) {

@@ -4,17 +4,21 @@
 //! - [`client`]: [`Client`], the tracker connection and namespace operations.
 //! - [`placement`]: which peers get each chunk (rendezvous, least-used, lowest-latency).
 //! - [`put`]: the upload pipeline (read, seal, store on R peers, commit).
+//! - [`cache`]: decrypted chunks shared by readers (the mount, the HTTP gateway).
+//! - [`views`]: JSON views of entries and peers (CLI `--json`, HTTP API).
 //! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt):
 //!   in file order for streams, rarest chunk first for `get` into a file.
 //!
 //! Memory is bounded by the window: at most `window` chunks are in flight at once, whatever
 //! the file size.
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod get;
 pub mod placement;
 pub mod put;
+pub mod views;
 
 pub use client::Client;
 pub use error::ClientError;

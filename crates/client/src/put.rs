@@ -294,9 +294,6 @@ impl Client {
     ) -> Result<PutReport, ClientError> {
         let started = Instant::now();
         self.data_key()?;
-        if remote.is_root() {
-            return Err(ClientError::Usage("cannot put a file at /".into()));
-        }
         let stdin = local == Path::new("-");
         let (reader, before): (Box<dyn Read + Send>, _) = if stdin {
             (Box::new(std::io::stdin()), None)
@@ -305,18 +302,7 @@ impl Client {
             let v = Version::of(&meta);
             (Box::new(file.try_clone().map_err(|e| ClientError::io(local.display(), e))?), Some((file, v)))
         };
-        // Fail early on a bad destination rather than after uploading everything.
-        if let Ok(e) = self.stat(remote).await {
-            if e.kind == swarmfs_proto::EntryKind::Dir {
-                return Err(ClientError::Remote {
-                    code: swarmfs_proto::ErrorCode::IsADirectory,
-                    message: format!("{remote}: is a directory"),
-                });
-            }
-        }
-        if !remote.parent().is_root() {
-            self.mkdir(&remote.parent(), true).await?;
-        }
+        self.prepare_destination(remote).await?;
         let hint = before.as_ref().map(|(_, v)| v.len);
         let up = self.upload(reader, hint, opts, progress).await?;
         if let Some((file, v)) = before {
@@ -336,6 +322,49 @@ impl Client {
             replicas: up.replicas,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Uploads what `reader` yields to `remote` and commits it (the HTTP gateway's PUT). A
+    /// reader that fails part-way (a client that hung up) commits nothing.
+    pub async fn put_reader(
+        &self,
+        reader: Box<dyn Read + Send>,
+        size_hint: Option<u64>,
+        remote: &RemotePath,
+        opts: &PutOptions,
+        progress: &dyn Progress,
+    ) -> Result<PutReport, ClientError> {
+        let started = Instant::now();
+        self.data_key()?;
+        self.prepare_destination(remote).await?;
+        let up = self.upload(reader, size_hint, opts, progress).await?;
+        self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
+        Ok(PutReport {
+            size: up.manifest.size,
+            chunks: up.manifest.chunks.len() as u64,
+            replicas: up.replicas,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Refuses a bad destination before anything is uploaded (`/`, a directory) and makes
+    /// its parent directories.
+    async fn prepare_destination(&self, remote: &RemotePath) -> Result<(), ClientError> {
+        if remote.is_root() {
+            return Err(ClientError::Usage("cannot put a file at /".into()));
+        }
+        if let Ok(e) = self.stat(remote).await {
+            if e.kind == swarmfs_proto::EntryKind::Dir {
+                return Err(ClientError::Remote {
+                    code: swarmfs_proto::ErrorCode::IsADirectory,
+                    message: format!("{remote}: is a directory"),
+                });
+            }
+        }
+        if !remote.parent().is_root() {
+            self.mkdir(&remote.parent(), true).await?;
+        }
+        Ok(())
     }
 
     /// Reads `reader` to its end in chunks, and stores them; nothing is committed. `size_hint`

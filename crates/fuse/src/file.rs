@@ -18,9 +18,9 @@ use swarmfs_client::{Client, ClientError, Holders, Progress};
 use swarmfs_core::{chunk_count, Manifest};
 use swarmfs_proto::{ChunkPlacement, RemotePath};
 
-use crate::cache::ChunkCache;
 use crate::pending::PendingRecord;
 use crate::MountOptions;
+use swarmfs_client::cache::ChunkCache;
 
 /// Warnings from the client end up in the mount's log.
 pub struct LogProgress;

@@ -16,10 +16,10 @@ use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, info, warn};
 
-use crate::cache::ChunkCache;
 use crate::file::{FileError, FileState};
 use crate::inodes::Inodes;
 use crate::MountOptions;
+use swarmfs_client::cache::ChunkCache;
 
 pub(crate) const TTL: Duration = Duration::from_secs(1);
 

@@ -2,7 +2,6 @@
 //!
 //! # Layout
 //! - [`inodes`]: inode numbers <-> remote paths, kept right across renames and unlinks.
-//! - [`cache`]: a bounded cache of decrypted chunks; concurrent readers share one fetch.
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
 //! - [`pending`]: records of staged writes a stopped mount left, finished by the next one.
@@ -13,7 +12,6 @@
 //! Consistency is close-to-open: a file's manifest is fetched when it is opened, and what a
 //! writer has closed (or fsynced) is committed to the tracker before close returns.
 
-pub mod cache;
 pub mod file;
 pub mod fs;
 pub mod inodes;

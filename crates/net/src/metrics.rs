@@ -18,11 +18,39 @@ use tracing::debug;
 /// Upper bounds of the request latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// A latency histogram with the buckets above.
 #[derive(Default)]
-struct Histogram {
+pub struct Histogram {
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    /// Its `_bucket`, `_sum` and `_count` samples under `name` (the family is the caller's).
+    pub fn render(&self, out: &mut Exposition, name: &str, labels: &[(&str, &str)]) {
+        let bucket = format!("{name}_bucket");
+        let bounds = BUCKETS.iter().map(|le| le.to_string()).chain(["+Inf".to_string()]);
+        let counts = self.counts.iter().chain([&self.count]);
+        for (le, n) in bounds.zip(counts) {
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            out.sample(&bucket, &l, *n as f64);
+        }
+        out.sample(&format!("{name}_sum"), labels, self.sum);
+        out.sample(&format!("{name}_count"), labels, self.count as f64);
+    }
 }
 
 /// What one listener counts. Cheap to update: a mutex per request, never held across await.
@@ -46,15 +74,7 @@ impl Metrics {
         *self.requests.lock().expect("metrics").entry((kind, result)).or_default() += 1;
         {
             let mut latency = self.latency.lock().expect("metrics");
-            let h = latency.entry(kind).or_default();
-            let secs = took.as_secs_f64();
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if secs <= *le {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += secs;
+            latency.entry(kind).or_default().observe(took);
         }
         if bytes_in > 0 {
             *self.bytes_in.lock().expect("metrics").entry(kind).or_default() += bytes_in as u64;
@@ -85,17 +105,7 @@ impl Metrics {
         }
         out.family("swarmfs_request_duration_seconds", "histogram", "Time from a request's arrival to its answer.");
         for (kind, h) in self.latency.lock().expect("metrics").iter() {
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let le = le.to_string();
-                out.sample(
-                    "swarmfs_request_duration_seconds_bucket",
-                    &[("kind", kind), ("le", &le)],
-                    h.counts[i] as f64,
-                );
-            }
-            out.sample("swarmfs_request_duration_seconds_bucket", &[("kind", kind), ("le", "+Inf")], h.count as f64);
-            out.sample("swarmfs_request_duration_seconds_sum", &[("kind", kind)], h.sum);
-            out.sample("swarmfs_request_duration_seconds_count", &[("kind", kind)], h.count as f64);
+            h.render(out, "swarmfs_request_duration_seconds", &[("kind", kind)]);
         }
         out.family(
             "swarmfs_received_bytes_total",

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use swarmfs_proto::ChunkId;
@@ -14,6 +15,9 @@ type Slot = Arc<OnceCell<Arc<Vec<u8>>>>;
 pub struct ChunkCache {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Reads answered from the cache (or from a fetch another reader started), and fetches.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 struct Inner {
@@ -25,7 +29,12 @@ struct Inner {
 
 impl ChunkCache {
     pub fn new(capacity: usize) -> ChunkCache {
-        ChunkCache { inner: Mutex::new(Inner { slots: HashMap::new(), order: VecDeque::new(), bytes: 0 }), capacity }
+        ChunkCache {
+            inner: Mutex::new(Inner { slots: HashMap::new(), order: VecDeque::new(), bytes: 0 }),
+            capacity,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub async fn get<E, F>(&self, id: ChunkId, fetch: F) -> Result<Arc<Vec<u8>>, E>
@@ -42,7 +51,10 @@ impl ChunkCache {
             .await?
             .clone();
         if fetched {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             self.admit(id, data.len());
+        } else {
+            self.hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(data)
     }
@@ -61,6 +73,11 @@ impl ChunkCache {
 
     pub fn bytes(&self) -> usize {
         self.inner.lock().expect("cache lock").bytes
+    }
+
+    /// (hits, misses) since the cache was made.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 }
 
@@ -91,6 +108,7 @@ mod tests {
             assert_eq!(t.await.unwrap().len(), 1000);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for eight readers");
+        assert_eq!(cache.counts(), (7, 1));
         for b in 2..6u8 {
             cache.get(ChunkId([b; 32]), async { Ok::<_, ()>(vec![b; 1000]) }).await.unwrap();
         }
