@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// peer dies and repair runs unlimited: time to full redundancy, as MB/s next to the get.
     #[arg(long)]
     pub repair: bool,
+    /// Also measure the HTTP gateway: a sequential GET of the whole file with curl, next to
+    /// `swarmfs get` of the same file, in alternated rounds of the same run.
+    #[arg(long)]
+    pub gateway: bool,
 }
 
 const BUF: usize = 1 << 20;
@@ -187,6 +191,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         bail!("downloaded file differs from the input");
     }
     let mount_report = if a.mount { Some(bench_mount(cli, a, dir, &swarm, &input).await?) } else { None };
+    let gateway_report = if a.gateway { Some(bench_gateway(cli, a, dir, &swarm, &input).await?) } else { None };
     let repair_report = if a.repair {
         let mut swarm = swarm;
         let r = bench_repair(cli, a, dir, &mut swarm, get_mb_s).await;
@@ -232,6 +237,9 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     if let Some(r) = &repair_report {
         report["repair"] = r.clone();
     }
+    if let Some(g) = &gateway_report {
+        report["gateway"] = g.clone();
+    }
     if cli.json {
         outln!("{report}");
     } else {
@@ -273,6 +281,19 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
                 "small files  {:>8.0} files/s (1,000 × 4 KiB create+write+close; local disk {:.0} files/s)",
                 f("small_files_per_s"),
                 f("local_small_files_per_s")
+            );
+        }
+        if let Some(g) = &gateway_report {
+            let f = |k: &str| g[k].as_f64().unwrap_or(0.0);
+            outln!(
+                "gateway GET  {:>8.0} MB/s   {:.2}x get    (same rounds: get {:.0} MB/s; gateway {:.2} CPU-s/GiB, curl {:.2}, peers {:.2}; gateway peak RSS {} MiB)",
+                f("gateway_mb_s"),
+                f("gateway_vs_get"),
+                f("get_mb_s"),
+                f("gateway_cpu_s_per_gib"),
+                f("curl_cpu_s_per_gib"),
+                f("peers_cpu_s_per_gib"),
+                g["gateway_peak_rss_bytes"].as_u64().unwrap_or(0) >> 20
             );
         }
         if let Some(r) = &repair_report {
@@ -451,6 +472,94 @@ fn small_files(dir: &Path) -> Result<f64> {
         std::fs::write(dir.join(format!("f{i:04}")), &data)?;
     }
     Ok(1000.0 / start.elapsed().as_secs_f64())
+}
+
+/// Rounds of each side in the gateway comparison, alternated (get, gateway, get, ...).
+const GATEWAY_ROUNDS: usize = 2;
+
+async fn bench_gateway(
+    cli: &Cli,
+    a: &BenchArgs,
+    dir: &Path,
+    swarm: &LocalSwarm,
+    input: &Path,
+) -> Result<serde_json::Value> {
+    let say = |s: &str| {
+        if !cli.json {
+            errln!("{s}");
+        }
+    };
+    let log = std::fs::File::create(dir.join("gateway.log"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["gateway", "--listen", "127.0.0.1:0", "--json", "--home"])
+        .arg(&swarm.client_home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting swarmfs gateway")?;
+    let result = async {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("gateway stdout")?),
+            &mut line,
+        )?;
+        let started: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("the gateway did not start; see {}", dir.join("gateway.log").display()))?;
+        let url = format!("{}files/bench/file", started["url"].as_str().unwrap_or_default());
+        let gateway_pid = child.id().to_string();
+        let output = dir.join("output.bin");
+        let output_s = output.display().to_string();
+        let (mut get_secs, mut gw_secs, mut gw_cpu, mut curl_cpu, mut peers_cpu) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for round in 0..GATEWAY_ROUNDS {
+            let (secs, _) =
+                timed_client(dir, &swarm.client_home, &["get", "/bench/file", &output_s, "--quiet"], "get")?;
+            get_secs += secs;
+            std::fs::remove_file(&output)?;
+            let before = (usage::of(&gateway_pid).unwrap_or_default(), peers_usage(swarm));
+            let start = Instant::now();
+            let curl = Command::new("/usr/bin/time")
+                .args(["-f", "%U %S", "curl", "-sS", "--fail", "-o", &output_s, &url])
+                .output()
+                .context("running curl (scripts/install-deps installs it)")?;
+            let secs = start.elapsed().as_secs_f64();
+            if !curl.status.success() {
+                bail!("curl {url} failed: {}", String::from_utf8_lossy(&curl.stderr).trim());
+            }
+            let after = (usage::of(&gateway_pid).unwrap_or_default(), peers_usage(swarm));
+            gw_secs += secs;
+            gw_cpu += after.0.cpu_seconds - before.0.cpu_seconds;
+            peers_cpu += after.1.iter().zip(&before.1).map(|(y, x)| y.cpu_seconds - x.cpu_seconds).sum::<f64>();
+            let times = String::from_utf8_lossy(&curl.stderr);
+            curl_cpu += times.split_whitespace().filter_map(|t| t.parse::<f64>().ok()).sum::<f64>();
+            if file_hash(input)? != file_hash(&output)? {
+                bail!("the file read through the gateway differs from the input");
+            }
+            std::fs::remove_file(&output)?;
+            say(&format!(
+                "  gateway round {}: get {:.0} MB/s, gateway GET {:.0} MB/s",
+                round + 1,
+                a.size as f64 * (round + 1) as f64 / get_secs / 1e6,
+                a.size as f64 * (round + 1) as f64 / gw_secs / 1e6
+            ));
+        }
+        let bytes = a.size as f64 * GATEWAY_ROUNDS as f64;
+        let gib = bytes / (1u64 << 30) as f64;
+        let (get_mb_s, gw_mb_s) = (bytes / get_secs / 1e6, bytes / gw_secs / 1e6);
+        Ok(json!({
+            "rounds": GATEWAY_ROUNDS,
+            "get_mb_s": get_mb_s,
+            "gateway_mb_s": gw_mb_s,
+            "gateway_vs_get": gw_mb_s / get_mb_s,
+            "gateway_cpu_s_per_gib": gw_cpu / gib,
+            "curl_cpu_s_per_gib": curl_cpu / gib,
+            "peers_cpu_s_per_gib": peers_cpu / gib,
+            "gateway_peak_rss_bytes": usage::of(&gateway_pid).unwrap_or_default().peak_rss_bytes,
+        }))
+    }
+    .await;
+    crate::local::terminate(&mut child);
+    let _ = child.wait();
+    result
 }
 
 async fn bench_mount(

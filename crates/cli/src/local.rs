@@ -258,6 +258,7 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     outln!("  {exe} cat /docs/services --offset 100 --length 200");
     outln!("  {exe} peers                     # peer1 = {} and the others, by id", swarm.peer_ids[0]);
     outln!("  mkdir -p /tmp/swarm && {exe} mount /tmp/swarm   # the swarm as a file system (needs fuse3)");
+    outln!("  {exe} gateway                   # then open http://127.0.0.1:8080/dashboard, or /files/ to browse");
     outln!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
     outln!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
     tokio::signal::ctrl_c().await?;

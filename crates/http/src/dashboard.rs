@@ -19,6 +19,10 @@ const PAGE: &str = include_str!("../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
 const STYLE: &str = include_str!("../assets/dashboard.css");
 
+/// The version of `/api/state` and `/api/chunks`: a field's meaning changing or one going
+/// away bumps it; fields are added without a bump (readers ignore what they do not know).
+pub const API_VERSION: u32 = 1;
+
 /// Events kept for the page.
 const EVENTS: usize = 200;
 /// Chunks drawn in one file's map; a larger file's map shows its first chunks.
@@ -97,6 +101,7 @@ impl Board {
         });
         let events: Vec<Value> = s.events.iter().rev().map(|(at, text)| json!({ "at_ms": at, "text": text })).collect();
         json!({
+            "api_version": API_VERSION,
             "updated_ms": s.updated_ms, "error": s.error, "peers": peers, "health": health, "events": events,
         })
     }
@@ -156,6 +161,15 @@ fn push(events: &mut VecDeque<(u64, String)>, text: String) {
     events.push_back((now_ms(), text));
 }
 
+/// "1 file is" / "2 files are".
+fn files(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 file {one}")
+    } else {
+        format!("{n} files {many}")
+    }
+}
+
 fn health_news(old: &HealthReport, new: &HealthReport) -> Vec<String> {
     let mut news = Vec::new();
     let copied = new.repaired_chunks.saturating_sub(old.repaired_chunks);
@@ -165,14 +179,14 @@ fn health_news(old: &HealthReport, new: &HealthReport) -> Vec<String> {
     }
     let at_risk = |h: &HealthReport| h.files.under_replicated + h.files.repairing;
     match (at_risk(old), at_risk(new)) {
-        (0, n) if n > 0 => news.push(format!("{n} files have fewer copies than they should")),
+        (0, n) if n > 0 => news.push(format!("{} fewer copies than they should", files(n, "has", "have"))),
         (n, 0) if n > 0 => news.push("every file has all its copies again".into()),
         _ => {}
     }
     if new.files.lost != old.files.lost {
         news.push(match new.files.lost {
             0 => "no file is lost any more".into(),
-            n => format!("{n} files are lost (no live copy): {}", new.lost_files.join(", ")),
+            n => format!("{} lost (no live copy): {}", files(n, "is", "are"), new.lost_files.join(", ")),
         });
     }
     news
@@ -255,6 +269,7 @@ pub async fn chunk_map(gw: &Arc<Gateway>, query: Option<&str>) -> Result<Respons
         cached.push(holders.cached_of(i).into_iter().map(|p| index_of(&mut rows, p)).collect::<Vec<_>>());
     }
     Ok(json(&json!({
+        "api_version": API_VERSION,
         "path": remote.to_string(),
         "size": manifest.size,
         "chunk_size": manifest.chunk_size,
