@@ -31,7 +31,7 @@ pub struct GatewayArgs {
     /// Copies of each chunk a PUT stores, on distinct peers.
     #[arg(long, env = "SWARMFS_REPLICAS", default_value_t = PutOptions::DEFAULT_REPLICAS, value_parser = parse_replicas)]
     pub replicas: usize,
-    /// Connections served at once; more wait.
+    /// Connections served at once; more are answered 503 (idle ones close after 10 s).
     #[arg(long, env = "SWARMFS_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 }

@@ -249,12 +249,36 @@ fn a_member_writes_and_deletes_through_the_gateway_and_a_read_only_gateway_refus
     assert!(request(&[&url]).0 == 404 && !c.cli(&["stat", "/cut.bin"]).status.success(), "nothing of the cut upload");
     assert!(request(&[&format!("{}/files/", gw.url)]).0 == 200, "still serving");
 
+    // A flood of idle connections: the next request is told at once, and served again as
+    // soon as they go.
+    let small = Gateway::start(&c, &c.client_home(), &["--max-connections", "4"]);
+    let small_addr = small.url.trim_start_matches("http://").to_string();
+    let idle: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(&small_addr).unwrap()).collect();
+    let asked = Instant::now();
+    let (status, _, body) = wait_until_refused(&small.url);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("connection limit"));
+    assert!(asked.elapsed() < Duration::from_secs(5), "answered within {:?}", asked.elapsed());
+    drop(idle);
+    common::wait_for("the gateway to serve again", Duration::from_secs(10), || {
+        (request(&[&format!("{}/files/", small.url)]).0 == 200).then_some(())
+    });
+
     let ro = Gateway::start(&c, &c.client_home(), &["--read-only"]);
     let (status, _, body) = request(&["-T", local.to_str().unwrap(), &format!("{}/files/ro.bin", ro.url)]);
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("read-only"));
     let out = c.cli(&["stat", "/ro.bin"]);
     assert!(!out.status.success(), "nothing was stored");
+}
+
+/// Asks until the gateway has seen every idle connection and refuses this one (they are
+/// accepted in order, so this takes one or two tries).
+fn wait_until_refused(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    common::wait_for("the gateway to refuse a connection over its limit", Duration::from_secs(5), || {
+        let r = request(&[&format!("{url}/files/")]);
+        (r.0 == 503).then_some(r)
+    })
 }
 
 #[test]
@@ -437,8 +461,40 @@ impl Drop for Browser {
     }
 }
 
+/// Two seconds of VP8 from a canvas, PUT to /files/clip.webm; answers "STATUS SIZE".
+const RECORD_AND_PUT_A_VIDEO: &str = r#"(async () => {
+  const c = document.createElement("canvas"); c.width = 160; c.height = 120;
+  const g = c.getContext("2d");
+  const rec = new MediaRecorder(c.captureStream(25), { mimeType: "video/webm;codecs=vp8" });
+  const parts = [];
+  rec.ondataavailable = (e) => parts.push(e.data);
+  let frame = 0;
+  const timer = setInterval(() => { g.fillStyle = `hsl(${frame++ * 9 % 360},80%,50%)`; g.fillRect(0, 0, 160, 120); }, 40);
+  rec.start(100);
+  await new Promise((r) => setTimeout(r, 2000));
+  const stopped = new Promise((r) => (rec.onstop = r));
+  rec.stop(); clearInterval(timer);
+  await stopped;
+  const blob = new Blob(parts, { type: "video/webm" });
+  const put = await fetch("/files/clip.webm", { method: "PUT", body: blob });
+  return put.status + " " + blob.size;
+})()"#;
+
+/// Plays /files/clip.webm for a second, seeks to 0.3 s; answers JSON.
+const PLAY_AND_SEEK: &str = r#"(async () => {
+  const v = document.createElement("video"); v.muted = true; v.src = "/files/clip.webm";
+  document.body.append(v);
+  await v.play();
+  await new Promise((r) => setTimeout(r, 1000));
+  const played_to = v.currentTime;
+  const seeked = new Promise((r, j) => { v.onseeked = r; setTimeout(() => j(new Error("no seeked event in 5 s")), 5000); });
+  v.currentTime = 0.3;
+  await seeked;
+  return JSON.stringify({ played_to, seeked_to: v.currentTime, width: v.videoWidth });
+})()"#;
+
 #[test]
-fn the_dashboard_shows_live_peers_a_chunk_map_and_a_killed_peer_turning_down_in_a_real_browser() {
+fn the_dashboard_shows_live_peers_a_chunk_map_and_a_killed_peer_turning_down_and_a_video_plays_in_a_real_browser() {
     let mut c = Cluster::start_with(3, "1G", &["--peer-timeout", "2"], &["--heartbeat-ms", "300"]);
     c.put_pattern("f", "/video.mp4", 6 * 65536, 4, &["--chunk-size", "64K", "--replicas", "2"]);
     let gw = Gateway::start(&c, &c.client_home(), &[]);
@@ -464,6 +520,22 @@ fn the_dashboard_shows_live_peers_a_chunk_map_and_a_killed_peer_turning_down_in_
         .as_str()
         .unwrap()
         .starts_with("live"));
+
+    // A video plays and seeks: recorded from a canvas in the page, PUT through the gateway,
+    // then played by a <video> from /files/, which reads it with Range requests.
+    let put = b.ask(serde_json::json!({ "cmd": "eval", "expr": RECORD_AND_PUT_A_VIDEO }));
+    assert!(put.as_str().unwrap().starts_with("201 "), "{put}");
+    let played: serde_json::Value =
+        serde_json::from_str(b.ask(serde_json::json!({ "cmd": "eval", "expr": PLAY_AND_SEEK })).as_str().unwrap())
+            .unwrap();
+    assert!(played["played_to"].as_f64().unwrap() > 0.5, "{played}");
+    assert!((played["seeked_to"].as_f64().unwrap() - 0.3).abs() < 0.1, "{played}");
+    assert_eq!(played["width"], 160, "{played}");
+    let metrics = String::from_utf8(curl(&[&format!("{}/metrics", gw.url)]).stdout).unwrap();
+    assert!(
+        metrics.contains(r#"swarmfs_http_requests_total{route="files",method="GET",status="206"}"#),
+        "the browser read the video by ranges:\n{metrics}"
+    );
 
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     b.ask(serde_json::json!({ "cmd": "screenshot", "path": shot }));

@@ -36,7 +36,7 @@ pub struct GatewayOptions {
     pub cache_bytes: usize,
     /// How PUT stores files.
     pub put: PutOptions,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once; more are answered 503 at once.
     pub max_connections: usize,
 }
 
@@ -135,6 +135,8 @@ fn redirect(to: &str) -> Response<Body> {
 
 /// How long a client may take to send a request's head, and to stay idle between requests.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 50\r\nRetry-After: 1\r\nConnection: close\r\n\r\nthe gateway is at its connection limit; try again\n";
+
 /// How long open responses may run on after shutdown before their connections are cut.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -144,12 +146,6 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
     let slots = Arc::new(Semaphore::new(gw.opts.max_connections.max(1)));
     let mut conns = JoinSet::new();
     loop {
-        let Ok(slot) = (tokio::select! {
-            s = slots.clone().acquire_owned() => s,
-            _ = shutdown.cancelled() => break,
-        }) else {
-            break;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => break,
@@ -163,6 +159,14 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full (perhaps of idle connections, which close after HEAD_TIMEOUT): say so at
+            // once rather than leave the client waiting. A small write into a fresh socket's
+            // empty buffer does not block.
+            debug!(%remote, "gateway: too many connections");
+            let _ = tcp.try_write(TOO_MANY);
+            continue;
         };
         let (gw, shutdown) = (gw.clone(), shutdown.clone());
         conns.spawn(async move {
