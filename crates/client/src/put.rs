@@ -281,6 +281,17 @@ fn open_regular(local: &Path) -> Result<(File, std::fs::Metadata), ClientError> 
     Ok((file, meta))
 }
 
+impl Uploaded {
+    fn report(&self, started: Instant) -> PutReport {
+        PutReport {
+            size: self.manifest.size,
+            chunks: self.manifest.chunks.len() as u64,
+            replicas: self.replicas,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 impl Client {
     /// Uploads a local file (or standard input, for `-`) to `remote`. The file is read to
     /// its end, whatever size it announced (files in /proc announce 0); a file that changes
@@ -316,12 +327,7 @@ impl Client {
             }
         }
         self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
-        Ok(PutReport {
-            size: up.manifest.size,
-            chunks: up.manifest.chunks.len() as u64,
-            replicas: up.replicas,
-            elapsed: started.elapsed(),
-        })
+        Ok(up.report(started))
     }
 
     /// Uploads what `reader` yields to `remote` and commits it (the HTTP gateway's PUT). A
@@ -339,12 +345,7 @@ impl Client {
         self.prepare_destination(remote).await?;
         let up = self.upload(reader, size_hint, opts, progress).await?;
         self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
-        Ok(PutReport {
-            size: up.manifest.size,
-            chunks: up.manifest.chunks.len() as u64,
-            replicas: up.replicas,
-            elapsed: started.elapsed(),
-        })
+        Ok(up.report(started))
     }
 
     /// Refuses a bad destination before anything is uploaded (`/`, a directory) and makes
