@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{pattern, promtool_accepts, stderr, wait_for, Cluster};
+use common::{pattern, promtool_accepts, wait_for, Cluster};
 
 /// The address a daemon's log says its metrics are served at.
 fn metrics_addr(c: &Cluster, name: &str) -> String {

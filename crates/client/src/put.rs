@@ -315,7 +315,7 @@ impl Client {
         };
         self.prepare_destination(remote).await?;
         let hint = before.as_ref().map(|(_, v)| v.len);
-        let up = self.upload(reader, hint, opts, progress).await?;
+        let mut up = self.upload(reader, hint, opts, progress).await?;
         if let Some((file, v)) = before {
             let after = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
             let after = Version::of(&after);
@@ -326,7 +326,8 @@ impl Client {
                 return Err(ClientError::Changed { path: local.display().to_string() });
             }
         }
-        self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
+        let placements = std::mem::take(&mut up.placements);
+        self.commit(remote, &up.manifest, placements, None, opts.replicas).await?;
         Ok(up.report(started))
     }
 
@@ -343,8 +344,9 @@ impl Client {
         let started = Instant::now();
         self.data_key()?;
         self.prepare_destination(remote).await?;
-        let up = self.upload(reader, size_hint, opts, progress).await?;
-        self.commit(remote, &up.manifest, up.placements, None, opts.replicas).await?;
+        let mut up = self.upload(reader, size_hint, opts, progress).await?;
+        let placements = std::mem::take(&mut up.placements);
+        self.commit(remote, &up.manifest, placements, None, opts.replicas).await?;
         Ok(up.report(started))
     }
 
