@@ -25,10 +25,17 @@ pub enum TrackerError {
     /// A peer the request needs cannot be reached now (not connected, did not answer).
     #[error("{0}")]
     Unavailable(String),
+    /// The database failed (in words: no engine's error type crosses this crate's API).
     #[error("tracker database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Store(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for TrackerError {
+    fn from(e: rusqlite::Error) -> Self {
+        TrackerError::Store(e.to_string())
+    }
 }
 
 impl From<swarmfs_proto::ProtoError> for TrackerError {
@@ -55,7 +62,7 @@ impl TrackerError {
             TrackerError::Missing(_) => ErrorCode::NotFound,
             TrackerError::Forbidden(_) => ErrorCode::Forbidden,
             TrackerError::Unavailable(_) => ErrorCode::Busy,
-            TrackerError::Db(_) | TrackerError::Io(_) => ErrorCode::Internal,
+            TrackerError::Store(_) | TrackerError::Io(_) => ErrorCode::Internal,
         };
         Response::error(code, self.to_string())
     }

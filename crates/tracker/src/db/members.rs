@@ -1,9 +1,9 @@
 //! Members and their credentials (protocol 3). The secret is what the tracker checks a
 //! member's hello proof against; it is not the data key, which the tracker never holds.
 
-use rusqlite::{params, OptionalExtension};
 use swarmfs_proto::MemberInfo;
 
+use super::sql::vals;
 use super::{now_ms, Db};
 use crate::TrackerError;
 
@@ -42,42 +42,40 @@ impl Db {
     /// Registers a member; a name is never reused, even once revoked.
     pub fn add_member(&mut self, name: &str, secret: &[u8; 32], read_only: bool) -> Result<MemberRow, TrackerError> {
         check_member_name(name)?;
-        let tx = self.conn.transaction()?;
-        let taken: Option<i64> =
-            tx.query_row("SELECT 1 FROM members WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-        if taken.is_some() {
+        let mut tx = self.begin()?;
+        if tx.query_opt("SELECT 1 FROM members WHERE name = ?1", vals![name])?.is_some() {
             return Err(TrackerError::AlreadyExists(format!("member {name}")));
         }
         let created_ms = now_ms();
-        tx.execute(
+        tx.exec(
             "INSERT INTO members (name, secret, read_only, revoked, created_ms) VALUES (?1, ?2, ?3, 0, ?4)",
-            params![name, secret.as_slice(), read_only, created_ms],
+            vals![name, secret.as_slice(), read_only, created_ms],
         )?;
         tx.commit()?;
         Ok(MemberRow { name: name.into(), secret: *secret, read_only, revoked: false, created_ms })
     }
 
-    pub fn members(&self) -> Result<Vec<MemberRow>, TrackerError> {
-        let mut st =
-            self.conn.prepare("SELECT name, secret, read_only, revoked, created_ms FROM members ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            let secret: Vec<u8> = r.get(1)?;
-            Ok(MemberRow {
-                name: r.get(0)?,
-                secret: secret.try_into().unwrap_or([0; 32]),
-                read_only: r.get(2)?,
-                revoked: r.get(3)?,
-                created_ms: r.get(4)?,
+    pub fn members(&mut self) -> Result<Vec<MemberRow>, TrackerError> {
+        let mut tx = self.begin()?;
+        let rows = tx.query("SELECT name, secret, read_only, revoked, created_ms FROM members ORDER BY name", &[])?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberRow {
+                    name: r.text(0)?,
+                    secret: r.blob(1)?.try_into().unwrap_or([0; 32]),
+                    read_only: r.bool(2)?,
+                    revoked: r.bool(3)?,
+                    created_ms: r.int(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     pub fn revoke_member(&mut self, name: &str) -> Result<(), TrackerError> {
-        let n = self.conn.execute("UPDATE members SET revoked = 1 WHERE name = ?1", [name])?;
-        if n == 0 {
+        let mut tx = self.begin()?;
+        if tx.exec("UPDATE members SET revoked = 1 WHERE name = ?1", vals![name])? == 0 {
             return Err(TrackerError::NotFound(format!("member {name}")));
         }
-        Ok(())
+        tx.commit()
     }
 }

@@ -1,24 +1,26 @@
-//! The tracker's durable state in SQLite. Every method is one transaction.
+//! The tracker's durable state. Every method is one transaction, written once against the
+//! [`sql`] interface; SQLite (embedded) is the engine.
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
 
 use crate::TrackerError;
+use sql::{vals, Durability, Engine, Row, Tx};
 
 mod gc;
 mod links;
 mod members;
 mod migrations;
 mod repair;
+pub mod sql;
 
 pub use repair::{RepairView, ViewFile};
 
 pub use members::MemberRow;
 
 pub struct Db {
-    conn: Connection,
+    engine: Box<dyn Engine>,
     /// How long an unreferenced chunk waits before it is deleted.
     gc_delay_ms: i64,
 }
@@ -59,28 +61,27 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryInfo> {
-    let kind = match row.get::<_, i64>(1)? {
+fn entry_from_row(row: &Row) -> Result<EntryInfo, TrackerError> {
+    let kind = match row.int(1)? {
         0 => EntryKind::Dir,
         2 => EntryKind::Symlink,
         3 => EntryKind::Special,
         _ => EntryKind::File,
     };
-    let file_id: Option<Vec<u8>> = row.get(4)?;
     Ok(EntryInfo {
-        path: row.get(0)?,
+        path: row.text(0)?,
         kind,
-        size: row.get::<_, i64>(2)? as u64,
-        mtime_ms: row.get(3)?,
-        file_id: file_id.and_then(|b| FileId::from_slice(&b).ok()),
-        chunks: row.get::<_, i64>(5)? as u32,
-        mode: row.get::<_, i64>(6)? as u32,
-        uid: row.get::<_, i64>(7)? as u32,
-        gid: row.get::<_, i64>(8)? as u32,
-        rdev: row.get::<_, i64>(9)? as u32,
-        ctime_ms: row.get(10)?,
-        nlink: row.get::<_, i64>(11)? as u32,
-        replicas: row.get::<_, i64>(12)?.clamp(0, u8::MAX as i64) as u8,
+        size: row.int(2)? as u64,
+        mtime_ms: row.int(3)?,
+        file_id: row.opt_blob(4)?.and_then(|b| FileId::from_slice(&b).ok()),
+        chunks: row.int(5)? as u32,
+        mode: row.int(6)? as u32,
+        uid: row.int(7)? as u32,
+        gid: row.int(8)? as u32,
+        rdev: row.int(9)? as u32,
+        ctime_ms: row.int(10)?,
+        nlink: row.int(11)? as u32,
+        replicas: row.int(12)?.clamp(0, u8::MAX as i64) as u8,
     })
 }
 
@@ -98,34 +99,47 @@ fn kind_code(k: EntryKind) -> i64 {
 }
 
 impl Db {
+    /// Opens (creating and migrating as needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Db, TrackerError> {
-        let conn = Connection::open(path)?;
+        let conn = rusqlite::Connection::open(path)?;
         // WAL + FULL: a commit is on disk before the client hears "ok", kill -9 or not.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&conn)?;
+        Db::on(Box::new(sql::Sqlite(conn)))
+    }
+
+    /// The tracker's state on an engine whose schema is current.
+    fn on(mut engine: Box<dyn Engine>) -> Result<Db, TrackerError> {
         // The root is a row too, so its permissions and times behave like any directory's.
-        conn.execute(
-            "INSERT OR IGNORE INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES ('/', '', 0, 0, ?1, 493, ?1)",
-            [now_ms()],
+        let mut tx = engine.begin(Durability::Full)?;
+        tx.exec(
+            "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES ('/', '', 0, 0, ?1, 493, ?1)
+             ON CONFLICT DO NOTHING",
+            vals![now_ms()],
         )?;
-        Ok(Db { conn, gc_delay_ms: 60_000 })
+        tx.commit()?;
+        Ok(Db { engine, gc_delay_ms: 60_000 })
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Tx + '_>, TrackerError> {
+        self.engine.begin(Durability::Full)
     }
 
     /// A directory's entries changed: its mtime and ctime move, as POSIX wants.
-    fn touch_dir(tx: &Transaction<'_>, dir: &RemotePath) -> Result<(), TrackerError> {
-        tx.execute("UPDATE entries SET mtime_ms = ?2, ctime_ms = ?2 WHERE path = ?1", params![dir.as_str(), now_ms()])?;
+    fn touch_dir(tx: &mut dyn Tx, dir: &RemotePath) -> Result<(), TrackerError> {
+        tx.exec("UPDATE entries SET mtime_ms = ?2, ctime_ms = ?2 WHERE path = ?1", vals![dir.as_str(), now_ms()])?;
         Ok(())
     }
 
-    fn entry(tx: &Transaction<'_>, path: &RemotePath) -> Result<Option<EntryInfo>, TrackerError> {
-        Ok(tx
-            .query_row(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), [path.as_str()], entry_from_row)
-            .optional()?)
+    fn entry(tx: &mut dyn Tx, path: &RemotePath) -> Result<Option<EntryInfo>, TrackerError> {
+        tx.query_opt(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), vals![path.as_str()])?
+            .map(|r| entry_from_row(&r))
+            .transpose()
     }
 
-    fn require_dir(tx: &Transaction<'_>, path: &RemotePath) -> Result<(), TrackerError> {
+    fn require_dir(tx: &mut dyn Tx, path: &RemotePath) -> Result<(), TrackerError> {
         match Self::entry(tx, path)? {
             Some(e) if e.kind == EntryKind::Dir => Ok(()),
             Some(_) => Err(TrackerError::NotADirectory(path.to_string())),
@@ -134,13 +148,13 @@ impl Db {
     }
 
     pub fn stat(&mut self, path: &RemotePath) -> Result<EntryInfo, TrackerError> {
-        let tx = self.conn.transaction()?;
-        Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))
+        let mut tx = self.begin()?;
+        Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))
     }
 
     /// Makes directories with mode 0755 (a mount creates with other modes through `create`).
     pub fn mkdir(&mut self, path: &RemotePath, parents: bool) -> Result<EntryInfo, TrackerError> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.begin()?;
         let mut todo = vec![path.clone()];
         if parents {
             let mut p = path.parent();
@@ -151,7 +165,7 @@ impl Db {
             todo.reverse();
         }
         for dir in &todo {
-            match Self::entry(&tx, dir)? {
+            match Self::entry(&mut *tx, dir)? {
                 Some(e) if e.kind == EntryKind::Dir => {
                     if dir == path && !parents {
                         return Err(TrackerError::AlreadyExists(dir.to_string()));
@@ -167,39 +181,41 @@ impl Db {
                 }
                 None => {}
             }
-            Self::require_dir(&tx, &dir.parent())?;
-            tx.execute(
+            Self::require_dir(&mut *tx, &dir.parent())?;
+            tx.exec(
                 "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, ctime_ms) VALUES (?1, ?2, 0, 0, ?3, 493, ?3)",
-                params![dir.as_str(), dir.parent().as_str(), now_ms()],
+                vals![dir.as_str(), dir.parent().as_str(), now_ms()],
             )?;
-            Self::touch_dir(&tx, &dir.parent())?;
+            Self::touch_dir(&mut *tx, &dir.parent())?;
         }
-        let e = Self::entry(&tx, path)?.expect("just created");
+        let e = Self::entry(&mut *tx, path)?.expect("just created");
         tx.commit()?;
         Ok(e)
     }
 
     pub fn list(&mut self, path: &RemotePath) -> Result<Vec<EntryInfo>, TrackerError> {
-        let tx = self.conn.transaction()?;
-        match Self::entry(&tx, path)? {
+        let mut tx = self.begin()?;
+        match Self::entry(&mut *tx, path)? {
             None => return Err(TrackerError::NotFound(path.to_string())),
             Some(e) if e.kind == EntryKind::File => return Ok(vec![e]),
             Some(_) => {}
         }
-        let mut stmt = tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 ORDER BY path"))?;
-        let rows = stmt.query_map([path.as_str()], entry_from_row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        tx.query(&format!("SELECT {ENTRY_COLS} FROM entries WHERE parent = ?1 ORDER BY path"), vals![path.as_str()])?
+            .iter()
+            .map(entry_from_row)
+            .collect()
     }
 
     pub fn search(&mut self, text: &str, limit: usize) -> Result<Vec<EntryInfo>, TrackerError> {
         let needle = text.to_lowercase();
-        let tx = self.conn.transaction()?;
-        let mut stmt =
-            tx.prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"))?;
-        let rows = stmt.query_map([&needle], entry_from_row)?;
+        let mut tx = self.begin()?;
+        let rows = tx.query(
+            &format!("SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"),
+            vals![needle.as_str()],
+        )?;
         let mut out = Vec::new();
-        for e in rows {
-            let e = e?;
+        for row in rows {
+            let e = entry_from_row(&row)?;
             let name = e.path.rsplit('/').next().unwrap_or("").to_lowercase();
             if name.contains(&needle) {
                 out.push(e);
@@ -215,21 +231,22 @@ impl Db {
         if path.is_root() {
             return Err(TrackerError::Invalid("cannot remove the root directory".into()));
         }
-        let tx = self.conn.transaction()?;
-        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        let delay = self.gc_delay_ms;
+        let mut tx = self.begin()?;
+        let e = Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if e.kind == EntryKind::Dir {
-            let children: i64 =
-                tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [path.as_str()], |r| r.get(0))?;
+            let children =
+                tx.query_one("SELECT count(*) FROM entries WHERE parent = ?1", vals![path.as_str()])?.int(0)?;
             if children > 0 && !recursive {
                 return Err(TrackerError::NotEmpty(path.to_string()));
             }
         }
-        Self::release_under(&tx, path, self.gc_delay_ms)?;
+        Self::release_under(&mut *tx, path, delay)?;
         if e.kind == EntryKind::Dir {
-            tx.execute("DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'", [path.as_str()])?;
+            tx.exec("DELETE FROM entries WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'", vals![path.as_str()])?;
         }
-        tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_str()])?;
-        Self::touch_dir(&tx, &path.parent())?;
+        tx.exec("DELETE FROM entries WHERE path = ?1", vals![path.as_str()])?;
+        Self::touch_dir(&mut *tx, &path.parent())?;
         tx.commit()?;
         Ok(())
     }
@@ -241,19 +258,20 @@ impl Db {
         if from == to {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        let src = Self::entry(&tx, from)?.ok_or_else(|| TrackerError::NotFound(from.to_string()))?;
+        let delay = self.gc_delay_ms;
+        let mut tx = self.begin()?;
+        let src = Self::entry(&mut *tx, from)?.ok_or_else(|| TrackerError::NotFound(from.to_string()))?;
         if src.kind == EntryKind::Dir && to.starts_with(from) {
             return Err(TrackerError::Invalid(format!("cannot move {from} into itself")));
         }
-        Self::require_dir(&tx, &to.parent())?;
-        if let Some(dst) = Self::entry(&tx, to)? {
+        Self::require_dir(&mut *tx, &to.parent())?;
+        if let Some(dst) = Self::entry(&mut *tx, to)? {
             let (sk, dk) = (src.kind == EntryKind::Dir, dst.kind == EntryKind::Dir);
             match (sk, dk) {
                 (false, false) => {}
                 (true, true) => {
-                    let n: i64 =
-                        tx.query_row("SELECT count(*) FROM entries WHERE parent = ?1", [to.as_str()], |r| r.get(0))?;
+                    let n =
+                        tx.query_one("SELECT count(*) FROM entries WHERE parent = ?1", vals![to.as_str()])?.int(0)?;
                     if n > 0 {
                         return Err(TrackerError::NotEmpty(to.to_string()));
                     }
@@ -261,21 +279,21 @@ impl Db {
                 (false, true) => return Err(TrackerError::IsADirectory(to.to_string())),
                 (true, false) => return Err(TrackerError::NotADirectory(to.to_string())),
             }
-            Self::release_under(&tx, to, self.gc_delay_ms)?;
-            tx.execute("DELETE FROM entries WHERE path = ?1", [to.as_str()])?;
+            Self::release_under(&mut *tx, to, delay)?;
+            tx.exec("DELETE FROM entries WHERE path = ?1", vals![to.as_str()])?;
         }
-        tx.execute(
+        tx.exec(
             "UPDATE entries SET path = ?2, parent = ?3, ctime_ms = ?4 WHERE path = ?1",
-            params![from.as_str(), to.as_str(), to.parent().as_str(), now_ms()],
+            vals![from.as_str(), to.as_str(), to.parent().as_str(), now_ms()],
         )?;
-        Self::touch_dir(&tx, &from.parent())?;
-        Self::touch_dir(&tx, &to.parent())?;
+        Self::touch_dir(&mut *tx, &from.parent())?;
+        Self::touch_dir(&mut *tx, &to.parent())?;
         if src.kind == EntryKind::Dir {
             // Descendants: swap the prefix in both path and parent.
-            tx.execute(
+            tx.exec(
                 "UPDATE entries SET path = ?2 || substr(path, length(?1) + 1), parent = ?2 || substr(parent, length(?1) + 1)
                  WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'",
-                params![from.as_str(), to.as_str()],
+                vals![from.as_str(), to.as_str()],
             )?;
         }
         tx.commit()?;
@@ -293,11 +311,12 @@ impl Db {
         if path.is_root() {
             return Err(TrackerError::IsADirectory("/".into()));
         }
-        let tx = self.conn.transaction()?;
-        let placements = Self::without_collected(&tx, placements)?;
-        Self::require_dir(&tx, &path.parent())?;
+        let delay = self.gc_delay_ms;
+        let mut tx = self.begin()?;
+        let placements = Self::without_collected(&mut *tx, placements)?;
+        Self::require_dir(&mut *tx, &path.parent())?;
         let (mut mode, mut uid, mut gid) = (0o644, 0, 0);
-        let existing = Self::entry(&tx, path)?;
+        let existing = Self::entry(&mut *tx, path)?;
         if let Some(e) = &existing {
             if e.kind == EntryKind::Dir {
                 return Err(TrackerError::IsADirectory(path.to_string()));
@@ -305,20 +324,27 @@ impl Db {
             // Overwriting a file keeps its permissions and owner, as writing to it would.
             (mode, uid, gid) = (e.mode, e.uid, e.gid);
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO entries
+        // Every column is set, as a fresh row would have it (a symlink replaced by a file
+        // loses its target).
+        tx.exec(
+            "INSERT INTO entries
                  (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms,
-                  replicas)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
+                  replicas, target, rdev)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, 0)
+             ON CONFLICT (path) DO UPDATE SET parent = excluded.parent, kind = excluded.kind, size = excluded.size,
+                 mtime_ms = excluded.mtime_ms, file_id = excluded.file_id, chunks = excluded.chunks,
+                 wrapped_key = excluded.wrapped_key, manifest = excluded.manifest, mode = excluded.mode,
+                 uid = excluded.uid, gid = excluded.gid, ctime_ms = excluded.ctime_ms, replicas = excluded.replicas,
+                 target = NULL, rdev = 0",
+            vals![
                 path.as_str(),
                 path.parent().as_str(),
                 size as i64,
                 mtime_ms.unwrap_or_else(now_ms),
                 file_id.as_bytes().as_slice(),
                 placements.len() as i64,
-                manifest.wrapped_key,
-                manifest.body,
+                manifest.wrapped_key.as_slice(),
+                manifest.body.as_slice(),
                 mode,
                 uid,
                 gid,
@@ -327,28 +353,28 @@ impl Db {
             ],
         )?;
         if existing.is_none() {
-            Self::touch_dir(&tx, &path.parent())?;
+            Self::touch_dir(&mut *tx, &path.parent())?;
         }
         // The new version's references go in before the old version's come out, so chunks
         // the two share are never queued as garbage.
-        {
-            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO refs (file_id, chunk) VALUES (?1, ?2)")?;
-            for p in &placements {
-                ins.execute(params![file_id.as_bytes().as_slice(), p.chunk.as_bytes().as_slice()])?;
-            }
+        for p in &placements {
+            tx.exec(
+                "INSERT INTO refs (file_id, chunk) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                vals![file_id.as_bytes().as_slice(), p.chunk.as_bytes().as_slice()],
+            )?;
         }
         if let Some(old) = existing.as_ref().and_then(|e| e.file_id) {
-            Self::release(&tx, old.as_bytes(), self.gc_delay_ms)?;
+            Self::release(&mut *tx, old.as_bytes(), delay)?;
         }
-        {
-            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
-            for p in &placements {
-                for n in &p.holders {
-                    ins.execute(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()])?;
-                }
+        for p in &placements {
+            for n in &p.holders {
+                tx.exec(
+                    "INSERT INTO locations (chunk, node) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    vals![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()],
+                )?;
             }
         }
-        let e = Self::entry(&tx, path)?.expect("just written");
+        let e = Self::entry(&mut *tx, path)?.expect("just written");
         tx.commit()?;
         Ok(e)
     }
@@ -361,24 +387,24 @@ impl Db {
         gid: Option<u32>,
         mtime_ms: Option<i64>,
     ) -> Result<EntryInfo, TrackerError> {
-        let tx = self.conn.transaction()?;
-        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        let mut tx = self.begin()?;
+        let e = Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if let Some(m) = mode {
             // Permission bits change; a special file's type bits stay.
             let m = (e.mode & 0o170000) | (m & 0o7777);
-            tx.execute("UPDATE entries SET mode = ?2 WHERE path = ?1", params![path.as_str(), m])?;
+            tx.exec("UPDATE entries SET mode = ?2 WHERE path = ?1", vals![path.as_str(), m])?;
         }
         if let Some(u) = uid {
-            tx.execute("UPDATE entries SET uid = ?2 WHERE path = ?1", params![path.as_str(), u])?;
+            tx.exec("UPDATE entries SET uid = ?2 WHERE path = ?1", vals![path.as_str(), u])?;
         }
         if let Some(g) = gid {
-            tx.execute("UPDATE entries SET gid = ?2 WHERE path = ?1", params![path.as_str(), g])?;
+            tx.exec("UPDATE entries SET gid = ?2 WHERE path = ?1", vals![path.as_str(), g])?;
         }
         if let Some(t) = mtime_ms {
-            tx.execute("UPDATE entries SET mtime_ms = ?2 WHERE path = ?1", params![path.as_str(), t])?;
+            tx.exec("UPDATE entries SET mtime_ms = ?2 WHERE path = ?1", vals![path.as_str(), t])?;
         }
-        tx.execute("UPDATE entries SET ctime_ms = ?2 WHERE path = ?1", params![path.as_str(), now_ms()])?;
-        let e = Self::entry(&tx, path)?.expect("exists");
+        tx.exec("UPDATE entries SET ctime_ms = ?2 WHERE path = ?1", vals![path.as_str(), now_ms()])?;
+        let e = Self::entry(&mut *tx, path)?.expect("exists");
         tx.commit()?;
         Ok(e)
     }
@@ -396,25 +422,18 @@ impl Db {
         // Creating a name promises no durability until the directory is fsynced (POSIX), so
         // this commit skips the WAL fsync; it still survives kill -9 (the WAL is in the OS), and
         // the next FULL commit (the file's data) makes it durable against power loss too.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = self.insert_new(path, new);
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        r
-    }
-
-    fn insert_new(&mut self, path: &RemotePath, new: &NewEntry<'_>) -> Result<EntryInfo, TrackerError> {
         let target = new.target.filter(|_| new.kind == EntryKind::Symlink);
         let size = target.map(|t| t.len() as i64).unwrap_or(0);
-        let tx = self.conn.transaction()?;
-        Self::require_dir(&tx, &path.parent())?;
-        if Self::entry(&tx, path)?.is_some() {
+        let mut tx = self.engine.begin(Durability::Process)?;
+        Self::require_dir(&mut *tx, &path.parent())?;
+        if Self::entry(&mut *tx, path)?.is_some() {
             return Err(TrackerError::AlreadyExists(path.to_string()));
         }
         let now = now_ms();
-        tx.execute(
+        tx.exec(
             "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, uid, gid, rdev, target, ctime_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?5)",
-            params![
+            vals![
                 path.as_str(),
                 path.parent().as_str(),
                 kind_code(new.kind),
@@ -427,20 +446,22 @@ impl Db {
                 target
             ],
         )?;
-        Self::touch_dir(&tx, &path.parent())?;
-        let e = Self::entry(&tx, path)?.expect("just created");
+        Self::touch_dir(&mut *tx, &path.parent())?;
+        let e = Self::entry(&mut *tx, path)?.expect("just created");
         tx.commit()?;
         Ok(e)
     }
 
     pub fn read_link(&mut self, path: &RemotePath) -> Result<String, TrackerError> {
-        let tx = self.conn.transaction()?;
-        let target: Option<Option<String>> = tx
-            .query_row("SELECT target FROM entries WHERE path = ?1 AND kind = 2", [path.as_str()], |r| r.get(0))
-            .optional()?;
+        let mut tx = self.begin()?;
+        let target =
+            match tx.query_opt("SELECT target FROM entries WHERE path = ?1 AND kind = 2", vals![path.as_str()])? {
+                Some(r) => Some(r.opt_text(0)?),
+                None => None,
+            };
         match target {
             Some(Some(t)) => Ok(t),
-            _ => match Self::entry(&tx, path)? {
+            _ => match Self::entry(&mut *tx, path)? {
                 Some(_) => Err(TrackerError::Invalid(format!("{path} is not a symbolic link"))),
                 None => Err(TrackerError::NotFound(path.to_string())),
             },
@@ -448,8 +469,8 @@ impl Db {
     }
 
     pub fn open_file(&mut self, path: &RemotePath) -> Result<(EntryInfo, SealedManifest), TrackerError> {
-        let tx = self.conn.transaction()?;
-        let e = Self::entry(&tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        let mut tx = self.begin()?;
+        let e = Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         match e.kind {
             EntryKind::Dir => return Err(TrackerError::IsADirectory(path.to_string())),
             EntryKind::Symlink | EntryKind::Special => {
@@ -458,57 +479,50 @@ impl Db {
             EntryKind::File => {}
         }
         // A file made by Create and never written has no manifest yet: empty vectors say so.
-        let (wrapped_key, body) =
-            tx.query_row("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", [path.as_str()], |r| {
-                Ok((
-                    r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
-                    r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
-                ))
-            })?;
+        let r = tx.query_one("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", vals![path.as_str()])?;
+        let (wrapped_key, body) = (r.opt_blob(0)?.unwrap_or_default(), r.opt_blob(1)?.unwrap_or_default());
         Ok((e, SealedManifest { wrapped_key, body }))
     }
 
     /// Holders of each chunk, in request order.
     pub fn locate(&mut self, chunks: &[ChunkId]) -> Result<Vec<Vec<NodeId>>, TrackerError> {
-        let tx = self.conn.transaction()?;
-        let mut stmt = tx.prepare_cached("SELECT node FROM locations WHERE chunk = ?1")?;
+        let mut tx = self.begin()?;
         let mut out = Vec::with_capacity(chunks.len());
         for c in chunks {
-            let nodes = stmt
-                .query_map([c.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?
-                .filter_map(|b| b.ok().and_then(|b| NodeId::from_slice(&b).ok()))
-                .collect();
-            out.push(nodes);
+            out.push(Self::holders(&mut *tx, c.as_bytes())?);
         }
         Ok(out)
+    }
+
+    /// The nodes recorded as holding `chunk`.
+    fn holders(tx: &mut dyn Tx, chunk: &[u8]) -> Result<Vec<NodeId>, TrackerError> {
+        let rows = tx.query("SELECT node FROM locations WHERE chunk = ?1", vals![chunk])?;
+        Ok(rows.iter().filter_map(|r| r.blob(0).ok().and_then(|b| NodeId::from_slice(&b).ok())).collect())
     }
 
     /// `node` holds `chunks` (and, with `replace`, nothing else). A copy stored again after
     /// the collector deleted it is a copy again.
     pub fn add_locations(&mut self, node: &NodeId, chunks: &[ChunkId], replace: bool) -> Result<(), TrackerError> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.begin()?;
         if replace {
-            tx.execute("DELETE FROM locations WHERE node = ?1", [node.as_bytes().as_slice()])?;
+            tx.exec("DELETE FROM locations WHERE node = ?1", vals![node.as_bytes().as_slice()])?;
         }
-        {
-            let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO locations (chunk, node) VALUES (?1, ?2)")?;
-            let mut alive = tx.prepare_cached("DELETE FROM collected WHERE chunk = ?1 AND node = ?2")?;
-            for c in chunks {
-                ins.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
-                alive.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
-            }
+        for c in chunks {
+            let key = vals![c.as_bytes().as_slice(), node.as_bytes().as_slice()];
+            tx.exec("INSERT INTO locations (chunk, node) VALUES (?1, ?2) ON CONFLICT DO NOTHING", key)?;
+            tx.exec("DELETE FROM collected WHERE chunk = ?1 AND node = ?2", key)?;
         }
         tx.commit()?;
         Ok(())
     }
 
     pub fn remove_locations(&mut self, node: &NodeId, chunks: &[ChunkId]) -> Result<(), TrackerError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut del = tx.prepare_cached("DELETE FROM locations WHERE chunk = ?1 AND node = ?2")?;
-            for c in chunks {
-                del.execute(params![c.as_bytes().as_slice(), node.as_bytes().as_slice()])?;
-            }
+        let mut tx = self.begin()?;
+        for c in chunks {
+            tx.exec(
+                "DELETE FROM locations WHERE chunk = ?1 AND node = ?2",
+                vals![c.as_bytes().as_slice(), node.as_bytes().as_slice()],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -516,16 +530,19 @@ impl Db {
 
     /// Starts or stops draining a peer the tracker knows; false when it does not know it.
     pub fn set_draining(&mut self, node: &NodeId, on: bool) -> Result<bool, TrackerError> {
-        let n = self
-            .conn
-            .execute("UPDATE peers SET draining = ?2 WHERE node = ?1", params![node.as_bytes().as_slice(), on])?;
+        let mut tx = self.begin()?;
+        let n = tx.exec("UPDATE peers SET draining = ?2 WHERE node = ?1", vals![node.as_bytes().as_slice(), on])?;
+        tx.commit()?;
         Ok(n > 0)
     }
 
     pub fn save_peer(&mut self, p: &StoredPeer) -> Result<(), TrackerError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO peers (node, addrs, capacity, used, chunks, draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+        let mut tx = self.begin()?;
+        tx.exec(
+            "INSERT INTO peers (node, addrs, capacity, used, chunks, draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (node) DO UPDATE SET addrs = excluded.addrs, capacity = excluded.capacity,
+                 used = excluded.used, chunks = excluded.chunks, draining = excluded.draining",
+            vals![
                 p.node.as_bytes().as_slice(),
                 p.addrs.join(","),
                 p.capacity as i64,
@@ -534,34 +551,24 @@ impl Db {
                 p.draining
             ],
         )?;
-        Ok(())
+        tx.commit()
     }
 
     pub fn load_peers(&mut self) -> Result<Vec<StoredPeer>, TrackerError> {
-        let mut stmt = self.conn.prepare("SELECT node, addrs, capacity, used, chunks, draining FROM peers")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, bool>(5)?,
-            ))
-        })?;
+        let mut tx = self.begin()?;
+        let rows = tx.query("SELECT node, addrs, capacity, used, chunks, draining FROM peers", &[])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (node, addrs, capacity, used, chunks, draining) = row?;
-            let Ok(node) = NodeId::from_slice(&node) else {
+        for r in rows {
+            let Ok(node) = NodeId::from_slice(&r.blob(0)?) else {
                 continue;
             };
             out.push(StoredPeer {
                 node,
-                addrs: addrs.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
-                capacity: capacity as u64,
-                used: used as u64,
-                chunks: chunks as u64,
-                draining,
+                addrs: r.text(1)?.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+                capacity: r.int(2)? as u64,
+                used: r.int(3)? as u64,
+                chunks: r.int(4)? as u64,
+                draining: r.bool(5)?,
             });
         }
         Ok(out)

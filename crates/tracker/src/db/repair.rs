@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
 use swarmfs_proto::{ChunkId, ChunkPlacement, NodeId};
 
+use super::sql::Row;
 use super::Db;
 use crate::TrackerError;
 
@@ -35,26 +35,24 @@ impl Db {
     /// The snapshot repair plans from. Memory is proportional to the number of chunk
     /// references; fine for the swarms this tracker serves (see ARCHITECTURE.md, "Repair").
     pub fn repair_view(&mut self) -> Result<RepairView, TrackerError> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.begin()?;
         let mut view = RepairView::default();
         let mut index: HashMap<ChunkId, u32> = HashMap::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT e.file_id, e.path, e.size, e.replicas, e.chunks, r.chunk
-                 FROM entries AS e JOIN refs AS r ON r.file_id = e.file_id ORDER BY e.file_id",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut current: Option<Vec<u8>> = None;
-            while let Some(row) = rows.next()? {
-                let file_id: Vec<u8> = row.get(0)?;
-                let size = row.get::<_, i64>(2)?.max(0) as u64;
-                let replicas = row.get::<_, i64>(3)?.clamp(0, u8::MAX as i64) as u8;
-                let count = row.get::<_, i64>(4)?.max(1) as u64;
+        let mut current: Option<Vec<u8>> = None;
+        tx.each(
+            "SELECT e.file_id, e.path, e.size, e.replicas, e.chunks, r.chunk
+             FROM entries AS e JOIN refs AS r ON r.file_id = e.file_id ORDER BY e.file_id",
+            &[],
+            &mut |row: Row| {
+                let file_id = row.blob(0)?;
+                let size = row.int(2)?.max(0) as u64;
+                let replicas = row.int(3)?.clamp(0, u8::MAX as i64) as u8;
+                let count = row.int(4)?.max(1) as u64;
                 if current.as_ref() != Some(&file_id) {
-                    view.files.push(ViewFile { path: row.get(1)?, size, replicas, chunks: Vec::new() });
+                    view.files.push(ViewFile { path: row.text(1)?, size, replicas, chunks: Vec::new() });
                     current = Some(file_id);
                 }
-                let Ok(chunk) = ChunkId::from_slice(&row.get::<_, Vec<u8>>(5)?) else { continue };
+                let Ok(chunk) = ChunkId::from_slice(&row.blob(5)?) else { return Ok(()) };
                 let i = *index.entry(chunk).or_insert_with(|| {
                     view.chunks.push(chunk);
                     view.wanted.push(0);
@@ -65,33 +63,27 @@ impl Db {
                 view.wanted[i as usize] = view.wanted[i as usize].max(replicas);
                 view.approx_len[i as usize] = view.approx_len[i as usize].max(size.div_ceil(count));
                 view.files.last_mut().expect("pushed above").chunks.push(i);
-            }
-        }
-        {
-            let mut stmt = tx.prepare("SELECT chunk, node FROM locations")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let (Ok(chunk), Ok(node)) =
-                    (ChunkId::from_slice(&row.get::<_, Vec<u8>>(0)?), NodeId::from_slice(&row.get::<_, Vec<u8>>(1)?))
-                else {
-                    continue;
-                };
+                Ok(())
+            },
+        )?;
+        tx.each("SELECT chunk, node FROM locations", &[], &mut |row: Row| {
+            if let (Ok(chunk), Ok(node)) = (ChunkId::from_slice(&row.blob(0)?), NodeId::from_slice(&row.blob(1)?)) {
                 if let Some(&i) = index.get(&chunk) {
                     view.holders[i as usize].push(node);
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(view)
     }
 
     /// The (chunk, holder) pairs among `placements` whose copy the collector deleted.
     pub fn collected_among(&mut self, placements: &[ChunkPlacement]) -> Result<Vec<(ChunkId, NodeId)>, TrackerError> {
-        let tx = self.conn.transaction()?;
-        let mut gone = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM collected WHERE chunk = ?1 AND node = ?2)")?;
+        let mut tx = self.begin()?;
         let mut out = Vec::new();
         for p in placements {
             for n in &p.holders {
-                if gone.query_row(params![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()], |r| r.get(0))? {
+                if Self::was_collected(&mut *tx, &p.chunk, n)? {
                     out.push((p.chunk, *n));
                 }
             }
