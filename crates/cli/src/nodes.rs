@@ -31,6 +31,10 @@ pub struct TrackerArgs {
     /// Address to listen on (default: the tracker address in the tokens).
     #[arg(long, env = "SWARMFS_LISTEN")]
     pub listen: Option<String>,
+    /// The database: HOME/tracker.db (SQLite, the default), or a PostgreSQL URL
+    /// (`postgres://user[:password]@host:port/db`).
+    #[arg(long, env = "SWARMFS_DB", hide_env_values = true)]
+    pub db: Option<String>,
     /// Seconds without a heartbeat after which a peer is marked down.
     #[arg(long, env = "SWARMFS_PEER_TIMEOUT", default_value_t = 10.0)]
     pub peer_timeout: f64,
@@ -256,11 +260,22 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
             home.dir.display()
         );
     }
+    if let Some(url) = &a.db {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(crate::UsageError(format!(
+                "--db takes a PostgreSQL URL (postgres://user@host:port/db), not {url:?}; without --db the tracker uses \
+                 SQLite in {}",
+                home.dir.join("tracker.db").display()
+            ))
+            .into());
+        }
+    }
     raise_fd_limit();
     let listen = a.listen.clone().unwrap_or_else(|| home.token.tracker_addr.clone());
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let config = swarmfs_tracker::TrackerConfig {
         db_path: home.dir.join("tracker.db"),
+        db_url: a.db.clone(),
         peer_timeout: Duration::from_secs_f64(a.peer_timeout.max(0.1)),
         gc_delay: Duration::from_secs_f64(a.gc_delay.max(0.0)),
         orphan_delay: Duration::from_secs_f64(a.orphan_delay.max(0.0)),

@@ -34,7 +34,10 @@ pub use error::TrackerError;
 pub use service::Tracker;
 
 pub struct TrackerConfig {
+    /// The SQLite database, unless `db_url` names another.
     pub db_path: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of `db_path`.
+    pub db_url: Option<String>,
     pub peer_timeout: Duration,
     /// Grace period before a chunk no file references any more is deleted from its holders.
     pub gc_delay: Duration,
@@ -60,7 +63,19 @@ pub async fn run(
     config: TrackerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
-    let db = db::Db::open(&config.db_path)?;
+    let db = match &config.db_url {
+        Some(url) => {
+            let mut db = db::Db::postgres(url).await?;
+            if config.db_path.exists() {
+                let mut local = db::Db::open(&config.db_path)?;
+                if let Some(rows) = db.adopt(&mut local)? {
+                    info!(rows, from = %config.db_path.display(), "copied the swarm into the new PostgreSQL database");
+                }
+            }
+            db
+        }
+        None => db::Db::open(&config.db_path)?,
+    };
     let tracker = Arc::new(Tracker::new(db, swarm.clone(), config)?);
     let mut runner = Runner::new(shutdown.clone());
     runner.spawn(workers::Reaper(tracker.clone()));

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod pg;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_swarmfs");
 
 pub fn free_port() -> u16 {
@@ -41,6 +43,9 @@ pub struct Cluster {
     others: std::sync::Mutex<Vec<u32>>,
     /// Flags of one peer only, by index (e.g. an address nobody can dial).
     peer_extra: std::collections::HashMap<usize, Vec<String>>,
+    /// The tracker's PostgreSQL cluster, when the suite runs on PostgreSQL
+    /// (`SWARMFS_TEST_DB=postgres`); dropped after the tracker.
+    pub pg: Option<pg::PgCluster>,
 }
 
 pub fn run(home: &Path, args: &[&str]) -> Output {
@@ -68,18 +73,25 @@ impl Cluster {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let member_token = v["member_token"].as_str().unwrap().to_string();
         let peer_token = v["peer_token"].as_str().unwrap().to_string();
+        // The same test bodies run on SQLite (the default) and on PostgreSQL.
+        let pg = (std::env::var("SWARMFS_TEST_DB").as_deref() == Ok("postgres")).then(pg::PgCluster::start);
+        let mut tracker_flags: Vec<String> = tracker_flags.iter().map(|s| s.to_string()).collect();
+        if let Some(pg) = &pg {
+            tracker_flags.extend(["--db".to_string(), pg.url()]);
+        }
         let mut c = Cluster {
             dir,
             tracker_addr,
             member_token,
             peer_token,
             capacity: capacity.to_string(),
-            tracker_flags: tracker_flags.iter().map(|s| s.to_string()).collect(),
+            tracker_flags,
             peer_flags: peer_flags.iter().map(|s| s.to_string()).collect(),
             tracker: None,
             peers: Vec::new(),
             others: Default::default(),
             peer_extra: Default::default(),
+            pg,
         };
         let client = c.client_home();
         assert!(run(&client, &["join", &c.member_token.clone()]).status.success());

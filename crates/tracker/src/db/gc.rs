@@ -128,7 +128,7 @@ impl Db {
         let mut tx = self.begin()?;
         let n = tx.exec(
             "INSERT INTO gc_queue (chunk, due_ms)
-             SELECT DISTINCT l.chunk, ?1 FROM locations AS l
+             SELECT DISTINCT l.chunk, CAST(?1 AS BIGINT) FROM locations AS l
              WHERE NOT EXISTS (SELECT 1 FROM refs WHERE refs.chunk = l.chunk)
              ON CONFLICT DO NOTHING",
             vals![now_ms() + orphan_delay.as_millis() as i64],

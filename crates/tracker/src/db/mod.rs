@@ -1,5 +1,5 @@
 //! The tracker's durable state. Every method is one transaction, written once against the
-//! [`sql`] interface; SQLite (embedded) is the engine.
+//! [`sql`] interface; the engine is SQLite (embedded, the default) or PostgreSQL.
 
 use std::path::Path;
 
@@ -12,6 +12,7 @@ mod gc;
 mod links;
 mod members;
 mod migrations;
+mod postgres;
 mod repair;
 pub mod sql;
 
@@ -89,6 +90,25 @@ const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid
     CASE kind WHEN 0 THEN 2 + (SELECT count(*) FROM entries AS c WHERE c.parent = entries.path AND c.kind = 0) ELSE 1 END, \
     replicas";
 
+/// Every table and its columns, for [`Db::adopt`].
+const TABLES: &[(&str, &str)] = &[
+    (
+        "entries",
+        "path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, target, uid, gid, rdev, \
+         ctime_ms, replicas",
+    ),
+    ("peers", "node, addrs, capacity, used, chunks, draining"),
+    ("locations", "chunk, node"),
+    ("refs", "file_id, chunk"),
+    ("gc_queue", "chunk, due_ms"),
+    ("members", "name, secret, read_only, revoked, created_ms"),
+    ("collected", "chunk, node, at_ms"),
+    ("links", "id, file_id, path, created_by, created_ms, revoked"),
+];
+
+/// Any number that names the adoption among a database's advisory locks.
+const ADOPT_LOCK: i64 = 0x7377_6172_6d66_7302;
+
 fn kind_code(k: EntryKind) -> i64 {
     match k {
         EntryKind::Dir => 0,
@@ -108,6 +128,42 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&conn)?;
         Db::on(Box::new(sql::Sqlite(conn)))
+    }
+
+    /// Connects to the PostgreSQL database at `url` and brings its schema up to date.
+    pub async fn postgres(url: &str) -> Result<Db, TrackerError> {
+        Db::on(Box::new(postgres::Postgres::connect(url).await?))
+    }
+
+    /// Copies `from` into this database if this one holds no swarm yet (no member): the first
+    /// tracker started on an empty PostgreSQL database takes over the swarm its home's SQLite
+    /// file holds (the owner `init` registered, and everything since). Several trackers
+    /// starting at once copy it once. The rows copied, or `None` if this database already
+    /// held a swarm.
+    pub fn adopt(&mut self, from: &mut Db) -> Result<Option<u64>, TrackerError> {
+        let mut tx = self.begin()?;
+        if tx.dialect() == sql::Dialect::Postgres {
+            tx.exec("SELECT pg_advisory_xact_lock(?1)", vals![ADOPT_LOCK])?;
+        }
+        if tx.query_opt("SELECT 1 FROM members LIMIT 1", &[])?.is_some() {
+            return Ok(None);
+        }
+        // Only the root so far, made on open; the copy brings the swarm's own.
+        tx.exec("DELETE FROM entries", &[])?;
+        let mut src = from.begin()?;
+        let mut copied = 0;
+        for (table, cols) in TABLES {
+            let placeholders: Vec<String> = (1..=cols.split(',').count()).map(|i| format!("?{i}")).collect();
+            let insert = format!("INSERT INTO {table} ({cols}) VALUES ({})", placeholders.join(", "));
+            src.each(&format!("SELECT {cols} FROM {table}"), &[], &mut |row| {
+                tx.exec(&insert, &row.0)?;
+                copied += 1;
+                Ok(())
+            })?;
+        }
+        drop(src);
+        tx.commit()?;
+        Ok(Some(copied))
     }
 
     /// The tracker's state on an engine whose schema is current.
@@ -209,8 +265,12 @@ impl Db {
     pub fn search(&mut self, text: &str, limit: usize) -> Result<Vec<EntryInfo>, TrackerError> {
         let needle = text.to_lowercase();
         let mut tx = self.begin()?;
+        let contains = match tx.dialect() {
+            sql::Dialect::Sqlite => "instr(lower(path), ?1) > 0",
+            sql::Dialect::Postgres => "strpos(lower(path), ?1) > 0",
+        };
         let rows = tx.query(
-            &format!("SELECT {ENTRY_COLS} FROM entries WHERE instr(lower(path), ?1) > 0 ORDER BY path"),
+            &format!("SELECT {ENTRY_COLS} FROM entries WHERE {contains} ORDER BY path"),
             vals![needle.as_str()],
         )?;
         let mut out = Vec::new();
@@ -326,16 +386,23 @@ impl Db {
         }
         // Every column is set, as a fresh row would have it (a symlink replaced by a file
         // loses its target).
+        // PostgreSQL keys entries by the path's hash (see db/postgres.rs).
+        let key = match tx.dialect() {
+            sql::Dialect::Sqlite => "path",
+            sql::Dialect::Postgres => "path_key",
+        };
         tx.exec(
-            "INSERT INTO entries
+            &format!(
+                "INSERT INTO entries
                  (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms,
                   replicas, target, rdev)
              VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, 0)
-             ON CONFLICT (path) DO UPDATE SET parent = excluded.parent, kind = excluded.kind, size = excluded.size,
+             ON CONFLICT ({key}) DO UPDATE SET parent = excluded.parent, kind = excluded.kind, size = excluded.size,
                  mtime_ms = excluded.mtime_ms, file_id = excluded.file_id, chunks = excluded.chunks,
                  wrapped_key = excluded.wrapped_key, manifest = excluded.manifest, mode = excluded.mode,
                  uid = excluded.uid, gid = excluded.gid, ctime_ms = excluded.ctime_ms, replicas = excluded.replicas,
-                 target = NULL, rdev = 0",
+                 target = NULL, rdev = 0"
+            ),
             vals![
                 path.as_str(),
                 path.parent().as_str(),

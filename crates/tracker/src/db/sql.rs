@@ -1,5 +1,5 @@
 //! What the tracker's queries need of a SQL engine, so that one set of queries serves
-//! SQLite (embedded, the default) and, behind the same two traits, other engines.
+//! SQLite (embedded, the default) and PostgreSQL (several trackers on one database).
 //!
 //! Queries are written once, in the SQL both SQLite and PostgreSQL speak: `?N` placeholders
 //! (an engine that numbers them otherwise rewrites them), upserts as `INSERT ... ON CONFLICT`,
@@ -141,6 +141,7 @@ impl Row {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
 }
 
 /// How much a transaction's commit promises.

@@ -1,0 +1,67 @@
+//! The tracker on PostgreSQL (`tracker --db postgres://…`) with a real cluster of the test's
+//! own. The rest of the end-to-end suite runs on PostgreSQL too (`SWARMFS_TEST_DB=postgres`,
+//! scripts/test); these are what only PostgreSQL has: adopting a home's SQLite swarm, and a
+//! database that cannot be used.
+
+mod common;
+
+use std::process::Command;
+
+use common::pg::PgCluster;
+use common::{stderr, Cluster, BIN};
+
+#[test]
+fn a_swarm_moves_from_sqlite_to_postgresql_whole_and_is_adopted_once() {
+    let mut c = Cluster::start(2);
+    let a = c.put_pattern("a", "/docs/a.bin", 300_000, 1, &[]);
+    c.ok(&["mkdir", "/empty"]);
+    let pg = PgCluster::start();
+    let db = pg.url();
+
+    c.start_tracker_with(&["--db", &db]);
+    c.wait_up(2);
+    let ls = c.ok(&["ls", "/"]);
+    assert!(ls.contains("docs") && ls.contains("empty"), "{ls}");
+    assert!(c.cli(&["cat", "/docs/a.bin"]).stdout == a, "a file put on SQLite reads back on PostgreSQL");
+    let b = c.put_pattern("b", "/b.bin", 70_000, 2, &[]);
+
+    // A restart finds the swarm in the database: nothing is copied again, and what was
+    // written on PostgreSQL is there (the SQLite file was left behind).
+    c.start_tracker_with(&["--db", &db]);
+    c.wait_up(2);
+    assert!(c.cli(&["cat", "/b.bin"]).stdout == b);
+    assert!(c.cli(&["cat", "/docs/a.bin"]).stdout == a);
+    let log = c.log("tracker");
+    assert_eq!(log.matches("copied the swarm into the new PostgreSQL database").count(), 1, "{log}");
+
+    // Back on SQLite, the file written on PostgreSQL is not there: two databases, not one.
+    c.start_tracker();
+    c.wait_up(2);
+    assert!(!c.cli(&["stat", "/b.bin"]).status.success());
+}
+
+#[test]
+fn a_database_the_tracker_cannot_use_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("t");
+    let out = Command::new(BIN).args(["init", "--tracker-addr", "127.0.0.1:1", "--home"]).arg(&home).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tracker = |db: &str| {
+        Command::new(BIN)
+            .args(["tracker", "--listen", "127.0.0.1:0", "--db", db, "--home"])
+            .arg(&home)
+            .output()
+            .unwrap()
+    };
+    let out = tracker("sqlite:///var/lib/t.db");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--db takes a PostgreSQL URL"), "{}", stderr(&out));
+
+    // Nothing listens on port 1: refused at once, and the password stays out of the message.
+    let out = tracker("postgres://ann:s3cret@127.0.0.1:1/swarm");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot connect to postgres://ann@127.0.0.1:1/swarm"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
