@@ -1,12 +1,14 @@
 //! The tracker's durable state. Every method is one transaction, written once against the
 //! [`sql`] interface; the engine is SQLite (embedded, the default) or PostgreSQL.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
 
 use crate::TrackerError;
-use sql::{vals, Durability, Engine, Row, Tx};
+
+use sql::{vals, Durability, Engine, Row, Tx, Value};
 
 mod gc;
 mod links;
@@ -89,6 +91,27 @@ fn entry_from_row(row: &Row) -> Result<EntryInfo, TrackerError> {
 const ENTRY_COLS: &str = "path, kind, size, mtime_ms, file_id, chunks, mode, uid, gid, rdev, ctime_ms, \
     CASE kind WHEN 0 THEN 2 + (SELECT count(*) FROM entries AS c WHERE c.parent = entries.path AND c.kind = 0) ELSE 1 END, \
     replicas";
+
+/// Rows or ids per statement when many go at once: one round trip per group on a database
+/// server, and far below every engine's limit on parameters.
+const GROUP: usize = 500;
+
+/// `?first, ?first+1, ...`, `n` of them.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Inserts two-column rows into `table (a, b)`, [`GROUP`] per statement; rows already there
+/// are left as they are.
+fn insert_pairs(tx: &mut dyn Tx, table: &str, rows: impl Iterator<Item = [Vec<u8>; 2]>) -> Result<(), TrackerError> {
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let group: Vec<Value> = rows.by_ref().take(GROUP).flatten().map(Value::Blob).collect();
+        let values: Vec<String> = (0..group.len() / 2).map(|i| format!("({})", placeholders(2 * i + 1, 2))).collect();
+        tx.exec(&format!("INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING", values.join(", ")), &group)?;
+    }
+    Ok(())
+}
 
 /// Every table and its columns, for [`Db::adopt`].
 const TABLES: &[(&str, &str)] = &[
@@ -424,23 +447,15 @@ impl Db {
         }
         // The new version's references go in before the old version's come out, so chunks
         // the two share are never queued as garbage.
-        for p in &placements {
-            tx.exec(
-                "INSERT INTO refs (file_id, chunk) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                vals![file_id.as_bytes().as_slice(), p.chunk.as_bytes().as_slice()],
-            )?;
-        }
+        let refs = placements.iter().map(|p| [file_id.as_bytes().to_vec(), p.chunk.as_bytes().to_vec()]);
+        insert_pairs(&mut *tx, "refs (file_id, chunk)", refs)?;
         if let Some(old) = existing.as_ref().and_then(|e| e.file_id) {
             Self::release(&mut *tx, old.as_bytes(), delay)?;
         }
-        for p in &placements {
-            for n in &p.holders {
-                tx.exec(
-                    "INSERT INTO locations (chunk, node) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    vals![p.chunk.as_bytes().as_slice(), n.as_bytes().as_slice()],
-                )?;
-            }
-        }
+        let locations = placements
+            .iter()
+            .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
+        insert_pairs(&mut *tx, "locations (chunk, node)", locations)?;
         let e = Self::entry(&mut *tx, path)?.expect("just written");
         tx.commit()?;
         Ok(e)
@@ -551,14 +566,32 @@ impl Db {
         Ok((e, SealedManifest { wrapped_key, body }))
     }
 
-    /// Holders of each chunk, in request order.
+    /// Holders of each chunk, in request order: one query per [`GROUP`] chunks, not one per
+    /// chunk (a round trip each on a database server).
     pub fn locate(&mut self, chunks: &[ChunkId]) -> Result<Vec<Vec<NodeId>>, TrackerError> {
         let mut tx = self.begin()?;
-        let mut out = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            out.push(Self::holders(&mut *tx, c.as_bytes())?);
+        let mut found: HashMap<ChunkId, Vec<NodeId>> = HashMap::with_capacity(chunks.len());
+        // Each chunk once, however often it is asked (a file of identical chunks).
+        let mut seen = std::collections::HashSet::with_capacity(chunks.len());
+        let unique: Vec<ChunkId> = chunks.iter().copied().filter(|c| seen.insert(*c)).collect();
+        for group in unique.chunks(GROUP) {
+            let sql = format!("SELECT chunk, node FROM locations WHERE chunk IN ({})", placeholders(1, group.len()));
+            let ids: Vec<Value> = group.iter().map(|c| Value::from(c.as_bytes().as_slice())).collect();
+            tx.each(&sql, &ids, &mut |r| {
+                if let (Ok(c), Ok(n)) = (ChunkId::from_slice(&r.blob(0)?), NodeId::from_slice(&r.blob(1)?)) {
+                    found.entry(c).or_default().push(n);
+                }
+                Ok(())
+            })?;
         }
-        Ok(out)
+        Ok(chunks
+            .iter()
+            .map(|c| {
+                let mut holders = found.get(c).cloned().unwrap_or_default();
+                holders.sort();
+                holders
+            })
+            .collect())
     }
 
     /// The nodes recorded as holding `chunk`.

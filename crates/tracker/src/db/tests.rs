@@ -89,3 +89,32 @@ fn a_commit_cannot_count_a_copy_the_collector_deleted_until_it_is_stored_again()
     assert_eq!(db.locate(&[chunk]).unwrap(), vec![vec![b]]);
     assert_eq!(db.stat(&p("/late")).unwrap().replicas, 2);
 }
+
+#[test]
+fn a_file_of_many_chunks_commits_and_locates_in_groups_with_every_holder_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    // More chunks than one statement takes, some repeated (a file with identical chunks),
+    // each on two holders.
+    let ids: Vec<ChunkId> =
+        (0..GROUP * 2 + 7).map(|i| ChunkId(*blake3::hash(&(i % (GROUP + 3)).to_le_bytes()).as_bytes())).collect();
+    let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+    let placements: Vec<ChunkPlacement> =
+        ids.iter().map(|&chunk| ChunkPlacement { chunk, holders: vec![b, a] }).collect();
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let new = NewFile {
+        size: 1,
+        file_id: FileId([5; 32]),
+        manifest: &m,
+        placements: &placements,
+        mtime_ms: None,
+        replicas: 2,
+    };
+    db.commit_file(&p("/big"), &new).unwrap();
+    let mut asked = ids.clone();
+    asked.push(ChunkId([0xee; 32]));
+    let holders = db.locate(&asked).unwrap();
+    assert_eq!(holders.len(), asked.len(), "one answer per chunk asked, in order");
+    assert!(holders[..ids.len()].iter().all(|h| h == &vec![a, b]), "both holders of every chunk, sorted");
+    assert_eq!(holders[ids.len()], Vec::<NodeId>::new(), "an unknown chunk has none");
+}
