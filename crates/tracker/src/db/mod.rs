@@ -607,10 +607,16 @@ impl Db {
         if replace {
             tx.exec("DELETE FROM locations WHERE node = ?1", vals![node.as_bytes().as_slice()])?;
         }
-        for c in chunks {
-            let key = vals![c.as_bytes().as_slice(), node.as_bytes().as_slice()];
-            tx.exec("INSERT INTO locations (chunk, node) VALUES (?1, ?2) ON CONFLICT DO NOTHING", key)?;
-            tx.exec("DELETE FROM collected WHERE chunk = ?1 AND node = ?2", key)?;
+        let pairs = chunks.iter().map(|c| [c.as_bytes().to_vec(), node.as_bytes().to_vec()]);
+        insert_pairs(&mut *tx, "locations (chunk, node)", pairs)?;
+        // Copies the collector had deleted count again now that they are stored again.
+        for group in chunks.chunks(GROUP) {
+            let mut params = vec![Value::from(node.as_bytes().as_slice())];
+            params.extend(group.iter().map(|c| Value::from(c.as_bytes().as_slice())));
+            tx.exec(
+                &format!("DELETE FROM collected WHERE node = ?1 AND chunk IN ({})", placeholders(2, group.len())),
+                &params,
+            )?;
         }
         tx.commit()?;
         Ok(())
