@@ -70,6 +70,8 @@ pub async fn run(
                 let mut local = db::Db::open(&config.db_path)?;
                 if let Some(rows) = db.adopt(&mut local)? {
                     info!(rows, from = %config.db_path.display(), "copied the swarm into the new PostgreSQL database");
+                    // The planner would otherwise take the fresh tables for empty ones.
+                    db.analyze()?;
                 }
             }
             db

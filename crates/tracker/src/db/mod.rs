@@ -566,6 +566,14 @@ impl Db {
         Ok((e, SealedManifest { wrapped_key, body }))
     }
 
+    /// Refreshes the query planner's statistics (after a bulk load; both engines otherwise
+    /// keep them current on their own schedule).
+    pub fn analyze(&mut self) -> Result<(), TrackerError> {
+        let mut tx = self.begin()?;
+        tx.exec("ANALYZE", &[])?;
+        tx.commit()
+    }
+
     /// Holders of each chunk, in request order: one query per [`GROUP`] chunks, not one per
     /// chunk (a round trip each on a database server).
     pub fn locate(&mut self, chunks: &[ChunkId]) -> Result<Vec<Vec<NodeId>>, TrackerError> {
