@@ -467,12 +467,15 @@ const RECORD_AND_PUT_A_VIDEO: &str = r#"(async () => {
   return put.status + " " + blob.size;
 })()"#;
 
-/// Plays /files/clip.webm for a second, seeks to 0.3 s; answers JSON.
+/// Plays /files/clip.webm until past 0.5 s, seeks to 0.3 s; answers JSON.
 const PLAY_AND_SEEK: &str = r#"(async () => {
   const v = document.createElement("video"); v.muted = true; v.src = "/files/clip.webm";
   document.body.append(v);
   await v.play();
-  await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r, j) => {
+    const late = setTimeout(() => j(new Error("did not play past 0.5 s within 10 s")), 10000);
+    v.ontimeupdate = () => { if (v.currentTime > 0.5) { clearTimeout(late); r(); } };
+  });
   const played_to = v.currentTime;
   const seeked = new Promise((r, j) => { v.onseeked = r; setTimeout(() => j(new Error("no seeked event in 5 s")), 5000); });
   v.currentTime = 0.3;

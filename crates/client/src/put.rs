@@ -234,6 +234,8 @@ pub struct PutReport {
     /// The fewest copies any chunk has.
     pub replicas: usize,
     pub elapsed: Duration,
+    /// A file was there before and this put replaced it.
+    pub replaced: bool,
 }
 
 /// A file's chunks stored on peers, not yet visible: what [`Client::commit`] makes a file.
@@ -282,12 +284,13 @@ fn open_regular(local: &Path) -> Result<(File, std::fs::Metadata), ClientError> 
 }
 
 impl Uploaded {
-    fn report(&self, started: Instant) -> PutReport {
+    fn report(&self, started: Instant, replaced: bool) -> PutReport {
         PutReport {
             size: self.manifest.size,
             chunks: self.manifest.chunks.len() as u64,
             replicas: self.replicas,
             elapsed: started.elapsed(),
+            replaced,
         }
     }
 }
@@ -313,9 +316,9 @@ impl Client {
             let v = Version::of(&meta);
             (Box::new(file.try_clone().map_err(|e| ClientError::io(local.display(), e))?), Some((file, v)))
         };
-        self.prepare_destination(remote).await?;
+        let replaced = self.prepare_destination(remote).await?;
         let hint = before.as_ref().map(|(_, v)| v.len);
-        let mut up = self.upload(reader, hint, opts, progress).await?;
+        let up = self.upload(reader, hint, opts, progress).await?;
         if let Some((file, v)) = before {
             let after = file.metadata().map_err(|e| ClientError::io(local.display(), e))?;
             let after = Version::of(&after);
@@ -326,9 +329,7 @@ impl Client {
                 return Err(ClientError::Changed { path: local.display().to_string() });
             }
         }
-        let placements = std::mem::take(&mut up.placements);
-        self.commit(remote, &up.manifest, placements, None, opts.replicas).await?;
-        Ok(up.report(started))
+        self.commit_upload(remote, up, opts, started, replaced).await
     }
 
     /// Uploads what `reader` yields to `remote` and commits it (the HTTP gateway's PUT). A
@@ -343,20 +344,32 @@ impl Client {
     ) -> Result<PutReport, ClientError> {
         let started = Instant::now();
         self.data_key()?;
-        self.prepare_destination(remote).await?;
-        let mut up = self.upload(reader, size_hint, opts, progress).await?;
+        let replaced = self.prepare_destination(remote).await?;
+        let up = self.upload(reader, size_hint, opts, progress).await?;
+        self.commit_upload(remote, up, opts, started, replaced).await
+    }
+
+    async fn commit_upload(
+        &self,
+        remote: &RemotePath,
+        mut up: Uploaded,
+        opts: &PutOptions,
+        started: Instant,
+        replaced: bool,
+    ) -> Result<PutReport, ClientError> {
         let placements = std::mem::take(&mut up.placements);
         self.commit(remote, &up.manifest, placements, None, opts.replicas).await?;
-        Ok(up.report(started))
+        Ok(up.report(started, replaced))
     }
 
     /// Refuses a bad destination before anything is uploaded (`/`, a directory) and makes
-    /// its parent directories.
-    async fn prepare_destination(&self, remote: &RemotePath) -> Result<(), ClientError> {
+    /// its parent directories; whether a file is there now (the put will replace it).
+    async fn prepare_destination(&self, remote: &RemotePath) -> Result<bool, ClientError> {
         if remote.is_root() {
             return Err(ClientError::Usage("cannot put a file at /".into()));
         }
-        if let Ok(e) = self.stat(remote).await {
+        let existing = self.stat(remote).await.ok();
+        if let Some(e) = &existing {
             if e.kind == swarmfs_proto::EntryKind::Dir {
                 return Err(ClientError::Remote {
                     code: swarmfs_proto::ErrorCode::IsADirectory,
@@ -367,7 +380,7 @@ impl Client {
         if !remote.parent().is_root() {
             self.mkdir(&remote.parent(), true).await?;
         }
-        Ok(())
+        Ok(existing.is_some())
     }
 
     /// Reads `reader` to its end in chunks, and stores them; nothing is committed. `size_hint`

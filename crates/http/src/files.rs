@@ -204,7 +204,6 @@ async fn put(gw: &Arc<Gateway>, req: Request<Incoming>, remote: &RemotePath) -> 
     if gw.opts.read_only {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "this gateway is read-only"));
     }
-    let existed = gw.client.stat(remote).await.is_ok();
     let hint = header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let counter = gw.clone();
     let data = req
@@ -221,7 +220,7 @@ async fn put(gw: &Arc<Gateway>, req: Request<Incoming>, remote: &RemotePath) -> 
     let mut r = json(&serde_json::json!({
         "path": remote.to_string(), "size": report.size, "chunks": report.chunks, "replicas": report.replicas,
     }));
-    if !existed {
+    if !report.replaced {
         *r.status_mut() = StatusCode::CREATED;
         r.headers_mut().insert(header::LOCATION, value(&format!("/files{}", encode_path(remote))));
     }

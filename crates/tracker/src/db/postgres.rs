@@ -106,6 +106,15 @@ const MIGRATION_LOCK: i64 = 0x7377_6172_6d66_7301;
 pub struct Postgres {
     client: tokio_postgres::Client,
     handle: tokio::runtime::Handle,
+    /// The task doing the connection's I/O: it ends when `client` is dropped, and is
+    /// aborted with it in any case.
+    io: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.io.abort();
+    }
 }
 
 fn pg(e: tokio_postgres::Error) -> TrackerError {
@@ -127,13 +136,13 @@ impl Postgres {
         let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .map_err(|e| TrackerError::Store(format!("cannot connect to {}: {e}", redact(url))))?;
-        tokio::spawn(async move {
+        let io = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!("the PostgreSQL connection ended: {e}");
             }
         });
         migrate(&mut client).await?;
-        Ok(Postgres { client, handle: tokio::runtime::Handle::current() })
+        Ok(Postgres { client, handle: tokio::runtime::Handle::current(), io })
     }
 }
 
