@@ -177,9 +177,9 @@ pub async fn connect(cli: &Cli) -> Result<Client> {
     let home = Home::load(&cli.home_dir())?;
     let swarm = home.client_swarm()?;
     let t = &home.token;
-    Client::connect(swarm, &t.tracker_addr, t.tracker_id, t.data_key.clone())
+    Client::connect(swarm, &t.tracker_addrs, t.tracker_id, t.data_key.clone())
         .await
-        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))
+        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addrs.join(" or ")))
 }
 
 fn remote(s: &str) -> Result<RemotePath> {

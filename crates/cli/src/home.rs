@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `swarm.json` carries `"version"`: 1 today; a file without one was written by protocol 2
-//! and has the same fields. A version this build does not know is refused, not guessed at.
+//! and has the same fields. A swarm with several trackers also lists them all in
+//! `tracker_addrs` (`tracker_addr` stays the first, so an older build still finds one). A version this build does not know is refused, not guessed at.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,9 @@ struct SwarmFile {
     #[serde(default)]
     version: u32,
     tracker_addr: String,
+    /// Every tracker, when there are several (the first is `tracker_addr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tracker_addrs: Vec<String>,
     tracker_id: String,
     swarm_secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +63,8 @@ impl Home {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = SwarmFile {
             version: SWARM_FILE_VERSION,
-            tracker_addr: token.tracker_addr.clone(),
+            tracker_addr: token.tracker_addr().to_string(),
+            tracker_addrs: if token.tracker_addrs.len() > 1 { token.tracker_addrs.clone() } else { vec![] },
             tracker_id: token.tracker_id.to_string(),
             swarm_secret: hex::encode(token.swarm_secret.0),
             data_key: token.data_key.as_ref().map(|k| hex::encode(k.0)),
@@ -102,7 +107,7 @@ impl Home {
                 .with_context(|| format!("{}: {what} is not 32 hex bytes", path.display()))
         };
         let token = Token {
-            tracker_addr: f.tracker_addr,
+            tracker_addrs: if f.tracker_addrs.is_empty() { vec![f.tracker_addr] } else { f.tracker_addrs },
             tracker_id: f
                 .tracker_id
                 .parse::<NodeId>()

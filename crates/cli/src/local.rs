@@ -64,7 +64,7 @@ impl LocalSwarm {
             Home::load(&dir.join("client"))?.token
         } else {
             let addr = format!("127.0.0.1:{}", free_port()?);
-            let member = crate::nodes::create_swarm(&tracker_home, &addr)?;
+            let member = crate::nodes::create_swarm(&tracker_home, std::slice::from_ref(&addr))?;
             Home::create(&dir.join("client"), &member)?;
             let tok = dir.join("member-token.txt");
             swarmfs_net::identity::write_private(&tok, format!("{}\n", member.encode()).as_bytes())?;
@@ -80,7 +80,7 @@ impl LocalSwarm {
         let tracker = spawn_logged(dir, "tracker", &["tracker", "--home", &th, "--peer-timeout", "5"])?;
         let mut swarm = LocalSwarm {
             dir: dir.to_path_buf(),
-            tracker_addr: member.tracker_addr.clone(),
+            tracker_addr: member.tracker_addr().to_string(),
             client_home: dir.join("client"),
             tracker,
             peers: Vec::new(),
@@ -104,7 +104,7 @@ impl LocalSwarm {
     pub async fn client(&self) -> Result<Client> {
         let home = Home::load(&self.client_home)?;
         let t = &home.token;
-        Ok(Client::connect(home.client_swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone()).await?)
+        Ok(Client::connect(home.client_swarm()?, &t.tracker_addrs, t.tracker_id, t.data_key.clone()).await?)
     }
 
     /// Polls the tracker until `n` peers are up or the deadline passes.

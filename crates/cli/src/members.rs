@@ -52,9 +52,9 @@ pub async fn admin(cli: &Cli) -> Result<(Home, Client)> {
         .into());
     }
     let t = &home.token;
-    let client = Client::connect(swarm, &t.tracker_addr, t.tracker_id, None)
+    let client = Client::connect(swarm, &t.tracker_addrs, t.tracker_id, None)
         .await
-        .with_context(|| format!("cannot reach the tracker at {} (is it running?)", t.tracker_addr))?;
+        .with_context(|| format!("cannot reach the tracker at {} (is it running?)", t.tracker_addrs.join(" or ")))?;
     Ok((home, client))
 }
 

@@ -284,9 +284,9 @@ pub async fn serve(
         bail!("{}: not a directory", mountpoint.display());
     }
     let t = &home.token;
-    let client = Client::connect(home.client_swarm()?, &t.tracker_addr, t.tracker_id, t.data_key.clone())
+    let client = Client::connect(home.client_swarm()?, &t.tracker_addrs, t.tracker_id, t.data_key.clone())
         .await
-        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addr))?;
+        .with_context(|| format!("cannot reach the tracker at {}", t.tracker_addrs.join(" or ")))?;
     let opts = swarmfs_fuse::MountOptions {
         replicas: a.replicas,
         min_replicas: a.min_replicas,

@@ -15,9 +15,11 @@ use crate::Cli;
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// Address peers and clients will dial to reach the tracker (put in the tokens).
-    #[arg(long, env = "SWARMFS_TRACKER_ADDR")]
-    pub tracker_addr: String,
+    /// Address peers and clients will dial to reach the tracker (put in the tokens). Give it
+    /// once per tracker for a swarm with several (they share one PostgreSQL database; see
+    /// `swarmfs tracker --db`); clients and peers fail over between them.
+    #[arg(long, env = "SWARMFS_TRACKER_ADDR", required = true, value_delimiter = ',')]
+    pub tracker_addr: Vec<String>,
 }
 
 #[derive(Args)]
@@ -165,14 +167,14 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
 pub const OWNER: &str = "owner";
 
 /// Makes `dir` a tracker home for a new swarm and returns the first member's token.
-pub fn create_swarm(dir: &std::path::Path, tracker_addr: &str) -> Result<Token> {
+pub fn create_swarm(dir: &std::path::Path, tracker_addrs: &[String]) -> Result<Token> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let identity = Identity::load_or_create(&dir.join("identity.key"))?;
     // The first member, `owner`, is registered before the tracker ever runs.
     let secret: [u8; 32] = rand::random();
     swarmfs_tracker::db::Db::open(&dir.join("tracker.db"))?.add_member(OWNER, &secret, false)?;
     let member = Token {
-        tracker_addr: tracker_addr.to_string(),
+        tracker_addrs: tracker_addrs.to_vec(),
         tracker_id: identity.node_id(),
         swarm_secret: SwarmSecret::generate(),
         data_key: Some(DataKey::generate()),
@@ -271,7 +273,15 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         }
     }
     raise_fd_limit();
-    let listen = a.listen.clone().unwrap_or_else(|| home.token.tracker_addr.clone());
+    let several = home.token.tracker_addrs.len() > 1;
+    if several && a.db.is_none() {
+        tracing::warn!(
+            "the tokens name {} trackers but this one uses its own SQLite database: trackers of one swarm must share \
+             one PostgreSQL database (--db postgres://…), or clients see different swarms at each",
+            home.token.tracker_addrs.len()
+        );
+    }
+    let listen = a.listen.clone().unwrap_or_else(|| home.token.tracker_addr().to_string());
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let config = swarmfs_tracker::TrackerConfig {
         db_path: home.dir.join("tracker.db"),
@@ -299,7 +309,7 @@ pub async fn peer(cli: &Cli, a: &PeerArgs) -> Result<()> {
         store_dir: home.dir.join("store"),
         capacity: a.capacity,
         advertise: a.advertise.clone(),
-        tracker_addr: home.token.tracker_addr.clone(),
+        tracker_addrs: home.token.tracker_addrs.clone(),
         tracker_id: home.token.tracker_id,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
         scrub_rate: a.scrub_rate.unwrap_or_else(|| swarmfs_peer::scrub::default_rate(a.capacity)),

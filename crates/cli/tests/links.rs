@@ -60,7 +60,8 @@ fn a_link_fetches_its_file_and_nothing_else() {
             secret: swarmfs_net::Secret::Link { id: l.id, secret: l.secret },
             member: None,
         });
-        let client = Client::connect(swarm.clone(), &l.tracker_addr, l.tracker_id, None).await.unwrap();
+        let client =
+            Client::connect(swarm.clone(), std::slice::from_ref(&l.tracker_addr), l.tracker_id, None).await.unwrap();
         let (entry, manifest) = client.open_link(&l).await.unwrap();
         assert_eq!(entry.path, "/f.bin", "the link shows the file's name, not its directories");
         let own: Vec<ChunkId> = manifest.chunks.iter().map(|r| r.id).collect();

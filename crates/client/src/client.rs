@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use swarmfs_core::{DataKey, Manifest};
-use swarmfs_net::{dial, Connection, Swarm};
+use swarmfs_net::{Connection, Dialer, NetError, Swarm, Trackers};
 use swarmfs_proto::{EntryInfo, LinkId, LinkInfo, NodeId, PeerInfo, PeerState, RemotePath, Request, Response, Role};
 
 use crate::ClientError;
@@ -19,8 +19,11 @@ pub(crate) const TRACKER_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Client {
     tracker: std::sync::Mutex<Connection>,
     swarm: Arc<Swarm>,
-    tracker_addr: String,
-    tracker_id: NodeId,
+    trackers: Arc<Trackers>,
+    /// Since when no tracker has answered (None while connected): reads that already know
+    /// their chunks go on from the peers for OUTAGE_GRACE.
+    outage: std::sync::Mutex<Option<Instant>>,
+    last_redial: std::sync::Mutex<Option<Instant>>,
     pub(crate) pool: Pool,
     pub(crate) data_key: Option<DataKey>,
     /// Live peers as last fetched, for placement; refreshed after LIVE_PEERS_TTL so a
@@ -38,22 +41,45 @@ const SLOW_FOR: Duration = Duration::from_secs(30);
 
 const LIVE_PEERS_TTL: Duration = Duration::from_secs(2);
 
+/// How long reads that already know which peers hold their chunks go on while no tracker
+/// answers (a mount's open files, a running `get`). New opens need a tracker and fail at
+/// once with the dial's error.
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(300);
+
+/// How often a read retries the trackers during an outage (each retry costs a connect).
+const OUTAGE_REDIAL: Duration = Duration::from_secs(2);
+
+fn dialer(swarm: &Swarm) -> Dialer<'_> {
+    Dialer { identity: &swarm.identity, secret: &swarm.secret, member: swarm.member.as_ref(), role: Role::Client }
+}
+
+/// The trackers could not be reached at all (as opposed to one refusing this node).
+fn is_unreachable(e: &NetError) -> bool {
+    !matches!(e, NetError::NotMember(_) | NetError::Refused(_) | NetError::Version { .. } | NetError::WrongNode { .. })
+}
+
 impl Client {
+    /// Connects to whichever of `tracker_addrs` answers (see [`Trackers`]).
     pub async fn connect(
         swarm: Arc<Swarm>,
-        tracker_addr: &str,
+        tracker_addrs: &[String],
         tracker_id: NodeId,
         data_key: Option<DataKey>,
     ) -> Result<Client, ClientError> {
-        let (tracker, _events) = dial(&swarm, tracker_addr, tracker_id, Role::Client).await?;
+        let trackers = Arc::new(Trackers::new(tracker_addrs.to_vec(), tracker_id));
+        let (tracker, _events, _addr) = trackers.dial(&dialer(&swarm)).await?;
+        let rendezvous = tracker_addrs.first().cloned().unwrap_or_default();
         Ok(Client {
             tracker: std::sync::Mutex::new(tracker),
-            // Peers behind NAT are reached through the tracker (hole punching, relay).
+            // Peers behind NAT are reached through the tracker (hole punching, relay): the
+            // first one, which such peers must be connected to (a relay joins two sessions
+            // on one tracker).
             pool: Pool::new(swarm.clone(), Role::Client)
-                .with_rendezvous(Rendezvous { addr: tracker_addr.to_string(), node: tracker_id }),
+                .with_rendezvous(Rendezvous { addr: rendezvous, node: tracker_id }),
             swarm,
-            tracker_addr: tracker_addr.to_string(),
-            tracker_id,
+            trackers,
+            outage: std::sync::Mutex::new(None),
+            last_redial: std::sync::Mutex::new(None),
             data_key,
             live_cache: std::sync::Mutex::new(None),
             slow: std::sync::Mutex::new(HashMap::new()),
@@ -70,7 +96,8 @@ impl Client {
             secret: swarmfs_net::Secret::Link { id: link.id, secret: link.secret },
             member: None,
         });
-        let client = Client::connect(swarm.clone(), &link.tracker_addr, link.tracker_id, None).await?;
+        let client =
+            Client::connect(swarm.clone(), std::slice::from_ref(&link.tracker_addr), link.tracker_id, None).await?;
         Ok((client, swarm))
     }
 
@@ -86,27 +113,74 @@ impl Client {
         let _ = self.sink.set(sink);
     }
 
-    /// The tracker connection, redialled if it has closed (a restarted tracker): a
-    /// long-lived client such as a mount recovers by itself.
+    /// The tracker connection, redialled if it has closed (a restarted tracker, or a dead
+    /// one: then another of the swarm's trackers): a long-lived client such as a mount
+    /// recovers by itself.
     async fn tracker(&self) -> Result<Connection, ClientError> {
         let current = self.tracker.lock().expect("tracker lock").clone();
         if !current.is_closed() {
             return Ok(current);
         }
-        let (fresh, _events) = dial(&self.swarm, &self.tracker_addr, self.tracker_id, Role::Client).await?;
-        *self.tracker.lock().expect("tracker lock") = fresh.clone();
-        Ok(fresh)
+        match self.trackers.dial(&dialer(&self.swarm)).await {
+            Ok((fresh, _events, addr)) => {
+                if self.outage.lock().expect("outage lock").take().is_some() {
+                    tracing::info!(tracker = %addr, "a tracker answers again");
+                }
+                *self.tracker.lock().expect("tracker lock") = fresh.clone();
+                Ok(fresh)
+            }
+            Err(e) => {
+                self.outage.lock().expect("outage lock").get_or_insert_with(Instant::now);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The address of the tracker this client talks to (the last that answered).
+    pub fn tracker_addr(&self) -> &str {
+        self.trackers.current()
     }
 
     /// Fails once the tracker has closed this client's connection and refuses a new one (a
     /// revoked member): long reads check this per chunk, so they stop within moments
-    /// instead of going on with the peers alone. Costs nothing while connected.
+    /// instead of going on with the peers alone. Costs nothing while connected. While no
+    /// tracker answers at all, reads go on from the peers they know for OUTAGE_GRACE,
+    /// retrying the trackers every OUTAGE_REDIAL: losing every tracker for a while must not
+    /// stop the reads that need none.
     pub(crate) async fn still_admitted(&self) -> Result<(), ClientError> {
         let closed = self.tracker.lock().expect("tracker lock").is_closed();
-        if closed {
-            self.tracker().await?;
+        if !closed {
+            return Ok(());
         }
-        Ok(())
+        let outage = *self.outage.lock().expect("outage lock");
+        if let Some(since) = outage {
+            if since.elapsed() < OUTAGE_GRACE && self.last_redial_recent() {
+                return Ok(());
+            }
+        }
+        match self.tracker().await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Net(e)) if is_unreachable(&e) => {
+                let since = self.outage.lock().expect("outage lock").unwrap_or_else(Instant::now);
+                if since.elapsed() < OUTAGE_GRACE {
+                    tracing::warn!("no tracker answers ({e}); reading on from the peers");
+                    Ok(())
+                } else {
+                    Err(ClientError::Net(e))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True if a redial was tried within OUTAGE_REDIAL; otherwise records one now.
+    fn last_redial_recent(&self) -> bool {
+        let mut last = self.last_redial.lock().expect("redial lock");
+        if last.is_some_and(|t| t.elapsed() < OUTAGE_REDIAL) {
+            return true;
+        }
+        *last = Some(Instant::now());
+        false
     }
 
     /// Makes a link to the file at `path` as it is now (that version): the tracker records
@@ -129,8 +203,8 @@ impl Client {
             _ => return Err(ClientError::Unexpected("tracker")),
         };
         let link = swarmfs_core::Link {
-            tracker_addr: self.tracker_addr.clone(),
-            tracker_id: self.tracker_id,
+            tracker_addr: self.trackers.addrs().first().cloned().unwrap_or_default(),
+            tracker_id: self.trackers.node(),
             id: info.id,
             secret: swarmfs_net::auth::link_secret(swarm_secret, &info.id),
             file_id,

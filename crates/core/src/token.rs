@@ -1,7 +1,10 @@
 //! Tokens carry what a home needs to join a swarm, as one copy-pasteable line.
 //!
-//! `swarmfs-peer-<base64url>` holds the tracker address, the tracker's NodeId (to pin its
-//! certificate) and the swarm secret. `swarmfs-member-<base64url>` adds the data key and,
+//! `swarmfs-peer-<base64url>` holds the tracker addresses, the tracker's NodeId (to pin its
+//! certificate) and the swarm secret. A swarm with several trackers (one identity, one
+//! PostgreSQL database) puts every tracker's address in its tokens: token version 3. A
+//! token naming one tracker is still written as version 2, so a swarm with one tracker
+//! keeps tokens that older builds read. `swarmfs-member-<base64url>` adds the data key and,
 //! from token version 2 (protocol 3), the member's own credential. A version-1 member token
 //! still decodes, with no credential: the tracker grants it no more than a peer token.
 //!
@@ -25,7 +28,8 @@ pub enum TokenKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
-    pub tracker_addr: String,
+    /// Every tracker's address, the one to try first first; never empty.
+    pub tracker_addrs: Vec<String>,
     pub tracker_id: NodeId,
     pub swarm_secret: SwarmSecret,
     pub data_key: Option<DataKey>,
@@ -45,9 +49,20 @@ struct WireV1 {
 
 /// Token version 2: version 1 and the member's credential.
 #[derive(Serialize, Deserialize)]
-struct Wire {
+struct WireV2 {
     version: u8,
     tracker_addr: String,
+    tracker_id: NodeId,
+    swarm_secret: [u8; 32],
+    data_key: Option<[u8; 32]>,
+    member: Option<MemberKey>,
+}
+
+/// Token version 3: version 2 with every tracker's address.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    version: u8,
+    tracker_addrs: Vec<String>,
     tracker_id: NodeId,
     swarm_secret: [u8; 32],
     data_key: Option<[u8; 32]>,
@@ -71,17 +86,34 @@ impl Token {
         Token { data_key: None, member: None, ..self.clone() }
     }
 
+    /// The tracker to try first (also the one that brokers NAT traversal).
+    pub fn tracker_addr(&self) -> &str {
+        self.tracker_addrs.first().map(String::as_str).unwrap_or("")
+    }
+
     pub fn encode(&self) -> String {
-        let wire = Wire {
-            version: 2,
-            tracker_addr: self.tracker_addr.clone(),
-            tracker_id: self.tracker_id,
-            swarm_secret: self.swarm_secret.0,
-            data_key: self.data_key.as_ref().map(|k| k.0),
-            member: self.member.clone(),
+        let (tracker_id, swarm_secret, data_key) =
+            (self.tracker_id, self.swarm_secret.0, self.data_key.as_ref().map(|k| k.0));
+        let bytes = match self.tracker_addrs.as_slice() {
+            [one] => postcard::to_stdvec(&WireV2 {
+                version: 2,
+                tracker_addr: one.clone(),
+                tracker_id,
+                swarm_secret,
+                data_key,
+                member: self.member.clone(),
+            }),
+            many => postcard::to_stdvec(&Wire {
+                version: 3,
+                tracker_addrs: many.to_vec(),
+                tracker_id,
+                swarm_secret,
+                data_key,
+                member: self.member.clone(),
+            }),
         };
         let prefix = if self.data_key.is_some() { MEMBER_PREFIX } else { PEER_PREFIX };
-        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&wire).expect("encodes")))
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes.expect("encodes")))
     }
 
     pub fn decode(s: &str) -> Result<Token, CoreError> {
@@ -100,21 +132,35 @@ impl Token {
                 let v1: WireV1 = postcard::from_bytes(&bytes).map_err(corrupt)?;
                 Wire {
                     version: 1,
-                    tracker_addr: v1.tracker_addr,
+                    tracker_addrs: vec![v1.tracker_addr],
                     tracker_id: v1.tracker_id,
                     swarm_secret: v1.swarm_secret,
                     data_key: v1.data_key,
                     member: None,
                 }
             }
-            Some(2) => postcard::from_bytes(&bytes).map_err(corrupt)?,
+            Some(2) => {
+                let v2: WireV2 = postcard::from_bytes(&bytes).map_err(corrupt)?;
+                Wire {
+                    version: 2,
+                    tracker_addrs: vec![v2.tracker_addr],
+                    tracker_id: v2.tracker_id,
+                    swarm_secret: v2.swarm_secret,
+                    data_key: v2.data_key,
+                    member: v2.member,
+                }
+            }
+            Some(3) => postcard::from_bytes(&bytes).map_err(corrupt)?,
             _ => return Err(CoreError::BadToken("unknown token version")),
         };
         if member != wire.data_key.is_some() {
             return Err(CoreError::BadToken("prefix does not match contents"));
         }
+        if wire.tracker_addrs.is_empty() {
+            return Err(CoreError::BadToken("it names no tracker"));
+        }
         Ok(Token {
-            tracker_addr: wire.tracker_addr,
+            tracker_addrs: wire.tracker_addrs,
             tracker_id: wire.tracker_id,
             swarm_secret: SwarmSecret(wire.swarm_secret),
             data_key: wire.data_key.map(DataKey),
@@ -216,7 +262,7 @@ mod tests {
     #[test]
     fn round_trip_both_kinds() {
         let t = Token {
-            tracker_addr: "127.0.0.1:7000".into(),
+            tracker_addrs: vec!["127.0.0.1:7000".into()],
             tracker_id: NodeId([5; 32]),
             swarm_secret: SwarmSecret([6; 32]),
             data_key: Some(DataKey([7; 32])),
@@ -244,5 +290,24 @@ mod tests {
         let s = format!("{MEMBER_PREFIX}{}", URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&v1).unwrap()));
         let t = Token::decode(&s).unwrap();
         assert_eq!((t.kind(), t.member), (TokenKind::Member, None));
+    }
+
+    #[test]
+    fn a_token_naming_several_trackers_is_version_3_and_one_tracker_stays_version_2() {
+        let one = Token {
+            tracker_addrs: vec!["10.0.0.1:7000".into()],
+            tracker_id: NodeId([5; 32]),
+            swarm_secret: SwarmSecret([6; 32]),
+            data_key: None,
+            member: None,
+        };
+        let body = |t: &Token| URL_SAFE_NO_PAD.decode(t.encode().strip_prefix(PEER_PREFIX).unwrap()).unwrap();
+        assert_eq!(body(&one)[0], 2, "older builds still read a one-tracker token");
+        let two = Token { tracker_addrs: vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()], ..one.clone() };
+        assert_eq!(body(&two)[0], 3);
+        let back = Token::decode(&two.encode()).unwrap();
+        assert_eq!(back.tracker_addrs, two.tracker_addrs);
+        assert_eq!(back.tracker_addr(), "10.0.0.1:7000");
+        assert_eq!(Token::decode(&one.encode()).unwrap(), one);
     }
 }

@@ -13,6 +13,7 @@
 //! - [`metrics`]: request counters and latencies, the Prometheus text format and endpoint.
 //! - [`pool`]: one shared connection per remote node.
 //! - [`task`]: the background-worker runner (work / idle / back off / status / join).
+//! - [`trackers`]: the swarm's tracker addresses, dialled in turn (failover).
 
 mod admission;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod pool;
 pub mod rpc;
 pub mod task;
 pub mod tls;
+pub mod trackers;
 
 pub use auth::Secret;
 pub use error::NetError;
@@ -34,3 +36,4 @@ pub use rpc::{
     answer_raw, dial, dial_over, dial_serving, serve, serve_over, ConnCtx, Connection, Dialer, FirstRequest, Limits,
     RawStream, Service, Swarm,
 };
+pub use trackers::Trackers;

@@ -32,7 +32,8 @@ pub struct PeerConfig {
     pub capacity: u64,
     /// Address other nodes dial; defaults to the listener's address.
     pub advertise: Option<String>,
-    pub tracker_addr: String,
+    /// Every tracker's address, tried in turn (the first also brokers NAT traversal).
+    pub tracker_addrs: Vec<String>,
     pub tracker_id: NodeId,
     pub heartbeat: Duration,
     /// Bytes per second the scrubber re-reads; 0 turns scrubbing off.
@@ -64,7 +65,8 @@ pub async fn run(
         }
     });
     info!(node = %swarm.identity.node_id().short(), listen = %local, %advertise, "peer listening");
-    let rendezvous = Rendezvous { addr: config.tracker_addr.clone(), node: config.tracker_id };
+    let rendezvous =
+        Rendezvous { addr: config.tracker_addrs.first().cloned().unwrap_or_default(), node: config.tracker_id };
     let service = Arc::new(PeerService::new(store.clone(), config.tracker_id, swarm.clone(), Some(rendezvous.clone())));
     // Connections to this peer that came through the tracker (it is behind NAT), served as
     // accepted ones are.

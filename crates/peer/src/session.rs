@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use swarmfs_net::task::Statuses;
-use swarmfs_net::{dial_serving, Dialer, Swarm};
+use swarmfs_net::{Dialer, Swarm, Trackers};
 use swarmfs_proto::{ChunkId, Event, NodeId, PeerInfo, Request, Response, Role};
 use swarmfs_store::ChunkStore;
 use tokio::sync::mpsc;
@@ -41,8 +41,12 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(200);
     let mut members: HashMap<NodeId, PeerInfo> = HashMap::new();
+    // Kept across sessions: a new session starts with the tracker that answered last.
+    let trackers = Trackers::new(config.tracker_addrs.clone(), config.tracker_id);
     loop {
-        let r = session(&swarm, &config, &advertise, &store, &service, &mut reports, &mut members, &shutdown).await;
+        let r =
+            session(&swarm, &config, &trackers, &advertise, &store, &service, &mut reports, &mut members, &shutdown)
+                .await;
         match r {
             Ok(()) => return,
             Err(e) => warn!("tracker session ended: {e}; reconnecting in {backoff:?}"),
@@ -56,7 +60,11 @@ pub async fn run(
 }
 
 async fn call(conn: &swarmfs_net::Connection, req: &Request) -> Result<Response, PeerError> {
-    match conn.call_timeout(req, Bytes::new(), CALL_TIMEOUT).await?.0 {
+    call_within(conn, req, CALL_TIMEOUT).await
+}
+
+async fn call_within(conn: &swarmfs_net::Connection, req: &Request, timeout: Duration) -> Result<Response, PeerError> {
+    match conn.call_timeout(req, Bytes::new(), timeout).await?.0 {
         Response::Error { message, .. } => Err(PeerError::Refused(message)),
         r => Ok(r),
     }
@@ -87,6 +95,7 @@ fn log_event(members: &mut HashMap<NodeId, PeerInfo>, ev: Event) {
 async fn session(
     swarm: &Swarm,
     config: &PeerConfig,
+    trackers: &Trackers,
     advertise: &str,
     store: &Arc<ChunkStore>,
     service: &Arc<PeerService>,
@@ -96,8 +105,7 @@ async fn session(
 ) -> Result<(), PeerError> {
     // The tracker's orders (collect, repair) come back over this same connection.
     let dialer = Dialer { identity: &swarm.identity, secret: &swarm.secret, member: None, role: Role::Peer };
-    let (conn, mut events) =
-        dial_serving(&dialer, &config.tracker_addr, config.tracker_id, Some(service.clone())).await?;
+    let (conn, mut events, tracker) = trackers.dial_serving(&dialer, Some(service.clone())).await?;
     // Subscribe first so no membership change between join and subscribe is missed.
     call(&conn, &Request::Subscribe).await?;
     let joined = call(&conn, &Request::Join { addrs: vec![advertise.to_string()], capacity: store.capacity() }).await?;
@@ -107,7 +115,7 @@ async fn session(
         for p in peers.into_iter().filter(|p| p.state == swarmfs_proto::PeerState::Up) {
             members.insert(p.node, p);
         }
-        info!(members = members.len(), tracker = %config.tracker_addr, "joined the swarm");
+        info!(members = members.len(), %tracker, "joined the swarm");
     }
     // Chunks written so far will be in the inventory; chunks written from now on are
     // registered with the heartbeats (a few may be sent twice, which is harmless).
@@ -154,7 +162,9 @@ async fn session(
                     capacity: store.capacity(),
                     workers: reports.workers.snapshot(),
                 };
-                call(&conn, &heartbeat).await?;
+                // A tracker that stopped answering (its machine died) is left for another
+                // within a few heartbeats rather than the long call timeout.
+                call_within(&conn, &heartbeat, (config.heartbeat * 3).max(Duration::from_secs(5))).await?;
             }
             ev = events.recv() => match ev {
                 Some(ev) => log_event(members, ev),
