@@ -25,6 +25,10 @@ pub enum TrackerError {
     /// A peer the request needs cannot be reached now (not connected, did not answer).
     #[error("{0}")]
     Unavailable(String),
+    /// A chunk the commit names is being deleted by the collector right now: the commit
+    /// waits for the answer and tries again (never seen by clients unless it lasts).
+    #[error("chunk {0} is being collected as garbage; try again")]
+    BeingCollected(String),
     /// The database failed (in words: no engine's error type crosses this crate's API).
     #[error("tracker database: {0}")]
     Store(String),
@@ -61,7 +65,7 @@ impl TrackerError {
             TrackerError::Invalid(_) => ErrorCode::InvalidArgument,
             TrackerError::Missing(_) => ErrorCode::NotFound,
             TrackerError::Forbidden(_) => ErrorCode::Forbidden,
-            TrackerError::Unavailable(_) => ErrorCode::Busy,
+            TrackerError::Unavailable(_) | TrackerError::BeingCollected(_) => ErrorCode::Busy,
             TrackerError::Store(_) | TrackerError::Io(_) => ErrorCode::Internal,
         };
         Response::error(code, self.to_string())

@@ -7,6 +7,7 @@
 //! - [`rendezvous`]: brokering punches and relaying for peers behind NAT.
 //! - [`sources`]: cached sources (members serving what they downloaded), in memory only.
 //! - [`workers`]: background work (reaper, collector, repair), on one task runner.
+//! - [`mesh`]: several trackers on one PostgreSQL database (shared membership, work done once).
 //!
 //! What is acknowledged is committed to SQLite first, so a kill -9 loses nothing a client
 //! was told succeeded. Liveness is not persisted: after a restart every peer counts as down
@@ -14,6 +15,7 @@
 
 pub mod db;
 pub mod error;
+pub mod mesh;
 pub mod registry;
 pub mod rendezvous;
 pub mod service;
@@ -80,6 +82,11 @@ pub async fn run(
     };
     let tracker = Arc::new(Tracker::new(db, swarm.clone(), config)?);
     let mut runner = Runner::new(shutdown.clone());
+    if let Some(url) = tracker.config.db_url.clone() {
+        let mesh = mesh::Mesh::new(tracker.clone(), url, listener.local_addr()?.to_string());
+        info!(instance = %mesh.instance(), "sharing the database with any other trackers of this swarm");
+        runner.spawn(mesh);
+    }
     runner.spawn(workers::Reaper(tracker.clone()));
     runner.spawn(workers::Collector::new(tracker.clone()));
     runner.spawn(workers::repair::Repairer::new(tracker.clone()));

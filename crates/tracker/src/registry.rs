@@ -1,8 +1,13 @@
 //! Live membership. Every change is broadcast as an [`Event`]; each subscribed peer's
 //! connection forwards the broadcast, so a join reaches every peer in one hop.
+//!
+//! With several trackers (PostgreSQL), each peer is *owned* by the tracker its session is
+//! on: that tracker alone decides it is up or down, and publishes every change of its own
+//! peers ([`Registry::published`]) for the others, which apply it ([`Registry::apply_remote`])
+//! and forward it to their own subscribers. See `mesh.rs`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use swarmfs_proto::{Event, NodeId, PeerInfo, PeerState, Reach, WorkerStatus};
@@ -22,6 +27,8 @@ struct Member {
     /// Identifies the connection the peer joined on, so a stale connection closing does not
     /// mark a peer down that has already reconnected.
     session: Option<usize>,
+    /// The other tracker whose session the peer is on; None when it is this one's (or down).
+    owner: Option<Arc<str>>,
 }
 
 impl Member {
@@ -57,9 +64,14 @@ pub struct Beat {
     pub workers: Vec<WorkerStatus>,
 }
 
+/// A change to publish to the other trackers: the event, and which tracker owns the peer
+/// (None: this one).
+pub type Published = (Option<Arc<str>>, Event);
+
 pub struct Registry {
     members: Mutex<HashMap<NodeId, Member>>,
     events: broadcast::Sender<Event>,
+    published: broadcast::Sender<Published>,
 }
 
 impl Registry {
@@ -70,21 +82,149 @@ impl Registry {
         let members = known
             .into_iter()
             .map(|(info, draining)| {
-                let m =
-                    Member { info, last_seen: now, down_since: Some(now), draining, workers: vec![], session: None };
+                let m = Member {
+                    info,
+                    last_seen: now,
+                    down_since: Some(now),
+                    draining,
+                    workers: vec![],
+                    session: None,
+                    owner: None,
+                };
                 (m.info.node, m)
             })
             .collect();
-        Registry { members: Mutex::new(members), events: broadcast::channel(4096).0 }
+        Registry {
+            members: Mutex::new(members),
+            events: broadcast::channel(4096).0,
+            published: broadcast::channel(4096).0,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
+    /// Changes this tracker made, for the other trackers.
+    pub fn published(&self) -> broadcast::Receiver<Published> {
+        self.published.subscribe()
+    }
+
+    /// A change of a peer this tracker owns: to its subscribers and to the other trackers.
     fn emit(&self, ev: Event) {
         info!("membership change: {ev}");
+        let _ = self.published.send((None, ev.clone()));
         let _ = self.events.send(ev);
+    }
+
+    /// A change learnt from another tracker: to this one's subscribers only.
+    fn emit_local(&self, ev: Event) {
+        info!("membership change (at another tracker): {ev}");
+        let _ = self.events.send(ev);
+    }
+
+    /// Applies a change another tracker published about a peer `owner` owns. A down or
+    /// leave from a tracker that no longer owns the peer (it moved on) is stale and ignored.
+    pub fn apply_remote(&self, owner: &str, ev: Event) {
+        let mut m = self.members.lock().expect("registry lock");
+        let local = match ev {
+            Event::PeerJoined(info) | Event::PeerAddrChanged(info) if !info.state.is_live() => {
+                // Drained or not while down: the flag only.
+                if let Some(mem) = m.get_mut(&info.node) {
+                    mem.draining = info.state == PeerState::Draining;
+                }
+                None
+            }
+            Event::PeerJoined(info) | Event::PeerAddrChanged(info) => {
+                let draining = info.state == PeerState::Draining;
+                let node = info.node;
+                let mem = m.entry(node).or_insert_with(|| Member {
+                    info: PeerInfo { state: PeerState::Down, ..info.clone() },
+                    last_seen: Instant::now(),
+                    down_since: Some(Instant::now()),
+                    draining,
+                    workers: vec![],
+                    session: None,
+                    owner: None,
+                });
+                let was_up = mem.info.state == PeerState::Up;
+                let changed = mem.info.addrs != info.addrs || mem.draining != draining;
+                mem.info = PeerInfo { state: PeerState::Up, ..info };
+                mem.draining = draining;
+                mem.down_since = None;
+                mem.last_seen = Instant::now();
+                mem.session = None;
+                mem.owner = Some(Arc::from(owner));
+                match (was_up, changed) {
+                    (false, _) => Some(Event::PeerJoined(mem.view())),
+                    (true, true) => Some(Event::PeerAddrChanged(mem.view())),
+                    (true, false) => None,
+                }
+            }
+            Event::PeerDown(node) | Event::PeerLeft(node) => match m.get_mut(&node) {
+                Some(mem) if mem.owner.as_deref() == Some(owner) && mem.info.state == PeerState::Up => {
+                    let left = matches!(ev, Event::PeerLeft(_));
+                    mem.went_down(if left { PeerState::Left } else { PeerState::Down });
+                    mem.owner = None;
+                    Some(ev)
+                }
+                _ => None,
+            },
+        };
+        drop(m);
+        if let Some(ev) = local {
+            self.emit_local(ev);
+        }
+    }
+
+    /// Another tracker stopped renewing its lease (it died): every peer it owned is down
+    /// until it reconnects to a tracker that lives.
+    pub fn owner_gone(&self, owner: &str) {
+        let mut down = Vec::new();
+        {
+            let mut m = self.members.lock().expect("registry lock");
+            for (node, mem) in m.iter_mut() {
+                if mem.owner.as_deref() == Some(owner) && mem.info.state == PeerState::Up {
+                    mem.went_down(PeerState::Down);
+                    mem.owner = None;
+                    down.push(*node);
+                }
+            }
+        }
+        for node in down {
+            self.emit_local(Event::PeerDown(node));
+        }
+    }
+
+    /// Load figures of a peer another tracker owns (its heartbeats go there); no event.
+    pub fn remote_stats(&self, owner: &str, info: &PeerInfo) {
+        let mut m = self.members.lock().expect("registry lock");
+        if let Some(mem) = m.get_mut(&info.node).filter(|mem| mem.owner.as_deref() == Some(owner)) {
+            mem.info.used = info.used;
+            mem.info.chunks = info.chunks;
+            mem.info.load = info.load;
+            mem.info.capacity = info.capacity;
+            mem.info.reach = info.reach;
+            mem.last_seen = Instant::now();
+        }
+    }
+
+    /// The peers this tracker owns that are up, as published (for the shared table).
+    pub fn owned_up(&self) -> Vec<PeerInfo> {
+        let m = self.members.lock().expect("registry lock");
+        m.values()
+            .filter(|mem| mem.owner.is_none() && mem.session.is_some() && mem.info.state == PeerState::Up)
+            .map(Member::view)
+            .collect()
+    }
+
+    /// Which other tracker owns each peer that is up at another tracker.
+    pub fn remote_owners(&self) -> Vec<(NodeId, Arc<str>)> {
+        let m = self.members.lock().expect("registry lock");
+        m.iter()
+            .filter(|(_, mem)| mem.info.state == PeerState::Up)
+            .filter_map(|(n, mem)| mem.owner.clone().map(|o| (*n, o)))
+            .collect()
     }
 
     pub fn join(&self, node: NodeId, addrs: Vec<String>, capacity: u64, session: usize) -> PeerInfo {
@@ -102,11 +242,16 @@ impl Registry {
                 mem.last_seen = now;
                 mem.down_since = None;
                 mem.session = Some(session);
+                let moved_here = mem.owner.take().is_some();
                 let ev = match (was_up, moved) {
                     (false, _) => Some(Event::PeerJoined(mem.view())),
                     (true, true) => Some(Event::PeerAddrChanged(mem.view())),
                     (true, false) => None,
                 };
+                if ev.is_none() && moved_here {
+                    // Nothing changed for subscribers here; the other trackers learn who owns it.
+                    let _ = self.published.send((None, Event::PeerJoined(mem.view())));
+                }
                 (ev, mem.view())
             }
             None => {
@@ -128,6 +273,7 @@ impl Registry {
                     draining: false,
                     workers: vec![],
                     session: Some(session),
+                    owner: None,
                 };
                 m.insert(node, mem);
                 (Some(Event::PeerJoined(info.clone())), info)
@@ -143,7 +289,8 @@ impl Registry {
     /// Records a heartbeat; false when the node never joined (it must join first).
     pub fn heartbeat(&self, node: &NodeId, beat: Beat) -> bool {
         let mut m = self.members.lock().expect("registry lock");
-        let Some(mem) = m.get_mut(node) else {
+        let Some(mem) = m.get_mut(node).filter(|mem| mem.owner.is_none()) else {
+            // Never joined here, or its session is on another tracker now.
             return false;
         };
         mem.info.used = beat.used;
@@ -164,7 +311,7 @@ impl Registry {
 
     pub fn leave(&self, node: &NodeId) {
         let mut m = self.members.lock().expect("registry lock");
-        if let Some(mem) = m.get_mut(node) {
+        if let Some(mem) = m.get_mut(node).filter(|mem| mem.owner.is_none()) {
             mem.went_down(PeerState::Left);
             mem.session = None;
             drop(m);
@@ -191,7 +338,7 @@ impl Registry {
         {
             let mut m = self.members.lock().expect("registry lock");
             for (node, mem) in m.iter_mut() {
-                if mem.info.state == PeerState::Up && mem.last_seen.elapsed() > timeout {
+                if mem.owner.is_none() && mem.info.state == PeerState::Up && mem.last_seen.elapsed() > timeout {
                     mem.went_down(PeerState::Down);
                     down.push(*node);
                 }
@@ -240,13 +387,12 @@ impl Registry {
         out
     }
 
-    /// Starts or stops draining; the change reaches every peer as an address-change event
-    /// (its state is what changed). False when the peer is unknown.
-    /// Live peers whose reachability is not known yet (joined or moved since the last test).
+    /// Live peers of this tracker's whose reachability is not known yet (joined or moved
+    /// since the last test); another tracker's peers are tested by it.
     pub fn unprobed(&self) -> Vec<PeerInfo> {
         let m = self.members.lock().expect("registry lock");
         m.values()
-            .filter(|mem| mem.info.state.is_live() && mem.info.reach == Reach::Unknown)
+            .filter(|mem| mem.owner.is_none() && mem.info.state.is_live() && mem.info.reach == Reach::Unknown)
             .map(Member::view)
             .collect()
     }
@@ -269,6 +415,8 @@ impl Registry {
         }
     }
 
+    /// Starts or stops draining; the change reaches every peer as an address-change event
+    /// (its state is what changed). False when the peer is unknown.
     pub fn set_draining(&self, node: &NodeId, on: bool) -> bool {
         let mut m = self.members.lock().expect("registry lock");
         let Some(mem) = m.get_mut(node) else {
@@ -279,8 +427,13 @@ impl Registry {
         }
         mem.draining = on;
         let ev = Event::PeerAddrChanged(mem.view());
+        let owner = mem.owner.clone();
         drop(m);
-        self.emit(ev);
+        info!("membership change: {ev}");
+        // Published as its owner's (it may be another tracker's peer): only the owner says
+        // whether a peer is up.
+        let _ = self.published.send((owner, ev.clone()));
+        let _ = self.events.send(ev);
         true
     }
 }

@@ -33,10 +33,12 @@ pub struct Tracker {
     pub(crate) repair: RepairStats,
     /// The tracker's workers, for `health`; set once they are started.
     workers: std::sync::OnceLock<Statuses>,
-    /// Orders commits and garbage collection (see [`Tracker::commit`]).
-    pub(crate) gc_gate: tokio::sync::Mutex<()>,
-    /// Chunks a collect order is out for; a commit naming one waits until it is answered.
-    pub(crate) collecting: Mutex<std::collections::HashSet<swarmfs_proto::ChunkId>>,
+    /// Whether this tracker runs the work done once for all trackers (collector, repair).
+    pub leadership: crate::mesh::Leadership,
+    /// Told when members or links change here, for the other trackers (see mesh.rs).
+    pub(crate) credentials_changed: tokio::sync::broadcast::Sender<()>,
+    /// Told when the collector has answered for the chunks it claimed, so a commit waiting
+    /// on one tries again at once (see [`Tracker::commit`]).
     pub(crate) collect_answered: tokio::sync::Notify,
     /// Members serving chunks they downloaded; never counted as replicas.
     cached: crate::sources::CachedSources,
@@ -104,9 +106,9 @@ impl Tracker {
             pool: Pool::new(swarm, Role::Tracker),
             repair: RepairStats::default(),
             workers: std::sync::OnceLock::new(),
-            gc_gate: tokio::sync::Mutex::new(()),
-            collecting: Mutex::new(Default::default()),
             collect_answered: tokio::sync::Notify::new(),
+            leadership: crate::mesh::Leadership::default(),
+            credentials_changed: tokio::sync::broadcast::channel(16).0,
             cached: Default::default(),
             own_id,
             members: Mutex::new(members),
@@ -118,6 +120,33 @@ impl Tracker {
             link_conns: Mutex::new(HashMap::new()),
             config,
         })
+    }
+
+    /// Members and links as the database has them now (another tracker changed them): the
+    /// open connections of any revoked since end, as they would have on that tracker.
+    pub(crate) async fn reload_credentials(&self) -> Result<(), TrackerError> {
+        let (members, links) = self.db(|db| Ok((db.members()?, db.links()?))).await?;
+        let mut closed = 0;
+        for m in &members {
+            if m.revoked {
+                for (_, c) in self.member_conns.lock().expect("member conns").remove(&m.name).unwrap_or_default() {
+                    c.cancel();
+                    closed += 1;
+                }
+            }
+        }
+        for l in &links {
+            if l.revoked {
+                for (_, c) in self.link_conns.lock().expect("link conns").remove(&l.id).unwrap_or_default() {
+                    c.cancel();
+                    closed += 1;
+                }
+            }
+        }
+        *self.members.lock().expect("members") = members.into_iter().map(|m| (m.name.clone(), m)).collect();
+        *self.links.lock().expect("links") = links.into_iter().map(|l| (l.id, l)).collect();
+        tracing::info!(closed, "members and links reloaded (changed at another tracker)");
+        Ok(())
     }
 
     pub(crate) fn set_workers(&self, statuses: Statuses) {
@@ -179,38 +208,37 @@ impl Tracker {
     }
 
     /// Commits a file version so that it never counts a copy the collector deletes: the
-    /// collector picks chunks to delete (only unreferenced ones) under `gc_gate`, and a
-    /// commit holds the gate too, after any collect order out for one of its chunks has
-    /// been answered. So either the commit lands first and the chunk is no longer garbage,
-    /// or the deletion is recorded first and the commit does not count that copy.
+    /// collector claims the chunks it deletes in the database, and a commit naming a claimed
+    /// chunk is refused there (`BeingCollected`) and tried again once the collector has
+    /// answered (or the claim lapsed). So either the commit lands first and the chunk is no
+    /// longer garbage, or the deletion is recorded first and the commit does not count that
+    /// copy — whichever tracker runs the collector (see `Db::gc_due`).
     async fn commit(&self, path: RemotePath, file: CommitArgs) -> Result<swarmfs_proto::EntryInfo, TrackerError> {
+        let file = Arc::new(file);
         loop {
             let answered = self.collect_answered.notified();
-            let gate = self.gc_gate.lock().await;
-            let busy = {
-                let collecting = self.collecting.lock().expect("collecting");
-                !collecting.is_empty() && file.placements.iter().any(|p| collecting.contains(&p.chunk))
-            };
-            if !busy {
-                self.recheck_collected(&file.placements).await?;
-                let entry = self
-                    .db(move |db| {
-                        let new = NewFile {
-                            size: file.size,
-                            file_id: file.file_id,
-                            manifest: &file.manifest,
-                            placements: &file.placements,
-                            mtime_ms: file.mtime_ms,
-                            replicas: file.replicas,
-                        };
-                        db.commit_file(&path, &new)
-                    })
-                    .await;
-                drop(gate);
-                return entry;
+            self.recheck_collected(&file.placements).await?;
+            let (path2, f) = (path.clone(), file.clone());
+            let entry = self
+                .db(move |db| {
+                    let new = NewFile {
+                        size: f.size,
+                        file_id: f.file_id,
+                        manifest: &f.manifest,
+                        placements: &f.placements,
+                        mtime_ms: f.mtime_ms,
+                        replicas: f.replicas,
+                    };
+                    db.commit_file(&path2, &new)
+                })
+                .await;
+            match entry {
+                // This tracker's collector wakes it; another tracker's is polled for.
+                Err(TrackerError::BeingCollected(_)) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(250), answered).await;
+                }
+                other => return other,
             }
-            drop(gate);
-            let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
         }
     }
 
@@ -460,6 +488,7 @@ impl Tracker {
                 let info = self.db(move |db| db.add_link(id, &path, file_id, &by)).await?;
                 tracing::info!(link = %id.short(), path = %info.path, by = %info.created_by, "link made");
                 self.links.lock().expect("links").insert(id, info.clone());
+                let _ = self.credentials_changed.send(());
                 Response::Link(info)
             }
             Request::LinkList => {
@@ -477,6 +506,7 @@ impl Tracker {
                     closed.cancel();
                 }
                 tracing::info!(link = %id.short(), connections = open.len(), "link revoked");
+                let _ = self.credentials_changed.send(());
                 Response::Ok
             }
             Request::OpenLink => {
@@ -492,6 +522,7 @@ impl Tracker {
                 let row = self.db(move |db| db.add_member(&name, &secret, read_only)).await?;
                 tracing::info!(member = %row.name, read_only, "member added");
                 self.members.lock().expect("members").insert(row.name.clone(), row);
+                let _ = self.credentials_changed.send(());
                 Response::MemberSecret(secret)
             }
             Request::MemberList => {
@@ -510,6 +541,7 @@ impl Tracker {
                     closed.cancel();
                 }
                 tracing::info!(member = %name, connections = open.len(), "member revoked");
+                let _ = self.credentials_changed.send(());
                 Response::Ok
             }
         })

@@ -268,6 +268,13 @@ impl Cluster {
     }
 }
 
+/// How many chunk files the peer home `home` stores.
+pub fn count_chunk_files(home: &Path) -> usize {
+    let mut out = Vec::new();
+    walk(&home.join("store").join("chunks"), &mut out);
+    out.len()
+}
+
 pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;

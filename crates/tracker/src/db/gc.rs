@@ -3,9 +3,14 @@
 
 use swarmfs_proto::{ChunkId, ChunkPlacement, NodeId, RemotePath};
 
-use super::sql::{vals, Tx};
-use super::{now_ms, Db};
+use super::sql::{vals, Dialect, Tx, Value};
+use super::{now_ms, placeholders, Db, GROUP};
 use crate::TrackerError;
+
+/// How long the collector's claim on the chunks it is deleting holds if it is never
+/// answered (its tracker died mid-round): then another tracker's collector takes them up,
+/// and commits naming them stop waiting.
+const CLAIM_MS: i64 = 60_000;
 
 impl Db {
     pub fn set_gc_delay(&mut self, delay: std::time::Duration) {
@@ -44,20 +49,77 @@ impl Db {
         Ok(())
     }
 
-    /// Chunks whose deletion is due and that nothing references again, with their holders.
+    /// Chunks whose deletion is due and that nothing references again, with their holders,
+    /// claimed for this collector until answered ([`Db::gc_release`]) or CLAIM_MS.
+    ///
+    /// With several trackers, a commit naming one of these chunks and this pick exclude each
+    /// other through the queue's rows: the commit locks the rows of its chunks (see
+    /// `refuse_claimed`) and waits out a claim; this pick skips rows a commit holds, and
+    /// checks for references after it has the lock, so either the commit lands first (the
+    /// chunk is referenced and leaves the queue) or the claim does (the commit waits for the
+    /// deletion to be recorded, and does not count deleted copies).
     pub fn gc_due(&mut self, limit: usize) -> Result<Vec<(ChunkId, Vec<NodeId>)>, TrackerError> {
         let mut tx = self.begin()?;
-        // Referenced again since (the same content was stored anew): not garbage any more.
-        tx.exec("DELETE FROM gc_queue WHERE EXISTS (SELECT 1 FROM refs WHERE refs.chunk = gc_queue.chunk)", &[])?;
-        let due = tx.query("SELECT chunk FROM gc_queue WHERE due_ms <= ?1 LIMIT ?2", vals![now_ms(), limit as i64])?;
+        let now = now_ms();
+        let lock = if tx.dialect() == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let due = tx.query(
+            &format!(
+                "SELECT chunk FROM gc_queue WHERE due_ms <= ?1 AND claimed_until_ms <= ?1 ORDER BY due_ms LIMIT ?2{lock}"
+            ),
+            vals![now, limit as i64],
+        )?;
         let mut out = Vec::new();
         for c in due {
             let c = c.blob(0)?;
+            // Referenced again since (the same content was stored anew): not garbage any more.
+            if tx.query_opt("SELECT 1 FROM refs WHERE chunk = ?1 LIMIT 1", vals![c.as_slice()])?.is_some() {
+                tx.exec("DELETE FROM gc_queue WHERE chunk = ?1", vals![c.as_slice()])?;
+                continue;
+            }
             let Ok(id) = ChunkId::from_slice(&c) else { continue };
+            tx.exec("UPDATE gc_queue SET claimed_until_ms = ?2 WHERE chunk = ?1", vals![c.as_slice(), now + CLAIM_MS])?;
             out.push((id, Self::holders(&mut *tx, &c)?));
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// The collector is done with `chunks` (deleted or not): commits naming them go on, and
+    /// those still queued (a holder was down) are picked again when due.
+    pub fn gc_release(&mut self, chunks: &[ChunkId]) -> Result<(), TrackerError> {
+        let mut tx = self.begin()?;
+        for group in chunks.chunks(GROUP) {
+            let ids: Vec<Value> = group.iter().map(|c| Value::Blob(c.as_bytes().to_vec())).collect();
+            tx.exec(
+                &format!("UPDATE gc_queue SET claimed_until_ms = 0 WHERE chunk IN ({})", placeholders(1, ids.len())),
+                &ids,
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Locks the queue rows of the chunks a commit names (PostgreSQL; SQLite's writer lock
+    /// does the same) and refuses while the collector has any of them claimed.
+    pub(super) fn refuse_claimed(tx: &mut dyn Tx, placements: &[ChunkPlacement]) -> Result<(), TrackerError> {
+        let lock = if tx.dialect() == Dialect::Postgres { " FOR UPDATE" } else { "" };
+        let now = now_ms();
+        for group in placements.chunks(GROUP) {
+            let ids: Vec<Value> = group.iter().map(|p| Value::Blob(p.chunk.as_bytes().to_vec())).collect();
+            let rows = tx.query(
+                &format!(
+                    "SELECT chunk, claimed_until_ms FROM gc_queue WHERE chunk IN ({}){lock}",
+                    placeholders(1, ids.len())
+                ),
+                &ids,
+            )?;
+            for r in rows {
+                if r.int(1)? > now {
+                    let chunk = ChunkId::from_slice(&r.blob(0)?).map(|c| c.short()).unwrap_or_default();
+                    return Err(TrackerError::BeingCollected(chunk));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `node` deleted (or no longer has) `chunks`; a chunk held nowhere leaves the queue.

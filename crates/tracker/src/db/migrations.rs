@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -111,6 +111,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
             revoked INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX entries_file_id ON entries(file_id);",
+    ),
+    (
+        6,
+        // Several trackers on one database: the collector claims the chunks it is deleting
+        // in the database (a commit naming one waits until the claim is answered or lapses),
+        // not in one tracker's memory. PostgreSQL's schema 6 adds the trackers' shared
+        // membership tables as well (see postgres.rs); SQLite serves one tracker.
+        "ALTER TABLE gc_queue ADD COLUMN claimed_until_ms INTEGER NOT NULL DEFAULT 0;",
     ),
 ];
 

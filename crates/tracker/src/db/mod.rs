@@ -396,6 +396,7 @@ impl Db {
         }
         let delay = self.gc_delay_ms;
         let mut tx = self.begin()?;
+        Self::refuse_claimed(&mut *tx, placements)?;
         let placements = Self::without_collected(&mut *tx, placements)?;
         Self::require_dir(&mut *tx, &path.parent())?;
         let (mut mode, mut uid, mut gid) = (0o644, 0, 0);

@@ -22,9 +22,10 @@ const SCHEMA_VERSION: i64 = super::migrations::SCHEMA_VERSION as i64;
 
 /// Steps: `(version it brings the database to, SQL)`. PostgreSQL support starts at schema 5,
 /// so its first step makes schema 5 whole; later versions add steps here and in SQLite's list.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    5,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        5,
+        r#"
 -- A path's key: a btree index entry holds at most about 2.7 KB and paths go up to 4 KiB, so
 -- uniqueness is kept on the path's SHA-256 and lookups by path go through hash indexes.
 -- (IMMUTABLE holds: the conversion is from the database's fixed encoding.)
@@ -98,7 +99,34 @@ CREATE TABLE links (
     revoked BIGINT NOT NULL DEFAULT 0
 );
 "#,
-)];
+    ),
+    (
+        6,
+        r#"
+-- See SQLite's migration 6: the collector's claims live in the database.
+ALTER TABLE gc_queue ADD COLUMN claimed_until_ms BIGINT NOT NULL DEFAULT 0;
+-- Trackers sharing this database, each renewing its lease every second (see mesh.rs).
+CREATE TABLE trackers (
+    instance TEXT PRIMARY KEY,
+    addr TEXT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL
+);
+-- Peers up now, by the tracker whose session they joined on; `info` is the PeerInfo
+-- (postcard). A tracker starting reads it; changes travel by NOTIFY swarmfs_membership.
+CREATE TABLE live_peers (
+    node BYTEA PRIMARY KEY,
+    tracker TEXT NOT NULL,
+    info BYTEA NOT NULL
+);
+-- Work one tracker does for all (collector, repair): who holds it, until when.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until TIMESTAMPTZ NOT NULL
+);
+"#,
+    ),
+];
 
 /// Any number that identifies swarmfs's migration lock among a database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x7377_6172_6d66_7301;

@@ -146,6 +146,10 @@ impl Worker for Collector {
 
     async fn step(&mut self) -> Result<Step, String> {
         let t = self.tracker.clone();
+        // With several trackers, one collects for all (see mesh.rs).
+        if !t.leadership.leads() {
+            return Ok(Step::Idle);
+        }
         if self.last_orphan_scan.is_none_or(|at| at.elapsed() >= self.orphan_scan_every()) {
             self.last_orphan_scan = Some(Instant::now());
             let delay = t.config.orphan_delay;
@@ -155,24 +159,15 @@ impl Worker for Collector {
                 self.orphans_queued += n as u64;
             }
         }
-        // Picked under the gate and marked as being collected, so a commit naming one of
-        // them waits for the answer (see Tracker::commit).
-        let due = {
-            let _gate = t.gc_gate.lock().await;
-            let due = t.db(|db| db.gc_due(4096)).await.map_err(|e| e.to_string())?;
-            t.collecting.lock().expect("collecting").extend(due.iter().map(|(c, _)| *c));
-            due
-        };
-        let marked: Vec<ChunkId> = due.iter().map(|(c, _)| *c).collect();
+        // Claimed in the database, so a commit naming one of them waits for the answer
+        // (see Tracker::commit), on whichever tracker it arrives.
+        let due = t.db(|db| db.gc_due(4096)).await.map_err(|e| e.to_string())?;
+        let claimed: Vec<ChunkId> = due.iter().map(|(c, _)| *c).collect();
         let result = self.collect(due).await;
-        {
-            let mut collecting = t.collecting.lock().expect("collecting");
-            for c in &marked {
-                collecting.remove(c);
-            }
-        }
+        let released = t.db(move |db| db.gc_release(&claimed)).await.map_err(|e| e.to_string());
         t.collect_answered.notify_waiters();
         result?;
+        released?;
         Ok(Step::Idle)
     }
 

@@ -259,6 +259,11 @@ impl Worker for Repairer {
 
     async fn step(&mut self) -> Result<Step, String> {
         let t = self.tracker.clone();
+        // With several trackers, one repairs for all (see mesh.rs).
+        if !t.leadership.leads() {
+            self.last = "standby: another tracker repairs".into();
+            return Ok(Step::Idle);
+        }
         let view = t.db(|db| db.repair_view()).await.map_err(|e| e.to_string())?;
         let peers = t.registry.views();
         let (_, needs) = assess(&view, &peers, t.config.repair_after);
