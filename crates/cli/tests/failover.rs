@@ -365,3 +365,31 @@ fn with_two_trackers_a_lost_copy_is_ordered_once_and_garbage_deleted_once() {
         (0..2).filter(|t| s.log(&format!("tracker{t}")).contains("garbage collected")).collect();
     assert_eq!(collecting.len(), 1, "one tracker collects for both");
 }
+
+#[test]
+fn a_running_cat_finishes_from_the_peers_when_every_tracker_dies() {
+    use std::io::Read;
+    let mut c = common::Cluster::start(2);
+    let data = c.put_pattern("big", "/big.bin", 32 << 20, 31, &[]);
+    let mut cat = Command::new(BIN)
+        .args(["cat", "/big.bin", "--home"])
+        .arg(c.client_home())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = cat.stdout.take().unwrap();
+    // The pipe holds it back: it has located every chunk and fetched a few.
+    let mut got = vec![0u8; 1 << 20];
+    out.read_exact(&mut got).unwrap();
+    c.kill_tracker();
+    // Long enough for the client to find its tracker connection gone and fail to redial.
+    std::thread::sleep(Duration::from_secs(3));
+    out.read_to_end(&mut got).unwrap();
+    let status = cat.wait().unwrap();
+    let mut err = String::new();
+    cat.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "cat failed: {err}");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the bytes read with no tracker are the file's");
+}

@@ -464,3 +464,42 @@ fn mount_helper_for_fstab_and_mount_d_run_in_the_background_with_options() {
         (!common::is_mounted(&mp)).then_some(())
     });
 }
+
+#[test]
+fn an_open_file_keeps_reading_for_a_minute_with_no_tracker_and_new_opens_fail_clearly() {
+    let mut c = Cluster::start(2);
+    let data = c.put_pattern("big", "/big.bin", 24 << 20, 21, &[]);
+    c.put_pattern("other", "/other.bin", 1000, 22, &[]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::File::open(m.dir.join("big.bin")).unwrap();
+    let check = |off: usize, len: usize| {
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, off as u64).unwrap_or_else(|e| panic!("read at {off}: {e}"));
+        assert!(buf == data[off..off + len], "bytes at {off} differ");
+    };
+    check(0, 65536);
+    c.kill_tracker();
+    let down = std::time::Instant::now();
+    // Scattered reads (no read-ahead to lean on): every one fetches chunks from the peers,
+    // for more than a minute with no tracker at all.
+    let mut i = 0usize;
+    while down.elapsed() < Duration::from_secs(62) {
+        let chunk = (i * 7 + 3) % 24;
+        check(chunk * (1 << 20) + 4096 * (i % 200), 200_000);
+        i += 1;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    eprintln!("{i} scattered reads of an open file over {:?} with no tracker", down.elapsed());
+    // A file not opened before needs the tracker: a clear error, soon.
+    let t = std::time::Instant::now();
+    let e = std::fs::read(m.dir.join("other.bin")).expect_err("no tracker to open it with");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "the open failed after {:?}", t.elapsed());
+    let log = std::fs::read_to_string(c.path("mnt.log")).unwrap();
+    assert!(log.contains("cannot connect to"), "the mount says why: {log}");
+    // The tracker comes back: the same mount opens files again, no restart.
+    c.start_tracker();
+    wait_for("the mount to open files again", Duration::from_secs(30), || {
+        std::fs::read(m.dir.join("other.bin")).ok().filter(|b| b.len() == 1000)
+    });
+}

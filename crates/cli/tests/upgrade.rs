@@ -120,7 +120,7 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     }
     let out =
         Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "the schema version is recorded");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();
@@ -175,7 +175,8 @@ fn a_protocol_3_swarm_upgrades_in_place_and_every_file_gets_a_replica_count() {
     assert_eq!(h["status"], "healthy", "{h}");
     assert_eq!(h["files"]["healthy"], 5, "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    // Schema 6: the collector's claims in the database (for several trackers).
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }
 
 /// A fixture swarm of three peers and two members (read-write `client`, read-only `reader`)
@@ -230,7 +231,8 @@ fn link_health_and_schema(d: &Path, link: &str) {
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(h["status"], "healthy", "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    // Schema 6: the collector's claims in the database (for several trackers).
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }
 
 #[test]
@@ -250,7 +252,8 @@ fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file
     let d = dir.path();
     let (_daemons, addr) = upgraded_swarm_reads_everything(FIXTURE_5, "127.0.0.1:47315", 5, d);
     // The link made before the upgrade still opens its file (its tracker address moved to
-    // this test's port, as the homes' did). Nothing persisted changed in protocol 6.
+    // this test's port, as the homes' did). Protocol 6 kept schema 5; this build's schema 6
+    // adds the collector's claims, migrated here.
     let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
     let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
     link.tracker_addr = addr;
