@@ -70,13 +70,16 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new swarm; the home becomes the tracker's. Prints a peer token and a member token.
-    #[command(after_help = "Example:\n  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000")]
+    #[command(after_help = "Examples:\n  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000\n  \
+                  # two trackers sharing one PostgreSQL database (copy the home to the second):\n  \
+                  swarmfs init --home /srv/swarm-tracker --tracker-addr 192.0.2.10:7000 --tracker-addr 192.0.2.11:7000")]
     Init(nodes::InitArgs),
     /// Prepare a home for an existing swarm from a peer or member token.
     #[command(after_help = "Example:\n  swarmfs join swarmfs-member-AbC... --home ~/.swarmfs")]
     Join(nodes::JoinArgs),
     /// Run the tracker in the foreground until SIGINT/SIGTERM.
-    #[command(after_help = "Example:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000")]
+    #[command(after_help = "Examples:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000\n  \
+                  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000 --db postgres://swarmfs@db.example/swarmfs")]
     Tracker(nodes::TrackerArgs),
     /// Run a storage peer in the foreground until SIGINT/SIGTERM; `peer drain` empties one.
     #[command(

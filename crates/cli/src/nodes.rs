@@ -63,6 +63,10 @@ pub struct TrackerArgs {
     /// other path reaches) may use together, e.g. 20M; 0 for no limit.
     #[arg(long, env = "SWARMFS_RELAY_RATE", default_value = "100M", value_parser = parse_size)]
     pub relay_rate: u64,
+    /// Peers, clients and tools connected at once (each a TLS connection and a task; a
+    /// 10,000-peer swarm needs more than the usual open-file limit, which the tracker raises).
+    #[arg(long, env = "SWARMFS_MAX_CONNECTIONS", default_value_t = 16384)]
+    pub max_connections: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
     #[arg(long, env = "SWARMFS_METRICS")]
     pub metrics: Option<String>,
@@ -293,6 +297,7 @@ pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {
         repair_rate: a.repair_rate,
         repair_concurrency: a.repair_concurrency.max(1),
         relay_rate: a.relay_rate,
+        max_connections: a.max_connections.max(1),
         metrics: a.metrics.clone(),
     };
     swarmfs_tracker::run(listener, swarm, config, shutdown_on_signal()).await?;

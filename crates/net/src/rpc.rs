@@ -57,6 +57,9 @@ pub struct Limits {
     pub max_in_flight_per_connection: usize,
     /// The whole handshake (TLS and the membership proof) must finish within this.
     pub handshake_timeout: Duration,
+    /// Read and write buffer of each connection: large for chunk transfers (peers), small
+    /// where only small messages go and connections are many (the tracker's 10,000 peers).
+    pub io_buffer: usize,
 }
 
 impl Default for Limits {
@@ -67,11 +70,15 @@ impl Default for Limits {
             max_pending_per_source: 256,
             max_in_flight_per_connection: 64,
             handshake_timeout: Duration::from_secs(5),
+            io_buffer: IO_BUFFER,
         }
     }
 }
 
 const OUTBOUND_QUEUE: usize = 64;
+/// A connection's read and write buffer unless [`Limits::io_buffer`] says otherwise: a
+/// chunk (1 MiB) in four reads.
+const IO_BUFFER: usize = 256 * 1024;
 const EVENT_QUEUE: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -249,7 +256,7 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     let conn = Connection::new(expected, tx.clone(), CancellationToken::new());
     let span = tracing::debug_span!("conn", remote = %expected.short(), addr);
-    tokio::spawn(writer_loop(w, rx, conn.inner.closed.clone()).instrument(span.clone()));
+    tokio::spawn(writer_loop(w, rx, conn.inner.closed.clone(), IO_BUFFER).instrument(span.clone()));
     let weak = Arc::downgrade(&conn.inner);
     let closed = conn.inner.closed.clone();
     // The requests the other side sends back, if this end serves: the context they are
@@ -270,7 +277,7 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
     });
     tokio::spawn(
         async move {
-            let mut r = BufReader::with_capacity(256 * 1024, r);
+            let mut r = BufReader::with_capacity(IO_BUFFER, r);
             loop {
                 let frame = tokio::select! {
                     f = read_frame(&mut r) => f,
@@ -411,8 +418,13 @@ fn tls_error(addr: &str, expected: NodeId, e: std::io::Error) -> NetError {
     }
 }
 
-async fn writer_loop<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::Receiver<Frame>, closed: CancellationToken) {
-    let mut w = BufWriter::with_capacity(256 * 1024, w);
+async fn writer_loop<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::Receiver<Frame>,
+    closed: CancellationToken,
+    buffer: usize,
+) {
+    let mut w = BufWriter::with_capacity(buffer, w);
     loop {
         let frame = tokio::select! {
             f = rx.recv() => f,
@@ -730,7 +742,7 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
-    tokio::spawn(writer_loop(w, rx, closed.clone()).in_current_span());
+    tokio::spawn(writer_loop(w, rx, closed.clone(), limits.io_buffer).in_current_span());
     // Calls to the dialer: a child token, so the handle going away never closes the
     // connection, while the connection closing fails every call on it.
     let conn = Connection::new(remote, out.clone(), closed.child_token());
@@ -740,7 +752,7 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
         m.connection_opened();
     }
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight_per_connection));
-    let mut r = BufReader::with_capacity(256 * 1024, r);
+    let mut r = BufReader::with_capacity(limits.io_buffer, r);
     let result = loop {
         let frame = match first.take() {
             Some(f) => Ok(Some(f)),

@@ -54,6 +54,8 @@ pub struct TrackerConfig {
     pub repair_concurrency: usize,
     /// Bytes per second all relayed connections together may use (0: no limit).
     pub relay_rate: u64,
+    /// Authenticated connections at once (peers, clients, tools).
+    pub max_connections: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<String>,
 }
@@ -103,7 +105,10 @@ pub async fn run(
         None => None,
     };
     info!(addr = %listener.local_addr()?, node = %swarm.identity.node_id().short(), "tracker listening");
-    serve(listener, swarm, tracker, Limits::default(), shutdown).await;
+    // Peers' sessions carry small messages; 10,000 of them with chunk-sized buffers would
+    // hold gigabytes once an event storm (everyone rejoining) has filled them.
+    let limits = Limits { max_connections: tracker.config.max_connections, io_buffer: 16 * 1024, ..Limits::default() };
+    serve(listener, swarm, tracker.clone(), limits, shutdown).await;
     runner.shutdown().await;
     if let Some(m) = metrics {
         let _ = m.await;

@@ -437,3 +437,61 @@ impl Registry {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(n: u8, addr: &str) -> PeerInfo {
+        PeerInfo {
+            node: NodeId([n; 32]),
+            addrs: vec![addr.into()],
+            capacity: 1,
+            used: 0,
+            chunks: 0,
+            load: 0,
+            state: PeerState::Up,
+            link: None,
+            reach: Reach::Unknown,
+        }
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_peer_moving_between_trackers_is_never_taken_down_by_its_old_tracker() {
+        let r = Registry::new(vec![]);
+        let mut events = r.subscribe();
+        let mut published = r.published();
+        let p = info(1, "10.0.0.1:7001");
+        // Up at tracker A: subscribers here hear of it once; nothing is published back.
+        r.apply_remote("a", Event::PeerJoined(p.clone()));
+        r.apply_remote("a", Event::PeerJoined(p.clone()));
+        assert_eq!(drain(&mut events), vec![Event::PeerJoined(p.clone())]);
+        assert!(published.try_recv().is_err(), "what another tracker said is not said again");
+        // It moves to tracker B; A's late notice that it went down is stale.
+        r.apply_remote("b", Event::PeerJoined(p.clone()));
+        r.apply_remote("a", Event::PeerDown(p.node));
+        assert_eq!(r.get(&p.node).unwrap().state, PeerState::Up);
+        // A dies: nothing of B's is touched. B dies: the peer is down here.
+        r.owner_gone("a");
+        assert_eq!(r.get(&p.node).unwrap().state, PeerState::Up);
+        r.owner_gone("b");
+        assert_eq!(r.get(&p.node).unwrap().state, PeerState::Down);
+        assert_eq!(drain(&mut events), vec![Event::PeerDown(p.node)]);
+        // It rejoins here: this tracker owns it and publishes it; reaping and heartbeats are
+        // this tracker's business only for its own peers.
+        r.join(p.node, p.addrs.clone(), 1, 7);
+        assert!(matches!(published.try_recv(), Ok((None, Event::PeerJoined(_)))));
+        assert_eq!(r.owned_up().len(), 1);
+        let q = info(2, "10.0.0.2:7001");
+        r.apply_remote("b", Event::PeerJoined(q.clone()));
+        let beat = || Beat { used: 0, chunks: 0, load: 0, capacity: 1, workers: vec![] };
+        assert!(!r.heartbeat(&q.node, beat()), "another tracker's peer heartbeats there");
+        r.reap(Duration::ZERO);
+        assert_eq!(r.get(&q.node).unwrap().state, PeerState::Up, "not reaped by a tracker it does not beat to");
+        assert_eq!(r.get(&p.node).unwrap().state, PeerState::Down, "its own silent peer is");
+    }
+}
