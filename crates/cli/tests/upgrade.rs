@@ -1,5 +1,6 @@
-//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5)
-//! opens with today's binary, and every file reads back byte-exact.
+//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5,
+//! and the previous release's PostgreSQL database, postgres-schema5.sql) opens with today's
+//! binary, and every file reads back byte-exact.
 
 mod common;
 
@@ -13,6 +14,9 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proto
 const FIXTURE_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol3");
 const FIXTURE_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol4");
 const FIXTURE_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol5");
+/// The protocol-5 fixture's swarm as the previous release (protocol 6, schema 5) kept it on
+/// PostgreSQL: `pg_dump` of the database its tracker made adopting the fixture's tracker.db.
+const PG_SCHEMA_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/postgres-schema5.sql");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -184,10 +188,22 @@ fn a_protocol_3_swarm_upgrades_in_place_and_every_file_gets_a_replica_count() {
 /// with both tokens and keeps its R, and the reader stays read-only. The daemons and the
 /// tracker's address, for more checks.
 fn upgraded_swarm_reads_everything(fixture: &str, old_addr: &str, protocol: u32, d: &Path) -> (Daemons, String) {
+    upgraded_swarm_on(fixture, old_addr, protocol, d, None)
+}
+
+/// [`upgraded_swarm_reads_everything`], the tracker on the PostgreSQL database `db` if given
+/// (and the home's SQLite file removed, so everything read comes from that database).
+fn upgraded_swarm_on(fixture: &str, old_addr: &str, protocol: u32, d: &Path, db: Option<&str>) -> (Daemons, String) {
     let homes = ["tracker", "client", "reader", "peer0", "peer1", "peer2"];
     let addr = copy_fixture(fixture, &homes, old_addr, d);
     let s = |h: &str| d.join(h).display().to_string();
-    let mut daemons = Daemons(vec![spawn(d, "tracker", &["tracker", "--home", &s("tracker")])]);
+    let home = s("tracker");
+    let mut args = vec!["tracker", "--home", &home];
+    if let Some(db) = db {
+        std::fs::remove_file(d.join("tracker/tracker.db")).unwrap();
+        args.extend(["--db", db]);
+    }
+    let mut daemons = Daemons(vec![spawn(d, "tracker", &args)]);
     for peer in ["peer0", "peer1", "peer2"] {
         daemons.0.push(spawn(d, peer, &["peer", "--home", &s(peer), "--listen", "127.0.0.1:0"]));
     }
@@ -258,4 +274,30 @@ fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file
     let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
     link.tracker_addr = addr;
     link_health_and_schema(d, &link.encode());
+}
+
+#[test]
+fn a_postgresql_database_of_the_previous_release_upgrades_in_place_and_every_file_reads_back() {
+    let pg = common::pg::PgCluster::start();
+    let out = pg.psql(&["-f", PG_SCHEMA_5]);
+    assert!(out.status.success(), "loading the schema-5 dump: {}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = pg.url();
+    let (_daemons, addr) = upgraded_swarm_on(FIXTURE_5, "127.0.0.1:47315", 5, d, Some(&url));
+    let out = pg.psql(&["-At", "-c", "SELECT version FROM swarmfs_schema"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6", "migrated to schema 6: {}", stderr(&out));
+    let out = pg.psql(&["-At", "-c", "SELECT count(*) FROM trackers"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the tracker registered itself: {}", stderr(&out));
+    // The link made before, and the swarm's health, from the database alone.
+    let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
+    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
+    link.tracker_addr = addr;
+    let got = d.join("got");
+    let out = cli(&d.join("nobody"), &["get", &link.encode(), got.to_str().unwrap()]);
+    assert!(out.status.success(), "get LINK: {}", stderr(&out));
+    assert!(std::fs::read(&got).unwrap() == pattern(300000, 5));
+    let out = cli(&d.join("client"), &["health", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["status"], "healthy", "{h}");
 }

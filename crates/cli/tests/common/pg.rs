@@ -75,6 +75,17 @@ impl PgCluster {
         PgCluster { dir, bin, port }
     }
 
+    /// Runs `psql` against the cluster's `postgres` database (over TCP, trust: no runuser).
+    pub fn psql(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("psql"))
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running psql")
+    }
+
     /// The database the tracker is pointed at.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
