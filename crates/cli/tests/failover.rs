@@ -75,16 +75,7 @@ impl Swarm {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Child {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.path(&format!("{name}.log"))).unwrap();
-        Command::new(BIN)
-            .args(args)
-            .env("SWARMFS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        common::spawn_logged(self.dir.path(), name, args)
     }
 
     fn start_tracker(&mut self, i: usize) {

@@ -242,8 +242,7 @@ impl Mesh {
         for (instance, addr) in self.live.iter().filter(|(i, _)| !live.contains_key(*i)) {
             warn!(tracker = %instance, %addr, "a tracker stopped renewing its lease (it died); its peers are down until they reconnect");
         }
-        self.live = live;
-        let live = &self.live;
+        self.live = live.clone();
         // Peers owned by trackers that died: down here.
         let owners: HashSet<Arc<str>> = self.tracker.registry.remote_owners().into_iter().map(|(_, o)| o).collect();
         for gone in owners.iter().filter(|o| !live.contains_key(&***o)) {
@@ -262,18 +261,7 @@ impl Mesh {
         let owned = self.tracker.registry.owned_up();
         let owned_nodes: HashSet<NodeId> = owned.iter().map(|p| p.node).collect();
         for p in owned {
-            let info = postcard::to_stdvec(&p).map_err(|e| e.to_string())?;
-            if self.written.get(&p.node) == Some(&info) {
-                continue;
-            }
-            c.execute(
-                "INSERT INTO live_peers (node, tracker, info) VALUES ($1, $2, $3)
-                 ON CONFLICT (node) DO UPDATE SET tracker = excluded.tracker, info = excluded.info",
-                &[&p.node.as_bytes().as_slice(), &&*self.instance, &info],
-            )
-            .await
-            .map_err(pg)?;
-            self.written.insert(p.node, info);
+            self.write_live(&c, &p, false).await?;
         }
         self.written.retain(|n, _| owned_nodes.contains(n));
         // Theirs.
@@ -302,6 +290,24 @@ impl Mesh {
         Ok(())
     }
 
+    /// Writes an owned peer's row in `live_peers`: always if `force`, else only if it
+    /// changed since it was last written.
+    async fn write_live(&mut self, c: &Client, p: &PeerInfo, force: bool) -> Result<(), String> {
+        let info = postcard::to_stdvec(p).map_err(|e| e.to_string())?;
+        if !force && self.written.get(&p.node) == Some(&info) {
+            return Ok(());
+        }
+        c.execute(
+            "INSERT INTO live_peers (node, tracker, info) VALUES ($1, $2, $3)
+             ON CONFLICT (node) DO UPDATE SET tracker = excluded.tracker, info = excluded.info",
+            &[&p.node.as_bytes().as_slice(), &&*self.instance, &info],
+        )
+        .await
+        .map_err(pg)?;
+        self.written.insert(p.node, info);
+        Ok(())
+    }
+
     /// Sends a change this tracker made, and records it in `live_peers` if it owns the peer.
     async fn tell(&mut self, owner: Option<Arc<str>>, ev: Event) -> Result<(), String> {
         let owner = owner.unwrap_or_else(|| self.instance.clone());
@@ -310,15 +316,7 @@ impl Mesh {
         if *owner == *self.instance {
             match &ev {
                 Event::PeerJoined(p) | Event::PeerAddrChanged(p) if p.state.is_live() => {
-                    let info = postcard::to_stdvec(p).map_err(|e| e.to_string())?;
-                    c.execute(
-                        "INSERT INTO live_peers (node, tracker, info) VALUES ($1, $2, $3)
-                         ON CONFLICT (node) DO UPDATE SET tracker = excluded.tracker, info = excluded.info",
-                        &[&p.node.as_bytes().as_slice(), &&*self.instance, &info],
-                    )
-                    .await
-                    .map_err(pg)?;
-                    self.written.insert(p.node, info);
+                    self.write_live(&c, p, true).await?;
                 }
                 Event::PeerDown(n) | Event::PeerLeft(n) => {
                     c.execute(

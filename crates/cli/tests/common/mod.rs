@@ -48,6 +48,19 @@ pub struct Cluster {
     pub pg: Option<pg::PgCluster>,
 }
 
+/// Starts `swarmfs ARGS` logging at info to `dir/NAME.log` (appended: restarts add to it).
+pub fn spawn_logged(dir: &Path, name: &str, args: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(BIN)
+        .args(args)
+        .env("SWARMFS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 pub fn run(home: &Path, args: &[&str]) -> Output {
     Command::new(BIN).args(args).arg("--home").arg(home).stdin(Stdio::null()).output().unwrap()
 }
@@ -120,16 +133,7 @@ impl Cluster {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Child {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.path(&format!("{name}.log"))).unwrap();
-        Command::new(BIN)
-            .args(args)
-            .env("SWARMFS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        spawn_logged(self.dir.path(), name, args)
     }
 
     pub fn start_tracker(&mut self) {
