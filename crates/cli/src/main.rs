@@ -77,9 +77,13 @@ enum Command {
     /// Prepare a home for an existing swarm from a peer or member token.
     #[command(after_help = "Example:\n  swarmfs join swarmfs-member-AbC... --home ~/.swarmfs")]
     Join(nodes::JoinArgs),
-    /// Run the tracker in the foreground until SIGINT/SIGTERM.
-    #[command(after_help = "Examples:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000\n  \
-                  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000 --db postgres://swarmfs@db.example/swarmfs")]
+    /// Run the tracker in the foreground until SIGINT/SIGTERM; `tracker add` adds another.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000\n  \
+                  swarmfs tracker --home /srv/swarm-tracker --listen 0.0.0.0:7000 --db postgres://swarmfs@db.example/swarmfs\n  \
+                  swarmfs tracker add 192.0.2.11:7000 --home /srv/swarm-tracker"
+    )]
     Tracker(nodes::TrackerArgs),
     /// Run a storage peer in the foreground until SIGINT/SIGTERM; `peer drain` empties one.
     #[command(
@@ -178,7 +182,8 @@ pub fn expand_home(s: &str) -> PathBuf {
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let daemon = match &cli.command {
-        Command::Tracker(_) | Command::Mount(_) | Command::Gateway(_) => true,
+        Command::Mount(_) | Command::Gateway(_) => true,
+        Command::Tracker(a) => a.action.is_none(),
         Command::Peer(a) => a.action.is_none(),
         _ => false,
     };
@@ -257,7 +262,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init(a) => nodes::init(cli, a),
         Command::Join(a) => nodes::join(cli, a),
-        Command::Tracker(a) => nodes::tracker(cli, a).await,
+        Command::Tracker(a) => match &a.action {
+            Some(nodes::TrackerAction::Add(add)) => nodes::tracker_add(cli, add),
+            None => nodes::tracker(cli, a).await,
+        },
         Command::Peer(a) => match &a.action {
             Some(nodes::PeerAction::Drain(d)) => health::drain(cli, d).await,
             None => nodes::peer(cli, a).await,

@@ -30,6 +30,8 @@ pub struct JoinArgs {
 
 #[derive(Args)]
 pub struct TrackerArgs {
+    #[command(subcommand)]
+    pub action: Option<TrackerAction>,
     /// Address to listen on (default: the tracker address in the tokens).
     #[arg(long, env = "SWARMFS_LISTEN")]
     pub listen: Option<String>,
@@ -99,6 +101,23 @@ pub struct PeerArgs {
     /// one, logged at start).
     #[arg(long, env = "SWARMFS_METRICS")]
     pub metrics: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TrackerAction {
+    /// Add a tracker's address to this home (and, on the tracker's home, to the tokens it
+    /// issues from now on). The new tracker runs from a copy of the tracker's home, on the
+    /// same PostgreSQL database.
+    #[command(
+        after_help = "Example:\n  swarmfs tracker add 192.0.2.11:7000 --home /srv/swarm-tracker   # prints the new peer token\n  swarmfs tracker add 192.0.2.11:7000 --home ~/.swarmfs            # on each member's and peer's machine"
+    )]
+    Add(TrackerAddArgs),
+}
+
+#[derive(Args)]
+pub struct TrackerAddArgs {
+    /// The new tracker's address, HOST:PORT, as clients and peers will dial it.
+    pub addr: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -255,6 +274,42 @@ pub fn shutdown_on_signals() -> (CancellationToken, CancellationToken) {
         info!("second signal: stopping now");
     });
     (first, second)
+}
+
+/// `tracker add ADDR`: one more tracker in this home's list (tried after the others).
+pub fn tracker_add(cli: &Cli, a: &TrackerAddArgs) -> Result<()> {
+    let mut home = Home::load(&cli.home_dir())?;
+    if a.addr.parse::<std::net::SocketAddr>().is_err()
+        && !a.addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        return Err(crate::UsageError(format!("{:?} is not HOST:PORT", a.addr)).into());
+    }
+    let added = !home.token.tracker_addrs.contains(&a.addr);
+    if added {
+        home.token.tracker_addrs.push(a.addr.clone());
+        home = Home::create(&home.dir, &home.token)?;
+    }
+    let is_tracker = home.swarm()?.identity.node_id() == home.token.tracker_id;
+    let peer_token = is_tracker.then(|| home.token.to_peer().encode());
+    if cli.json {
+        outln!(
+            "{}",
+            serde_json::json!({ "tracker_addrs": home.token.tracker_addrs, "added": added, "peer_token": peer_token })
+        );
+        return Ok(());
+    }
+    let verb = if added { "now reaches" } else { "already reached" };
+    outln!("{} {verb} the trackers at {}", home.dir.display(), home.token.tracker_addrs.join(", "));
+    if let Some(t) = peer_token {
+        outln!("peer token:   {t}");
+        errln!(
+            "Copy this home to the new tracker's machine and run `swarmfs tracker --home COPY --listen {} --db URL`",
+            a.addr
+        );
+        errln!("on the same PostgreSQL database. Tokens `member add` prints from now on name every tracker;");
+        errln!("existing homes learn the new tracker with `swarmfs tracker add {}` in each.", a.addr);
+    }
+    Ok(())
 }
 
 pub async fn tracker(cli: &Cli, a: &TrackerArgs) -> Result<()> {

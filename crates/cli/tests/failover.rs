@@ -384,3 +384,33 @@ fn a_running_cat_finishes_from_the_peers_when_every_tracker_dies() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the bytes read with no tracker are the file's");
 }
+
+#[test]
+fn tracker_add_puts_a_new_tracker_in_a_home_and_in_the_peer_tokens_it_issues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, client, peer) = (dir.path().join("t"), dir.path().join("c"), dir.path().join("p"));
+    let out = run(&tracker, &["init", "--tracker-addr", "192.0.2.10:7000", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let member: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(run(&client, &["join", member["member_token"].as_str().unwrap()]).status.success());
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let added = json(run(&tracker, &["tracker", "add", "192.0.2.11:7000", "--json"]));
+    assert_eq!(added["added"], true);
+    assert_eq!(added["tracker_addrs"], serde_json::json!(["192.0.2.10:7000", "192.0.2.11:7000"]));
+    // The tracker's home issues the new peer token; a peer joining it knows both trackers.
+    let token = added["peer_token"].as_str().unwrap();
+    assert!(run(&peer, &["join", token]).status.success());
+    let swarm: serde_json::Value = serde_json::from_slice(&std::fs::read(peer.join("swarm.json")).unwrap()).unwrap();
+    assert_eq!(swarm["tracker_addrs"], added["tracker_addrs"]);
+    // Adding it again changes nothing; a member's home learns it the same way, and has no
+    // peer token to issue.
+    let again = json(run(&tracker, &["tracker", "add", "192.0.2.11:7000", "--json"]));
+    assert_eq!(again["added"], false);
+    let m = json(run(&client, &["tracker", "add", "192.0.2.11:7000", "--json"]));
+    assert_eq!((m["added"].clone(), m["peer_token"].clone()), (serde_json::json!(true), serde_json::Value::Null));
+    let out = run(&client, &["tracker", "add", "not an address"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
