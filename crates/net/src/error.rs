@@ -26,6 +26,8 @@ pub enum NetError {
     Timeout(&'static str),
     #[error("cannot reach node {node}: {tried}")]
     Unreachable { node: String, tried: String },
+    #[error("no tracker answers: {0}")]
+    NoTracker(String),
     #[error("refused: {0}")]
     Refused(String),
     #[error("identity file {path}: {reason}")]

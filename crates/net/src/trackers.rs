@@ -48,7 +48,7 @@ impl Trackers {
         service: Option<Arc<S>>,
     ) -> Result<(Connection, mpsc::Receiver<Event>, String), NetError> {
         let first = self.current.load(Ordering::Relaxed);
-        let mut last = NetError::Unreachable { node: self.node.short(), tried: "no tracker address".into() };
+        let mut last = NetError::NoTracker("the token names none".into());
         for k in 0..self.addrs.len() {
             let i = (first + k) % self.addrs.len();
             let addr = &self.addrs[i];
