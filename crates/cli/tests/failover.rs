@@ -355,6 +355,17 @@ fn with_two_trackers_a_lost_copy_is_ordered_once_and_garbage_deleted_once() {
     let collecting: Vec<usize> =
         (0..2).filter(|t| s.log(&format!("tracker{t}")).contains("garbage collected")).collect();
     assert_eq!(collecting.len(), 1, "one tracker collects for both");
+
+    // The tracker doing the work stops cleanly: it leaves the database at once and the
+    // other takes the work over.
+    let (leader, other) = (repairing[0], 1 - repairing[0]);
+    let child = s.trackers[leader].take().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(common::wait_for_exit(&mut { child }, Duration::from_secs(20)), "the tracker stops on SIGTERM");
+    assert!(s.log(&format!("tracker{leader}")).contains("left the trackers sharing the database"));
+    wait_for("the other tracker to take the work over", Duration::from_secs(20), || {
+        s.log(&format!("tracker{other}")).contains("now runs the collector and repair").then_some(())
+    });
 }
 
 #[test]

@@ -84,9 +84,11 @@ pub async fn run(
     };
     let tracker = Arc::new(Tracker::new(db, swarm.clone(), config)?);
     let mut runner = Runner::new(shutdown.clone());
+    let mut instance = None;
     if let Some(url) = tracker.config.db_url.clone() {
         let mesh = mesh::Mesh::new(tracker.clone(), url, listener.local_addr()?.to_string());
         info!(instance = %mesh.instance(), "sharing the database with any other trackers of this swarm");
+        instance = Some(mesh.instance().to_string());
         runner.spawn(mesh);
     }
     runner.spawn(workers::Reaper(tracker.clone()));
@@ -110,6 +112,9 @@ pub async fn run(
     let limits = Limits { max_connections: tracker.config.max_connections, io_buffer: 16 * 1024, ..Limits::default() };
     serve(listener, swarm, tracker.clone(), limits, shutdown).await;
     runner.shutdown().await;
+    if let (Some(url), Some(instance)) = (&tracker.config.db_url, &instance) {
+        mesh::leave(url, instance).await;
+    }
     if let Some(m) = metrics {
         let _ = m.await;
     }

@@ -403,6 +403,30 @@ impl Mesh {
     }
 }
 
+/// A tracker stopping cleanly (SIGTERM) leaves at once: its row, its peers' rows and the work
+/// lease go, so the others take its peers for down and one of them takes the work over now,
+/// rather than when its lease would lapse. Best effort: a killed tracker's lease lapses.
+pub async fn leave(url: &str, instance: &str) {
+    let left = async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let io = tokio::spawn(connection);
+        let r = client
+            .batch_execute(&format!(
+                "BEGIN; DELETE FROM live_peers WHERE tracker = '{instance}'; DELETE FROM leases WHERE holder = '{instance}';
+                 DELETE FROM trackers WHERE instance = '{instance}'; COMMIT;"
+            ))
+            .await;
+        drop(client);
+        let _ = io.await;
+        r
+    };
+    match tokio::time::timeout(Duration::from_secs(5), left).await {
+        Ok(Ok(())) => info!(%instance, "left the trackers sharing the database"),
+        Ok(Err(e)) => warn!("could not leave the trackers cleanly (the lease will lapse): {}", pg(e)),
+        Err(_) => warn!("could not leave the trackers cleanly in 5 s (the lease will lapse)"),
+    }
+}
+
 impl Worker for Mesh {
     fn name(&self) -> String {
         "trackers".into()
