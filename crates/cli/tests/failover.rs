@@ -85,6 +85,12 @@ impl Swarm {
         args.extend(self.tracker_flags.iter().map(String::as_str));
         let child = self.spawn(&format!("tracker{i}"), &args);
         self.trackers[i] = Some(child);
+        // Listening before anyone is told to try it first (else a peer starting now would
+        // find it closed and, rightly, go to the next tracker).
+        let addr = &self.addrs[i];
+        wait_for(&format!("tracker {i} to listen"), Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).ok().map(|_| ())
+        });
     }
 
     fn kill_tracker(&mut self, i: usize) {
@@ -216,7 +222,9 @@ fn killing_a_tracker_moves_clients_and_peers_to_the_other_and_no_acknowledged_pu
         s.add_peer(first);
     }
     wait_for("3 peers up as tracker A sees them", Duration::from_secs(30), || (s.up() == 3).then_some(()));
-    assert!(s.log("peer2").contains(&format!("tracker={}", s.addrs[b])), "peer 2 joined at B: {}", s.log("peer2"));
+    wait_for("peer 2 to join at B", Duration::from_secs(30), || {
+        s.log("peer2").contains(&format!("tracker={}", s.addrs[b])).then_some(())
+    });
 
     // A peer joining at B reaches the peers on A as a membership event.
     let joined_at = Instant::now();
