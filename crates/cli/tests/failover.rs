@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pg::PgCluster;
-use common::{free_port, run, stderr, wait_for, BIN};
+use common::{free_port, pattern, run, stderr, wait_for, BIN};
 
 /// A swarm of several trackers on one database, and its peers; every process is killed
 /// when it is dropped.
@@ -161,9 +161,8 @@ impl Swarm {
 
     /// How many requests of `kind` peer `i` answered successfully (its metrics endpoint).
     fn answered(&self, i: usize, kind: &str) -> u64 {
-        let body = http_get(&self.peer_metrics[i], "/metrics");
-        let needle = format!("swarmfs_requests_total{{kind=\"{kind}\",result=\"ok\"}}");
-        body.lines().find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse::<f64>().unwrap() as u64)).unwrap_or(0)
+        let body = common::scrape(&self.peer_metrics[i]);
+        common::sum(&body, "swarmfs_requests_total", &[&format!("kind=\"{kind}\""), "result=\"ok\""]) as u64
     }
 }
 
@@ -185,27 +184,6 @@ fn prefer_tracker(home: &Path, addrs: &[String], first: usize) {
     v["tracker_addr"] = order[0].clone().into();
     v["tracker_addrs"] = order.into();
     std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A put the client was told succeeded: where, what, when.

@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{pattern, promtool_accepts, wait_for, Cluster};
+use common::{http, pattern, promtool_accepts, scrape, sum, wait_for, Cluster};
 
 /// The address a daemon's log says its metrics are served at.
 fn metrics_addr(c: &Cluster, name: &str) -> String {
@@ -14,33 +13,6 @@ fn metrics_addr(c: &Cluster, name: &str) -> String {
         let line = log.lines().find(|l| l.contains("metrics at http://"))?;
         Some(line.split("http://").nth(1)?.split('/').next()?.to_string())
     })
-}
-
-/// One HTTP request; the status line and the body.
-fn http(addr: &str, request: &str) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
-
-fn scrape(addr: &str) -> String {
-    let (status, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    body
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sum(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

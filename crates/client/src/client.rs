@@ -53,9 +53,10 @@ fn dialer(swarm: &Swarm) -> Dialer<'_> {
     Dialer { identity: &swarm.identity, secret: &swarm.secret, member: swarm.member.as_ref(), role: Role::Client }
 }
 
-/// The trackers could not be reached at all (as opposed to one refusing this node).
+/// The trackers could not be reached at all (as opposed to one refusing this node, or an
+/// address answered by another node).
 fn is_unreachable(e: &NetError) -> bool {
-    !matches!(e, NetError::NotMember(_) | NetError::Refused(_) | NetError::Version { .. } | NetError::WrongNode { .. })
+    !e.is_refusal() && !matches!(e, NetError::WrongNode { .. })
 }
 
 impl Client {
@@ -163,7 +164,9 @@ impl Client {
             Err(ClientError::Net(e)) if is_unreachable(&e) => {
                 let since = self.outage.lock().expect("outage lock").unwrap_or_else(Instant::now);
                 if since.elapsed() < OUTAGE_GRACE {
-                    tracing::warn!("no tracker answers ({e}); reading on from the peers");
+                    if outage.is_none() {
+                        tracing::warn!("no tracker answers ({e}); reading on from the peers");
+                    }
                     Ok(())
                 } else {
                     Err(ClientError::Net(e))

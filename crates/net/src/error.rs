@@ -33,3 +33,12 @@ pub enum NetError {
     #[error("identity file {path}: {reason}")]
     Identity { path: String, reason: String },
 }
+
+impl NetError {
+    /// The other side refused this node (not a member, revoked, another protocol version),
+    /// as opposed to not being reached at all: asking again, or another tracker of the same
+    /// swarm, would get the same answer.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, NetError::NotMember(_) | NetError::Refused(_) | NetError::Version { .. })
+    }
+}

@@ -57,7 +57,7 @@ impl Trackers {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok((conn, events, addr.clone()));
                 }
-                Err(e @ (NetError::NotMember(_) | NetError::Refused(_) | NetError::Version { .. })) => return Err(e),
+                Err(e) if e.is_refusal() => return Err(e),
                 Err(e) => {
                     tracing::debug!(%addr, "tracker does not answer: {e}");
                     last = e;

@@ -244,10 +244,7 @@ impl Mesh {
         }
         self.live = live.clone();
         // Peers owned by trackers that died: down here.
-        let owners: HashSet<Arc<str>> = self.tracker.registry.remote_owners().into_iter().map(|(_, o)| o).collect();
-        for gone in owners.iter().filter(|o| !live.contains_key(&***o)) {
-            self.tracker.registry.owner_gone(gone);
-        }
+        self.tracker.registry.owners_gone(|o| !live.contains_key(o));
         c.execute(
             "DELETE FROM live_peers WHERE tracker NOT IN (SELECT instance FROM trackers WHERE lease_until > now())",
             &[],

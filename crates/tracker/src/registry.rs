@@ -113,7 +113,10 @@ impl Registry {
     /// A change of a peer this tracker owns: to its subscribers and to the other trackers.
     fn emit(&self, ev: Event) {
         info!("membership change: {ev}");
-        let _ = self.published.send((None, ev.clone()));
+        // Only a tracker sharing its database with others (PostgreSQL) listens.
+        if self.published.receiver_count() > 0 {
+            let _ = self.published.send((None, ev.clone()));
+        }
         let _ = self.events.send(ev);
     }
 
@@ -177,14 +180,14 @@ impl Registry {
         }
     }
 
-    /// Another tracker stopped renewing its lease (it died): every peer it owned is down
-    /// until it reconnects to a tracker that lives.
-    pub fn owner_gone(&self, owner: &str) {
+    /// Trackers stopped renewing their lease (they died): every peer owned by one that
+    /// `gone` says is down until it reconnects to a tracker that lives.
+    pub fn owners_gone(&self, gone: impl Fn(&str) -> bool) {
         let mut down = Vec::new();
         {
             let mut m = self.members.lock().expect("registry lock");
             for (node, mem) in m.iter_mut() {
-                if mem.owner.as_deref() == Some(owner) && mem.info.state == PeerState::Up {
+                if mem.owner.as_deref().is_some_and(&gone) && mem.info.state == PeerState::Up {
                     mem.went_down(PeerState::Down);
                     mem.owner = None;
                     down.push(*node);
@@ -476,9 +479,9 @@ mod tests {
         r.apply_remote("a", Event::PeerDown(p.node));
         assert_eq!(r.get(&p.node).unwrap().state, PeerState::Up);
         // A dies: nothing of B's is touched. B dies: the peer is down here.
-        r.owner_gone("a");
+        r.owners_gone(|o| o == "a");
         assert_eq!(r.get(&p.node).unwrap().state, PeerState::Up);
-        r.owner_gone("b");
+        r.owners_gone(|o| o == "b");
         assert_eq!(r.get(&p.node).unwrap().state, PeerState::Down);
         assert_eq!(drain(&mut events), vec![Event::PeerDown(p.node)]);
         // It rejoins here: this tracker owns it and publishes it; reaping and heartbeats are
