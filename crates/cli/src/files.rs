@@ -41,6 +41,13 @@ pub struct PutArgs {
     /// Keep the local file's modification time and permission bits (like `cp -p`).
     #[arg(long, short = 'p', env = "SWARMFS_PRESERVE")]
     pub preserve: bool,
+    /// LOCAL is a directory: upload its whole tree as the directory REMOTE (made if missing;
+    /// files of the same names in it are replaced), in this one process.
+    #[arg(long, short = 'r', env = "SWARMFS_RECURSIVE")]
+    pub recursive: bool,
+    /// With -r: files uploaded at once.
+    #[arg(long, env = "SWARMFS_JOBS", default_value_t = crate::tree::DEFAULT_JOBS)]
+    pub jobs: usize,
 }
 
 #[derive(Args)]
@@ -48,8 +55,15 @@ pub struct GetArgs {
     pub remote: String,
     pub local: PathBuf,
     /// Hide the progress bar.
-    #[arg(long, short)]
+    #[arg(long, short, env = "SWARMFS_QUIET")]
     pub quiet: bool,
+    /// REMOTE is a directory: download its whole tree as the local directory LOCAL (made if
+    /// missing; files of the same names in it are replaced), in this one process.
+    #[arg(long, short = 'r', env = "SWARMFS_RECURSIVE")]
+    pub recursive: bool,
+    /// With -r: files downloaded at once.
+    #[arg(long, env = "SWARMFS_JOBS", default_value_t = crate::tree::DEFAULT_JOBS)]
+    pub jobs: usize,
     /// Serve each chunk to other members as soon as it is verified, while downloading (a
     /// cached source: it speeds others up and never counts as a replica).
     #[arg(long, env = "SWARMFS_SERVE")]
@@ -260,22 +274,32 @@ pub fn rate(bytes: u64, secs: f64) -> Option<String> {
     (bytes >= 1 << 20 && secs >= 0.05).then(|| format!("{}/s", human((bytes as f64 / secs) as u64)))
 }
 
-pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
-    if a.min_replicas.is_some_and(|m| m > a.replicas) {
-        return Err(crate::UsageError(format!(
-            "--min-replicas {} is more than --replicas {}",
-            a.min_replicas.unwrap_or(0),
-            a.replicas
-        ))
-        .into());
+impl PutArgs {
+    /// The upload options these flags ask for.
+    pub fn options(&self) -> Result<PutOptions> {
+        if self.min_replicas.is_some_and(|m| m > self.replicas) {
+            return Err(crate::UsageError(format!(
+                "--min-replicas {} is more than --replicas {}",
+                self.min_replicas.unwrap_or(0),
+                self.replicas
+            ))
+            .into());
+        }
+        Ok(PutOptions {
+            chunk_size: self.chunk_size,
+            replicas: self.replicas,
+            min_replicas: self.min_replicas,
+            policy: self.placement,
+            window: self.window,
+        })
     }
-    let opts = PutOptions {
-        chunk_size: a.chunk_size,
-        replicas: a.replicas,
-        min_replicas: a.min_replicas,
-        policy: a.placement,
-        window: a.window,
-    };
+}
+
+pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
+    if a.recursive {
+        return crate::tree::put(cli, a).await;
+    }
+    let opts = a.options()?;
     let dest = remote(&a.remote)?;
     // Read before the upload: what the file was when it was read is what is kept.
     let preserved = match (a.preserve, a.local == std::path::Path::new("-")) {
@@ -320,6 +344,9 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
 }
 
 pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
+    if a.recursive {
+        return crate::tree::get(cli, a).await;
+    }
     // A link needs no home: it is its own credential, for its one file. What it serves
     // (--seed) it keeps under the temp directory.
     let (client, src, manifest, serving) = if swarmfs_core::Link::looks_like(&a.remote) {

@@ -33,6 +33,7 @@ mod nodes;
 mod progress;
 mod seed;
 mod share;
+mod tree;
 mod usage;
 
 use std::path::PathBuf;
@@ -95,12 +96,14 @@ enum Command {
     /// The swarm's health: files and chunks by state, lost files, peers down, repair, workers.
     #[command(after_help = "Example:\n  swarmfs health\n  swarmfs health --json | jq .chunks")]
     Health,
-    /// Upload a local file.
-    #[command(after_help = "Example:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3")]
+    /// Upload a local file, or with -r a directory tree.
+    #[command(
+        after_help = "Examples:\n  swarmfs put ./holiday.mp4 /videos/holiday.mp4 --replicas 3\n  swarmfs put -r ./photos /photos   # ./photos/a/b.jpg becomes /photos/a/b.jpg"
+    )]
     Put(files::PutArgs),
     /// Download a file (rarest chunks first), or the file a link names; --serve/--seed also serve it to others.
     #[command(
-        after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get swarmfs-link-AgExMj... ./talk.mp4   # no home or token needed\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
+        after_help = "Examples:\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4\n  swarmfs get -r /photos ./photos   # /photos/a/b.jpg becomes ./photos/a/b.jpg\n  swarmfs get swarmfs-link-AgExMj... ./talk.mp4   # no home or token needed\n  swarmfs get /videos/holiday.mp4 ./holiday.mp4 --seed --listen 0.0.0.0:7200 --advertise 192.0.2.20:7200"
     )]
     Get(files::GetArgs),
     /// Publish a local file without uploading it: serve it from this disk until Ctrl-C.

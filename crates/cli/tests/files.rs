@@ -218,3 +218,48 @@ fn put_preserve_keeps_the_local_files_mode_and_modification_time() {
     let out = c.cli(&["put", "--preserve", "-", "/stdin.txt"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn put_r_and_get_r_copy_a_whole_tree_in_one_process_and_name_what_failed() {
+    let c = Cluster::start(2);
+    let tree = c.path("tree");
+    let mut want = Vec::new();
+    for (i, rel) in ["a.bin", "empty", "sub/b.bin", "sub/deeper/c.bin", "sub/deeper/d.bin"].into_iter().enumerate() {
+        let p = tree.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let data = if rel == "empty" { Vec::new() } else { pattern(3000 + 5000 * i, i as u64) };
+        std::fs::write(&p, &data).unwrap();
+        want.push((rel, data));
+    }
+    std::fs::create_dir_all(tree.join("empty-dir")).unwrap();
+    std::os::unix::fs::symlink("a.bin", tree.join("link")).unwrap();
+    let out = c.cli(&["put", "-r", tree.to_str().unwrap(), "/t", "--chunk-size", "4096", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files"], 5, "regular files only: {summary}");
+    assert_eq!(summary["ok"], 5);
+    assert!(stderr(&out).contains("skipping") && stderr(&out).contains("link"), "{}", stderr(&out));
+    let ls: serde_json::Value = serde_json::from_str(&c.ok(&["ls", "/t", "--json"])).unwrap();
+    let names: Vec<&str> = ls.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.bin", "empty", "empty-dir", "sub"], "directories are made, empty ones too");
+
+    let back = c.path("back");
+    c.ok(&["get", "-r", "/t", back.to_str().unwrap()]);
+    for (rel, data) in &want {
+        assert_eq!(&std::fs::read(back.join(rel)).unwrap(), data, "{rel}");
+    }
+    assert!(back.join("empty-dir").is_dir());
+
+    // A file that cannot be written locally fails alone, by name; the others still arrive.
+    let partial = c.path("partial");
+    std::fs::create_dir_all(partial.join("sub/b.bin")).unwrap();
+    let out = c.cli(&["get", "-r", "/t", partial.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 of 5 files failed") && stderr(&out).contains("/t/sub/b.bin"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(partial.join("sub/deeper/c.bin")).unwrap(), want[3].1);
+    // Not a directory on either side: a usage error.
+    let out = c.cli(&["put", "-r", tree.join("a.bin").to_str().unwrap(), "/x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = c.cli(&["get", "-r", "/t/a.bin", partial.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
