@@ -2,18 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{http, pattern, promtool_accepts, scrape, sum, wait_for, Cluster};
-
-/// The address a daemon's log says its metrics are served at.
-fn metrics_addr(c: &Cluster, name: &str) -> String {
-    wait_for(&format!("{name} to serve metrics"), Duration::from_secs(20), || {
-        let log = c.log(name);
-        let line = log.lines().find(|l| l.contains("metrics at http://"))?;
-        Some(line.split("http://").nth(1)?.split('/').next()?.to_string())
-    })
-}
+use common::{http, metrics_addr, pattern, promtool_accepts, scrape, sum, Cluster};
 
 #[test]
 fn tracker_and_peers_serve_metrics_promtool_accepts_and_a_put_moves_the_byte_counters_exactly() {

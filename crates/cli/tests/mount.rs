@@ -163,6 +163,65 @@ fn fsx_20000_random_operations() {
 }
 
 #[test]
+fn fio_random_4k_writes_with_fsyncs_verify_on_the_mount_and_after_a_remount() {
+    let c = Cluster::start(2);
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let file = m.dir.join("fio.data");
+    // The benchmark's job, smaller: 4 KiB random writes into a laid-out file with an fsync
+    // every 32, then every block read back against its checksum.
+    let job = |extra: &[&str]| {
+        let out = std::process::Command::new("fio")
+            .args(["--name=randwrite", "--rw=randwrite", "--bs=4k", "--size=2M", "--fsync=32", "--ioengine=psync"])
+            .args(["--verify=crc32c", "--verify_fatal=1", "--randseed=2026"])
+            .arg(format!("--filename={}", file.display()))
+            .args(extra)
+            .output()
+            .expect("fio not found: scripts/install-deps installs it");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !text.contains("verify: bad"), "{text}");
+        text
+    };
+    let text = job(&[]);
+    assert!(text.contains("err= 0"), "{text}");
+    m.stop();
+    // What was fsynced is in the swarm: a new mount verifies the same blocks (same seed).
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    job(&["--verify_only"]);
+    drop(m);
+}
+
+#[test]
+fn ls_l_of_a_big_directory_is_one_listing_and_shows_what_this_mount_has_not_flushed() {
+    let c = Cluster::start_with(2, "1G", &["--metrics", "127.0.0.1:0"], &[]);
+    let tracker = common::metrics_addr(&c, "tracker");
+    let tree = c.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..300 {
+        std::fs::write(tree.join(format!("f{i:03}")), vec![b'x'; i]).unwrap();
+    }
+    c.ok(&["put", "-r", tree.to_str().unwrap(), "/many"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let dir = m.dir.join("many");
+    // Written here, not flushed: only this mount knows the size.
+    let mut open = std::fs::File::create(dir.join("open.txt")).unwrap();
+    open.write_all(&[7u8; 12345]).unwrap();
+    let stats = || common::sum(&common::scrape(&tracker), "swarmfs_requests_total", &["kind=\"stat\""]);
+    let before = stats();
+    // What `ls -l` does: read the directory, then lstat every name.
+    let mut sizes = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        sizes.insert(e.file_name().into_string().unwrap(), std::fs::symlink_metadata(e.path()).unwrap().len());
+    }
+    let asked = stats() - before;
+    assert_eq!(sizes.len(), 301);
+    assert!((0..300).all(|i| sizes[&format!("f{i:03}")] == i as u64), "sizes as put");
+    assert_eq!(sizes["open.txt"], 12345, "a file open here shows its unflushed size");
+    assert!(asked < 20.0, "the tracker was asked {asked} stats for one ls -l of 301 entries");
+    drop(open);
+}
+
+#[test]
 fn sigterm_flushes_files_still_open_then_unmounts() {
     let c = Cluster::start(2);
     let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);

@@ -24,8 +24,10 @@ use swarmfs_client::cache::ChunkCache;
 pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 type OpenFile = Arc<AsyncMutex<FileState>>;
-/// A directory listing taken at opendir: (inode, type, name).
-type Listing = Vec<(u64, FileType, String)>;
+/// A directory listing taken at opendir: (inode, type, name, attributes and how long the
+/// kernel may keep them). The attributes (none for `.` and `..`) answer readdirplus, so
+/// `ls -l` costs one listing, not a lookup per entry.
+type Listing = Vec<(u64, FileType, String, Option<(FileAttr, Duration)>)>;
 
 /// A directory handle: its listing as of opendir, and its own entry then.
 pub(crate) struct OpenDir {

@@ -4,12 +4,12 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use swarmfs_core::Manifest;
 use swarmfs_proto::{EntryInfo, EntryKind, PeerState, RemotePath};
@@ -23,6 +23,10 @@ impl Filesystem for SwarmFs {
         // Larger writes mean fewer round trips through the staging code.
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // `ls -l` gets names and attributes in one pass (readdirplus) rather than a lookup
+        // per entry; AUTO lets the kernel use plain readdir where no attributes follow.
+        let plus = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        let _ = config.add_capabilities(plus);
         Ok(())
     }
 
@@ -432,15 +436,25 @@ impl Filesystem for SwarmFs {
                     inodes.ino(&path.parent())
                 };
                 let mut listing = vec![
-                    (ino.0, FileType::Directory, ".".to_string()),
-                    (parent_ino, FileType::Directory, "..".to_string()),
+                    (ino.0, FileType::Directory, ".".to_string(), None),
+                    (parent_ino, FileType::Directory, "..".to_string(), None),
                 ];
-                {
+                let named: Vec<_> = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
-                    for e in entries {
-                        let Ok(p) = RemotePath::parse(&e.path) else { continue };
-                        listing.push((inodes.ino(&p), file_type(&e), p.name().to_string()));
-                    }
+                    entries
+                        .into_iter()
+                        .filter_map(|e| {
+                            let p = RemotePath::parse(&e.path).ok()?;
+                            Some((inodes.ino(&p), p.name().to_string(), e))
+                        })
+                        .collect()
+                };
+                for (child, name, e) in named {
+                    // A file open here may have writes the tracker has not seen: its entry
+                    // goes to the kernel uncached, and the stat that follows asks the open
+                    // state (waiting here for it would stall the listing behind an upload).
+                    let ttl = if fs.open_file(child).is_some() { Duration::ZERO } else { TTL };
+                    listing.push((child, file_type(&e), name, Some((fs.attr(child, &e), ttl))));
                 }
                 let fh = fs.new_fh();
                 fs.dirs.lock().expect("dirs").insert(fh, OpenDir { ino: ino.0, listing, entry: own });
@@ -460,8 +474,26 @@ impl Filesystem for SwarmFs {
             reply.error(Errno::EBADF);
             return;
         };
-        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+        for (i, (ino, kind, name, _)) in listing.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    // Entries with their attributes as of opendir, cached by the kernel for TTL like a
+    // lookup's; the kernel takes no entry from "." and "..", so they carry the directory's.
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let dirs = self.inner.dirs.lock().expect("dirs");
+        let Some(OpenDir { listing, entry, ino: dir_ino }) = dirs.get(&fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let own = self.inner.attr(*dir_ino, entry);
+        for (i, (ino, _, name, attr)) in listing.iter().enumerate().skip(offset as usize) {
+            let (attr, ttl) = attr.as_ref().map(|(a, t)| (a, t)).unwrap_or((&own, &TTL));
+            if reply.add(INodeNo(*ino), (i + 1) as u64, name, ttl, attr, Generation(0)) {
                 break;
             }
         }

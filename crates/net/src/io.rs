@@ -1,7 +1,7 @@
 //! Frame I/O over any async stream.
 
-use bytes::BytesMut;
-use swarmfs_proto::{Frame, MAX_FRAME_LEN};
+use bytes::Bytes;
+use swarmfs_proto::{Frame, FIXED_HEADER_LEN, MAX_FRAME_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::NetError;
@@ -25,14 +25,29 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Res
         Err(e) => return Err(e.into()),
     }
     let n = Frame::check_len_within(u32::from_be_bytes(len), max)?;
-    let mut body = BytesMut::with_capacity(n);
-    while body.len() < n {
-        let want = (n - body.len()) as u64;
-        if (&mut *r).take(want).read_buf(&mut body).await? == 0 {
+    let mut head = [0u8; FIXED_HEADER_LEN];
+    r.read_exact(&mut head).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => NetError::Closed,
+        _ => e.into(),
+    })?;
+    let (kind, id, meta_len) = Frame::decode_header(&head, n)?;
+    let meta = read_exactly(r, meta_len).await?;
+    // The payload in an allocation of its own, starting at its start: a chunk taken out of
+    // it as a Vec (to verify and decrypt in place) is not moved.
+    let payload = read_exactly(r, n - FIXED_HEADER_LEN - meta_len).await?;
+    Ok(Some(Frame { kind, id, meta, payload }))
+}
+
+/// Reads exactly `len` bytes into a buffer of that capacity.
+async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, NetError> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let want = (len - buf.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut buf).await? == 0 {
             return Err(NetError::Closed);
         }
     }
-    Ok(Some(Frame::decode_body(body.freeze())?))
+    Ok(Bytes::from(buf))
 }
 
 /// Writes one frame without copying its payload; the caller flushes.

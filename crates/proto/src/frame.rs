@@ -106,14 +106,25 @@ impl Frame {
         if body.len() < FIXED_HEADER_LEN {
             return Err(ProtoError::Malformed("frame shorter than its header"));
         }
-        let kind = FrameKind::try_from(body.get_u8())?;
-        let id = body.get_u64();
-        let meta_len = body.get_u32() as usize;
-        if meta_len > body.len() {
-            return Err(ProtoError::Malformed("metadata longer than the frame"));
-        }
+        let (kind, id, meta_len) = Self::decode_header(&body[..FIXED_HEADER_LEN], body.len())?;
+        body.advance(FIXED_HEADER_LEN);
         let meta = body.split_to(meta_len);
         Ok(Frame { kind, id, meta, payload: body })
+    }
+
+    /// Parses the fixed header (`head`, [`FIXED_HEADER_LEN`] bytes) of a body of `body_len`
+    /// bytes: kind, id and the metadata's length, checked to fit.
+    pub fn decode_header(mut head: &[u8], body_len: usize) -> Result<(FrameKind, u64, usize), ProtoError> {
+        if head.len() < FIXED_HEADER_LEN || body_len < FIXED_HEADER_LEN {
+            return Err(ProtoError::Malformed("frame shorter than its header"));
+        }
+        let kind = FrameKind::try_from(head.get_u8())?;
+        let id = head.get_u64();
+        let meta_len = head.get_u32() as usize;
+        if meta_len > body_len - FIXED_HEADER_LEN {
+            return Err(ProtoError::Malformed("metadata longer than the frame"));
+        }
+        Ok((kind, id, meta_len))
     }
 }
 

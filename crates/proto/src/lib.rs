@@ -23,7 +23,7 @@ mod golden;
 mod props;
 
 pub use error::ProtoError;
-pub use frame::{Frame, FrameKind, MAX_FRAME_LEN};
+pub use frame::{Frame, FrameKind, FIXED_HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::{ChunkId, FileId, LinkId, NodeId};
 pub use msg::*;
 pub use path::RemotePath;

@@ -376,6 +376,15 @@ pub fn http(addr: &str, request: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
+/// The address a daemon's log says its metrics are served at.
+pub fn metrics_addr(c: &Cluster, name: &str) -> String {
+    wait_for(&format!("{name} to serve metrics"), Duration::from_secs(20), || {
+        let log = c.log(name);
+        let line = log.lines().find(|l| l.contains("metrics at http://"))?;
+        Some(line.split("http://").nth(1)?.split('/').next()?.to_string())
+    })
+}
+
 /// A daemon's Prometheus metrics (`--metrics ADDR`).
 pub fn scrape(addr: &str) -> String {
     let (status, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
