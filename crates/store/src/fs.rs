@@ -149,7 +149,7 @@ impl ChunkStore {
         }
         let path = self.path_of(id);
         let _guard = self.lock(id);
-        match fs::read(&path) {
+        match self.read_whole(&path) {
             Ok(existing) if blake3::hash(&existing).as_bytes() == id.as_bytes() => {
                 // Stored again (dedup): mark it fresh so a pending garbage collection of the
                 // same content, released by another file moments ago, leaves it alone. The
@@ -237,7 +237,10 @@ impl ChunkStore {
             rand::random::<u32>()
         ));
         let mut f = File::create(&tmp)?;
-        let r = f.write_all(bytes).and_then(|_| if self.durable { f.sync_data() } else { Ok(()) });
+        let r = match self.durable {
+            true => crate::direct::write_all(&f, bytes).and_then(|_| f.sync_data()),
+            false => f.write_all(bytes),
+        };
         if let Err(e) = r {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
@@ -260,8 +263,7 @@ impl ChunkStore {
         };
         let size = f.metadata()?.len();
         if offset == 0 && (len == u64::MAX || len == size) {
-            let mut buf = Vec::with_capacity(size as usize);
-            f.read_to_end(&mut buf)?;
+            let buf = self.read_file(&mut f, size)?;
             if blake3::hash(&buf).as_bytes() != id.as_bytes() {
                 drop(f);
                 self.quarantine(id);
@@ -277,6 +279,22 @@ impl ChunkStore {
         f.seek(SeekFrom::Start(offset))?;
         f.read_exact(&mut buf)?;
         Ok(buf)
+    }
+
+    /// A whole chunk file; past the page cache in a durable store (see `direct`).
+    fn read_file(&self, f: &mut File, size: u64) -> std::io::Result<Vec<u8>> {
+        if self.durable {
+            return crate::direct::read_all(f, size as usize);
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_whole(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let mut f = File::open(path)?;
+        let size = f.metadata()?.len();
+        self.read_file(&mut f, size)
     }
 
     pub fn has(&self, id: &ChunkId) -> bool {

@@ -1,0 +1,143 @@
+//! Whole-chunk file I/O that bypasses the page cache (O_DIRECT), for durable stores.
+//!
+//! A storage peer writes each chunk once, fsyncs it, and reads it back whole and rarely (a
+//! reader caches what it reads). Copying it through the page cache cost half of a peer's CPU
+//! in a put (profile in ARCHITECTURE.md, "Where the CPU goes"), filled the machine's memory
+//! with other people's data and evicted its owner's. Direct I/O moves the bytes between the
+//! disk and one reused, aligned buffer per thread instead; the copy between that buffer and
+//! the caller's is a plain memcpy between hot buffers.
+//!
+//! File systems that refuse O_DIRECT (EINVAL) get ordinary buffered I/O, per call. The tail
+//! of a file shorter than a block cannot be written direct: it goes through the page cache,
+//! which the fsync that follows flushes with the rest.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::OFlags;
+
+/// Alignment of direct I/O buffers, offsets and lengths (the largest logical block size in
+/// common use).
+const ALIGN: usize = 4096;
+/// Bytes per direct read or write: the size of each thread's buffer.
+const PIECE: usize = 1 << 20;
+
+/// `PIECE` bytes aligned to `ALIGN`: the aligned part of a slightly larger vector (no
+/// unsafe allocation needed).
+struct Aligned(Vec<u8>);
+
+impl Aligned {
+    fn new() -> Aligned {
+        Aligned(vec![0u8; PIECE + ALIGN])
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let start = self.0.as_ptr().align_offset(ALIGN);
+        &mut self.0[start..start + PIECE]
+    }
+}
+
+thread_local! {
+    /// Reused by every direct I/O on this (blocking) thread, so its pages are touched once;
+    /// freed when the thread ends.
+    static BUFFER: RefCell<Option<Aligned>> = const { RefCell::new(None) };
+}
+
+fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        f(b.get_or_insert_with(Aligned::new).bytes())
+    })
+}
+
+fn set_direct(f: &File, on: bool) -> io::Result<bool> {
+    let flags = rustix::fs::fcntl_getfl(f)?;
+    let want = if on { flags | OFlags::DIRECT } else { flags - OFlags::DIRECT };
+    match rustix::fs::fcntl_setfl(f, want) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+}
+
+/// Writes all of `bytes` to the new, empty file `f` from offset 0.
+pub fn write_all(f: &File, bytes: &[u8]) -> io::Result<()> {
+    let direct_len = bytes.len() / ALIGN * ALIGN;
+    let mut done = 0;
+    if direct_len > 0 && set_direct(f, true)? {
+        let r = with_buffer(|buf| {
+            while done < direct_len {
+                let n = (direct_len - done).min(PIECE);
+                buf[..n].copy_from_slice(&bytes[done..done + n]);
+                f.write_all_at(&buf[..n], done as u64)?;
+                done += n;
+            }
+            Ok::<_, io::Error>(())
+        });
+        set_direct(f, false)?;
+        match r {
+            Ok(()) => {}
+            // Refused after all (a block size above ALIGN): the rest goes buffered.
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    f.write_all_at(&bytes[done..], done as u64)
+}
+
+/// Reads the whole file `f` of `size` bytes.
+pub fn read_all(f: &mut File, size: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(size);
+    if size >= ALIGN && set_direct(f, true)? {
+        let r = with_buffer(|buf| {
+            // Whole pieces at aligned offsets; a short read ends the file (or, unaligned,
+            // leaves the rest to the buffered read below).
+            loop {
+                let n = f.read_at(buf, out.len() as u64)?;
+                out.extend_from_slice(&buf[..n]);
+                if n < PIECE || out.len() >= size {
+                    return Ok::<_, io::Error>(());
+                }
+            }
+        });
+        set_direct(f, false)?;
+        match r {
+            Ok(()) => {}
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The rest (all of it without direct I/O), to the end whatever `size` said.
+    f.seek(io::SeekFrom::Start(out.len() as u64))?;
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_writes_and_reads_round_trip_every_length_around_blocks_and_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, ALIGN - 1, ALIGN, ALIGN + 16, PIECE, PIECE + 16, 3 * PIECE + ALIGN + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            let f = File::create(&path).unwrap();
+            write_all(&f, &data).unwrap();
+            f.sync_data().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "written, length {len}");
+            let mut f = File::open(&path).unwrap();
+            assert_eq!(read_all(&mut f, len).unwrap(), data, "read back, length {len}");
+            // A size hint that is wrong still reads the file to its end.
+            let mut f = File::open(&path).unwrap();
+            assert_eq!(read_all(&mut f, len / 2).unwrap(), data, "short hint, length {len}");
+        }
+    }
+}
