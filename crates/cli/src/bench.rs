@@ -44,8 +44,8 @@ pub struct BenchArgs {
     /// `swarmfs get` of the same file, in alternated rounds of the same run.
     #[arg(long)]
     pub gateway: bool,
-    /// Rounds of nc pipe, put and get, alternated; the figures are over all rounds.
-    #[arg(long, default_value_t = 2, env = "SWARMFS_BENCH_ROUNDS")]
+    /// Rounds of nc pipe, put and get, alternated; each figure is the median round's.
+    #[arg(long, default_value_t = 3, env = "SWARMFS_BENCH_ROUNDS")]
     pub rounds: usize,
 }
 
@@ -199,25 +199,53 @@ fn nc_pipe(input: &Path, output: &Path) -> Result<(f64, f64)> {
     Ok((secs, cpu))
 }
 
-/// Sums of one kind of transfer over the rounds of a run.
-#[derive(Default, Clone, Copy)]
-struct Tally {
-    secs: f64,
-    cpu: f64,
+/// One kind of transfer over the rounds of a run. Figures are the median round's, so one
+/// round disturbed by the machine (on a VM, page-cache writes into memory the host has not
+/// backed yet cost several times more in some rounds than in others) does not move them.
+#[derive(Default)]
+struct Rounds {
+    secs: Vec<f64>,
+    cpu: Vec<f64>,
+    peers_cpu: Vec<f64>,
     bytes: f64,
 }
 
-impl Tally {
-    fn add(&mut self, secs: f64, cpu: f64, bytes: u64) {
-        self.secs += secs;
-        self.cpu += cpu;
-        self.bytes += bytes as f64;
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Rounds {
+    fn add(&mut self, secs: f64, cpu: f64, peers_cpu: f64, bytes: u64) {
+        self.secs.push(secs);
+        self.cpu.push(cpu);
+        self.peers_cpu.push(peers_cpu);
+        self.bytes = bytes as f64;
+    }
+    fn gib(&self) -> f64 {
+        (self.bytes / (1u64 << 30) as f64).max(1e-12)
     }
     fn mb_s(&self) -> f64 {
-        self.bytes / self.secs.max(1e-9) / 1e6
+        self.bytes / median(&self.secs).max(1e-9) / 1e6
     }
     fn cpu_per_gib(&self) -> f64 {
-        self.cpu / (self.bytes / (1u64 << 30) as f64).max(1e-12)
+        median(&self.cpu) / self.gib()
+    }
+    fn peers_per_gib(&self) -> f64 {
+        median(&self.peers_cpu) / self.gib()
+    }
+    /// Client and peers together, the median of the rounds' sums.
+    fn total_per_gib(&self) -> f64 {
+        let sums: Vec<f64> = self.cpu.iter().zip(&self.peers_cpu).map(|(c, p)| c + p).collect();
+        median(&sums) / self.gib()
+    }
+    fn last_mb_s(&self) -> f64 {
+        self.bytes / self.secs.last().copied().unwrap_or(0.0).max(1e-9) / 1e6
     }
 }
 
@@ -261,13 +289,12 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     let (chunk, replicas) = (a.chunk_size.to_string(), a.replicas.to_string());
     let output = dir.join("output.bin");
     let (input_s, output_s) = (input.display().to_string(), output.display().to_string());
-    let (mut nc, mut put, mut get, mut put_peers, mut get_peers) =
-        (Tally::default(), Tally::default(), Tally::default(), 0.0, 0.0);
+    let (mut nc, mut put, mut get) = (Rounds::default(), Rounds::default(), Rounds::default());
     let (mut put_rss, mut get_rss) = (0u64, 0u64);
     // Alternated rounds (nc, put, get, nc, ...): a slow spell of the machine hits all three.
     for round in 0..rounds {
         let (secs, cpu) = nc_pipe(&input, &output)?;
-        nc.add(secs, cpu, a.size);
+        nc.add(secs, cpu, 0.0, a.size);
         std::fs::remove_file(&output)?;
         let remote = format!("/bench/file{round}");
         let before = peers_usage(&swarm);
@@ -278,34 +305,36 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             "put",
         )?;
         let mid = peers_usage(&swarm);
-        put.add(secs, u.cpu_seconds, a.size);
+        put.add(secs, u.cpu_seconds, cpu_between(&before, &mid), a.size);
         put_rss = put_rss.max(u.peak_rss_bytes);
         let (secs, u) = timed_client(dir, &swarm.client_home, &["get", &remote, &output_s, "--quiet"], "get")?;
         let after = peers_usage(&swarm);
-        get.add(secs, u.cpu_seconds, a.size);
+        get.add(secs, u.cpu_seconds, cpu_between(&mid, &after), a.size);
         get_rss = get_rss.max(u.peak_rss_bytes);
-        put_peers += cpu_between(&before, &mid);
-        get_peers += cpu_between(&mid, &after);
         if file_hash(&input)? != file_hash(&output)? {
             bail!("downloaded file differs from the input");
         }
         std::fs::remove_file(&output)?;
         say(&format!(
-            "  round {}: nc pipe {:.0} MB/s, put {:.0} MB/s, get {:.0} MB/s",
+            "  round {}: nc pipe {:.0} MB/s {:.2} CPU-s; put {:.0} MB/s {:.2}+{:.2} CPU-s; get {:.0} MB/s {:.2}+{:.2} CPU-s",
             round + 1,
-            nc.mb_s(),
-            put.mb_s(),
-            get.mb_s()
+            nc.last_mb_s(),
+            nc.cpu.last().copied().unwrap_or(0.0),
+            put.last_mb_s(),
+            put.cpu.last().copied().unwrap_or(0.0),
+            put.peers_cpu.last().copied().unwrap_or(0.0),
+            get.last_mb_s(),
+            get.cpu.last().copied().unwrap_or(0.0),
+            get.peers_cpu.last().copied().unwrap_or(0.0),
         ));
     }
-    let gib = nc.bytes / (1u64 << 30) as f64;
-    let (put_total, get_total) = (put.cpu_per_gib() + put_peers / gib, get.cpu_per_gib() + get_peers / gib);
+    let (put_total, get_total) = (put.total_per_gib(), get.total_per_gib());
     let peer_peak = peers_usage(&swarm).iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0);
     let nc_cpu = nc.cpu_per_gib();
     let mut rows = vec![
         Row {
             name: "get CPU-s/GiB (client + peers)",
-            value: format!("{:.2} + {:.2} = {get_total:.2}", get.cpu_per_gib(), get_peers / gib),
+            value: format!("{:.2} + {:.2} = {get_total:.2}", get.cpu_per_gib(), get.peers_per_gib()),
             baseline: format!("nc pipe {nc_cpu:.2}"),
             ratio: get_total / nc_cpu,
             goal: "<= 1.4x",
@@ -319,7 +348,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         },
         Row {
             name: "put CPU-s/GiB (client + peers)",
-            value: format!("{:.2} + {:.2} = {put_total:.2}", put.cpu_per_gib(), put_peers / gib),
+            value: format!("{:.2} + {:.2} = {put_total:.2}", put.cpu_per_gib(), put.peers_per_gib()),
             baseline: format!("nc pipe {nc_cpu:.2}"),
             ratio: put_total / nc_cpu,
             goal: "<= 3x (R=2)",
@@ -348,8 +377,8 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         "get_vs_nc": get.mb_s() / nc.mb_s(),
         "put_client_cpu_s_per_gib": put.cpu_per_gib(),
         "get_client_cpu_s_per_gib": get.cpu_per_gib(),
-        "put_peers_cpu_s_per_gib": put_peers / gib,
-        "get_peers_cpu_s_per_gib": get_peers / gib,
+        "put_peers_cpu_s_per_gib": put.peers_per_gib(),
+        "get_peers_cpu_s_per_gib": get.peers_per_gib(),
         "put_cpu_vs_nc": put_total / nc_cpu,
         "get_cpu_vs_nc": get_total / nc_cpu,
         "client_peak_rss_bytes": put_rss.max(get_rss),

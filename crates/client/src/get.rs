@@ -25,8 +25,10 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(300);
 /// once, 2 made the sharer upload 2.1-2.3x the file, 1 made it 1.6x (sharing.rs); the cost
 /// is one round trip per chunk from a lone sharer, which a rate-limited uplink hides.
 const PER_CACHED_SOURCE: usize = 1;
-/// Chunk writes a rarest-first download lets run beside its fetches.
-const PENDING_WRITES: usize = 1;
+/// Chunk writes a rarest-first download lets run beside its fetches: a few, so that a slow
+/// spell of the page cache (on a VM, writes into memory the host has not backed yet) does not
+/// stop the fetches, and few enough that the chunks they hold stay within the memory bound.
+const PENDING_WRITES: usize = 4;
 /// How often a rarest-first download tries a chunk again after all its known sources
 /// failed, as long as a new `Locate` names a live source.
 const CHUNK_RETRIES: u32 = 3;

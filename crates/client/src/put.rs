@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
-use swarmfs_core::{seal_chunk, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE};
+use swarmfs_core::{seal_chunk_in_place, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE, TAG_LEN};
 use swarmfs_proto::{ChunkPlacement, EntryInfo, ErrorCode, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
 
 use crate::placement::{Placer, Policy};
@@ -97,7 +97,7 @@ impl Uploader<'_> {
     pub async fn store(&self, index: u64, plain: Vec<u8>) -> Result<(ChunkRef, Vec<NodeId>), ClientError> {
         let deriver = self.deriver;
         let len = plain.len() as u32;
-        let sealed = tokio::task::spawn_blocking(move || seal_chunk(&deriver, &plain))
+        let sealed = tokio::task::spawn_blocking(move || seal_chunk_in_place(&deriver, plain))
             .await
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
         let holders = self.store_replicas(index, &sealed.id, Bytes::from(sealed.ciphertext)).await?;
@@ -540,23 +540,17 @@ fn read_chunks(
     tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
 ) {
     loop {
-        let mut buf = vec![0u8; chunk_size];
-        let mut filled = 0;
-        while filled < chunk_size {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
+        // Room for the tag: the chunk is sealed in this buffer. read_to_end fills it without
+        // zeroing it first.
+        let mut buf = Vec::with_capacity(chunk_size + TAG_LEN);
+        if let Err(e) = (&mut reader).take(chunk_size as u64).read_to_end(&mut buf) {
+            let _ = tx.blocking_send(Err(e));
+            return;
         }
+        let filled = buf.len();
         if filled == 0 {
             return;
         }
-        buf.truncate(filled);
         let last = filled < chunk_size;
         if tx.blocking_send(Ok(buf)).is_err() || last {
             return;

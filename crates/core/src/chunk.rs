@@ -20,9 +20,15 @@ pub struct SealedChunk {
 
 /// Encrypts one chunk. `deriver` is [`crate::DataKey::chunk_key_deriver`].
 pub fn seal_chunk(deriver: &[u8; 32], plaintext: &[u8]) -> SealedChunk {
-    let key = *blake3::keyed_hash(deriver, plaintext).as_bytes();
     let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
     buf.extend_from_slice(plaintext);
+    seal_chunk_in_place(deriver, buf)
+}
+
+/// [`seal_chunk`] in the plaintext's own buffer: no copy when it has room for the tag
+/// ([`TAG_LEN`] bytes of spare capacity).
+pub fn seal_chunk_in_place(deriver: &[u8; 32], mut buf: Vec<u8>) -> SealedChunk {
+    let key = *blake3::keyed_hash(deriver, &buf).as_bytes();
     aead(&key)
         .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
         .expect("AES-GCM sealing only fails past 2^36 bytes");
@@ -66,6 +72,8 @@ mod tests {
             let a = seal_chunk(&d, &pt);
             let b = seal_chunk(&d, &pt);
             assert_eq!(a.id, b.id, "same plaintext and key give the same chunk");
+            let c = seal_chunk_in_place(&d, pt.clone());
+            assert_eq!((c.id, c.key, &c.ciphertext), (a.id, a.key, &a.ciphertext), "in place, the same chunk");
             assert_eq!(a.ciphertext.len(), size + TAG_LEN);
             assert_eq!(open_chunk(&a.id, &a.key, a.ciphertext.clone()).unwrap(), pt);
             let mut bad = a.ciphertext.clone();

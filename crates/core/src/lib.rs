@@ -12,7 +12,7 @@ pub mod keys;
 pub mod manifest;
 pub mod token;
 
-pub use chunk::{open_chunk, seal_chunk, SealedChunk};
+pub use chunk::{open_chunk, seal_chunk, seal_chunk_in_place, SealedChunk, TAG_LEN};
 pub use error::CoreError;
 pub use keys::{DataKey, SwarmSecret};
 pub use manifest::{ChunkRef, Manifest};
