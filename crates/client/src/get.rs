@@ -25,10 +25,9 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(300);
 /// once, 2 made the sharer upload 2.1-2.3x the file, 1 made it 1.6x (sharing.rs); the cost
 /// is one round trip per chunk from a lone sharer, which a rate-limited uplink hides.
 const PER_CACHED_SOURCE: usize = 1;
-/// Chunk writes a rarest-first download lets run beside its fetches: a few, so that a slow
-/// spell of the page cache (on a VM, writes into memory the host has not backed yet) does not
-/// stop the fetches, and few enough that the chunks they hold stay within the memory bound.
-const PENDING_WRITES: usize = 4;
+/// Chunk writes a rarest-first download lets run beside its fetches. One: two or more write
+/// the same file at once, and ext4's inode lock made them spin (11% of a get's CPU with 4).
+const PENDING_WRITES: usize = 1;
 /// How often a rarest-first download tries a chunk again after all its known sources
 /// failed, as long as a new `Locate` names a live source.
 const CHUNK_RETRIES: u32 = 3;
@@ -270,8 +269,15 @@ impl Client {
         let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("download");
         let tmp = local.with_file_name(format!(".{name}.swarmfs-partial"));
         let out = std::fs::File::create(&tmp).map_err(|e| ClientError::io(tmp.display(), e))?;
+        // Whole chunks go to the file past the page cache where its file system allows
+        // (swarmfs_core::direct: the page-cache copy cost more CPU than decrypting and
+        // hashing); tails and odd chunk sizes through `out`.
+        let direct = match manifest.chunk_size.is_multiple_of(4096) {
+            true => swarmfs_core::direct::open_for_direct_writes(&tmp),
+            false => None,
+        };
         // No fsync: like cp and curl, durability of the local copy is the file system's job.
-        let result = self.download_rarest_first(manifest, out, progress).await;
+        let result = self.download_rarest_first(manifest, out, direct, progress).await;
         match result {
             Ok(r) => match tokio::fs::rename(&tmp, local).await {
                 Ok(()) => Ok(r),
@@ -396,6 +402,7 @@ impl Client {
         &self,
         manifest: &Manifest,
         file: std::fs::File,
+        direct: Option<std::fs::File>,
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
         let started = Instant::now();
@@ -404,7 +411,7 @@ impl Client {
         let bad = AtomicUsize::new(0);
         let endgame = EndGame::default();
         file.set_len(manifest.size).map_err(ClientError::Output)?;
-        let file = Arc::new(file);
+        let file = Arc::new((file, direct));
         let mut holders = Arc::new(self.locate(refs).await?);
         let mut queue: Vec<usize> = (0..refs.len()).collect();
         let rarest_last = |queue: &mut Vec<usize>, h: &Holders| {
@@ -506,8 +513,9 @@ impl Client {
                     };
                     let f = file.clone();
                     writes.push(tokio::task::spawn_blocking(move || {
-                        use std::os::unix::fs::FileExt;
-                        f.write_all_at(&plain, i as u64 * cs).map(|()| plain.len() as u64)
+                        let (buffered, direct) = &*f;
+                        swarmfs_core::direct::write_at(direct.as_ref(), buffered, &plain, i as u64 * cs)
+                            .map(|()| plain.len() as u64)
                     }));
                 }
                 w = writes.next(), if !writes.is_empty() => {

@@ -7,6 +7,7 @@
 //! - [`token`]: peer and member tokens (`swarmfs-peer-…`, `swarmfs-member-…`).
 
 pub mod chunk;
+pub mod direct;
 pub mod error;
 pub mod keys;
 pub mod manifest;

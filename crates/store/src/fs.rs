@@ -238,7 +238,7 @@ impl ChunkStore {
         ));
         let mut f = File::create(&tmp)?;
         let r = match self.durable {
-            true => crate::direct::write_all(&f, bytes).and_then(|_| f.sync_data()),
+            true => swarmfs_core::direct::write_all(&f, bytes).and_then(|_| f.sync_data()),
             false => f.write_all(bytes),
         };
         if let Err(e) = r {
@@ -284,7 +284,7 @@ impl ChunkStore {
     /// A whole chunk file; past the page cache in a durable store (see `direct`).
     fn read_file(&self, f: &mut File, size: u64) -> std::io::Result<Vec<u8>> {
         if self.durable {
-            return crate::direct::read_all(f, size as usize);
+            return swarmfs_core::direct::read_all(f, size as usize);
         }
         let mut buf = Vec::with_capacity(size as usize);
         f.read_to_end(&mut buf)?;

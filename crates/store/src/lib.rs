@@ -6,7 +6,6 @@
 //!
 //! The store is synchronous: callers run it on blocking threads (`spawn_blocking`).
 
-mod direct;
 pub mod error;
 pub mod fs;
 

@@ -1,20 +1,23 @@
-//! Whole-chunk file I/O that bypasses the page cache (O_DIRECT), for durable stores.
+//! Chunk-sized file I/O that bypasses the page cache (O_DIRECT).
 //!
-//! A storage peer writes each chunk once, fsyncs it, and reads it back whole and rarely (a
-//! reader caches what it reads). Copying it through the page cache cost half of a peer's CPU
-//! in a put (profile in ARCHITECTURE.md, "Where the CPU goes"), filled the machine's memory
-//! with other people's data and evicted its owner's. Direct I/O moves the bytes between the
-//! disk and one reused, aligned buffer per thread instead; the copy between that buffer and
-//! the caller's is a plain memcpy between hot buffers.
+//! Used where whole chunks move between the network and a file that nobody reads back soon
+//! through this machine's cache: a storage peer's chunk files (written once, fsynced, read
+//! back whole and rarely; readers cache what they read) and a `get`'s output file. Copying
+//! those bytes through the page cache cost a storage peer half its CPU in a put, and a
+//! download client more than its decryption and hashing together (profiles in
+//! ARCHITECTURE.md, "Where the CPU goes"); on a VM it also costs wildly different amounts
+//! from one run to the next. Direct I/O moves the bytes between the disk and one reused,
+//! aligned buffer per thread instead; the copy between that buffer and the caller's is a
+//! memcpy between hot buffers.
 //!
-//! File systems that refuse O_DIRECT (EINVAL) get ordinary buffered I/O, per call. The tail
-//! of a file shorter than a block cannot be written direct: it goes through the page cache,
-//! which the fsync that follows flushes with the rest.
+//! File systems that refuse O_DIRECT (EINVAL) get ordinary buffered I/O. A part shorter than
+//! a block (a file's tail) cannot be written direct: it goes through the page cache.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 
 use rustix::fs::OFlags;
 
@@ -66,7 +69,42 @@ fn refused(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 
-/// Writes all of `bytes` to the new, empty file `f` from offset 0.
+/// Opens `path` (an existing file) for direct writes, if its file system allows them.
+pub fn open_for_direct_writes(path: &Path) -> Option<File> {
+    std::fs::OpenOptions::new().write(true).custom_flags(libc_o_direct()).open(path).ok()
+}
+
+fn libc_o_direct() -> i32 {
+    OFlags::DIRECT.bits() as i32
+}
+
+/// Writes `bytes` at `offset`: the whole blocks through `direct` (a descriptor of the same
+/// file opened with [`open_for_direct_writes`]) when the offset is block-aligned, the rest
+/// (a tail, or everything when direct I/O is not possible) through `buffered`.
+pub fn write_at(direct: Option<&File>, buffered: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    if let Some(d) = direct.filter(|_| offset.is_multiple_of(ALIGN as u64)) {
+        let direct_len = bytes.len() / ALIGN * ALIGN;
+        let r = with_buffer(|buf| {
+            while done < direct_len {
+                let n = (direct_len - done).min(PIECE);
+                buf[..n].copy_from_slice(&bytes[done..done + n]);
+                d.write_all_at(&buf[..n], offset + done as u64)?;
+                done += n;
+            }
+            Ok::<_, io::Error>(())
+        });
+        match r {
+            Ok(()) => {}
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buffered.write_all_at(&bytes[done..], offset + done as u64)
+}
+
+/// Writes all of `bytes` to the new, empty file `f` from offset 0 (O_DIRECT is switched on
+/// for the whole blocks and off again: `f` must not be shared meanwhile).
 pub fn write_all(f: &File, bytes: &[u8]) -> io::Result<()> {
     let direct_len = bytes.len() / ALIGN * ALIGN;
     let mut done = 0;
@@ -138,6 +176,26 @@ mod tests {
             // A size hint that is wrong still reads the file to its end.
             let mut f = File::open(&path).unwrap();
             assert_eq!(read_all(&mut f, len / 2).unwrap(), data, "short hint, length {len}");
+        }
+    }
+
+    #[test]
+    fn positioned_writes_fill_a_file_in_any_order_aligned_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        for piece in [PIECE, 3 * ALIGN + 5, 1000] {
+            let total = 5 * piece + 77;
+            let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
+            let path = dir.path().join(format!("p{piece}"));
+            let buffered = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path).unwrap();
+            buffered.set_len(total as u64).unwrap();
+            let direct = open_for_direct_writes(&path);
+            assert!(direct.is_some(), "the test's file system takes O_DIRECT");
+            for i in [3usize, 0, 5, 1, 4, 2] {
+                let (start, end) = (i * piece, ((i + 1) * piece).min(total));
+                write_at(direct.as_ref(), &buffered, &data[start..end], start as u64).unwrap();
+            }
+            drop((direct, buffered));
+            assert_eq!(std::fs::read(&path).unwrap(), data, "piece {piece}");
         }
     }
 }
