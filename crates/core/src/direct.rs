@@ -26,6 +26,9 @@ use rustix::fs::OFlags;
 const ALIGN: usize = 4096;
 /// Bytes per direct read or write: the size of each thread's buffer.
 const PIECE: usize = 1 << 20;
+/// Files smaller than this are read and written buffered: copying a few KiB costs nothing,
+/// while a direct write waits for the disk before the fsync that follows it does.
+const SMALL: usize = 64 << 10;
 
 /// `PIECE` bytes aligned to `ALIGN`: the aligned part of a slightly larger vector (no
 /// unsafe allocation needed).
@@ -71,19 +74,19 @@ fn refused(e: &io::Error) -> bool {
 
 /// Opens `path` (an existing file) for direct writes, if its file system allows them.
 pub fn open_for_direct_writes(path: &Path) -> Option<File> {
-    std::fs::OpenOptions::new().write(true).custom_flags(libc_o_direct()).open(path).ok()
+    std::fs::OpenOptions::new().write(true).custom_flags(o_direct_flag()).open(path).ok()
 }
 
-fn libc_o_direct() -> i32 {
+fn o_direct_flag() -> i32 {
     OFlags::DIRECT.bits() as i32
 }
 
 /// Writes `bytes` at `offset`: the whole blocks through `direct` (a descriptor of the same
-/// file opened with [`open_for_direct_writes`]) when the offset is block-aligned, the rest
-/// (a tail, or everything when direct I/O is not possible) through `buffered`.
+/// file opened with [`open_for_direct_writes`]) when the offset is block-aligned and there
+/// are at least 64 KiB, the rest (a tail, or everything) through `buffered`.
 pub fn write_at(direct: Option<&File>, buffered: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     let mut done = 0;
-    if let Some(d) = direct.filter(|_| offset.is_multiple_of(ALIGN as u64)) {
+    if let Some(d) = direct.filter(|_| offset.is_multiple_of(ALIGN as u64) && bytes.len() >= SMALL) {
         let direct_len = bytes.len() / ALIGN * ALIGN;
         let r = with_buffer(|buf| {
             while done < direct_len {
@@ -108,7 +111,7 @@ pub fn write_at(direct: Option<&File>, buffered: &File, bytes: &[u8], offset: u6
 pub fn write_all(f: &File, bytes: &[u8]) -> io::Result<()> {
     let direct_len = bytes.len() / ALIGN * ALIGN;
     let mut done = 0;
-    if direct_len > 0 && set_direct(f, true)? {
+    if bytes.len() >= SMALL && set_direct(f, true)? {
         let r = with_buffer(|buf| {
             while done < direct_len {
                 let n = (direct_len - done).min(PIECE);
@@ -132,7 +135,7 @@ pub fn write_all(f: &File, bytes: &[u8]) -> io::Result<()> {
 /// Reads the whole file `f` of `size` bytes.
 pub fn read_all(f: &mut File, size: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(size);
-    if size >= ALIGN && set_direct(f, true)? {
+    if size >= SMALL && set_direct(f, true)? {
         let r = with_buffer(|buf| {
             // Whole pieces at aligned offsets; a short read ends the file (or, unaligned,
             // leaves the rest to the buffered read below).
@@ -164,7 +167,7 @@ mod tests {
     #[test]
     fn direct_writes_and_reads_round_trip_every_length_around_blocks_and_pieces() {
         let dir = tempfile::tempdir().unwrap();
-        for len in [0, 1, ALIGN - 1, ALIGN, ALIGN + 16, PIECE, PIECE + 16, 3 * PIECE + ALIGN + 7] {
+        for len in [0, 1, ALIGN + 16, SMALL - 1, SMALL, SMALL + 16, PIECE, PIECE + 16, 3 * PIECE + ALIGN + 7] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let path = dir.path().join(format!("f{len}"));
             let f = File::create(&path).unwrap();
@@ -182,7 +185,7 @@ mod tests {
     #[test]
     fn positioned_writes_fill_a_file_in_any_order_aligned_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        for piece in [PIECE, 3 * ALIGN + 5, 1000] {
+        for piece in [PIECE, 17 * ALIGN + 5, 1000] {
             let total = 5 * piece + 77;
             let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
             let path = dir.path().join(format!("p{piece}"));
