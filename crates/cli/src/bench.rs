@@ -258,6 +258,10 @@ struct Row {
     goal: &'static str,
 }
 
+fn row(name: &'static str, value: String, baseline: String, ratio: f64, goal: &'static str) -> Row {
+    Row { name, value, baseline, ratio, goal }
+}
+
 fn print_rows(rows: &[Row]) -> Result<()> {
     outln!("{:<34} {:>20}  {:<34} {:>8}  goal", "", "swarmfs", "baseline (same run)", "ratio");
     for r in rows {
@@ -332,34 +336,34 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     let peer_peak = peers_usage(&swarm).iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0);
     let nc_cpu = nc.cpu_per_gib();
     let mut rows = vec![
-        Row {
-            name: "get CPU-s/GiB (client + peers)",
-            value: format!("{:.2} + {:.2} = {get_total:.2}", get.cpu_per_gib(), get.peers_per_gib()),
-            baseline: format!("nc pipe {nc_cpu:.2}"),
-            ratio: get_total / nc_cpu,
-            goal: "<= 1.4x",
-        },
-        Row {
-            name: "get MB/s",
-            value: format!("{:.0}", get.mb_s()),
-            baseline: format!("nc pipe {:.0}", nc.mb_s()),
-            ratio: get.mb_s() / nc.mb_s(),
-            goal: ">= 0.8x",
-        },
-        Row {
-            name: "put CPU-s/GiB (client + peers)",
-            value: format!("{:.2} + {:.2} = {put_total:.2}", put.cpu_per_gib(), put.peers_per_gib()),
-            baseline: format!("nc pipe {nc_cpu:.2}"),
-            ratio: put_total / nc_cpu,
-            goal: "<= 3x (R=2)",
-        },
-        Row {
-            name: "put MB/s",
-            value: format!("{:.0}", put.mb_s()),
-            baseline: format!("nc pipe {:.0}", nc.mb_s()),
-            ratio: put.mb_s() / nc.mb_s(),
-            goal: ">= 0.5x (R=2)",
-        },
+        row(
+            "get CPU-s/GiB (client + peers)",
+            format!("{:.2} + {:.2} = {get_total:.2}", get.cpu_per_gib(), get.peers_per_gib()),
+            format!("nc pipe {nc_cpu:.2}"),
+            get_total / nc_cpu,
+            "<= 1.4x",
+        ),
+        row(
+            "get MB/s",
+            format!("{:.0}", get.mb_s()),
+            format!("nc pipe {:.0}", nc.mb_s()),
+            get.mb_s() / nc.mb_s(),
+            ">= 0.8x",
+        ),
+        row(
+            "put CPU-s/GiB (client + peers)",
+            format!("{:.2} + {:.2} = {put_total:.2}", put.cpu_per_gib(), put.peers_per_gib()),
+            format!("nc pipe {nc_cpu:.2}"),
+            put_total / nc_cpu,
+            "<= 3x (R=2)",
+        ),
+        row(
+            "put MB/s",
+            format!("{:.0}", put.mb_s()),
+            format!("nc pipe {:.0}", nc.mb_s()),
+            put.mb_s() / nc.mb_s(),
+            ">= 0.5x (R=2)",
+        ),
     ];
     let mut report = json!({
         "size": a.size,
@@ -397,13 +401,13 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     }
     if a.gateway {
         let g = bench_gateway(cli, a, dir, &swarm, &input).await?;
-        rows.push(Row {
-            name: "gateway GET MB/s",
-            value: format!("{:.0}", g["gateway_mb_s"].as_f64().unwrap_or(0.0)),
-            baseline: format!("get {:.0}", g["get_mb_s"].as_f64().unwrap_or(0.0)),
-            ratio: g["gateway_vs_get"].as_f64().unwrap_or(0.0),
-            goal: "",
-        });
+        rows.push(row(
+            "gateway GET MB/s",
+            format!("{:.0}", g["gateway_mb_s"].as_f64().unwrap_or(0.0)),
+            format!("get {:.0}", g["get_mb_s"].as_f64().unwrap_or(0.0)),
+            g["gateway_vs_get"].as_f64().unwrap_or(0.0),
+            "",
+        ));
         report["gateway"] = g;
     }
     if a.repair {
@@ -411,20 +415,20 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         let r = bench_repair(cli, a, dir, &mut swarm, get.mb_s()).await;
         drop(swarm);
         let r = r?;
-        rows.push(Row {
-            name: "repair MB/s (no rate limit)",
-            value: format!("{:.0}", r["unlimited_mb_s"].as_f64().unwrap_or(0.0)),
-            baseline: format!("get {:.0}", get.mb_s()),
-            ratio: r["unlimited_vs_get"].as_f64().unwrap_or(0.0),
-            goal: "",
-        });
-        rows.push(Row {
-            name: "get MB/s while repairing",
-            value: format!("{:.0}", r["get_during_repair_mb_s"].as_f64().unwrap_or(0.0)),
-            baseline: format!("a peer down, idle {:.0}", r["get_peer_down_mb_s"].as_f64().unwrap_or(0.0)),
-            ratio: r["get_during_repair_vs_idle"].as_f64().unwrap_or(0.0),
-            goal: "",
-        });
+        rows.push(row(
+            "repair MB/s (no rate limit)",
+            format!("{:.0}", r["unlimited_mb_s"].as_f64().unwrap_or(0.0)),
+            format!("get {:.0}", get.mb_s()),
+            r["unlimited_vs_get"].as_f64().unwrap_or(0.0),
+            "",
+        ));
+        rows.push(row(
+            "get MB/s while repairing",
+            format!("{:.0}", r["get_during_repair_mb_s"].as_f64().unwrap_or(0.0)),
+            format!("a peer down, idle {:.0}", r["get_peer_down_mb_s"].as_f64().unwrap_or(0.0)),
+            r["get_during_repair_vs_idle"].as_f64().unwrap_or(0.0),
+            "",
+        ));
         report["repair"] = r;
     }
     if cli.json {
@@ -501,20 +505,20 @@ async fn bench_many_files(dir: &Path, swarm: &LocalSwarm) -> Result<Part> {
     std::fs::remove_dir_all(&tree)?;
     Ok(Part {
         rows: vec![
-            Row {
-                name: "put -r, 1,000 x 4 KiB: files/s",
-                value: format!("{put_rate:.0}"),
-                baseline: format!("cp -r local {cp_rate:.0}"),
-                ratio: put_rate / cp_rate,
-                goal: ">= 500 files/s",
-            },
-            Row {
-                name: "get -r, 1,000 x 4 KiB: files/s",
-                value: format!("{get_rate:.0}"),
-                baseline: format!("cp -r local {cp_rate:.0}"),
-                ratio: get_rate / cp_rate,
-                goal: ">= 500 files/s",
-            },
+            row(
+                "put -r, 1,000 x 4 KiB: files/s",
+                format!("{put_rate:.0}"),
+                format!("cp -r local {cp_rate:.0}"),
+                put_rate / cp_rate,
+                ">= 500 files/s",
+            ),
+            row(
+                "get -r, 1,000 x 4 KiB: files/s",
+                format!("{get_rate:.0}"),
+                format!("cp -r local {cp_rate:.0}"),
+                get_rate / cp_rate,
+                ">= 500 files/s",
+            ),
         ],
         json: json!({ "files": MANY_FILES, "put_r_files_per_s": put_rate, "get_r_files_per_s": get_rate,
                       "cp_r_files_per_s": cp_rate }),
@@ -909,62 +913,62 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm, i
         std::fs::remove_dir_all(&local_list)?;
         std::fs::remove_dir_all(&list)?;
         let rows = vec![
-            Row {
-                name: "mount: dd write 1M, fsync MB/s",
-                value: format!("{write:.0}"),
-                baseline: format!("local disk {local_write:.0}"),
-                ratio: write / local_write,
-                goal: "",
-            },
-            Row {
-                name: "mount: dd read 1M MB/s",
-                value: format!("{read:.0}"),
-                baseline: format!("local page cache {local_read:.0}"),
-                ratio: read / local_read,
-                goal: "",
-            },
-            Row {
-                name: "mount: 1,000 x 4 KiB create files/s",
-                value: format!("{small:.0}"),
-                baseline: format!("local disk {local_small:.0}"),
-                ratio: small / local_small,
-                goal: ">= 1,000 files/s",
-            },
-            Row {
-                name: "mount: fio 4K randwrite IOPS",
-                value: format!("{iops:.0}"),
-                baseline: format!("local disk {local_iops:.0}"),
-                ratio: iops / local_iops,
-                goal: ">= 0.25x, 0 verify errors",
-            },
-            Row {
-                name: "  bytes uploaded / written x R",
-                value: format!("{:.1}", uploaded as f64 / (written.max(1) * a.replicas as u64) as f64),
-                baseline: format!("{} MiB written", written >> 20),
-                ratio: uploaded as f64 / (written.max(1) * a.replicas as u64) as f64,
-                goal: "<= 4x",
-            },
-            Row {
-                name: "  peers' stores, a minute after",
-                value: format!("{} MiB", stores_later >> 20),
-                baseline: format!("live {} MiB (R={})", live >> 20, a.replicas),
-                ratio: stores_later as f64 / live as f64,
-                goal: "<= 2x",
-            },
-            Row {
-                name: "mount: ls -l of 10,000 entries, s",
-                value: format!("{ls_mount:.2}"),
-                baseline: format!("local disk {ls_local:.2}"),
-                ratio: ls_mount / ls_local,
-                goal: "<= 2x",
-            },
-            Row {
-                name: "mount: repeated stat, µs",
-                value: format!("{stat_mount:.1}"),
-                baseline: format!("local disk {stat_local:.1}"),
-                ratio: stat_mount / stat_local,
-                goal: "",
-            },
+            row(
+                "mount: dd write 1M, fsync MB/s",
+                format!("{write:.0}"),
+                format!("local disk {local_write:.0}"),
+                write / local_write,
+                "",
+            ),
+            row(
+                "mount: dd read 1M MB/s",
+                format!("{read:.0}"),
+                format!("local page cache {local_read:.0}"),
+                read / local_read,
+                "",
+            ),
+            row(
+                "mount: 1,000 x 4 KiB create files/s",
+                format!("{small:.0}"),
+                format!("local disk {local_small:.0}"),
+                small / local_small,
+                ">= 1,000 files/s",
+            ),
+            row(
+                "mount: fio 4K randwrite IOPS",
+                format!("{iops:.0}"),
+                format!("local disk {local_iops:.0}"),
+                iops / local_iops,
+                ">= 0.25x, 0 verify errors",
+            ),
+            row(
+                "  bytes uploaded / written x R",
+                format!("{:.1}", uploaded as f64 / (written.max(1) * a.replicas as u64) as f64),
+                format!("{} MiB written", written >> 20),
+                uploaded as f64 / (written.max(1) * a.replicas as u64) as f64,
+                "<= 4x",
+            ),
+            row(
+                "  peers' stores, a minute after",
+                format!("{} MiB", stores_later >> 20),
+                format!("live {} MiB (R={})", live >> 20, a.replicas),
+                stores_later as f64 / live as f64,
+                "<= 2x",
+            ),
+            row(
+                "mount: ls -l of 10,000 entries, s",
+                format!("{ls_mount:.2}"),
+                format!("local disk {ls_local:.2}"),
+                ls_mount / ls_local,
+                "<= 2x",
+            ),
+            row(
+                "mount: repeated stat, µs",
+                format!("{stat_mount:.1}"),
+                format!("local disk {stat_local:.1}"),
+                stat_mount / stat_local,
+                "",
+            ),
         ];
         Ok::<_, anyhow::Error>(Part {
             rows,

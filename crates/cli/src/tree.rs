@@ -77,6 +77,18 @@ fn walk_local(root: &Path, dest: &RemotePath, bar: &Bar) -> Result<(Vec<RemotePa
     Ok((dirs, files))
 }
 
+/// Runs `op` on every file, `jobs` at once; the failures it returns, by name.
+async fn each_file<'a, Fut>(
+    files: &'a [TreeFile],
+    jobs: usize,
+    op: impl FnMut(&'a TreeFile) -> Fut,
+) -> Vec<(String, anyhow::Error)>
+where
+    Fut: std::future::Future<Output = Option<(String, anyhow::Error)>>,
+{
+    stream::iter(files).map(op).buffer_unordered(jobs.max(1)).filter_map(|x| async move { x }).collect().await
+}
+
 /// What a tree transfer did, for the summary line and `--json`.
 struct Done {
     files: usize,
@@ -86,9 +98,13 @@ struct Done {
 }
 
 impl Done {
-    /// Prints the summary; the first failure (with the count) becomes the command's error, so
-    /// its exit code is that failure's.
-    fn finish(mut self, cli: &Cli, verb: &str, quiet: bool) -> Result<()> {
+    /// Prints each failure and the summary of `command` (put or get); the first failure
+    /// (with the count) becomes the command's error, so its exit code is that failure's.
+    fn finish(mut self, cli: &Cli, command: &str, quiet: bool) -> Result<()> {
+        for (path, e) in &self.failed {
+            errln!("{command} {path}: {e:#}");
+        }
+        let verb = if command == "put" { "stored" } else { "fetched" };
         let ok = self.files - self.failed.len();
         if cli.json {
             let failed: Vec<_> =
@@ -132,35 +148,28 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
     bar.start(files.iter().map(|f| f.size).sum());
     let progress = TreeProgress { bar: &bar };
     let bytes = AtomicU64::new(0);
-    let failed: Vec<(String, anyhow::Error)> = stream::iter(&files)
-        .map(|f| {
-            let (client, opts, progress, bytes) = (&client, &opts, &progress, &bytes);
-            async move {
-                let r = async {
-                    let report = client.put(&f.local, &f.remote, opts, progress).await?;
-                    if a.preserve {
-                        use std::os::unix::fs::MetadataExt;
-                        let m = std::fs::metadata(&f.local)?;
-                        let mtime_ms = m.mtime() * 1000 + m.mtime_nsec() / 1_000_000;
-                        client.set_attr(&f.remote, Some(m.mode() & 0o7777), None, None, Some(mtime_ms)).await?;
-                    }
-                    bytes.fetch_add(report.size, Ordering::Relaxed);
-                    Ok::<_, anyhow::Error>(())
+    let failed = each_file(&files, a.jobs, |f| {
+        let (client, opts, progress, bytes) = (&client, &opts, &progress, &bytes);
+        async move {
+            let r = async {
+                let report = client.put(&f.local, &f.remote, opts, progress).await?;
+                if a.preserve {
+                    use std::os::unix::fs::MetadataExt;
+                    let m = std::fs::metadata(&f.local)?;
+                    let mtime_ms = m.mtime() * 1000 + m.mtime_nsec() / 1_000_000;
+                    client.set_attr(&f.remote, Some(m.mode() & 0o7777), None, None, Some(mtime_ms)).await?;
                 }
-                .await;
-                r.err().map(|e| (f.local.display().to_string(), e))
+                bytes.fetch_add(report.size, Ordering::Relaxed);
+                Ok::<_, anyhow::Error>(())
             }
-        })
-        .buffer_unordered(a.jobs.max(1))
-        .filter_map(|x| async move { x })
-        .collect()
-        .await;
+            .await;
+            r.err().map(|e| (f.local.display().to_string(), e))
+        }
+    })
+    .await;
     bar.finish();
-    for (path, e) in &failed {
-        errln!("put {path}: {e:#}");
-    }
     let done = Done { files: files.len(), bytes: bytes.into_inner(), failed, secs: started.elapsed().as_secs_f64() };
-    done.finish(cli, "stored", a.quiet)
+    done.finish(cli, "put", a.quiet)
 }
 
 /// The directories (parents first, mapped below `dest`) and files under the remote `root`.
@@ -216,34 +225,26 @@ pub async fn get(cli: &Cli, a: &GetArgs) -> Result<()> {
     bar.start(files.iter().map(|f| f.size).sum());
     let progress = TreeProgress { bar: &bar };
     let bytes = AtomicU64::new(0);
-    let failed: Vec<(String, anyhow::Error)> = stream::iter(&files)
-        .map(|f| {
-            let (client, progress, bytes) = (&client, &progress, &bytes);
-            async move {
-                // `get` into a directory puts the file inside it (like cp); in a tree a
-                // directory where a file belongs is in the way.
-                if f.local.is_dir() {
-                    let e =
-                        anyhow::anyhow!("{}: is a directory, where the file {} belongs", f.local.display(), f.remote);
-                    return Some((f.remote.to_string(), e));
-                }
-                match client.get(&f.remote, &f.local, progress).await {
-                    Ok(r) => {
-                        bytes.fetch_add(r.size, Ordering::Relaxed);
-                        None
-                    }
-                    Err(e) => Some((f.remote.to_string(), anyhow::Error::from(e))),
-                }
+    let failed = each_file(&files, a.jobs, |f| {
+        let (client, progress, bytes) = (&client, &progress, &bytes);
+        async move {
+            // `get` into a directory puts the file inside it (like cp); in a tree a
+            // directory where a file belongs is in the way.
+            if f.local.is_dir() {
+                let e = anyhow::anyhow!("{}: is a directory, where the file {} belongs", f.local.display(), f.remote);
+                return Some((f.remote.to_string(), e));
             }
-        })
-        .buffer_unordered(a.jobs.max(1))
-        .filter_map(|x| async move { x })
-        .collect()
-        .await;
+            match client.get(&f.remote, &f.local, progress).await {
+                Ok(r) => {
+                    bytes.fetch_add(r.size, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => Some((f.remote.to_string(), anyhow::Error::from(e))),
+            }
+        }
+    })
+    .await;
     bar.finish();
-    for (path, e) in &failed {
-        errln!("get {path}: {e:#}");
-    }
     let done = Done { files: files.len(), bytes: bytes.into_inner(), failed, secs: started.elapsed().as_secs_f64() };
-    done.finish(cli, "fetched", a.quiet)
+    done.finish(cli, "get", a.quiet)
 }
