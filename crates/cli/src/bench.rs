@@ -265,7 +265,9 @@ fn row(name: &'static str, value: String, baseline: String, ratio: f64, goal: &'
 fn print_rows(rows: &[Row]) -> Result<()> {
     outln!("{:<34} {:>20}  {:<34} {:>8}  goal", "", "swarmfs", "baseline (same run)", "ratio");
     for r in rows {
-        outln!("{:<34} {:>20}  {:<34} {:>7.2}x  {}", r.name, r.value, r.baseline, r.ratio, r.goal);
+        // A baseline too small to measure (CPU time comes in 10 ms ticks) has no ratio.
+        let ratio = if r.ratio.is_finite() { format!("{:>7.2}x", r.ratio) } else { format!("{:>8}", "n/a") };
+        outln!("{:<34} {:>20}  {:<34} {ratio}  {}", r.name, r.value, r.baseline, r.goal);
     }
     Ok(())
 }

@@ -263,3 +263,36 @@ fn put_r_and_get_r_copy_a_whole_tree_in_one_process_and_name_what_failed() {
     let out = c.cli(&["get", "-r", "/t/a.bin", partial.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_prints_every_row_next_to_its_same_run_baseline() {
+    // The short variant of `swarmfs bench` (README, "Benchmark"): a small file, one round.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    let args = ["bench", "--size", "8M", "--rounds", "1", "--peers", "3", "--json", "--dir", work.to_str().unwrap()];
+    let out = common::run(&home, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["nc_pipe_mb_s", "put_mb_s", "get_mb_s", "put_vs_nc", "get_vs_nc"] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {r}");
+    }
+    // CPU time is counted in 10 ms ticks: 8 MiB through nc may take none, and a ratio to
+    // nothing is null rather than infinite.
+    for key in ["nc_pipe_cpu_s_per_gib", "get_client_cpu_s_per_gib", "put_peers_cpu_s_per_gib"] {
+        assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
+    }
+    for key in ["get_cpu_vs_nc", "put_cpu_vs_nc"] {
+        assert!(r[key].is_null() || r[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {r}");
+    }
+    assert_eq!(r["verified"], true);
+    let many = &r["many_files"];
+    assert_eq!(many["files"], 1000);
+    assert!(many["put_r_files_per_s"].as_f64().unwrap() > 0.0 && many["cp_r_files_per_s"].as_f64().unwrap() > 0.0);
+    // The text form is one table: a header, then each row with its ratio and goal.
+    let out = common::run(&home, &args[..args.len() - 3]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("baseline (same run)") && text.contains("nc pipe"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("get MB/s") && l.contains("x  >= 0.8x")), "{text}");
+}
