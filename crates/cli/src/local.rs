@@ -261,7 +261,9 @@ pub async fn demo(_cli: &Cli, a: &DemoArgs) -> Result<()> {
     outln!("  {exe} gateway                   # then open http://127.0.0.1:8080/dashboard, or /files/ to browse");
     outln!("Member token (reads and writes): {}", dir.join("member-token.txt").display());
     outln!("Ctrl-C stops the swarm; its data stays in {} for the next run.", dir.display());
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM too (kill, systemd, timeout): it reaches only this process, and the tracker and
+    // peers must not outlive it.
+    crate::nodes::shutdown_on_signal().cancelled().await;
     outln!("stopping");
     swarm.stop();
     Ok(())

@@ -475,7 +475,14 @@ fn usage_mistakes_exit_2_and_missing_files_exit_3() {
 }
 
 #[test]
-fn ctrl_c_stops_the_demo_and_its_swarm_cleanly() {
+fn ctrl_c_or_sigterm_stops_the_demo_and_its_swarm_cleanly() {
+    // Ctrl-C reaches the whole foreground group; SIGTERM (kill, systemd, timeout) only the
+    // demo, which must stop its tracker and peers itself: it used to leave them running.
+    demo_stops_cleanly_on(true);
+    demo_stops_cleanly_on(false);
+}
+
+fn demo_stops_cleanly_on(ctrl_c: bool) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
@@ -511,16 +518,19 @@ fn ctrl_c_stops_the_demo_and_its_swarm_cleanly() {
     let children: Vec<String> = children.split_whitespace().map(str::to_string).collect();
     assert_eq!(children.len(), 3, "a tracker and two peers: {children:?}");
     // Ctrl-C: SIGINT to the demo's process group (not through kill(1), whose parsing of a
-    // negative pid varies between implementations).
-    let group = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
-    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
-    assert!(wait_for_exit(&mut demo, Duration::from_secs(30)), "the demo stops on Ctrl-C");
+    // negative pid varies between implementations). SIGTERM: to the demo alone.
+    let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
+    match ctrl_c {
+        true => rustix::process::kill_process_group(pid, rustix::process::Signal::INT).unwrap(),
+        false => rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap(),
+    }
+    assert!(wait_for_exit(&mut demo, Duration::from_secs(30)), "the demo stops (Ctrl-C: {ctrl_c})");
     let out = demo.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert!(stderr(&out).is_empty(), "nothing on stderr (no `kill: no such process`): {}", stderr(&out));
     assert!(rx.try_iter().any(|l| l == "stopping"));
     for pid in &children {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} is gone");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} is gone (Ctrl-C: {ctrl_c})");
     }
     // The peers were told to stop (and left) before the tracker went.
     for peer in ["peer1", "peer2"] {
