@@ -798,7 +798,7 @@ fn fio(file: &Path, create_only: bool) -> Result<(f64, u64)> {
     let out = Command::new("fio")
         .arg(format!("--create_only={}", create_only as u8))
         .args(["--name=randwrite", "--rw=randwrite", "--bs=4k", "--fsync=32", "--ioengine=psync"])
-        .args(["--verify=crc32c", "--do_verify=1", "--output-format=json"])
+        .args(["--verify=crc32c", "--do_verify=1", "--verify_state_save=0", "--output-format=json"])
         .arg(format!("--size={FIO_FILE}"))
         .arg(format!("--runtime={FIO_SECONDS}"))
         .arg(format!("--filename={}", file.display()))

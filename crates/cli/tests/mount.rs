@@ -172,7 +172,7 @@ fn fio_random_4k_writes_with_fsyncs_verify_on_the_mount_and_after_a_remount() {
     let job = |extra: &[&str]| {
         let out = std::process::Command::new("fio")
             .args(["--name=randwrite", "--rw=randwrite", "--bs=4k", "--size=2M", "--fsync=32", "--ioengine=psync"])
-            .args(["--verify=crc32c", "--verify_fatal=1", "--randseed=2026"])
+            .args(["--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--randseed=2026"])
             .arg(format!("--filename={}", file.display()))
             .args(extra)
             .output()
