@@ -163,7 +163,7 @@ fn nc_pipe(input: &Path, output: &Path) -> Result<(f64, f64)> {
         c
     };
     let out = std::fs::File::create(output)?;
-    let receiver = timed(&["-l", "127.0.0.1", &port.to_string()])
+    let mut receiver = timed(&["-l", "127.0.0.1", &port.to_string()])
         .stdout(out)
         .spawn()
         .context("running nc (scripts/install-deps installs netcat-openbsd and time)")?;
@@ -181,8 +181,12 @@ fn nc_pipe(input: &Path, output: &Path) -> Result<(f64, f64)> {
     let sender = timed(&["-N", "127.0.0.1", &port.to_string()])
         .stdin(std::fs::File::open(input)?)
         .stdout(std::process::Stdio::null())
-        .output()?;
-    let received = receiver.wait_with_output()?;
+        .output();
+    // A sender that never connected would leave the listener waiting forever.
+    if !sender.as_ref().is_ok_and(|o| o.status.success()) {
+        let _ = receiver.kill();
+    }
+    let (sender, received) = (sender?, receiver.wait_with_output()?);
     let secs = start.elapsed().as_secs_f64();
     let cpu = |o: &std::process::Output, who: &str| -> Result<f64> {
         let err = String::from_utf8_lossy(&o.stderr);

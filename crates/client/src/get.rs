@@ -271,11 +271,8 @@ impl Client {
         let out = std::fs::File::create(&tmp).map_err(|e| ClientError::io(tmp.display(), e))?;
         // Whole chunks go to the file past the page cache where its file system allows
         // (swarmfs_core::direct: the page-cache copy cost more CPU than decrypting and
-        // hashing); tails and odd chunk sizes through `out`.
-        let direct = match manifest.chunk_size.is_multiple_of(4096) {
-            true => swarmfs_core::direct::open_for_direct_writes(&tmp),
-            false => None,
-        };
+        // hashing); tails and chunks at unaligned offsets through `out`.
+        let direct = swarmfs_core::direct::open_for_direct_writes(&tmp);
         // No fsync: like cp and curl, durability of the local copy is the file system's job.
         let result = self.download_rarest_first(manifest, out, direct, progress).await;
         match result {

@@ -74,60 +74,50 @@ fn refused(e: &io::Error) -> bool {
 
 /// Opens `path` (an existing file) for direct writes, if its file system allows them.
 pub fn open_for_direct_writes(path: &Path) -> Option<File> {
-    std::fs::OpenOptions::new().write(true).custom_flags(o_direct_flag()).open(path).ok()
+    std::fs::OpenOptions::new().write(true).custom_flags(OFlags::DIRECT.bits() as i32).open(path).ok()
 }
 
-fn o_direct_flag() -> i32 {
-    OFlags::DIRECT.bits() as i32
+/// Writes the whole blocks of `bytes` at the aligned `offset` through `d` (a descriptor in
+/// O_DIRECT mode), a piece at a time through this thread's buffer; returns how many bytes it
+/// wrote. A refusal part-way (a block size above ALIGN) stops it early, not with an error:
+/// the caller writes the rest buffered.
+fn write_blocks(d: &File, bytes: &[u8], offset: u64) -> io::Result<usize> {
+    let direct_len = bytes.len() / ALIGN * ALIGN;
+    let mut done = 0;
+    let r = with_buffer(|buf| {
+        while done < direct_len {
+            let n = (direct_len - done).min(PIECE);
+            buf[..n].copy_from_slice(&bytes[done..done + n]);
+            d.write_all_at(&buf[..n], offset + done as u64)?;
+            done += n;
+        }
+        Ok::<_, io::Error>(())
+    });
+    match r {
+        Err(e) if !refused(&e) => Err(e),
+        _ => Ok(done),
+    }
 }
 
 /// Writes `bytes` at `offset`: the whole blocks through `direct` (a descriptor of the same
 /// file opened with [`open_for_direct_writes`]) when the offset is block-aligned and there
 /// are at least 64 KiB, the rest (a tail, or everything) through `buffered`.
 pub fn write_at(direct: Option<&File>, buffered: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    if let Some(d) = direct.filter(|_| offset.is_multiple_of(ALIGN as u64) && bytes.len() >= SMALL) {
-        let direct_len = bytes.len() / ALIGN * ALIGN;
-        let r = with_buffer(|buf| {
-            while done < direct_len {
-                let n = (direct_len - done).min(PIECE);
-                buf[..n].copy_from_slice(&bytes[done..done + n]);
-                d.write_all_at(&buf[..n], offset + done as u64)?;
-                done += n;
-            }
-            Ok::<_, io::Error>(())
-        });
-        match r {
-            Ok(()) => {}
-            Err(e) if refused(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let done = match direct.filter(|_| offset.is_multiple_of(ALIGN as u64) && bytes.len() >= SMALL) {
+        Some(d) => write_blocks(d, bytes, offset)?,
+        None => 0,
+    };
     buffered.write_all_at(&bytes[done..], offset + done as u64)
 }
 
 /// Writes all of `bytes` to the new, empty file `f` from offset 0 (O_DIRECT is switched on
 /// for the whole blocks and off again: `f` must not be shared meanwhile).
 pub fn write_all(f: &File, bytes: &[u8]) -> io::Result<()> {
-    let direct_len = bytes.len() / ALIGN * ALIGN;
     let mut done = 0;
     if bytes.len() >= SMALL && set_direct(f, true)? {
-        let r = with_buffer(|buf| {
-            while done < direct_len {
-                let n = (direct_len - done).min(PIECE);
-                buf[..n].copy_from_slice(&bytes[done..done + n]);
-                f.write_all_at(&buf[..n], done as u64)?;
-                done += n;
-            }
-            Ok::<_, io::Error>(())
-        });
+        let r = write_blocks(f, bytes, 0);
         set_direct(f, false)?;
-        match r {
-            Ok(()) => {}
-            // Refused after all (a block size above ALIGN): the rest goes buffered.
-            Err(e) if refused(&e) => {}
-            Err(e) => return Err(e),
-        }
+        done = r?;
     }
     f.write_all_at(&bytes[done..], done as u64)
 }
