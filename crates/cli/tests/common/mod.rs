@@ -11,8 +11,20 @@ pub mod pg;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_swarmfs");
 
+/// A port for a daemon the test starts. Not one the kernel hands out for `bind(:0)` (32768 and
+/// up by default): a port taken that way and released can go to another test's peer, which
+/// listens on `:0`, before the tracker binds it — the tracker then fails and no peer comes up.
+/// Each test process walks its own stretch of 10000..32000, skipping ports in use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 10_000 + (start.wrapping_add(n) % 22_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `f` every 50 ms until it returns Some or `limit` passes.
@@ -260,8 +272,27 @@ impl Cluster {
         self.peers_json().map(|v| v.iter().filter(|p| p["state"] == "up").count()).unwrap_or(0)
     }
 
+    /// Waits until `n` peers are up; on a timeout the panic carries the end of the tracker's
+    /// and the peers' logs (the test's directory is gone once it fails).
     pub fn wait_up(&self, n: usize) {
-        wait_for(&format!("{n} peers up"), Duration::from_secs(30), || (self.up_count() == n).then_some(()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.up_count() != n {
+            if Instant::now() >= deadline {
+                let mut logs = String::new();
+                for name in
+                    std::iter::once("tracker".to_string()).chain((0..self.peers.len()).map(|i| format!("peer{i}")))
+                {
+                    let text = std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(8).collect();
+                    logs += &format!(
+                        "\n--- {name}.log (last lines) ---\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+                panic!("timed out after 30s waiting for {n} peers up (up: {}){logs}", self.up_count());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every chunk file in peer `i`'s store.
