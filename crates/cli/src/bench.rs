@@ -782,15 +782,23 @@ async fn bench_gateway(
     result
 }
 
-/// Bytes the peers read (sockets and files) so far: during a write burst on the mount,
-/// nearly all of it is what was uploaded to them.
-fn peers_read_bytes(swarm: &LocalSwarm) -> u64 {
-    swarm
-        .peers
-        .iter()
-        .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/io", c.id())).ok())
-        .filter_map(|io| io.lines().find_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.trim().parse::<u64>().ok())))
-        .sum()
+/// Chunk bytes the peers received with PutChunk so far (their `swarmfs_received_bytes_total`):
+/// what clients uploaded, without the reads a peer does to serve fetches.
+fn peers_received_bytes(swarm: &LocalSwarm) -> Result<u64> {
+    let mut total = 0.0;
+    for i in 1..=swarm.peers.len() {
+        let addr = swarm.peer_metrics_addr(i).with_context(|| format!("peer{i} serves no metrics"))?;
+        let mut conn = std::net::TcpStream::connect(&addr)?;
+        conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        total += body
+            .lines()
+            .filter(|l| l.starts_with("swarmfs_received_bytes_total{") && l.contains("kind=\"put_chunk\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Ok(total as u64)
 }
 
 fn stores_bytes(swarm: &LocalSwarm) -> u64 {
@@ -906,9 +914,9 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
         std::fs::remove_file(dir.join("fio-local"))?;
         let stores0 = stores_bytes(swarm);
         fio(&mp.join("fio"), true)?;
-        let read0 = peers_read_bytes(swarm);
+        let received0 = peers_received_bytes(swarm)?;
         let (iops, written) = fio(&mp.join("fio"), false)?;
-        let uploaded = peers_read_bytes(swarm).saturating_sub(read0);
+        let uploaded = peers_received_bytes(swarm)?.saturating_sub(received0);
         let stores_after = stores_bytes(swarm).saturating_sub(stores0);
         say(&format!("  fio 4 KiB random writes, fsync every 32: {iops:.0} IOPS (local {local_iops:.0})"));
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;

@@ -475,10 +475,15 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
     // Each chunk's holders, as the tracker knows them now (a file with content only).
     let mut holders: Vec<(String, Vec<(String, &'static str)>)> = Vec::new();
     let mut cached: Vec<Vec<String>> = Vec::new();
+    // Small writes the mount stored as slices, and the packs holding them (listed after the
+    // chunks: their copies count as much).
+    let mut slices = (0, 0);
     if e.kind == EntryKind::File && e.file_id.is_some() {
         let (_, manifest) = client.open(&p).await?;
-        let located = client.locate(&manifest.chunks).await?;
-        for (i, c) in manifest.chunks.iter().enumerate() {
+        slices = (manifest.slices.len(), manifest.packs.len());
+        let refs: Vec<_> = manifest.referenced().cloned().collect();
+        let located = client.locate(&refs).await?;
+        for (i, c) in refs.iter().enumerate() {
             let hs = located.of(i).into_iter().map(|h| (h.node.to_string(), h.state.as_str())).collect();
             holders.push((c.id.to_string(), hs));
             cached.push(located.cached_of(i).into_iter().map(|h| h.node.to_string()).collect());
@@ -486,6 +491,7 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
     }
     if cli.json {
         let mut v = views::entry_json(&e);
+        (v["slices"], v["packs"]) = (json!(slices.0), json!(slices.1));
         v["chunk_holders"] = holders
             .iter()
             .enumerate()
@@ -527,6 +533,9 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
         if e.kind == EntryKind::File {
             outln!("size:   {} ({})", e.size, human(e.size));
             outln!("chunks: {}", e.chunks);
+            if slices.0 > 0 {
+                outln!("slices: {} small writes over the chunks, in {} of them (packs)", slices.0, slices.1);
+            }
             if e.replicas > 0 {
                 let fewest = holders
                     .iter()

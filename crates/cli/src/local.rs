@@ -93,12 +93,20 @@ impl LocalSwarm {
             let child = spawn_logged(
                 dir,
                 &format!("peer{i}"),
-                &["peer", "--home", &h, "--listen", "127.0.0.1:0", "--capacity", capacity],
+                // Metrics on a port of their own: the benchmark counts what peers received.
+                &["peer", "--home", &h, "--listen", "127.0.0.1:0", "--capacity", capacity, "--metrics", "127.0.0.1:0"],
             )?;
             swarm.peers.push(child);
         }
         swarm.wait_for_peers(peers, Duration::from_secs(30)).await?;
         Ok(swarm)
+    }
+
+    /// Where peer `i` (from 1) serves its metrics, from the line its log starts with.
+    pub fn peer_metrics_addr(&self, i: usize) -> Option<String> {
+        let log = std::fs::read_to_string(self.dir.join("logs").join(format!("peer{i}.log"))).ok()?;
+        let line = log.lines().find(|l| l.contains("metrics at http://"))?;
+        Some(line.split("http://").nth(1)?.split('/').next()?.to_string())
     }
 
     pub async fn client(&self) -> Result<Client> {

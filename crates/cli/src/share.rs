@@ -154,7 +154,7 @@ fn index_file(file: &std::fs::File, chunk_size: u32, deriver: &[u8; 32]) -> Resu
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    Ok((Manifest { size, chunk_size, mode: 0o644, mtime_ms, chunks }, Index { chunks: index }))
+    Ok((Manifest::whole(size, chunk_size, 0o644, mtime_ms, chunks), Index { chunks: index }))
 }
 
 pub async fn share(cli: &Cli, a: &ShareArgs) -> Result<()> {

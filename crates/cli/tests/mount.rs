@@ -190,6 +190,111 @@ fn fio_random_4k_writes_with_fsyncs_verify_on_the_mount_and_after_a_remount() {
     drop(m);
 }
 
+/// Chunk bytes the peers of `c` received with PutChunk so far.
+fn stored_bytes(peers: &[String]) -> u64 {
+    peers
+        .iter()
+        .map(|a| common::sum(&common::scrape(a), "swarmfs_received_bytes_total", &["kind=\"put_chunk\""]))
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
+    let flags = ["--metrics", "127.0.0.1:0"];
+    let c = Cluster::start_with(2, "1G", &[], &flags);
+    let peers = [common::metrics_addr(&c, "peer0"), common::metrics_addr(&c, "peer1")];
+    const MIB: usize = 1 << 20;
+    let mut expected = c.put_pattern("big.bin", "/big.bin", 8 * MIB + 5000, 7, &["--chunk-size", "1M"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    // The HTTP gateway reads through the same slices.
+    let mut gateway = KillOnDrop(
+        std::process::Command::new(common::BIN)
+            .args(["gateway", "--home", c.client_home().to_str().unwrap(), "--listen", "127.0.0.1:0", "--json"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(gateway.0.stdout.take().unwrap()), &mut line).unwrap();
+    let url =
+        format!("{}files/big.bin", serde_json::from_str::<serde_json::Value>(&line).unwrap()["url"].as_str().unwrap());
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().unwrap()
+    };
+    let etag = || {
+        let head = String::from_utf8(curl(&["-I", &url]).stdout).unwrap();
+        head.lines().find(|l| l.to_ascii_lowercase().starts_with("etag:")).unwrap().to_string()
+    };
+    let etag_before = etag();
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("big.bin")).unwrap();
+    let write = |expected: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        f.write_all_at(bytes, at as u64).unwrap();
+        expected[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    // Eight flushes of 4 KiB each into a different chunk, one over a chunk boundary.
+    let before = stored_bytes(&peers);
+    for k in 0..8 {
+        let at = if k == 3 { 4 * MIB - 2048 } else { k * MIB + 1000 + k * 4096 };
+        write(&mut expected, at, &pattern(4096, 100 + k as u64));
+        f.sync_all().unwrap();
+    }
+    let sent = stored_bytes(&peers) - before;
+    // Whole chunks again would be 8 x 1 MiB x 2 copies; slices are what was written, twice,
+    // plus each pack's AES-GCM tag.
+    assert!(sent <= 8 * 4096 * 2 + 8 * 2 * 64, "8 x 4 KiB fsynced cost {sent} bytes uploaded");
+    assert!(sent >= 8 * 4096 * 2, "{sent}");
+    // Another process (no mount, no cache) and this mount read the same bytes.
+    let back = |expected: &[u8], what: &str| {
+        let got = c.path("back.bin");
+        c.ok(&["get", "/big.bin", got.to_str().unwrap()]);
+        assert!(std::fs::read(&got).unwrap() == expected, "get after {what}");
+        let mut via_mount = Vec::new();
+        std::fs::File::open(m.dir.join("big.bin")).unwrap().read_to_end(&mut via_mount).unwrap();
+        assert!(via_mount == expected, "the mount after {what}");
+        // A range across the chunk boundary the fourth write straddles.
+        let out = c.cli(&["cat", "/big.bin", "--offset", &(4 * MIB - 5000).to_string(), "--length", "10000"]);
+        assert!(out.status.success() && out.stdout == expected[4 * MIB - 5000..4 * MIB + 5000], "cat after {what}");
+        assert!(curl(&[&url]).stdout == expected, "the gateway after {what}");
+        let range = curl(&["-H", &format!("Range: bytes={}-{}", 4 * MIB - 5000, 4 * MIB + 4999), &url]);
+        assert!(range.stdout == expected[4 * MIB - 5000..4 * MIB + 5000], "a range from the gateway after {what}");
+    };
+    back(&expected, "slices");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
+    assert_eq!((v["slices"].as_u64(), v["packs"].as_u64()), (Some(9), Some(8)), "one pack per flush: {v}");
+    assert_ne!(etag(), etag_before, "the gateway's ETag follows the slices");
+    // Small writes into one chunk until it passes its slice budget: it is uploaded whole
+    // once (compacted) and reads stay exact; later writes overlap earlier ones.
+    let before = stored_bytes(&peers);
+    for k in 0..140u64 {
+        write(&mut expected, 2 * MIB + (k as usize * 7919) % (MIB - 100), &pattern(100, 1000 + k));
+        f.sync_all().unwrap();
+    }
+    let sent = stored_bytes(&peers) - before;
+    assert!(sent > 2 * MIB as u64, "the chunk was compacted: uploaded whole ({sent} bytes)");
+    assert!(sent < 3 * MIB as u64, "once ({sent} bytes)");
+    back(&expected, "compaction");
+    // A truncate into a sliced chunk and growing again: the cut bytes do not come back.
+    f.set_len((6 * MIB + 1500) as u64).unwrap();
+    f.set_len((6 * MIB + 9000) as u64).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    expected.truncate(6 * MIB + 1500);
+    expected.resize(6 * MIB + 9000, 0);
+    back(&expected, "truncate");
+}
+
+/// A process of the test's own, stopped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn ls_l_of_a_big_directory_is_one_listing_and_shows_what_this_mount_has_not_flushed() {
     let c = Cluster::start_with(2, "1G", &["--metrics", "127.0.0.1:0"], &[]);

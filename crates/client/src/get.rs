@@ -16,6 +16,8 @@ use swarmfs_core::{open_chunk, ChunkRef, CoreError, Manifest};
 use swarmfs_proto::{EntryInfo, ErrorCode, NodeId, PeerInfo, RemotePath, Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::cache::ChunkCache;
+use crate::slices::{Packs, PACK_CACHE_BYTES};
 use crate::{Client, ClientError, Progress};
 
 const LOCATE_BATCH: usize = 16 * 1024;
@@ -129,13 +131,7 @@ impl EndGame {
 
 /// The manifest of a file created empty and never written (it has none yet).
 fn empty_manifest(entry: &EntryInfo) -> Manifest {
-    Manifest {
-        size: 0,
-        chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
-        mode: entry.mode,
-        mtime_ms: entry.mtime_ms,
-        chunks: Vec::new(),
-    }
+    Manifest::whole(0, swarmfs_core::DEFAULT_CHUNK_SIZE, entry.mode, entry.mtime_ms, Vec::new())
 }
 
 /// Who holds which chunk, for the chunks of one read (from [`Client::locate`]).
@@ -331,6 +327,7 @@ impl Client {
         let (first, last) = (start / cs, (end - 1) / cs);
         let refs = &manifest.chunks[first as usize..=last as usize];
         let holders = self.locate(refs).await?;
+        let (packs, pack_cache) = (Packs::default(), ChunkCache::new(PACK_CACHE_BYTES));
         // Fetching and writing run concurrently in this task: while a write is pending the
         // fetch stream is still polled, so the network and the disk overlap. The channel holds
         // a few finished chunks; together with the window that bounds memory.
@@ -338,18 +335,15 @@ impl Client {
         let fetch = async {
             let mut chunks = stream::iter(refs.iter().enumerate())
                 .map(|(i, r)| {
-                    let (holders, bad) = (&holders, &bad);
+                    let (holders, bad, packs, pack_cache) = (&holders, &bad, &packs, &pack_cache);
                     async move {
                         self.still_admitted().await?;
-                        self.fetch_chunk(
-                            first + i as u64,
-                            r,
-                            &holders.of_chunk[i],
-                            holders,
-                            Tally { bad, endgame: None },
-                            progress,
-                        )
-                        .await
+                        let index = first + i as u64;
+                        let tally = Tally { bad, endgame: None };
+                        let mut plain =
+                            self.fetch_chunk(index, r, &holders.of_chunk[i], holders, tally, progress).await?;
+                        packs.lay(self, pack_cache, manifest, index, 0, &mut plain, progress).await?;
+                        Ok::<_, ClientError>(plain)
                     }
                 })
                 .buffered(WINDOW);
@@ -410,6 +404,7 @@ impl Client {
         file.set_len(manifest.size).map_err(ClientError::Output)?;
         let file = Arc::new((file, direct));
         let mut holders = Arc::new(self.locate(refs).await?);
+        let (packs, pack_cache) = (Packs::default(), ChunkCache::new(PACK_CACHE_BYTES));
         let mut queue: Vec<usize> = (0..refs.len()).collect();
         let rarest_last = |queue: &mut Vec<usize>, h: &Holders| {
             // Popped from the end: the rarest go last in the vector.
@@ -444,17 +439,17 @@ impl Client {
                     *asked.entry(n).or_default() += 1;
                 }
                 order.push(i as u64);
-                let (h, bad, endgame) = (holders.clone(), &bad, &endgame);
+                let (h, bad, endgame, packs, pack_cache) = (holders.clone(), &bad, &endgame, &packs, &pack_cache);
                 in_flight.push(async move {
-                    let got = match self.still_admitted().await {
-                        Ok(()) => {
-                            let mine = &h.of_chunk[i];
-                            let tally = Tally { bad, endgame: Some(endgame) };
-                            self.fetch_chunk(i as u64, &refs[i], mine, &h, tally, progress).await
-                        }
-                        Err(e) => Err(e),
+                    let got = async {
+                        self.still_admitted().await?;
+                        let tally = Tally { bad, endgame: Some(endgame) };
+                        let mut plain =
+                            self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, tally, progress).await?;
+                        packs.lay(self, pack_cache, manifest, i as u64, 0, &mut plain, progress).await?;
+                        Ok(plain)
                     };
-                    (i, first, got)
+                    (i, first, got.await)
                 });
             }
             // End-game: nothing left to start, a few chunks in flight. One slow source must

@@ -8,6 +8,7 @@
 //! - [`views`]: JSON views of entries and peers (CLI `--json`, HTTP API).
 //! - [`get`]: the download pipeline (locate, fetch from all holders, verify, decrypt):
 //!   in file order for streams, rarest chunk first for `get` into a file.
+//! - [`slices`]: laying a chunk's slices (small writes) over it, for every reader.
 //!
 //! Memory is bounded by the window: at most `window` chunks are in flight at once, whatever
 //! the file size.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod get;
 pub mod placement;
 pub mod put;
+pub mod slices;
 pub mod views;
 
 pub use client::Client;

@@ -428,13 +428,8 @@ impl Client {
         let _ = reading.await;
         up.summarize(progress);
         let size = placed.iter().map(|(r, _)| r.len as u64).sum();
-        let manifest = Manifest {
-            size,
-            chunk_size: opts.chunk_size,
-            mode: 0o644,
-            mtime_ms: now_ms(),
-            chunks: placed.iter().map(|(r, _)| r.clone()).collect(),
-        };
+        let chunks = placed.iter().map(|(r, _)| r.clone()).collect();
+        let manifest = Manifest::whole(size, opts.chunk_size, 0o644, now_ms(), chunks);
         let placements = placed.into_iter().map(|(r, holders)| ChunkPlacement { chunk: r.id, holders }).collect();
         Ok(Uploaded { manifest, placements, replicas: up.fewest_copies() })
     }

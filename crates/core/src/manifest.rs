@@ -5,7 +5,9 @@
 //! the AEAD's associated data, so the format is authenticated with the contents and a
 //! versioned body can never be taken for an older one. Protocol 2 sealed a bare
 //! `postcard(Manifest)` with empty associated data ("format 0"); such bodies still open.
-//! A new layout (erasure coding) is a new `VersionedManifest` variant, appended.
+//! A new layout (erasure coding) is a new `VersionedManifest` variant, appended. V2 added
+//! slices (small writes over the chunks, see [`Slice`]); a manifest without slices is still
+//! sealed as V1, which releases before V2 read.
 
 use rand::RngCore;
 use ring::aead::{Aad, Nonce};
@@ -29,7 +31,37 @@ const VERSIONED_AAD: &[u8] = b"swarmfs manifest, versioned";
 /// What a sealed manifest body holds. Variants are only ever appended.
 #[derive(Serialize, Deserialize)]
 enum VersionedManifest {
-    V1(Manifest),
+    V1(ManifestV1),
+    V2(Manifest),
+}
+
+/// The layout of V1 and format 0: chunks only.
+#[derive(Serialize, Deserialize)]
+struct ManifestV1 {
+    size: u64,
+    chunk_size: u32,
+    mode: u32,
+    mtime_ms: i64,
+    chunks: Vec<ChunkRef>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(m: ManifestV1) -> Manifest {
+        let ManifestV1 { size, chunk_size, mode, mtime_ms, chunks } = m;
+        Manifest::whole(size, chunk_size, mode, mtime_ms, chunks)
+    }
+}
+
+/// Bytes written over part of a chunk since the chunk was last stored whole: `len` bytes at
+/// `offset` within chunk `index`, found at `at` in pack `pack`. A small write into a big file
+/// uploads its bytes once as a slice instead of its whole chunk again (the mount writes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub index: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub pack: u32,
+    pub at: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,14 +71,31 @@ pub struct Manifest {
     pub mode: u32,
     pub mtime_ms: i64,
     pub chunks: Vec<ChunkRef>,
+    /// Writes over `chunks`, ordered by chunk index and, within one chunk, oldest first: a
+    /// later slice wins where two overlap. Chunk `i`'s content is `chunks[i]` with its slices
+    /// laid over it in order.
+    pub slices: Vec<Slice>,
+    /// Chunks holding the slices' bytes (each is what one flush wrote).
+    pub packs: Vec<ChunkRef>,
 }
 
 impl Manifest {
+    /// A file stored as whole chunks (no slices).
+    pub fn whole(size: u64, chunk_size: u32, mode: u32, mtime_ms: i64, chunks: Vec<ChunkRef>) -> Manifest {
+        Manifest { size, chunk_size, mode, mtime_ms, chunks, slices: Vec::new(), packs: Vec::new() }
+    }
+
     /// Seals with a fresh per-file key; returns the sealed form and that key.
     pub fn seal(&self, data_key: &DataKey) -> (SealedManifest, [u8; 32]) {
         let mut file_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut file_key);
-        let plain = postcard::to_stdvec(&VersionedManifest::V1(self.clone())).expect("encodes");
+        let versioned = if self.slices.is_empty() && self.packs.is_empty() {
+            let Manifest { size, chunk_size, mode, mtime_ms, .. } = *self;
+            VersionedManifest::V1(ManifestV1 { size, chunk_size, mode, mtime_ms, chunks: self.chunks.clone() })
+        } else {
+            VersionedManifest::V2(self.clone())
+        };
+        let plain = postcard::to_stdvec(&versioned).expect("encodes");
         let body = seal_random_nonce(&file_key, &plain, VERSIONED_AAD);
         let wrapped_key = seal_random_nonce(&data_key.manifest_wrap_key(), &file_key, b"");
         (SealedManifest { wrapped_key, body }, file_key)
@@ -68,12 +117,13 @@ impl Manifest {
         let bad = |e: postcard::Error| CoreError::BadManifest(e.to_string());
         let m = match open_random_nonce(file_key, &sealed.body, VERSIONED_AAD) {
             Ok(plain) => match postcard::from_bytes::<VersionedManifest>(&plain).map_err(bad)? {
-                VersionedManifest::V1(m) => m,
+                VersionedManifest::V1(m) => m.into(),
+                VersionedManifest::V2(m) => m,
             },
             // Format 0 (protocol 2): no associated data, no version tag.
-            Err(_) => {
-                postcard::from_bytes::<Manifest>(&open_random_nonce(file_key, &sealed.body, b"")?).map_err(bad)?
-            }
+            Err(_) => postcard::from_bytes::<ManifestV1>(&open_random_nonce(file_key, &sealed.body, b"")?)
+                .map_err(bad)?
+                .into(),
         };
         m.validate()?;
         Ok(m)
@@ -90,7 +140,47 @@ impl Manifest {
         if total != self.size || self.chunks.iter().any(|c| c.len > self.chunk_size) {
             return Err(CoreError::BadManifest("chunk lengths do not add up".into()));
         }
+        if self.packs.iter().any(|p| p.len > self.chunk_size) {
+            return Err(CoreError::BadManifest("a pack is larger than a chunk".into()));
+        }
+        let mut last_index = 0;
+        for s in &self.slices {
+            let (Some(chunk), Some(pack)) = (self.chunks.get(s.index as usize), self.packs.get(s.pack as usize)) else {
+                return Err(CoreError::BadManifest("a slice names a chunk or pack that is not there".into()));
+            };
+            let fits = |start: u32, whole: u32| start.checked_add(s.len).is_some_and(|end| end <= whole);
+            if s.len == 0 || !fits(s.offset, chunk.len) || !fits(s.at, pack.len) || s.index < last_index {
+                return Err(CoreError::BadManifest("a slice is out of place".into()));
+            }
+            last_index = s.index;
+        }
         Ok(())
+    }
+
+    /// Chunk `index`'s slices, oldest first.
+    pub fn slices_of(&self, index: u64) -> &[Slice] {
+        let lo = self.slices.partition_point(|s| (s.index as u64) < index);
+        let hi = self.slices.partition_point(|s| (s.index as u64) <= index);
+        &self.slices[lo..hi]
+    }
+
+    /// Every chunk the file's content needs: its chunks, then its packs.
+    pub fn referenced(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.chunks.iter().chain(&self.packs)
+    }
+}
+
+/// Lays `slices` (of one chunk, oldest first) over `buf`, which holds that chunk's bytes from
+/// `start` on; `pack(p)` is pack `p`'s plaintext.
+pub fn lay_slices<'a>(slices: &[Slice], start: u64, buf: &mut [u8], pack: impl Fn(u32) -> &'a [u8]) {
+    let end = start + buf.len() as u64;
+    for s in slices {
+        let (lo, hi) = ((s.offset as u64).max(start), (s.offset as u64 + s.len as u64).min(end));
+        if lo < hi {
+            let from = s.at as usize + (lo - s.offset as u64) as usize;
+            buf[(lo - start) as usize..(hi - start) as usize]
+                .copy_from_slice(&pack(s.pack)[from..from + (hi - lo) as usize]);
+        }
     }
 }
 
@@ -126,16 +216,16 @@ mod tests {
 
     #[test]
     fn seal_open_and_wrong_key() {
-        let m = Manifest {
-            size: 1500,
-            chunk_size: 1024,
-            mode: 0o644,
-            mtime_ms: 5,
-            chunks: vec![
+        let m = Manifest::whole(
+            1500,
+            1024,
+            0o644,
+            5,
+            vec![
                 ChunkRef { id: ChunkId([1; 32]), key: [2; 32], len: 1024 },
                 ChunkRef { id: ChunkId([3; 32]), key: [4; 32], len: 476 },
             ],
-        };
+        );
         let dk = DataKey([9; 32]);
         let (sealed, file_key) = m.seal(&dk);
         assert_eq!(Manifest::open(&sealed, &dk).unwrap(), m);
@@ -145,19 +235,17 @@ mod tests {
 
     #[test]
     fn a_format_0_manifest_from_protocol_2_still_opens() {
-        let m = Manifest {
-            size: 3,
-            chunk_size: 512,
-            mode: 0o644,
-            mtime_ms: 1,
-            chunks: vec![ChunkRef { id: ChunkId([5; 32]), key: [6; 32], len: 3 }],
-        };
+        let m = Manifest::whole(3, 512, 0o644, 1, vec![ChunkRef { id: ChunkId([5; 32]), key: [6; 32], len: 3 }]);
         let dk = DataKey([9; 32]);
         // Sealed exactly as protocol 2 did: bare postcard, no associated data.
         let file_key = [7u8; 32];
         let legacy = SealedManifest {
             wrapped_key: seal_random_nonce(&dk.manifest_wrap_key(), &file_key, b""),
-            body: seal_random_nonce(&file_key, &postcard::to_stdvec(&m).unwrap(), b""),
+            body: seal_random_nonce(
+                &file_key,
+                &postcard::to_stdvec(&(3u64, 512u32, 0o644u32, 1i64, &m.chunks)).unwrap(),
+                b"",
+            ),
         };
         assert_eq!(Manifest::open(&legacy, &dk).unwrap(), m);
         // And today's body is tagged: opening it as format 0 fails authentication.
@@ -165,5 +253,67 @@ mod tests {
         assert!(open_random_nonce(&file_key, &sealed.body, b"").is_err());
         let plain = open_random_nonce(&file_key, &sealed.body, VERSIONED_AAD).unwrap();
         assert_eq!(plain[0], 0, "variant V1");
+    }
+
+    fn sliced() -> Manifest {
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        let mut m = Manifest::whole(2048 + 10, 1024, 0o644, 1, vec![r(1, 1024), r(2, 1024), r(3, 10)]);
+        m.packs = vec![r(8, 6), r(9, 4)];
+        m.slices = vec![
+            Slice { index: 0, offset: 1020, len: 4, pack: 0, at: 0 },
+            Slice { index: 2, offset: 0, len: 2, pack: 0, at: 4 },
+            Slice { index: 2, offset: 1, len: 4, pack: 1, at: 0 },
+        ];
+        m
+    }
+
+    #[test]
+    fn slices_seal_as_v2_and_a_manifest_without_them_stays_v1() {
+        let dk = DataKey([9; 32]);
+        let m = sliced();
+        let (sealed, file_key) = m.seal(&dk);
+        assert_eq!(Manifest::open(&sealed, &dk).unwrap(), m);
+        assert_eq!(open_random_nonce(&file_key, &sealed.body, VERSIONED_AAD).unwrap()[0], 1, "variant V2");
+        let plain = Manifest { slices: vec![], packs: vec![], ..m };
+        let (sealed, file_key) = plain.seal(&dk);
+        assert_eq!(open_random_nonce(&file_key, &sealed.body, VERSIONED_AAD).unwrap()[0], 0, "still V1");
+        assert_eq!(Manifest::open(&sealed, &dk).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_slice_out_of_its_chunk_or_pack_is_refused() {
+        let dk = DataKey([9; 32]);
+        let bad = |f: fn(&mut Manifest)| {
+            let mut m = sliced();
+            f(&mut m);
+            let (sealed, _) = m.seal(&dk);
+            assert!(matches!(Manifest::open(&sealed, &dk), Err(CoreError::BadManifest(_))), "{m:?}");
+        };
+        bad(|m| m.slices[0].offset = 1021); // past its chunk's end
+        bad(|m| m.slices[1].len = 7); // past its pack's end
+        bad(|m| m.slices[1].pack = 2); // no such pack
+        bad(|m| m.slices[2].index = 3); // no such chunk
+        bad(|m| m.slices.swap(0, 1)); // not ordered by chunk
+        bad(|m| m.slices[0].len = 0);
+        bad(|m| m.packs[0].len = 2000); // larger than a chunk
+    }
+
+    #[test]
+    fn later_slices_win_and_a_range_sees_only_its_part() {
+        let m = sliced();
+        let packs = [b"abcdef".to_vec(), b"WXYZ".to_vec()];
+        let pack = |p: u32| packs[p as usize].as_slice();
+        assert_eq!(m.slices_of(1), &[]);
+        assert_eq!(m.slices_of(2).len(), 2);
+        let mut chunk = vec![b'.'; 10];
+        lay_slices(m.slices_of(2), 0, &mut chunk, pack);
+        assert_eq!(&chunk, b"eWXYZ.....");
+        // The same chunk read from byte 3 on, three bytes.
+        let mut part = vec![b'.'; 3];
+        lay_slices(m.slices_of(2), 3, &mut part, pack);
+        assert_eq!(&part, b"YZ.");
+        let mut tail = vec![b'.'; 8];
+        lay_slices(m.slices_of(0), 1016, &mut tail, pack);
+        assert_eq!(&tail, b"....abcd");
     }
 }

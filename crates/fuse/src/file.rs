@@ -1,13 +1,16 @@
 //! An open file. Reads come from staged chunks, the cache, or the swarm; writes go to a
 //! sparse staging file laid out like the real file (chunk i at offset i × chunk size), and
 //! mark their chunks dirty. A flush uploads only the dirty chunks and commits a manifest
-//! that reuses every other chunk (copy-on-write by chunk).
+//! that reuses every other chunk (copy-on-write by chunk). A chunk that only took small
+//! writes is not uploaded again: the bytes written go into one pack per flush and the
+//! manifest lays them over the chunk as slices, until its slices grow past a share of the
+//! chunk and it is uploaded whole again (compacted).
 //!
 //! Invariant: the staging file is exactly `size` bytes long, and every chunk that is neither
 //! dirty nor in the base manifest reads as zeros there (it is a hole or was zeroed by
 //! `set_len`), so extending a file never resurrects old bytes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -15,12 +18,13 @@ use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use swarmfs_client::{Client, ClientError, Holders, Progress};
-use swarmfs_core::{chunk_count, Manifest};
+use swarmfs_core::{chunk_count, ChunkRef, Manifest, Slice};
 use swarmfs_proto::{ChunkPlacement, RemotePath};
 
 use crate::pending::PendingRecord;
 use crate::MountOptions;
 use swarmfs_client::cache::ChunkCache;
+use swarmfs_client::slices::Packs;
 
 /// Warnings from the client end up in the mount's log.
 pub struct LogProgress;
@@ -52,6 +56,13 @@ pub struct FileState {
     staging: File,
     staging_path: std::path::PathBuf,
     dirty: BTreeSet<u64>,
+    /// For dirty chunks of the base that took only partial writes since the last flush: the
+    /// byte ranges within the chunk written. A dirty chunk not here is uploaded whole.
+    written: HashMap<u64, Vec<(u32, u32)>>,
+    /// Base chunks whose current content (slices laid) is in staging though they are clean:
+    /// flushed by this mount. A partial write into one needs no fetch.
+    staged: BTreeSet<u64>,
+    packs: Packs,
     /// Size or times changed without a chunk changing; still needs a commit.
     meta_dirty: bool,
     pub opens: usize,
@@ -88,6 +99,9 @@ impl FileState {
             staging,
             staging_path,
             dirty: BTreeSet::new(),
+            written: HashMap::new(),
+            staged: BTreeSet::new(),
+            packs: Packs::default(),
             meta_dirty: false,
             opens: 0,
             last_read_end: u64::MAX,
@@ -117,6 +131,9 @@ impl FileState {
             staging,
             staging_path,
             dirty: record.dirty.iter().copied().collect(),
+            written: HashMap::new(),
+            staged: BTreeSet::new(),
+            packs: Packs::default(),
             meta_dirty: true,
             opens: 0,
             last_read_end: u64::MAX,
@@ -169,10 +186,15 @@ impl FileState {
         Ok(h)
     }
 
+    /// Whether staging holds chunk `i`'s current content.
+    fn in_staging(&self, i: u64) -> bool {
+        self.dirty.contains(&i) || self.staged.contains(&i)
+    }
+
     /// The current plaintext of chunk `i`, exactly `chunk_len(i)` bytes.
     async fn chunk(&mut self, client: &Client, cache: &ChunkCache, i: u64) -> Result<Vec<u8>, FileError> {
         let len = self.chunk_len(i);
-        if self.dirty.contains(&i) {
+        if self.in_staging(i) {
             let mut buf = vec![0u8; len];
             self.staging.read_exact_at(&mut buf, i * self.cs())?;
             return Ok(buf);
@@ -184,15 +206,23 @@ impl FileState {
         let data = cache.get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await }).await?;
         let mut v = data[..len.min(data.len())].to_vec();
         v.resize(len, 0);
+        self.packs.lay(client, cache, &self.base, i, 0, &mut v[..data.len().min(len)], &LogProgress).await?;
         Ok(v)
     }
 
-    /// Copies chunk `i`'s current content into staging and marks it dirty.
+    /// Marks chunk `i` dirty, to be uploaded whole at the next flush (not as slices).
+    async fn make_whole(&mut self, client: &Client, cache: &ChunkCache, i: u64) -> Result<(), FileError> {
+        self.written.remove(&i);
+        self.materialize(client, cache, i).await
+    }
+
+    /// Copies chunk `i`'s current content into staging (unless it is there) and marks it
+    /// dirty.
     async fn materialize(&mut self, client: &Client, cache: &ChunkCache, i: u64) -> Result<(), FileError> {
         if self.dirty.contains(&i) {
             return Ok(());
         }
-        if (i as usize) < self.base.chunks.len() {
+        if (i as usize) < self.base.chunks.len() && !self.staged.contains(&i) {
             let data = self.chunk(client, cache, i).await?;
             self.staging.write_all_at(&data, i * self.cs())?;
         }
@@ -221,15 +251,19 @@ impl FileState {
             let base = self.base.chunks.get(i as usize).cloned();
             match base {
                 // Clean base chunk: slice the cached copy instead of copying the whole chunk
-                // for every (often 128 KiB) kernel read.
-                Some(r) if !self.dirty.contains(&i) => {
+                // for every (often 128 KiB) kernel read, and lay its slices over that part.
+                Some(r) if !self.in_staging(i) => {
                     let holders = self.holders(client).await?;
                     let data = cache
                         .get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await })
                         .await?;
+                    let start = out.len();
                     let avail = hi.min(data.len());
                     if lo < avail {
                         out.extend_from_slice(&data[lo..avail]);
+                        self.packs
+                            .lay(client, cache, &self.base, i, lo as u64, &mut out[start..], &LogProgress)
+                            .await?;
                     }
                     // Past the base chunk's end (the file grew): zeros.
                     out.resize(out.len() + (hi - lo.max(avail)), 0);
@@ -237,7 +271,7 @@ impl FileState {
                 _ => {
                     let start = out.len();
                     out.resize(start + (hi - lo), 0);
-                    if self.dirty.contains(&i) {
+                    if self.in_staging(i) {
                         self.staging.read_exact_at(&mut out[start..], i * cs + lo as u64)?;
                     }
                 }
@@ -254,7 +288,7 @@ impl FileState {
         const AHEAD: u64 = 8;
         let Ok(holders) = self.holders(client).await else { return };
         for i in from..(from + AHEAD).min(self.base.chunks.len() as u64) {
-            if self.dirty.contains(&i) {
+            if self.in_staging(i) {
                 continue;
             }
             let r = self.base.chunks[i as usize].clone();
@@ -281,11 +315,20 @@ impl FileState {
         }
         let cs = self.cs();
         for i in offset / cs..=(end - 1) / cs {
-            let whole = offset <= i * cs && end >= (i + 1) * cs;
-            if whole {
+            let (lo, hi) = (offset.max(i * cs) - i * cs, end.min((i + 1) * cs) - i * cs);
+            if lo == 0 && hi == cs {
+                self.written.remove(&i);
                 self.dirty.insert(i);
-            } else {
-                self.materialize(client, cache, i).await?;
+                continue;
+            }
+            // A base chunk's first partial write since the last flush may become slices.
+            let sliceable = !self.dirty.contains(&i) && (i as usize) < self.base.chunks.len();
+            self.materialize(client, cache, i).await?;
+            if sliceable {
+                self.written.insert(i, Vec::new());
+            }
+            if let Some(ranges) = self.written.get_mut(&i) {
+                ranges.push((lo as u32, hi as u32));
             }
         }
         self.staging.write_all_at(data, offset)?;
@@ -305,12 +348,15 @@ impl FileState {
         if size < self.size && !size.is_multiple_of(cs) {
             // The chunk the new end falls in keeps only its head: stage it so the cut bytes
             // cannot come back from the base chunk if the file grows again.
-            self.materialize(client, cache, size / cs).await?;
+            self.make_whole(client, cache, size / cs).await?;
         }
         let keep = chunk_count(size, self.base.chunk_size);
         self.dirty.retain(|&i| i < keep);
+        self.staged.retain(|&i| i < keep);
+        self.written.retain(|&i, _| i < keep);
         if (self.base.chunks.len() as u64) > keep {
             self.base.chunks.truncate(keep as usize);
+            self.base.slices.retain(|s| (s.index as u64) < keep);
             self.holders = None;
         }
         self.size = size;
@@ -334,6 +380,7 @@ impl FileState {
         }
         let Some(path) = path.filter(|_| !self.unlinked) else {
             self.dirty.clear();
+            self.written.clear();
             self.meta_dirty = false;
             return Ok(());
         };
@@ -342,21 +389,23 @@ impl FileState {
         // rewritten, padded with zeros.
         for i in 0..count.min(self.base.chunks.len() as u64) {
             if self.base.chunks[i as usize].len as usize != self.chunk_len(i) {
-                self.materialize(client, cache, i).await?;
+                self.make_whole(client, cache, i).await?;
             }
         }
         for i in self.base.chunks.len() as u64..count {
             self.dirty.insert(i);
         }
-        let dirty: Vec<u64> = self.dirty.iter().copied().collect();
+        self.compact(client, cache).await?;
         // Until the commit, the staged writes are worth keeping if this mount stops or dies.
         self.record(path).write(&self.staging_path, false)?;
-        let up =
-            client.uploader(opts.replicas, opts.min_replicas, opts.policy, !dirty.is_empty(), &LogProgress).await?;
+        let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
+        let (slices, pack_bytes) = self.pack_written()?;
+        let up = client
+            .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
+            .await?;
         let cs = self.cs();
-        let lens: Vec<usize> = dirty.iter().map(|&i| self.chunk_len(i)).collect();
         let staging = &self.staging;
-        let jobs: Vec<(u64, usize)> = dirty.iter().copied().zip(lens).collect();
+        let jobs: Vec<(u64, usize)> = whole.iter().map(|&i| (i, self.chunk_len(i))).collect();
         let stored: Vec<_> = stream::iter(jobs)
             .map(|(i, len)| {
                 let up = &up;
@@ -369,30 +418,165 @@ impl FileState {
             .buffered(8)
             .try_collect()
             .await?;
+        let mut new_packs = Vec::with_capacity(pack_bytes.len());
+        for (k, bytes) in pack_bytes.into_iter().enumerate() {
+            new_packs.push(up.store(count + k as u64, bytes).await?);
+        }
         up.summarize(&LogProgress);
-        // Every chunk index below `count` is either dirty (just stored) or a base chunk.
-        let mut fresh: std::collections::HashMap<u64, _> = stored.into_iter().collect();
-        let (chunks, placements): (Vec<_>, Vec<_>) = (0..count)
-            .map(|i| match fresh.remove(&i) {
-                Some((r, holders)) => (r.clone(), ChunkPlacement { chunk: r.id, holders }),
+        // Every chunk index below `count` is either rewritten whole (just stored) or a base
+        // chunk, with its old slices and this flush's.
+        let mut fresh: HashMap<u64, _> = stored.into_iter().collect();
+        let mut chunks = Vec::with_capacity(count as usize);
+        let mut placements = Vec::new();
+        for i in 0..count {
+            let r = match fresh.remove(&i) {
+                Some((r, holders)) => {
+                    placements.push(ChunkPlacement { chunk: r.id, holders });
+                    r
+                }
                 None => {
                     let r = self.base.chunks[i as usize].clone();
-                    (r.clone(), ChunkPlacement { chunk: r.id, holders: Vec::new() })
+                    placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
+                    r
                 }
-            })
-            .unzip();
+            };
+            chunks.push(r);
+        }
+        let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, &mut placements);
         // The time programs set (futimens before close: tar, cp -p) is part of what commits.
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
-            Manifest { size: self.size, chunk_size: self.base.chunk_size, mode: self.mode, mtime_ms, chunks };
+            Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
         client.commit(path, &manifest, placements, Some(mtime_ms), opts.replicas).await?;
         PendingRecord::remove(&self.staging_path);
         self.base = manifest;
         self.holders = None;
-        self.dirty.clear();
+        self.packs = Packs::default();
+        // What was uploaded stays in staging: the next partial write there needs no fetch.
+        self.staged.extend(std::mem::take(&mut self.dirty));
+        self.written.clear();
         self.meta_dirty = false;
         Ok(())
     }
+
+    /// Decides which chunks that took only small writes are uploaded whole instead
+    /// (compacted): those whose slices would pass [`MAX_SLICES_PER_CHUNK`] or half the
+    /// chunk, then, while the file's slices would pass [`MAX_SLICES_PER_FILE`] (the manifest
+    /// is sent whole at every commit), the chunks with the most slices, clean ones included.
+    async fn compact(&mut self, client: &Client, cache: &ChunkCache) -> Result<(), FileError> {
+        let half = self.cs() / 2;
+        for ranges in self.written.values_mut() {
+            *ranges = coalesce(std::mem::take(ranges));
+        }
+        let mut slices_of: HashMap<u64, (usize, u64)> = HashMap::new();
+        for s in &self.base.slices {
+            let e = slices_of.entry(s.index as u64).or_default();
+            *e = (e.0 + 1, e.1 + s.len as u64);
+        }
+        for (&i, ranges) in &self.written {
+            let e = slices_of.entry(i).or_default();
+            *e = (e.0 + ranges.len(), e.1 + ranges.iter().map(|&(lo, hi)| (hi - lo) as u64).sum::<u64>());
+        }
+        // Chunks uploaded whole drop their slices; so do chunks past the end.
+        slices_of.retain(|i, _| {
+            self.written.contains_key(i) || (!self.dirty.contains(i) && (*i as usize) < self.base.chunks.len())
+        });
+        let mut by_count: Vec<(u64, usize, u64)> = slices_of.into_iter().map(|(i, (n, b))| (i, n, b)).collect();
+        by_count.sort_by_key(|&(i, n, _)| (std::cmp::Reverse(n), i));
+        let mut total: usize = by_count.iter().map(|&(_, n, _)| n).sum();
+        for (i, n, bytes) in by_count {
+            if n > MAX_SLICES_PER_CHUNK || bytes > half || total > MAX_SLICES_PER_FILE {
+                self.make_whole(client, cache, i).await?;
+                total -= n;
+            }
+        }
+        Ok(())
+    }
+
+    /// This flush's slices (their `pack` counts from 0 within this flush) and the packs that
+    /// hold their bytes, read from staging: each pack at most a chunk.
+    fn pack_written(&self) -> Result<(Vec<Slice>, Vec<Vec<u8>>), FileError> {
+        let cs = self.cs() as usize;
+        let mut indices: Vec<u64> = self.written.keys().copied().collect();
+        indices.sort_unstable();
+        let (mut slices, mut packs) = (Vec::new(), vec![Vec::new()]);
+        for i in indices {
+            for &(lo, hi) in &self.written[&i] {
+                let len = (hi - lo) as usize;
+                if packs.last().expect("one").len() + len > cs {
+                    packs.push(Vec::new());
+                }
+                let pack = packs.last_mut().expect("one");
+                let at = pack.len();
+                pack.resize(at + len, 0);
+                self.staging.read_exact_at(&mut pack[at..], i * cs as u64 + lo as u64)?;
+                slices.push(Slice {
+                    index: i as u32,
+                    offset: lo,
+                    len: hi - lo,
+                    pack: (packs.len() - 1) as u32,
+                    at: at as u32,
+                });
+            }
+        }
+        packs.retain(|p| !p.is_empty());
+        Ok((slices, packs))
+    }
+
+    /// The new manifest's slices and packs: the base's slices of chunks that were neither
+    /// rewritten whole nor cut off, then this flush's, per chunk in that order; the packs
+    /// still referenced, then this flush's. Adds the packs to `placements`.
+    fn merge_slices(
+        &self,
+        whole: &[u64],
+        count: u64,
+        new: Vec<Slice>,
+        new_packs: Vec<(ChunkRef, Vec<swarmfs_proto::NodeId>)>,
+        placements: &mut Vec<ChunkPlacement>,
+    ) -> (Vec<Slice>, Vec<ChunkRef>) {
+        let whole: BTreeSet<u64> = whole.iter().copied().collect();
+        let kept = self.base.slices.iter().filter(|s| (s.index as u64) < count && !whole.contains(&(s.index as u64)));
+        let mut packs = Vec::new();
+        let mut renumber: HashMap<u32, u32> = HashMap::new();
+        let mut old: Vec<Slice> = Vec::new();
+        for s in kept {
+            let pack = *renumber.entry(s.pack).or_insert_with(|| {
+                let r = self.base.packs[s.pack as usize].clone();
+                placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
+                packs.push(r);
+                (packs.len() - 1) as u32
+            });
+            old.push(Slice { pack, ..*s });
+        }
+        let first_new = packs.len() as u32;
+        for (r, holders) in new_packs {
+            placements.push(ChunkPlacement { chunk: r.id, holders });
+            packs.push(r);
+        }
+        let mut slices: Vec<Slice> = old;
+        slices.extend(new.into_iter().map(|s| Slice { pack: s.pack + first_new, ..s }));
+        // Stable: within a chunk the base's slices stay before this flush's.
+        slices.sort_by_key(|s| s.index);
+        (slices, packs)
+    }
+}
+
+/// A chunk whose slices would pass this many is uploaded whole at the next flush.
+const MAX_SLICES_PER_CHUNK: usize = 128;
+/// A file's manifest holds at most this many slices (about 100 KiB of manifest).
+const MAX_SLICES_PER_FILE: usize = 8192;
+
+/// Sorted, overlapping and touching ranges merged.
+fn coalesce(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
 }
 
 /// Names staging files; the staging directory is emptied when a mount starts.

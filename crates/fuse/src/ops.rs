@@ -601,13 +601,7 @@ impl Filesystem for SwarmFs {
                 let path = fs.child(parent, &name)?;
                 let _ = flags; // the kernel calls create only after a failed lookup: O_EXCL holds.
                 let mode = mode & !umask & 0o7777;
-                let empty = Manifest {
-                    size: 0,
-                    chunk_size: fs.opts.chunk_size,
-                    mode,
-                    mtime_ms: ms_of(SystemTime::now()),
-                    chunks: Vec::new(),
-                };
+                let empty = Manifest::whole(0, fs.opts.chunk_size, mode, ms_of(SystemTime::now()), Vec::new());
                 // One tracker transaction: the name, mode and owner appear together.
                 let e = fs
                     .client

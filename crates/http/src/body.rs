@@ -33,6 +33,7 @@ pub struct Source {
     pub manifest: Manifest,
     pub holders: Holders,
     pub first: u64,
+    pub packs: swarmfs_client::slices::Packs,
 }
 
 /// The chunk indices a byte range touches.
@@ -85,7 +86,8 @@ pub fn stream(gw: Arc<Gateway>, source: Arc<Source>, parts: Vec<Part>) -> Body {
 async fn chunk(gw: &Gateway, source: &Source, index: u64) -> std::io::Result<Arc<Vec<u8>>> {
     let r = source.manifest.chunks.get(index as usize).ok_or_else(|| std::io::Error::other("chunk out of range"))?;
     let i = (index - source.first) as usize;
-    gw.cache
+    let base = gw
+        .cache
         .get(r.id, async {
             let started = Instant::now();
             let plain = source.client.fetch(index, r, &source.holders, i, &LogWarnings).await?;
@@ -93,7 +95,18 @@ async fn chunk(gw: &Gateway, source: &Source, index: u64) -> std::io::Result<Arc
             Ok::<_, swarmfs_client::ClientError>(plain)
         })
         .await
-        .map_err(std::io::Error::other)
+        .map_err(std::io::Error::other)?;
+    if source.manifest.slices_of(index).is_empty() {
+        return Ok(base);
+    }
+    // The cache holds chunks by id, shared by every file that has them: the slices go on a copy.
+    let mut plain = base.to_vec();
+    source
+        .packs
+        .lay(&source.client, &gw.cache, &source.manifest, index, 0, &mut plain, &LogWarnings)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Arc::new(plain))
 }
 
 /// A cached chunk shared by the bodies that send it, without a copy.

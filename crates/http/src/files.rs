@@ -137,7 +137,7 @@ async fn serve_file(
     });
     let (first, last) = touched.fold((u64::MAX, 0), |(lo, hi), r| (lo.min(*r.start()), hi.max(*r.end())));
     let holders = client.locate(&manifest.chunks[first as usize..=last as usize]).await?;
-    let source = Arc::new(Source { client, manifest, holders, first });
+    let source = Arc::new(Source { client, manifest, holders, first, packs: Default::default() });
     Ok(respond(status, headers, body::stream(gw.clone(), source, parts)))
 }
 
@@ -237,12 +237,18 @@ async fn delete(gw: &Arc<Gateway>, req: &Request<Incoming>, remote: &RemotePath)
     Ok(respond(StatusCode::NO_CONTENT, HeaderMap::new(), empty()))
 }
 
-/// Strong, from the content: the chunk ids (hashes of the sealed chunks) and the size.
+/// Strong, from the content: the chunk and pack ids (hashes of the sealed chunks), where the
+/// slices lie, and the size.
 fn etag(manifest: &Manifest) -> String {
     let mut h = blake3::Hasher::new();
     h.update(&manifest.size.to_le_bytes());
-    for c in &manifest.chunks {
+    for c in manifest.referenced() {
         h.update(&c.id.0);
+    }
+    for s in &manifest.slices {
+        for n in [s.index, s.offset, s.len, s.pack, s.at] {
+            h.update(&n.to_le_bytes());
+        }
     }
     format!("\"{}\"", &h.finalize().to_hex()[..32])
 }
