@@ -140,8 +140,11 @@ impl Worker for Collector {
         "collector".into()
     }
 
+    /// A sixteenth of the delay (at most 5 s): garbage goes soon after it is due, which is
+    /// what a burst of small writes into a big file leaves behind (superseded packs and
+    /// chunks); one indexed query per wake-up.
     fn idle_period(&self) -> Duration {
-        (self.tracker.config.gc_delay / 4).clamp(Duration::from_millis(200), Duration::from_secs(30))
+        (self.tracker.config.gc_delay / 16).clamp(Duration::from_millis(200), Duration::from_secs(5))
     }
 
     async fn step(&mut self) -> Result<Step, String> {
