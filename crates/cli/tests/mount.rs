@@ -265,11 +265,16 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     assert_eq!((v["slices"].as_u64(), v["packs"].as_u64()), (Some(9), Some(8)), "one pack per flush: {v}");
     assert_ne!(etag(), etag_before, "the gateway's ETag follows the slices");
     // Small writes into one chunk until it passes its slice budget: it is uploaded whole
-    // once (compacted) and reads stay exact; later writes overlap earlier ones.
+    // once (compacted) and reads stay exact.
     let before = stored_bytes(&peers);
     for k in 0..140u64 {
-        write(&mut expected, 2 * MIB + (k as usize * 7919) % (MIB - 100), &pattern(100, 1000 + k));
+        // Each odd write lands 50 bytes into the even one before it (a later flush wins).
+        let at = 2 * MIB + (k as usize / 2 * 7919) % (MIB - 200) + (k as usize % 2) * 50;
+        write(&mut expected, at, &pattern(100, 1000 + k));
         f.sync_all().unwrap();
+        if k == 100 {
+            back(&expected, "100 overlapping slices in one chunk");
+        }
     }
     let sent = stored_bytes(&peers) - before;
     assert!(sent > 2 * MIB as u64, "the chunk was compacted: uploaded whole ({sent} bytes)");

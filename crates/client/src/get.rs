@@ -404,7 +404,6 @@ impl Client {
         file.set_len(manifest.size).map_err(ClientError::Output)?;
         let file = Arc::new((file, direct));
         let mut holders = Arc::new(self.locate(refs).await?);
-        let (packs, pack_cache) = (Packs::default(), ChunkCache::new(PACK_CACHE_BYTES));
         let mut queue: Vec<usize> = (0..refs.len()).collect();
         let rarest_last = |queue: &mut Vec<usize>, h: &Holders| {
             // Popped from the end: the rarest go last in the vector.
@@ -439,17 +438,17 @@ impl Client {
                     *asked.entry(n).or_default() += 1;
                 }
                 order.push(i as u64);
-                let (h, bad, endgame, packs, pack_cache) = (holders.clone(), &bad, &endgame, &packs, &pack_cache);
+                let (h, bad, endgame) = (holders.clone(), &bad, &endgame);
                 in_flight.push(async move {
-                    let got = async {
-                        self.still_admitted().await?;
-                        let tally = Tally { bad, endgame: Some(endgame) };
-                        let mut plain =
-                            self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, tally, progress).await?;
-                        packs.lay(self, pack_cache, manifest, i as u64, 0, &mut plain, progress).await?;
-                        Ok(plain)
+                    let got = match self.still_admitted().await {
+                        Ok(()) => {
+                            let mine = &h.of_chunk[i];
+                            let tally = Tally { bad, endgame: Some(endgame) };
+                            self.fetch_chunk(i as u64, &refs[i], mine, &h, tally, progress).await
+                        }
+                        Err(e) => Err(e),
                     };
-                    (i, first, got.await)
+                    (i, first, got)
                 });
             }
             // End-game: nothing left to start, a few chunks in flight. One slow source must
@@ -527,6 +526,7 @@ impl Client {
                 }
             }
         }
+        self.write_slices(manifest, &file.0, progress).await?;
         Ok(GetReport {
             size: manifest.size,
             bytes: written,
@@ -536,6 +536,51 @@ impl Client {
             endgame_requests: endgame.requests.load(Ordering::Relaxed),
             endgame_wins: endgame.wins.load(Ordering::Relaxed),
         })
+    }
+
+    /// Writes a downloaded file's slices over its chunks, pack by pack in the manifest's
+    /// order (which keeps every chunk's later writes after its earlier ones): each pack is
+    /// fetched once, however many chunks its slices fall in.
+    async fn write_slices(
+        &self,
+        manifest: &Manifest,
+        file: &std::fs::File,
+        progress: &dyn Progress,
+    ) -> Result<(), ClientError> {
+        if manifest.slices.is_empty() {
+            return Ok(());
+        }
+        let holders = self.locate(&manifest.packs).await?;
+        let mut of_pack: Vec<Vec<swarmfs_core::Slice>> = vec![Vec::new(); manifest.packs.len()];
+        for s in &manifest.slices {
+            of_pack[s.pack as usize].push(*s);
+        }
+        let cs = manifest.chunk_size as u64;
+        // Fetched a window ahead, written in order.
+        let mut fetched = stream::iter(of_pack.into_iter().enumerate().filter(|(_, s)| !s.is_empty()))
+            .map(|(p, slices)| {
+                let holders = &holders;
+                async move {
+                    self.still_admitted().await?;
+                    let plain = self.fetch(p as u64, &manifest.packs[p], holders, p, progress).await?;
+                    Ok::<_, ClientError>((slices, plain))
+                }
+            })
+            .buffered(WINDOW);
+        while let Some(got) = fetched.next().await {
+            let (slices, plain) = got?;
+            let file = file.try_clone().map_err(ClientError::Output)?;
+            tokio::task::spawn_blocking(move || {
+                slices.iter().try_for_each(|s| {
+                    let bytes = &plain[s.at as usize..(s.at + s.len) as usize];
+                    std::os::unix::fs::FileExt::write_all_at(&file, bytes, s.index as u64 * cs + s.offset as u64)
+                })
+            })
+            .await
+            .map_err(|e| ClientError::Output(std::io::Error::other(e.to_string())))?
+            .map_err(ClientError::Output)?;
+        }
+        Ok(())
     }
 
     /// Fetches chunk `i` of a located set (`refs[i]` given to [`Client::locate`]): verified

@@ -1,11 +1,11 @@
 //! Reading a file that has slices (small writes the mount stored without rewriting their
 //! chunks; see `swarmfs_core::Slice`): every reader fetches chunk `i` as usual, then lays
-//! its slices over it from the packs, each pack fetched once through a cache.
+//! its slices over it from the packs, through a bounded cache of packs (a `get` into a file
+//! instead writes every slice after the chunks, each pack fetched once: Client::write_slices).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use swarmfs_core::{lay_slices, Manifest};
+use swarmfs_core::{lay_slices, Manifest, Slice};
 use tokio::sync::OnceCell;
 
 use crate::cache::ChunkCache;
@@ -37,16 +37,16 @@ impl Packs {
         progress: &dyn Progress,
     ) -> Result<(), ClientError> {
         let end = start + buf.len() as u64;
-        let touching = |s: &&swarmfs_core::Slice| (s.offset as u64) < end && s.offset as u64 + s.len as u64 > start;
-        let slices = manifest.slices_of(index);
-        let mut got: HashMap<u32, Arc<Vec<u8>>> = HashMap::new();
-        for s in slices.iter().filter(touching) {
-            if let std::collections::hash_map::Entry::Vacant(e) = got.entry(s.pack) {
-                e.insert(self.pack(client, cache, manifest, s.pack, progress).await?);
-            }
-        }
-        if !got.is_empty() {
-            lay_slices(slices, start, buf, |p| got[&p].as_slice());
+        let touching = |s: &&Slice| (s.offset as u64) < end && s.offset as u64 + s.len as u64 > start;
+        // In order, one pack held at a time: within a chunk, slices are ordered by pack.
+        let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
+        for s in manifest.slices_of(index).iter().filter(touching) {
+            let pack = match &current {
+                Some((p, bytes)) if *p == s.pack => bytes.clone(),
+                _ => self.pack(client, cache, manifest, s.pack, progress).await?,
+            };
+            lay_slices(std::slice::from_ref(s), start, buf, |_| pack.as_slice());
+            current = Some((s.pack, pack));
         }
         Ok(())
     }

@@ -75,7 +75,9 @@ pub struct Manifest {
     /// later slice wins where two overlap. Chunk `i`'s content is `chunks[i]` with its slices
     /// laid over it in order.
     pub slices: Vec<Slice>,
-    /// Chunks holding the slices' bytes (each is what one flush wrote).
+    /// Chunks holding the slices' bytes (each is what one flush wrote), oldest first: within
+    /// one chunk a later slice is never in an earlier pack, so laying every slice pack by
+    /// pack (each pack fetched once) gives the same bytes as laying them chunk by chunk.
     pub packs: Vec<ChunkRef>,
 }
 
@@ -143,16 +145,17 @@ impl Manifest {
         if self.packs.iter().any(|p| p.len > self.chunk_size) {
             return Err(CoreError::BadManifest("a pack is larger than a chunk".into()));
         }
-        let mut last_index = 0;
+        let mut last = (0, 0);
         for s in &self.slices {
             let (Some(chunk), Some(pack)) = (self.chunks.get(s.index as usize), self.packs.get(s.pack as usize)) else {
                 return Err(CoreError::BadManifest("a slice names a chunk or pack that is not there".into()));
             };
             let fits = |start: u32, whole: u32| start.checked_add(s.len).is_some_and(|end| end <= whole);
-            if s.len == 0 || !fits(s.offset, chunk.len) || !fits(s.at, pack.len) || s.index < last_index {
+            // Ordered by chunk, then (within a chunk) by pack.
+            if s.len == 0 || !fits(s.offset, chunk.len) || !fits(s.at, pack.len) || (s.index, s.pack) < last {
                 return Err(CoreError::BadManifest("a slice is out of place".into()));
             }
-            last_index = s.index;
+            last = (s.index, s.pack);
         }
         Ok(())
     }
@@ -294,6 +297,11 @@ mod tests {
         bad(|m| m.slices[1].pack = 2); // no such pack
         bad(|m| m.slices[2].index = 3); // no such chunk
         bad(|m| m.slices.swap(0, 1)); // not ordered by chunk
+        bad(|m| {
+            // A later write of chunk 2 in an earlier pack (both fit their packs).
+            (m.slices[1].pack, m.slices[1].at) = (1, 0);
+            (m.slices[2].pack, m.slices[2].at) = (0, 0);
+        });
         bad(|m| m.slices[0].len = 0);
         bad(|m| m.packs[0].len = 2000); // larger than a chunk
     }

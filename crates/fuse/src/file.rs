@@ -525,7 +525,7 @@ impl FileState {
 
     /// The new manifest's slices and packs: the base's slices of chunks that were neither
     /// rewritten whole nor cut off, then this flush's, per chunk in that order; the packs
-    /// still referenced, then this flush's. Adds the packs to `placements`.
+    /// still referenced, in their order, then this flush's. Adds the packs to `placements`.
     fn merge_slices(
         &self,
         whole: &[u64],
@@ -535,19 +535,23 @@ impl FileState {
         placements: &mut Vec<ChunkPlacement>,
     ) -> (Vec<Slice>, Vec<ChunkRef>) {
         let whole: BTreeSet<u64> = whole.iter().copied().collect();
-        let kept = self.base.slices.iter().filter(|s| (s.index as u64) < count && !whole.contains(&(s.index as u64)));
+        let kept: Vec<&Slice> = self
+            .base
+            .slices
+            .iter()
+            .filter(|s| (s.index as u64) < count && !whole.contains(&(s.index as u64)))
+            .collect();
+        // Packs keep their order (oldest first), so a later write is always in a later pack.
+        let still_used: BTreeSet<u32> = kept.iter().map(|s| s.pack).collect();
         let mut packs = Vec::new();
         let mut renumber: HashMap<u32, u32> = HashMap::new();
-        let mut old: Vec<Slice> = Vec::new();
-        for s in kept {
-            let pack = *renumber.entry(s.pack).or_insert_with(|| {
-                let r = self.base.packs[s.pack as usize].clone();
-                placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
-                packs.push(r);
-                (packs.len() - 1) as u32
-            });
-            old.push(Slice { pack, ..*s });
+        for p in still_used {
+            let r = self.base.packs[p as usize].clone();
+            placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
+            renumber.insert(p, packs.len() as u32);
+            packs.push(r);
         }
+        let old: Vec<Slice> = kept.into_iter().map(|s| Slice { pack: renumber[&s.pack], ..*s }).collect();
         let first_new = packs.len() as u32;
         for (r, holders) in new_packs {
             placements.push(ChunkPlacement { chunk: r.id, holders });

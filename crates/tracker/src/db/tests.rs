@@ -118,3 +118,37 @@ fn a_file_of_many_chunks_commits_and_locates_in_groups_with_every_holder_in_orde
     assert!(holders[..ids.len()].iter().all(|h| h == &vec![a, b]), "both holders of every chunk, sorted");
     assert_eq!(holders[ids.len()], Vec::<NodeId>::new(), "an unknown chunk has none");
 }
+
+#[test]
+fn an_overwrite_keeps_shared_chunks_referenced_and_queues_only_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    db.set_gc_delay(std::time::Duration::ZERO);
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let commit = |db: &mut Db, path: &str, id: u8, chunks: &[u8]| {
+        let placements: Vec<ChunkPlacement> = chunks
+            .iter()
+            .map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] })
+            .collect();
+        let new = NewFile {
+            size: 10,
+            file_id: FileId([id; 32]),
+            manifest: &m,
+            placements: &placements,
+            mtime_ms: None,
+            replicas: 1,
+        };
+        db.commit_file(&p(path), &new).unwrap();
+    };
+    commit(&mut db, "/f", 1, &[1, 2, 3]);
+    commit(&mut db, "/g", 2, &[3]);
+    // A flush of the mount: chunk 1 kept, 2 replaced by 4, 3 kept.
+    commit(&mut db, "/f", 3, &[1, 4, 3]);
+    let due: Vec<ChunkId> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(due, vec![ChunkId([2; 32])], "only the dropped chunk is garbage");
+    // Removing /f leaves chunk 3 to /g alone.
+    db.remove(&p("/f"), false).unwrap();
+    let mut due: Vec<ChunkId> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c).collect();
+    due.sort_by_key(|c| c.0);
+    assert_eq!(due, vec![ChunkId([1; 32]), ChunkId([4; 32])], "the new version's own references moved with it");
+}
