@@ -324,4 +324,21 @@ mod tests {
         lay_slices(m.slices_of(0), 1016, &mut tail, pack);
         assert_eq!(&tail, b"....abcd");
     }
+
+    /// The bytes a V2 body holds, pinned: reordering a field or a variant breaks every
+    /// manifest already stored. A new layout is a new variant.
+    #[test]
+    fn the_v2_layout_is_pinned() {
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        let mut m = Manifest::whole(300, 512, 0o644, 7, vec![r(1, 300)]);
+        m.packs = vec![r(2, 4)];
+        m.slices = vec![Slice { index: 0, offset: 200, len: 4, pack: 0, at: 0 }];
+        let plain = postcard::to_stdvec(&VersionedManifest::V2(m)).unwrap();
+        let hex: String = plain.iter().map(|b| format!("{b:02x}")).collect();
+        let header = "01ac028004a4030e"; // V2, size 300, chunk size 512, mode 0o644, mtime 7 (zigzag)
+        let chunk = format!("01{}ac02", "01".repeat(64)); // one chunk: id, key, len 300
+        let slice = "0100c801040000"; // one slice: chunk 0, offset 200, len 4, pack 0, at 0
+        let pack = format!("01{}04", "02".repeat(64)); // one pack: id, key, len 4
+        assert_eq!(hex, format!("{header}{chunk}{slice}{pack}"));
+    }
 }
