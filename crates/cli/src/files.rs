@@ -532,9 +532,10 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
         outln!("mode:   {} ({:o}), owner {}:{}", mode_string(e.kind, e.mode), e.mode & 0o7777, e.uid, e.gid);
         if e.kind == EntryKind::File {
             outln!("size:   {} ({})", e.size, human(e.size));
-            outln!("chunks: {}", e.chunks);
+            // The tracker counts every chunk id the commit placed, packs included.
+            outln!("chunks: {}", (e.chunks as usize).saturating_sub(slices.1));
             if slices.0 > 0 {
-                outln!("slices: {} small writes over the chunks, in {} of them (packs)", slices.0, slices.1);
+                outln!("slices: {} small writes over the chunks, in {} packs", slices.0, slices.1);
             }
             if e.replicas > 0 {
                 let fewest = holders

@@ -263,6 +263,11 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     back(&expected, "slices");
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
     assert_eq!((v["slices"].as_u64(), v["packs"].as_u64()), (Some(9), Some(8)), "one pack per flush: {v}");
+    let text = c.ok(&["stat", "/big.bin"]);
+    assert!(
+        text.contains("chunks: 9\n") && text.contains("slices: 9 small writes over the chunks, in 8 packs"),
+        "{text}"
+    );
     assert_ne!(etag(), etag_before, "the gateway's ETag follows the slices");
     // Small writes into one chunk until it passes its slice budget: it is uploaded whole
     // once (compacted) and reads stay exact.
