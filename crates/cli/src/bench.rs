@@ -788,7 +788,10 @@ fn peers_received_bytes(swarm: &LocalSwarm) -> Result<u64> {
     let mut total = 0.0;
     for i in 1..=swarm.peers.len() {
         let addr = swarm.peer_metrics_addr(i).with_context(|| format!("peer{i} serves no metrics"))?;
-        let mut conn = std::net::TcpStream::connect(&addr)?;
+        // Bounded: a peer that stopped answering fails the bench instead of hanging it.
+        let limit = std::time::Duration::from_secs(10);
+        let mut conn = std::net::TcpStream::connect_timeout(&addr.parse()?, limit)?;
+        conn.set_read_timeout(Some(limit))?;
         conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
         let mut body = String::new();
         conn.read_to_string(&mut body)?;

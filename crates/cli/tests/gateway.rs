@@ -4,53 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pattern, promtool_accepts, rss_bytes, stderr, Cluster, BIN};
-
-/// A running gateway; killed when dropped.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Gateway {
-    fn start(c: &Cluster, home: &Path, extra: &[&str]) -> Gateway {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(c.path("gateway.log")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["gateway", "--home"])
-            .arg(home)
-            .args(["--listen", "127.0.0.1:0", "--json"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("gateway printed {line:?}; log:\n{}", c.log("gateway")));
-        Gateway { child, url: v["url"].as_str().unwrap().trim_end_matches('/').to_string() }
-    }
-
-    fn port(&self) -> &str {
-        self.url.rsplit(':').next().unwrap()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn curl(args: &[&str]) -> Output {
-    Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().expect("curl (install-deps installs it)")
-}
+use common::{curl, pattern, promtool_accepts, rss_bytes, stderr, Cluster, Gateway, BIN};
 
 /// Status code, headers (lower-cased names) and body of one request.
 fn request(args: &[&str]) -> (u16, Vec<(String, String)>, Vec<u8>) {

@@ -207,24 +207,10 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     let mut expected = c.put_pattern("big.bin", "/big.bin", 8 * MIB + 5000, 7, &["--chunk-size", "1M"]);
     let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
     // The HTTP gateway reads through the same slices.
-    let mut gateway = KillOnDrop(
-        std::process::Command::new(common::BIN)
-            .args(["gateway", "--home", c.client_home().to_str().unwrap(), "--listen", "127.0.0.1:0", "--json"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(gateway.0.stdout.take().unwrap()), &mut line).unwrap();
-    let url =
-        format!("{}files/big.bin", serde_json::from_str::<serde_json::Value>(&line).unwrap()["url"].as_str().unwrap());
-    let curl = |args: &[&str]| {
-        std::process::Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().unwrap()
-    };
+    let gateway = common::Gateway::start(&c, &c.client_home(), &[]);
+    let url = format!("{}/files/big.bin", gateway.url);
     let etag = || {
-        let head = String::from_utf8(curl(&["-I", &url]).stdout).unwrap();
+        let head = String::from_utf8(common::curl(&["-I", &url]).stdout).unwrap();
         head.lines().find(|l| l.to_ascii_lowercase().starts_with("etag:")).unwrap().to_string()
     };
     let etag_before = etag();
@@ -256,8 +242,8 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
         // A range across the chunk boundary the fourth write straddles.
         let out = c.cli(&["cat", "/big.bin", "--offset", &(4 * MIB - 5000).to_string(), "--length", "10000"]);
         assert!(out.status.success() && out.stdout == expected[4 * MIB - 5000..4 * MIB + 5000], "cat after {what}");
-        assert!(curl(&[&url]).stdout == expected, "the gateway after {what}");
-        let range = curl(&["-H", &format!("Range: bytes={}-{}", 4 * MIB - 5000, 4 * MIB + 4999), &url]);
+        assert!(common::curl(&[&url]).stdout == expected, "the gateway after {what}");
+        let range = common::curl(&["-H", &format!("Range: bytes={}-{}", 4 * MIB - 5000, 4 * MIB + 4999), &url]);
         assert!(range.stdout == expected[4 * MIB - 5000..4 * MIB + 5000], "a range from the gateway after {what}");
     };
     back(&expected, "slices");
@@ -293,16 +279,6 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     expected.truncate(6 * MIB + 1500);
     expected.resize(6 * MIB + 9000, 0);
     back(&expected, "truncate");
-}
-
-/// A process of the test's own, stopped however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -556,6 +556,7 @@ impl Client {
             of_pack[s.pack as usize].push(*s);
         }
         let cs = manifest.chunk_size as u64;
+        let file = Arc::new(file.try_clone().map_err(ClientError::Output)?);
         // Fetched a window ahead, written in order.
         let mut fetched = stream::iter(of_pack.into_iter().enumerate().filter(|(_, s)| !s.is_empty()))
             .map(|(p, slices)| {
@@ -569,11 +570,11 @@ impl Client {
             .buffered(WINDOW);
         while let Some(got) = fetched.next().await {
             let (slices, plain) = got?;
-            let file = file.try_clone().map_err(ClientError::Output)?;
+            let file = file.clone();
             tokio::task::spawn_blocking(move || {
                 slices.iter().try_for_each(|s| {
                     let bytes = &plain[s.at as usize..(s.at + s.len) as usize];
-                    std::os::unix::fs::FileExt::write_all_at(&file, bytes, s.index as u64 * cs + s.offset as u64)
+                    std::os::unix::fs::FileExt::write_all_at(&*file, bytes, s.index as u64 * cs + s.offset as u64)
                 })
             })
             .await

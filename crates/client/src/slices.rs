@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use swarmfs_core::{lay_slices, Manifest, Slice};
+use swarmfs_core::{lay_slice, Manifest, Slice};
 use tokio::sync::OnceCell;
 
 use crate::cache::ChunkCache;
 use crate::get::Holders;
 use crate::{Client, ClientError, Progress};
 
-/// The packs of one manifest: where they are (located on first use) and a cache of their
-/// plaintext. A reader keeps one per manifest it reads.
+/// Where the packs of one manifest are (located on first use); their plaintext goes through
+/// the cache each call is given. A reader keeps one per manifest it reads.
 #[derive(Default)]
 pub struct Packs {
     holders: OnceCell<Holders>,
@@ -41,12 +41,11 @@ impl Packs {
         // In order, one pack held at a time: within a chunk, slices are ordered by pack.
         let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
         for s in manifest.slices_of(index).iter().filter(touching) {
-            let pack = match &current {
-                Some((p, bytes)) if *p == s.pack => bytes.clone(),
-                _ => self.pack(client, cache, manifest, s.pack, progress).await?,
-            };
-            lay_slices(std::slice::from_ref(s), start, buf, |_| pack.as_slice());
-            current = Some((s.pack, pack));
+            if current.as_ref().is_none_or(|(p, _)| *p != s.pack) {
+                current = Some((s.pack, self.pack(client, cache, manifest, s.pack, progress).await?));
+            }
+            let (_, pack) = current.as_ref().expect("just fetched");
+            lay_slice(s, start, buf, pack);
         }
         Ok(())
     }

@@ -173,17 +173,15 @@ impl Manifest {
     }
 }
 
-/// Lays `slices` (of one chunk, oldest first) over `buf`, which holds that chunk's bytes from
-/// `start` on; `pack(p)` is pack `p`'s plaintext.
-pub fn lay_slices<'a>(slices: &[Slice], start: u64, buf: &mut [u8], pack: impl Fn(u32) -> &'a [u8]) {
+/// Lays slice `s` over `buf`, which holds its chunk's bytes from `start` on (only the part
+/// of `s` inside `buf`); `pack` is the plaintext of `s`'s pack. A chunk's slices are laid
+/// in their order.
+pub fn lay_slice(s: &Slice, start: u64, buf: &mut [u8], pack: &[u8]) {
     let end = start + buf.len() as u64;
-    for s in slices {
-        let (lo, hi) = ((s.offset as u64).max(start), (s.offset as u64 + s.len as u64).min(end));
-        if lo < hi {
-            let from = s.at as usize + (lo - s.offset as u64) as usize;
-            buf[(lo - start) as usize..(hi - start) as usize]
-                .copy_from_slice(&pack(s.pack)[from..from + (hi - lo) as usize]);
-        }
+    let (lo, hi) = ((s.offset as u64).max(start), (s.offset as u64 + s.len as u64).min(end));
+    if lo < hi {
+        let from = s.at as usize + (lo - s.offset as u64) as usize;
+        buf[(lo - start) as usize..(hi - start) as usize].copy_from_slice(&pack[from..from + (hi - lo) as usize]);
     }
 }
 
@@ -310,18 +308,22 @@ mod tests {
     fn later_slices_win_and_a_range_sees_only_its_part() {
         let m = sliced();
         let packs = [b"abcdef".to_vec(), b"WXYZ".to_vec()];
-        let pack = |p: u32| packs[p as usize].as_slice();
+        let lay = |index: u64, start: u64, buf: &mut [u8]| {
+            for s in m.slices_of(index) {
+                lay_slice(s, start, buf, &packs[s.pack as usize]);
+            }
+        };
         assert_eq!(m.slices_of(1), &[]);
         assert_eq!(m.slices_of(2).len(), 2);
         let mut chunk = vec![b'.'; 10];
-        lay_slices(m.slices_of(2), 0, &mut chunk, pack);
+        lay(2, 0, &mut chunk);
         assert_eq!(&chunk, b"eWXYZ.....");
         // The same chunk read from byte 3 on, three bytes.
         let mut part = vec![b'.'; 3];
-        lay_slices(m.slices_of(2), 3, &mut part, pack);
+        lay(2, 3, &mut part);
         assert_eq!(&part, b"YZ.");
         let mut tail = vec![b'.'; 8];
-        lay_slices(m.slices_of(0), 1016, &mut tail, pack);
+        lay(0, 1016, &mut tail);
         assert_eq!(&tail, b"....abcd");
     }
 

@@ -591,3 +591,45 @@ pub fn promtool_accepts(body: &str) {
     let out = p.wait_with_output().unwrap();
     assert!(out.status.success(), "promtool: {}{}\n{body}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Gateway {
+    pub fn start(c: &Cluster, home: &Path, extra: &[&str]) -> Gateway {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(c.path("gateway.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["gateway", "--home"])
+            .arg(home)
+            .args(["--listen", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("gateway printed {line:?}; log:\n{}", c.log("gateway")));
+        Gateway { child, url: v["url"].as_str().unwrap().trim_end_matches('/').to_string() }
+    }
+
+    pub fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().expect("curl (install-deps installs it)")
+}
