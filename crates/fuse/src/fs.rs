@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty};
 use swarmfs_client::{Client, ClientError};
@@ -54,6 +54,55 @@ pub(crate) struct Inner {
     /// Files kept staged for the next mount: a later close of one gets EIO, not a success
     /// that would claim the writes are in the swarm.
     kept: Mutex<std::collections::HashSet<u64>>,
+    /// Directory attributes as the tracker gave them, by inode, with when (see [`DirAttrs`]).
+    pub(crate) dir_attrs: Mutex<DirAttrs>,
+}
+
+/// Directory attributes this mount may answer with itself for [`TTL`] after the tracker gave
+/// them. The kernel drops a directory's attributes after every create or unlink in it and asks
+/// for them again before the next one (its permission check), so a loop creating files paid a
+/// tracker round trip per file for attributes this mount had just seen. This mount's own
+/// creates and removals in a directory move its times here, as the tracker moved them; any
+/// other change it makes forgets the directory. Changes by other mounts show within [`TTL`] of
+/// the tracker's answer, as they did when the kernel alone cached it.
+#[derive(Default)]
+pub(crate) struct DirAttrs(HashMap<u64, (EntryInfo, Instant)>);
+
+/// Past this many directories, the expired ones are dropped.
+const DIR_ATTRS_KEPT: usize = 4096;
+
+impl DirAttrs {
+    /// The attributes of directory `ino` and how long they stay fresh, if they still are.
+    fn fresh(&self, ino: u64) -> Option<(EntryInfo, Duration)> {
+        let (e, at) = self.0.get(&ino)?;
+        let left = TTL.checked_sub(at.elapsed()).filter(|d| !d.is_zero())?;
+        Some((e.clone(), left))
+    }
+
+    fn keep(&mut self, ino: u64, e: &EntryInfo) {
+        if self.0.len() >= DIR_ATTRS_KEPT {
+            self.0.retain(|_, (_, at)| at.elapsed() < TTL);
+        }
+        self.0.insert(ino, (e.clone(), Instant::now()));
+    }
+
+    /// This mount created or removed an entry in directory `ino` (`subdirs`: by how many its
+    /// subdirectories changed, which its link count follows).
+    pub(crate) fn changed(&mut self, ino: u64, subdirs: i32) {
+        if let Some((e, _)) = self.0.get_mut(&ino) {
+            let now = ms_of(SystemTime::now());
+            (e.mtime_ms, e.ctime_ms) = (now, now);
+            e.nlink = e.nlink.saturating_add_signed(subdirs);
+        }
+    }
+
+    pub(crate) fn forget(&mut self, ino: u64) {
+        self.0.remove(&ino);
+    }
+
+    pub(crate) fn forget_all(&mut self) {
+        self.0.clear();
+    }
 }
 
 pub struct SwarmFs {
@@ -187,6 +236,7 @@ impl SwarmFs {
                 left_over: Mutex::new(left_over),
                 stop_uploading: tokio_util::sync::CancellationToken::new(),
                 kept: Mutex::new(std::collections::HashSet::new()),
+                dir_attrs: Mutex::new(DirAttrs::default()),
             }),
         })
     }
@@ -296,17 +346,25 @@ impl Inner {
         a
     }
 
-    /// Attributes of `path`, with an open file's local size, mode and time taking precedence.
-    pub(crate) async fn stat(&self, path: &RemotePath) -> Result<FileAttr, Errno> {
+    /// Attributes of `path` and how long the kernel may keep them, with an open file's local
+    /// size, mode and time taking precedence and a directory's answered from [`DirAttrs`]
+    /// while fresh.
+    pub(crate) async fn stat(&self, path: &RemotePath) -> Result<(FileAttr, Duration), Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
             let st = f.lock().await;
             if !st.unlinked {
-                return Ok(self.open_attr(ino, &st));
+                return Ok((self.open_attr(ino, &st), TTL));
             }
         }
+        if let Some((e, left)) = self.dir_attrs.lock().expect("dir attrs").fresh(ino) {
+            return Ok((self.attr(ino, &e), left));
+        }
         let e = self.client.stat(path).await.map_err(|e| log_err("stat", &e, errno_of(&e)))?;
-        Ok(self.attr(ino, &e))
+        if e.kind == EntryKind::Dir {
+            self.dir_attrs.lock().expect("dir attrs").keep(ino, &e);
+        }
+        Ok((self.attr(ino, &e), TTL))
     }
 
     /// The open state of `ino`, loading the manifest (close-to-open: a fresh copy) when no

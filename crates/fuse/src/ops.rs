@@ -44,7 +44,7 @@ impl Filesystem for SwarmFs {
             }
             .await;
             match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -57,14 +57,14 @@ impl Filesystem for SwarmFs {
                     Ok(path) => fs.stat(&path).await,
                     // Unlinked while open: the file lives on for its handles (fstat works).
                     Err(e) => match fs.open_file(ino.0) {
-                        Some(f) => Ok(fs.open_attr(ino.0, &*f.lock().await)),
-                        None => fs.removed_dir_attr(ino.0).ok_or(e),
+                        Some(f) => Ok((fs.open_attr(ino.0, &*f.lock().await), TTL)),
+                        None => fs.removed_dir_attr(ino.0).map(|a| (a, TTL)).ok_or(e),
                     },
                 }
             }
             .await;
             match r {
-                Ok(a) => reply.attr(&TTL, &a),
+                Ok((a, ttl)) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             }
         });
@@ -102,7 +102,7 @@ impl Filesystem for SwarmFs {
                                 .await
                                 .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                         }
-                        return Ok(fs.open_attr(ino.0, &st));
+                        return Ok((fs.open_attr(ino.0, &st), TTL));
                     }
                 };
                 // Permission to chmod/chown/utimens was checked by the kernel
@@ -144,11 +144,12 @@ impl Filesystem for SwarmFs {
                         st.entry = EntryInfo { size: st.size, ..e };
                     }
                 }
+                fs.dir_attrs.lock().expect("dir attrs").forget(ino.0);
                 fs.stat(&path).await
             }
             .await;
             match r {
-                Ok(a) => reply.attr(&TTL, &a),
+                Ok((a, ttl)) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             }
         });
@@ -178,11 +179,12 @@ impl Filesystem for SwarmFs {
                     .create(&path, EntryKind::Dir, mode & !umask & 0o7777, uid, gid, 0, None)
                     .await
                     .map_err(|e| log_err("mkdir", &e, errno_of(&e)))?;
+                fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 1);
                 fs.stat(&path).await
             }
             .await;
             match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -206,11 +208,12 @@ impl Filesystem for SwarmFs {
                     .create(&path, kind, mode, uid, gid, rdev, None)
                     .await
                     .map_err(|e| log_err("mknod", &e, errno_of(&e)))?;
+                fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 fs.stat(&path).await
             }
             .await;
             match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -226,6 +229,7 @@ impl Filesystem for SwarmFs {
                     return Err(Errno::EISDIR);
                 }
                 fs.client.remove(&path, false).await.map_err(|e| log_err("unlink", &e, errno_of(&e)))?;
+                fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 let gone = fs.inodes.lock().expect("inodes").remove(&path);
                 fs.mark_unlinked(&gone);
                 Ok(())
@@ -248,7 +252,10 @@ impl Filesystem for SwarmFs {
                     return Err(Errno::ENOTDIR);
                 }
                 fs.client.remove(&path, false).await.map_err(|e| log_err("rmdir", &e, errno_of(&e)))?;
-                fs.inodes.lock().expect("inodes").remove(&path);
+                let gone = fs.inodes.lock().expect("inodes").remove(&path);
+                let mut dir_attrs = fs.dir_attrs.lock().expect("dir attrs");
+                dir_attrs.changed(parent.0, -1);
+                gone.iter().for_each(|&ino| dir_attrs.forget(ino));
                 Ok(())
             }
             .await;
@@ -270,11 +277,12 @@ impl Filesystem for SwarmFs {
                     .create(&path, EntryKind::Symlink, 0o777, uid, gid, 0, Some(target))
                     .await
                     .map_err(|e| log_err("symlink", &e, errno_of(&e)))?;
+                fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 fs.stat(&path).await
             }
             .await;
             match r {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -302,6 +310,9 @@ impl Filesystem for SwarmFs {
                     return Err(Errno::EEXIST);
                 }
                 fs.client.rename(&from, &to).await.map_err(|e| log_err("rename", &e, errno_of(&e)))?;
+                // Both parents' times and perhaps link counts, and the paths below a moved
+                // directory: simplest to ask the tracker again.
+                fs.dir_attrs.lock().expect("dir attrs").forget_all();
                 let replaced = fs.inodes.lock().expect("inodes").rename(&from, &to);
                 fs.mark_unlinked(&replaced);
                 Ok(())
@@ -608,6 +619,7 @@ impl Filesystem for SwarmFs {
                     .create(&path, EntryKind::File, mode, uid, gid, 0, None)
                     .await
                     .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 let ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.remove(&path);
