@@ -187,7 +187,7 @@ async fn in_background(cli: &Cli, a: &MountArgs) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         // Its own process group: the terminal's Ctrl-C and the caller's job control do not
-        // reach it (no fork and setsid here: the crate has no unsafe code).
+        // reach it (no fork and setsid here: they take unsafe code, which the workspace denies).
         .process_group(0);
     let mut child = command.spawn().context("starting the mount in the background")?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

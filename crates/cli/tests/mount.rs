@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::{member_home, pattern, sh, wait_for, Cluster, Mount};
+use common::{member_home, pattern, sh, stderr, wait_for, Cluster, Mount};
 
 fn errno(r: std::io::Result<impl Sized>) -> i32 {
     r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
@@ -279,6 +279,36 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     expected.truncate(6 * MIB + 1500);
     expected.resize(6 * MIB + 9000, 0);
     back(&expected, "truncate");
+}
+
+#[test]
+fn a_small_writes_pack_no_holder_has_fails_reads_of_its_bytes_with_exit_4() {
+    let c = Cluster::start(2);
+    const MIB: usize = 1 << 20;
+    let expected = c.put_pattern("f.bin", "/f.bin", 3 * MIB, 9, &["--chunk-size", "1M"]);
+    let before: std::collections::HashSet<_> = (0..2).flat_map(|i| c.chunk_files(i)).collect();
+    {
+        let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+        let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("f.bin")).unwrap();
+        f.write_all_at(&[0xAB; 4096], (MIB + 10) as u64).unwrap();
+        f.sync_all().unwrap();
+    }
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/f.bin", "--json"])).unwrap();
+    assert_eq!((v["slices"].as_u64(), v["packs"].as_u64()), (Some(1), Some(1)), "{v}");
+    // The pack is the one chunk the write added, on both peers (R=2): both copies go.
+    let added: Vec<_> = (0..2).flat_map(|i| c.chunk_files(i)).filter(|p| !before.contains(p)).collect();
+    assert_eq!(added.len(), 2, "{added:?}");
+    added.iter().for_each(|p| std::fs::remove_file(p).unwrap());
+    let back = c.path("back.bin");
+    let out = c.cli(&["get", "/f.bin", back.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "get: {}", stderr(&out));
+    assert!(stderr(&out).contains("could not be read from any of its 2 holders"), "{}", stderr(&out));
+    // A range over the written bytes needs the pack; one the write did not touch does not.
+    let out = c.cli(&["cat", "/f.bin", "--offset", &MIB.to_string(), "--length", "8192"]);
+    assert_eq!(out.status.code(), Some(4), "cat: {}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no bytes of a chunk whose slices could not be laid");
+    let out = c.cli(&["cat", "/f.bin", "--offset", "0", "--length", "4096"]);
+    assert!(out.status.success() && out.stdout == expected[..4096], "chunk 0 has no slices: {}", stderr(&out));
 }
 
 #[test]
