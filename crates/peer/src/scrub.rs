@@ -71,7 +71,7 @@ impl Worker for Scrubber {
         let store = self.store.clone();
         let first = self.bucket;
         let (ids, last) = tokio::task::spawn_blocking(move || {
-            let end = (first + SKIP).min(ChunkStore::BUCKETS);
+            let end = (first + SKIP).min(store.buckets());
             for b in first..end {
                 let ids = store.list_bucket(b)?;
                 if !ids.is_empty() {
@@ -106,7 +106,7 @@ impl Worker for Scrubber {
             }
         }
         self.bucket += 1;
-        if self.bucket < ChunkStore::BUCKETS {
+        if self.bucket < self.store.buckets() {
             return Ok(Step::Busy);
         }
         self.bucket = 0;
@@ -119,7 +119,7 @@ impl Worker for Scrubber {
         format!(
             "pass {}, {:.0}% through, {} chunks verified, {} bad",
             self.passes + 1,
-            self.bucket as f64 * 100.0 / ChunkStore::BUCKETS as f64,
+            self.bucket as f64 * 100.0 / self.store.buckets() as f64,
             self.verified,
             self.bad
         )
