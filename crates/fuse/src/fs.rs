@@ -65,8 +65,16 @@ pub(crate) struct Inner {
 /// creates and removals in a directory move its times here, as the tracker moved them; any
 /// other change it makes forgets the directory. Changes by other mounts show within [`TTL`] of
 /// the tracker's answer, as they did when the kernel alone cached it.
+///
+/// A tracker answer that left before one of this mount's changes is not kept (`changes`
+/// moved meanwhile): it could predate the change. The kernel drops such a late answer
+/// itself (its attribute version), so only this cache needed the check.
 #[derive(Default)]
-pub(crate) struct DirAttrs(HashMap<u64, (EntryInfo, Instant)>);
+pub(crate) struct DirAttrs {
+    dirs: HashMap<u64, (EntryInfo, Instant)>,
+    /// Counts this mount's changes to directories.
+    changes: u64,
+}
 
 /// Past this many directories, the expired ones are dropped.
 const DIR_ATTRS_KEPT: usize = 4096;
@@ -74,22 +82,27 @@ const DIR_ATTRS_KEPT: usize = 4096;
 impl DirAttrs {
     /// The attributes of directory `ino` and how long they stay fresh, if they still are.
     fn fresh(&self, ino: u64) -> Option<(EntryInfo, Duration)> {
-        let (e, at) = self.0.get(&ino)?;
+        let (e, at) = self.dirs.get(&ino)?;
         let left = TTL.checked_sub(at.elapsed()).filter(|d| !d.is_zero())?;
         Some((e.clone(), left))
     }
 
-    fn keep(&mut self, ino: u64, e: &EntryInfo) {
-        if self.0.len() >= DIR_ATTRS_KEPT {
-            self.0.retain(|_, (_, at)| at.elapsed() < TTL);
+    /// Keeps the tracker's answer `e`, asked for when `changes` was `asked_at`.
+    fn keep(&mut self, ino: u64, e: &EntryInfo, asked_at: u64) {
+        if self.changes != asked_at {
+            return;
         }
-        self.0.insert(ino, (e.clone(), Instant::now()));
+        if self.dirs.len() >= DIR_ATTRS_KEPT {
+            self.dirs.retain(|_, (_, at)| at.elapsed() < TTL);
+        }
+        self.dirs.insert(ino, (e.clone(), Instant::now()));
     }
 
     /// This mount created or removed an entry in directory `ino` (`subdirs`: by how many its
     /// subdirectories changed, which its link count follows).
     pub(crate) fn changed(&mut self, ino: u64, subdirs: i32) {
-        if let Some((e, _)) = self.0.get_mut(&ino) {
+        self.changes += 1;
+        if let Some((e, _)) = self.dirs.get_mut(&ino) {
             let now = ms_of(SystemTime::now());
             (e.mtime_ms, e.ctime_ms) = (now, now);
             e.nlink = e.nlink.saturating_add_signed(subdirs);
@@ -97,11 +110,13 @@ impl DirAttrs {
     }
 
     pub(crate) fn forget(&mut self, ino: u64) {
-        self.0.remove(&ino);
+        self.changes += 1;
+        self.dirs.remove(&ino);
     }
 
     pub(crate) fn forget_all(&mut self) {
-        self.0.clear();
+        self.changes += 1;
+        self.dirs.clear();
     }
 }
 
@@ -357,12 +372,16 @@ impl Inner {
                 return Ok((self.open_attr(ino, &st), TTL));
             }
         }
-        if let Some((e, left)) = self.dir_attrs.lock().expect("dir attrs").fresh(ino) {
-            return Ok((self.attr(ino, &e), left));
-        }
+        let asked_at = {
+            let dirs = self.dir_attrs.lock().expect("dir attrs");
+            if let Some((e, left)) = dirs.fresh(ino) {
+                return Ok((self.attr(ino, &e), left));
+            }
+            dirs.changes
+        };
         let e = self.client.stat(path).await.map_err(|e| log_err("stat", &e, errno_of(&e)))?;
         if e.kind == EntryKind::Dir {
-            self.dir_attrs.lock().expect("dir attrs").keep(ino, &e);
+            self.dir_attrs.lock().expect("dir attrs").keep(ino, &e, asked_at);
         }
         Ok((self.attr(ino, &e), TTL))
     }
