@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use swarmfs_proto::ChunkId;
 use tracing::{info, warn};
 
+use crate::layout::Layout;
 use crate::StoreError;
 
 const LOCK_STRIPES: usize = 256;
@@ -36,8 +37,8 @@ pub struct ChunkStore {
     /// Set once "disk full" has been logged; cleared when the disk has room again.
     full_logged: AtomicBool,
     locks: Vec<Mutex<()>>,
-    /// The layout of `chunks/` (see [`STORE_FORMAT`]).
-    layout: u32,
+    /// Where in `chunks/` each chunk goes (see [`Layout`]).
+    layout: Layout,
     /// Whether a put is on disk before it returns (fsync of file and directory). A store
     /// of cached copies (`get --seed`) skips that: it is removed when serving stops anyway.
     durable: bool,
@@ -61,7 +62,7 @@ impl ChunkStore {
         for sub in ["chunks", "tmp", "quarantine"] {
             fs::create_dir_all(root.join(sub))?;
         }
-        let layout = check_format(root)?;
+        let layout = Layout::open(root)?;
         for e in fs::read_dir(root.join("tmp"))? {
             let _ = fs::remove_file(e?.path());
         }
@@ -134,11 +135,7 @@ impl ChunkStore {
     }
 
     fn path_of(&self, id: &ChunkId) -> PathBuf {
-        let h = id.to_string();
-        match self.layout {
-            1 => self.root.join("chunks").join(&h[0..2]).join(&h[2..4]).join(h),
-            _ => self.root.join("chunks").join(&h[0..2]).join(h),
-        }
+        self.layout.chunk_path(&self.root.join("chunks"), id)
     }
 
     /// Stores `ciphertext` under `id` after checking that it hashes to `id`. Returns false
@@ -378,19 +375,13 @@ impl ChunkStore {
 
     /// Number of buckets [`ChunkStore::list_bucket`] walks: one per fan-out directory.
     pub fn buckets(&self) -> u32 {
-        match self.layout {
-            1 => 1 << 16,
-            _ => 1 << 8,
-        }
+        self.layout.buckets()
     }
 
     /// The chunks in fan-out directory `bucket` (those whose ids start with its one or two
     /// bytes), so a slow walk over the whole store never holds every id in memory.
     pub fn list_bucket(&self, bucket: u32) -> Result<Vec<ChunkId>, StoreError> {
-        let dir = match self.layout {
-            1 => self.root.join("chunks").join(format!("{:02x}", bucket >> 8)).join(format!("{:02x}", bucket & 0xff)),
-            _ => self.root.join("chunks").join(format!("{bucket:02x}")),
-        };
+        let dir = self.layout.bucket_dir(&self.root.join("chunks"), bucket);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -413,66 +404,13 @@ impl ChunkStore {
     }
 
     fn walk(&self, mut f: impl FnMut(ChunkId, u64)) -> Result<(), StoreError> {
-        let levels = if self.layout == 1 { 2 } else { 1 };
-        visit(&self.root.join("chunks"), levels, &mut f)
+        self.layout.walk(&self.root.join("chunks"), &mut f)
     }
 
     /// Path of a stored chunk, for tools and fault-injection tests.
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         self.path_of(id)
     }
-}
-
-/// The layout of a new store, in `FORMAT` at the store's root. 1: `chunks/ab/cd/<id>`;
-/// 2: `chunks/ab/<id>`. A new store takes 2: with two levels, nearly every chunk a store of
-/// less than 65,536 chunks took made a directory of its own (a second inode and a second
-/// fsync per put, a quarter of a put's time on the peer); one level of 256 directories holds
-/// 4,096 files each at a million chunks, which ext4 and XFS index. A store keeps the layout
-/// it was made with; this build reads and writes both.
-pub const STORE_FORMAT: u32 = 2;
-const FORMAT_PREFIX: &str = "swarmfs chunk store ";
-
-/// Reads the store's layout from `FORMAT`, or writes it: the newest for a new store, 1 for
-/// a store protocol 2 made (no marker, layout 1, chunks in it). Refuses a layout this build
-/// does not know.
-fn check_format(root: &Path) -> Result<u32, StoreError> {
-    let path = root.join("FORMAT");
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let version = text.trim().strip_prefix(FORMAT_PREFIX).and_then(|v| v.parse::<u32>().ok());
-            match version {
-                Some(v @ 1..=STORE_FORMAT) => Ok(v),
-                _ => Err(StoreError::Format(format!(
-                    "{} says {:?}; this swarmfs knows store formats 1 to {STORE_FORMAT}",
-                    path.display(),
-                    text.trim()
-                ))),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let old = fs::read_dir(root.join("chunks"))?.next().is_some();
-            let version = if old { 1 } else { STORE_FORMAT };
-            let mut f = File::create(&path)?;
-            f.write_all(format!("{FORMAT_PREFIX}{version}\n").as_bytes())?;
-            f.sync_all()?;
-            File::open(root)?.sync_all()?;
-            Ok(version)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Calls `f` for every chunk file `levels` fan-out directories below `dir`.
-fn visit(dir: &Path, levels: u32, f: &mut impl FnMut(ChunkId, u64)) -> Result<(), StoreError> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        if levels > 0 {
-            visit(&e.path(), levels - 1, f)?;
-        } else if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<ChunkId>().ok()) {
-            f(id, e.metadata()?.len());
-        }
-    }
-    Ok(())
 }
 
 impl std::fmt::Debug for ChunkStore {
