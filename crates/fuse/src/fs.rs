@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty};
 use swarmfs_client::{Client, ClientError};
@@ -16,6 +16,7 @@ use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, info, warn};
 
+use crate::attrs::DirAttrs;
 use crate::file::{FileError, FileState};
 use crate::inodes::Inodes;
 use crate::MountOptions;
@@ -56,68 +57,6 @@ pub(crate) struct Inner {
     kept: Mutex<std::collections::HashSet<u64>>,
     /// Directory attributes as the tracker gave them, by inode, with when (see [`DirAttrs`]).
     pub(crate) dir_attrs: Mutex<DirAttrs>,
-}
-
-/// Directory attributes this mount may answer with itself for [`TTL`] after the tracker gave
-/// them. The kernel drops a directory's attributes after every create or unlink in it and asks
-/// for them again before the next one (its permission check), so a loop creating files paid a
-/// tracker round trip per file for attributes this mount had just seen. This mount's own
-/// creates and removals in a directory move its times here, as the tracker moved them; any
-/// other change it makes forgets the directory. Changes by other mounts show within [`TTL`] of
-/// the tracker's answer, as they did when the kernel alone cached it.
-///
-/// A tracker answer that left before one of this mount's changes is not kept (`changes`
-/// moved meanwhile): it could predate the change. The kernel drops such a late answer
-/// itself (its attribute version), so only this cache needed the check.
-#[derive(Default)]
-pub(crate) struct DirAttrs {
-    dirs: HashMap<u64, (EntryInfo, Instant)>,
-    /// Counts this mount's changes to directories.
-    changes: u64,
-}
-
-/// Past this many directories, the expired ones are dropped.
-const DIR_ATTRS_KEPT: usize = 4096;
-
-impl DirAttrs {
-    /// The attributes of directory `ino` and how long they stay fresh, if they still are.
-    fn fresh(&self, ino: u64) -> Option<(EntryInfo, Duration)> {
-        let (e, at) = self.dirs.get(&ino)?;
-        let left = TTL.checked_sub(at.elapsed()).filter(|d| !d.is_zero())?;
-        Some((e.clone(), left))
-    }
-
-    /// Keeps the tracker's answer `e`, asked for when `changes` was `asked_at`.
-    fn keep(&mut self, ino: u64, e: &EntryInfo, asked_at: u64) {
-        if self.changes != asked_at {
-            return;
-        }
-        if self.dirs.len() >= DIR_ATTRS_KEPT {
-            self.dirs.retain(|_, (_, at)| at.elapsed() < TTL);
-        }
-        self.dirs.insert(ino, (e.clone(), Instant::now()));
-    }
-
-    /// This mount created or removed an entry in directory `ino` (`subdirs`: by how many its
-    /// subdirectories changed, which its link count follows).
-    pub(crate) fn changed(&mut self, ino: u64, subdirs: i32) {
-        self.changes += 1;
-        if let Some((e, _)) = self.dirs.get_mut(&ino) {
-            let now = ms_of(SystemTime::now());
-            (e.mtime_ms, e.ctime_ms) = (now, now);
-            e.nlink = e.nlink.saturating_add_signed(subdirs);
-        }
-    }
-
-    pub(crate) fn forget(&mut self, ino: u64) {
-        self.changes += 1;
-        self.dirs.remove(&ino);
-    }
-
-    pub(crate) fn forget_all(&mut self) {
-        self.changes += 1;
-        self.dirs.clear();
-    }
 }
 
 pub struct SwarmFs {

@@ -5,6 +5,8 @@
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
 //! - [`pending`]: records of staged writes a stopped mount left, finished by the next one.
+//! - `attrs`: `setattr`, and directory attributes answered by the mount itself for the rest
+//!   of their second.
 //! - [`fs`]: shared state (inodes, open files, cache) and helpers (attributes, errnos);
 //!   `ops.rs`: the `fuser::Filesystem` operations. Every request runs as a tokio task so a
 //!   slow upload never holds up the rest of the mount.
@@ -12,6 +14,7 @@
 //! Consistency is close-to-open: a file's manifest is fetched when it is opened, and what a
 //! writer has closed (or fsynced) is committed to the tracker before close returns.
 
+mod attrs;
 pub mod file;
 pub mod fs;
 pub mod inodes;

@@ -12,11 +12,11 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use swarmfs_core::Manifest;
-use swarmfs_proto::{EntryInfo, EntryKind, PeerState, RemotePath};
+use swarmfs_proto::{EntryKind, PeerState, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::file::FileState;
-use crate::fs::{errno_of, file_errno, file_type, log_err, ms_of, time_of, OpenDir, SwarmFs, TTL};
+use crate::fs::{errno_of, file_errno, file_type, log_err, ms_of, OpenDir, SwarmFs, TTL};
 
 impl Filesystem for SwarmFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -90,65 +90,7 @@ impl Filesystem for SwarmFs {
     ) {
         let _ = req;
         self.run(|fs| async move {
-            let r = async {
-                let path = match fs.path(ino) {
-                    Ok(p) => p,
-                    // ftruncate on a file unlinked while open: only its local state changes.
-                    Err(e) => {
-                        let f = fs.open_file(ino.0).ok_or(e)?;
-                        let mut st = f.lock().await;
-                        if let Some(size) = size {
-                            st.truncate(&fs.client, &fs.cache, size)
-                                .await
-                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        }
-                        return Ok((fs.open_attr(ino.0, &st), TTL));
-                    }
-                };
-                // Permission to chmod/chown/utimens was checked by the kernel
-                // (default_permissions) against the owner and mode we report.
-                let mtime_ms = mtime.map(|t| match t {
-                    TimeOrNow::SpecificTime(t) => ms_of(t),
-                    TimeOrNow::Now => ms_of(SystemTime::now()),
-                });
-                if let Some(size) = size {
-                    let f = fs.load(ino.0).await?;
-                    {
-                        let mut st = f.lock().await;
-                        st.truncate(&fs.client, &fs.cache, size)
-                            .await
-                            .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        if st.opens == 0 {
-                            let p = fs.inodes.lock().expect("inodes").path(ino.0);
-                            st.flush(&fs.client, &fs.cache, p.as_ref(), &fs.opts)
-                                .await
-                                .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
-                        }
-                    }
-                    fs.close_if_unused(ino.0);
-                }
-                // An atime-only change stores no atime (the mount is noatime) but, as any
-                // attribute change, moves ctime: set_attr always does.
-                if mode.is_some() || uid.is_some() || gid.is_some() || mtime_ms.is_some() || atime.is_some() {
-                    let e = fs
-                        .client
-                        .set_attr(&path, mode.map(|m| m & 0o7777), uid, gid, mtime_ms)
-                        .await
-                        .map_err(|e| log_err("setattr", &e, errno_of(&e)))?;
-                    if let Some(f) = fs.open_file(ino.0) {
-                        let mut st = f.lock().await;
-                        st.mode = e.mode;
-                        if let Some(t) = mtime_ms {
-                            st.mtime = time_of(t);
-                        }
-                        st.entry = EntryInfo { size: st.size, ..e };
-                    }
-                }
-                fs.dir_attrs.lock().expect("dir attrs").forget(ino.0);
-                fs.stat(&path).await
-            }
-            .await;
-            match r {
+            match fs.set_attrs(ino.0, mode, uid, gid, size, atime.is_some(), mtime).await {
                 Ok((a, ttl)) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             }
