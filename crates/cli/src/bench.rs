@@ -807,7 +807,7 @@ fn peers_received_bytes(swarm: &LocalSwarm) -> Result<u64> {
 /// Bytes the swarm's files should take on the peers: every file's size times its R.
 async fn live_bytes(swarm: &LocalSwarm) -> Result<u64> {
     let client = swarm.client().await?;
-    let (mut total, mut dirs) = (0u64, vec![swarmfs_proto::RemotePath::parse("/")?]);
+    let (mut total, mut dirs) = (0u64, vec![swarmfs_proto::RemotePath::root()]);
     while let Some(dir) = dirs.pop() {
         for e in client.list(&dir).await? {
             match e.kind {

@@ -440,15 +440,12 @@ impl Client {
                 order.push(i as u64);
                 let (h, bad, endgame) = (holders.clone(), &bad, &endgame);
                 in_flight.push(async move {
-                    let got = match self.still_admitted().await {
-                        Ok(()) => {
-                            let mine = &h.of_chunk[i];
-                            let tally = Tally { bad, endgame: Some(endgame) };
-                            self.fetch_chunk(i as u64, &refs[i], mine, &h, tally, progress).await
-                        }
-                        Err(e) => Err(e),
+                    let got = async {
+                        self.still_admitted().await?;
+                        let tally = Tally { bad, endgame: Some(endgame) };
+                        self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, tally, progress).await
                     };
-                    (i, first, got)
+                    (i, first, got.await)
                 });
             }
             // End-game: nothing left to start, a few chunks in flight. One slow source must

@@ -7,11 +7,17 @@ fn p(s: &str) -> RemotePath {
 }
 
 fn file(db: &mut Db, path: &str, chunk: u8) {
+    version(db, path, chunk, &[chunk]);
+}
+
+/// Commits version `id` of `path`, made of `chunks`, each on one holder.
+fn version(db: &mut Db, path: &str, id: u8, chunks: &[u8]) {
     let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
-    let placements = [ChunkPlacement { chunk: ChunkId([chunk; 32]), holders: vec![NodeId([9; 32])] }];
+    let placements: Vec<ChunkPlacement> =
+        chunks.iter().map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] }).collect();
     let new = NewFile {
         size: 10,
-        file_id: FileId([chunk; 32]),
+        file_id: FileId([id; 32]),
         manifest: &m,
         placements: &placements,
         mtime_ms: None,
@@ -124,26 +130,10 @@ fn an_overwrite_keeps_shared_chunks_referenced_and_queues_only_what_it_dropped()
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::open(&dir.path().join("t.db")).unwrap();
     db.set_gc_delay(std::time::Duration::ZERO);
-    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
-    let commit = |db: &mut Db, path: &str, id: u8, chunks: &[u8]| {
-        let placements: Vec<ChunkPlacement> = chunks
-            .iter()
-            .map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] })
-            .collect();
-        let new = NewFile {
-            size: 10,
-            file_id: FileId([id; 32]),
-            manifest: &m,
-            placements: &placements,
-            mtime_ms: None,
-            replicas: 1,
-        };
-        db.commit_file(&p(path), &new).unwrap();
-    };
-    commit(&mut db, "/f", 1, &[1, 2, 3]);
-    commit(&mut db, "/g", 2, &[3]);
+    version(&mut db, "/f", 1, &[1, 2, 3]);
+    version(&mut db, "/g", 2, &[3]);
     // A flush of the mount: chunk 1 kept, 2 replaced by 4, 3 kept.
-    commit(&mut db, "/f", 3, &[1, 4, 3]);
+    version(&mut db, "/f", 3, &[1, 4, 3]);
     let due: Vec<ChunkId> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c).collect();
     assert_eq!(due, vec![ChunkId([2; 32])], "only the dropped chunk is garbage");
     // Removing /f leaves chunk 3 to /g alone.
