@@ -206,6 +206,11 @@ impl Db {
         self.engine.begin(Durability::Full)
     }
 
+    /// Whether a short read is only CPU on this machine (SQLite), not a network round trip.
+    pub fn reads_locally(&self) -> bool {
+        self.engine.reads_locally()
+    }
+
     /// A directory's entries changed: its mtime and ctime move, as POSIX wants.
     fn touch_dir(tx: &mut dyn Tx, dir: &RemotePath) -> Result<(), TrackerError> {
         tx.exec("UPDATE entries SET mtime_ms = ?2, ctime_ms = ?2 WHERE path = ?1", vals![dir.as_str(), now_ms()])?;

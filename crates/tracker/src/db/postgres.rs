@@ -223,6 +223,10 @@ struct PgTx<'c> {
 }
 
 impl Engine for Postgres {
+    fn reads_locally(&self) -> bool {
+        false
+    }
+
     fn begin(&mut self, durability: Durability) -> Result<Box<dyn Tx + '_>, TrackerError> {
         let handle = &self.handle;
         let tx = block(handle, self.client.transaction()).map_err(pg)?;

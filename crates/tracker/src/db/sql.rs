@@ -189,6 +189,9 @@ pub trait Tx {
 /// A database the tracker can open transactions on.
 pub trait Engine: Send {
     fn begin(&mut self, durability: Durability) -> Result<Box<dyn Tx + '_>, TrackerError>;
+    /// Whether a short read is only CPU on this machine (an embedded database), not a
+    /// network round trip.
+    fn reads_locally(&self) -> bool;
 }
 
 /// SQLite through rusqlite: WAL, `synchronous=FULL` (NORMAL for [`Durability::Process`]).
@@ -227,6 +230,10 @@ fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Result<Value, TrackerError> 
 }
 
 impl Engine for Sqlite {
+    fn reads_locally(&self) -> bool {
+        true
+    }
+
     fn begin(&mut self, durability: Durability) -> Result<Box<dyn Tx + '_>, TrackerError> {
         let relaxed = durability == Durability::Process;
         if relaxed {
