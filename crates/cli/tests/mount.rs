@@ -619,6 +619,42 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     assert!(c.log("mnt-again").contains("uploaded /big (left staged by the last mount)"));
 }
 
+#[test]
+fn a_small_file_whose_close_was_uploading_when_the_mount_was_killed_arrives_with_the_next_mount() {
+    let c = Cluster::start(2);
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let pids = [common::peer_pid_of(&c, 0), common::peer_pid_of(&c, 1)];
+    for pid in &pids {
+        assert!(std::process::Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
+    }
+    // Small enough to be staged in memory (no staging file): only the journal keeps it.
+    let data = pattern(5000, 21);
+    let path = m.dir.join("small");
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || std::fs::write(path, data))
+    };
+    let journal = c.client_home().join("staging").join("journal");
+    wait_for("the close's upload to start", Duration::from_secs(20), || {
+        (std::fs::metadata(&journal).ok()?.len() > 5000).then_some(())
+    });
+    m.kill();
+    for pid in &pids {
+        assert!(std::process::Command::new("kill").args(["-CONT", pid]).status().unwrap().success());
+    }
+    // Its close failed (the mount is gone), which `fs::write` does not report.
+    writer.join().unwrap().unwrap();
+    let _again = Mount::start(&c, &c.client_home(), "mnt-again", &[]);
+    wait_for("the left-over upload", Duration::from_secs(60), || {
+        let out = c.cli(&["stat", "/small", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["size"] == data.len()).then_some(())
+    });
+    let back = c.path("back");
+    c.ok(&["get", "/small", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "what the killed mount was uploading arrives whole");
+}
+
 /// Unmounts `dir` lazily when dropped, in case a test fails with a background mount up.
 struct Unmount(std::path::PathBuf);
 

@@ -1,18 +1,16 @@
-//! An open file. Reads come from staged chunks, the cache, or the swarm; writes go to a
-//! sparse staging file laid out like the real file (chunk i at offset i × chunk size), and
+//! An open file. Reads come from staged chunks, the cache, or the swarm; writes go to
+//! [`Staging`], laid out like the real file (chunk i at offset i × chunk size), and
 //! mark their chunks dirty. A flush uploads only the dirty chunks and commits a manifest
 //! that reuses every other chunk (copy-on-write by chunk). A chunk that only took small
 //! writes is not uploaded again: the bytes written go into one pack per flush and the
 //! manifest lays them over the chunk as slices, until its slices grow past a share of the
 //! chunk and it is uploaded whole again (compacted).
 //!
-//! Invariant: the staging file is exactly `size` bytes long, and every chunk that is neither
+//! Invariant: staging is exactly `size` bytes long, and every chunk that is neither
 //! dirty nor in the base manifest reads as zeros there (it is a hole or was zeroed by
 //! `set_len`), so extending a file never resurrects old bytes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,7 +19,9 @@ use swarmfs_client::{Client, ClientError, Holders, Progress};
 use swarmfs_core::{chunk_count, ChunkRef, Manifest, Slice};
 use swarmfs_proto::{ChunkPlacement, RemotePath};
 
+use crate::journal::Journal;
 use crate::pending::PendingRecord;
+use crate::staging::Staging;
 use crate::MountOptions;
 use swarmfs_client::cache::ChunkCache;
 use swarmfs_client::slices::Packs;
@@ -53,8 +53,7 @@ pub struct FileState {
     pub mtime: SystemTime,
     /// The tracker's entry as of open; ownership and ctime come from here.
     pub entry: swarmfs_proto::EntryInfo,
-    staging: File,
-    staging_path: std::path::PathBuf,
+    staging: Staging,
     dirty: BTreeSet<u64>,
     /// For dirty chunks of the base that took only partial writes since the last flush: the
     /// byte ranges within the chunk written. A dirty chunk not here is uploaded whole.
@@ -75,8 +74,8 @@ impl Drop for FileState {
     fn drop(&mut self) {
         // A staging file whose upload was cut short keeps its record and stays for the next
         // mount to finish (see `pending`).
-        if !crate::pending::record_path(&self.staging_path).exists() {
-            let _ = std::fs::remove_file(&self.staging_path);
+        if self.staging.on_disk() && !crate::pending::record_path(self.staging.path()).exists() {
+            let _ = std::fs::remove_file(self.staging.path());
         }
     }
 }
@@ -87,8 +86,7 @@ impl FileState {
         let mtime = crate::fs::time_of(entry.mtime_ms);
         let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging_path = opts.staging_dir.join(format!("open-{}-{seq}", std::process::id()));
-        let staging = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&staging_path)?;
-        staging.set_len(base.size)?;
+        let staging = Staging::new(staging_path, base.size);
         Ok(FileState {
             size: base.size,
             base,
@@ -97,7 +95,6 @@ impl FileState {
             mtime,
             entry,
             staging,
-            staging_path,
             dirty: BTreeSet::new(),
             written: HashMap::new(),
             staged: BTreeSet::new(),
@@ -117,8 +114,8 @@ impl FileState {
         base: Manifest,
         entry: swarmfs_proto::EntryInfo,
     ) -> Result<FileState, FileError> {
-        let staging = std::fs::OpenOptions::new().read(true).write(true).open(&staging_path)?;
-        if staging.metadata()?.len() != record.size {
+        let staging = Staging::open(staging_path)?;
+        if staging.len() != record.size {
             return Err(FileError::Io(std::io::Error::other("staging file and record disagree on the size")));
         }
         Ok(FileState {
@@ -129,7 +126,6 @@ impl FileState {
             mtime: crate::fs::time_of(record.mtime_ms),
             entry,
             staging,
-            staging_path,
             dirty: record.dirty.iter().copied().collect(),
             written: HashMap::new(),
             staged: BTreeSet::new(),
@@ -156,8 +152,9 @@ impl FileState {
 
     /// Leaves this file's staged writes for the next mount (durably): the mount is stopping
     /// before they could be uploaded.
-    pub fn keep_for_next_mount(&self, path: &RemotePath) -> std::io::Result<()> {
-        self.record(path).write(&self.staging_path, true)
+    pub fn keep_for_next_mount(&mut self, path: &RemotePath) -> std::io::Result<()> {
+        self.staging.to_disk()?;
+        self.record(path).write(self.staging.path(), true)
     }
 
     pub fn staged_bytes(&self) -> u64 {
@@ -374,6 +371,7 @@ impl FileState {
         cache: &ChunkCache,
         path: Option<&RemotePath>,
         opts: &MountOptions,
+        journal: &Journal,
     ) -> Result<(), FileError> {
         if !self.is_dirty() {
             return Ok(());
@@ -396,8 +394,15 @@ impl FileState {
             self.dirty.insert(i);
         }
         self.compact(client, cache).await?;
-        // Until the commit, the staged writes are worth keeping if this mount stops or dies.
-        self.record(path).write(&self.staging_path, false)?;
+        // Until the commit, the staged writes are worth keeping if this mount stops or dies:
+        // beside their staging file, or in the journal while they are in memory.
+        let _journaled = match self.staging.in_memory() {
+            None => {
+                self.record(path).write(self.staging.path(), false)?;
+                None
+            }
+            Some(held) => Some(Journaled { journal, seq: journal.begin(&self.record(path), held)? }),
+        };
         let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
         let (slices, pack_bytes) = self.pack_written()?;
         let up = client
@@ -448,7 +453,9 @@ impl FileState {
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
         client.commit(path, &manifest, placements, Some(mtime_ms), opts.replicas).await?;
-        PendingRecord::remove(&self.staging_path);
+        if self.staging.on_disk() {
+            PendingRecord::remove(self.staging.path());
+        }
         self.base = manifest;
         self.holders = None;
         self.packs = Packs::default();
@@ -581,6 +588,20 @@ fn coalesce(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
         }
     }
     out
+}
+
+/// A flush's entry in the journal, marked done however the flush ends: committed, failed
+/// (its writes stay with the open file), or cut short by a stop (which keeps them with a
+/// record of their own).
+struct Journaled<'a> {
+    journal: &'a Journal,
+    seq: u64,
+}
+
+impl Drop for Journaled<'_> {
+    fn drop(&mut self) {
+        self.journal.done(self.seq);
+    }
 }
 
 /// Names staging files; the staging directory is emptied when a mount starts.

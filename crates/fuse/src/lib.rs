@@ -4,7 +4,10 @@
 //! - [`inodes`]: inode numbers <-> remote paths, kept right across renames and unlinks.
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
+//! - [`staging`]: where an open file's writes wait for upload: in memory while small, in a
+//!   sparse file once they grow.
 //! - [`pending`]: records of staged writes a stopped mount left, finished by the next one.
+//! - [`journal`]: small staged writes while their flush is under way, for the same.
 //! - `attrs`: `setattr`, and directory attributes answered by the mount itself for the rest
 //!   of their second.
 //! - [`fs`]: shared state (inodes, open files, cache) and helpers (attributes, errnos);
@@ -18,8 +21,10 @@ mod attrs;
 pub mod file;
 pub mod fs;
 pub mod inodes;
+pub mod journal;
 mod ops;
 pub mod pending;
+pub mod staging;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -37,7 +37,7 @@ impl Filesystem for SwarmFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
                 fs.stat(&path).await
@@ -51,7 +51,7 @@ impl Filesystem for SwarmFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 match fs.path(ino) {
                     Ok(path) => fs.stat(&path).await,
@@ -98,7 +98,7 @@ impl Filesystem for SwarmFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let path = fs.path(ino)?;
                 fs.client.read_link(&path).await.map_err(|e| log_err("readlink", &e, errno_of(&e)))
@@ -269,7 +269,7 @@ impl Filesystem for SwarmFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _ = flags;
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let f = fs.load(ino.0).await?;
                 f.lock().await.opens += 1;
@@ -294,7 +294,7 @@ impl Filesystem for SwarmFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let f = fs.load(ino.0).await?;
                 let mut st = f.lock().await;
@@ -321,7 +321,7 @@ impl Filesystem for SwarmFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let f = fs.load(ino.0).await?;
                 let mut st = f.lock().await;
@@ -376,7 +376,7 @@ impl Filesystem for SwarmFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let path = fs.path(ino)?;
                 // The directory's own entry is kept with the handle: fstat on it still works
@@ -459,7 +459,7 @@ impl Filesystem for SwarmFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             match fs.client.peers().await {
                 Ok(peers) => {
                     let live = peers.iter().filter(|p| p.state == PeerState::Up);
@@ -549,7 +549,7 @@ impl Filesystem for SwarmFs {
     ) {
         let name = name.to_owned();
         let (uid, gid) = (req.uid(), req.gid());
-        self.run(|fs| async move {
+        self.run_here_first(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
                 let _ = flags; // the kernel calls create only after a failed lookup: O_EXCL holds.

@@ -95,7 +95,7 @@ pub fn collect_left_over(dir: &Path) -> std::io::Result<Vec<(PathBuf, PendingRec
         }
     }
     for e in std::fs::read_dir(dir)?.flatten() {
-        if !keep.contains(&e.path()) {
+        if !keep.contains(&e.path()) && e.file_name() != crate::journal::UNKNOWN {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -479,6 +479,15 @@ impl Mount {
         self.child.as_mut().is_some_and(|c| wait_for_exit(c, limit))
     }
 
+    /// SIGKILL (no flush, no unmount of its own), then the dead mount is detached.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.dir).stderr(Stdio::null()).status();
+        }
+    }
+
     /// SIGTERM, then wait for the process to flush, unmount and exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
