@@ -607,16 +607,24 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     assert!(log.contains("kept staged for the next mount of this home: /big"), "{log}");
     assert!(log.contains("mount this home again to upload them: /big"), "{log}");
     // The next mount of the same home uploads what was left, by itself.
-    let _again = Mount::start(&c, &c.client_home(), "mnt-again", &[]);
+    let _again = next_mount_uploads_what_was_left(&c, "/big", &data);
+}
+
+/// Mounts the client home again and waits until `path` holds exactly `data`, uploaded by
+/// that mount from what the last one left staged.
+fn next_mount_uploads_what_was_left(c: &Cluster, path: &str, data: &[u8]) -> Mount {
+    let again = Mount::start(c, &c.client_home(), "mnt-again", &[]);
     wait_for("the left-over upload", Duration::from_secs(60), || {
-        let out = c.cli(&["stat", "/big", "--json"]);
+        let out = c.cli(&["stat", path, "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (v["size"] == data.len()).then_some(())
     });
     let back = c.path("back");
-    c.ok(&["get", "/big", back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == data, "what the first mount staged arrives whole");
-    assert!(c.log("mnt-again").contains("uploaded /big (left staged by the last mount)"));
+    c.ok(&["get", path, back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "what the last mount staged arrives whole");
+    let log = c.log("mnt-again");
+    assert!(log.contains(&format!("uploaded {path} (left staged by the last mount)")), "{log}");
+    again
 }
 
 #[test]
@@ -644,15 +652,7 @@ fn a_small_file_whose_close_was_uploading_when_the_mount_was_killed_arrives_with
     }
     // Its close failed (the mount is gone), which `fs::write` does not report.
     writer.join().unwrap().unwrap();
-    let _again = Mount::start(&c, &c.client_home(), "mnt-again", &[]);
-    wait_for("the left-over upload", Duration::from_secs(60), || {
-        let out = c.cli(&["stat", "/small", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["size"] == data.len()).then_some(())
-    });
-    let back = c.path("back");
-    c.ok(&["get", "/small", back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == data, "what the killed mount was uploading arrives whole");
+    let _again = next_mount_uploads_what_was_left(&c, "/small", &data);
 }
 
 /// Unmounts `dir` lazily when dropped, in case a test fails with a background mount up.
