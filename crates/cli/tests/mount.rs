@@ -488,12 +488,12 @@ fn one_files_upload_does_not_stall_the_rest_of_the_mount() {
     // The upload cannot finish while one of its two peers is frozen (a fast upload used to
     // finish before the reads below, and the test lost a race it was not about). The read
     // of `small` goes to the other holder when the frozen one does not answer.
-    let frozen = c.peer_pid(1).to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &frozen]).status().unwrap().success());
+    let frozen = [common::peer_pid_of(&c, 1)];
+    common::signal(&frozen, "-STOP");
     let small = std::fs::read(m.dir.join("small")).unwrap();
     let listed = std::fs::read_dir(&m.dir).unwrap().count();
     let served_at = std::time::Instant::now();
-    assert!(std::process::Command::new("kill").args(["-CONT", &frozen]).status().unwrap().success());
+    common::signal(&frozen, "-CONT");
     let closed_at = writer.join().unwrap();
     assert_eq!(small, b"small file");
     assert_eq!(listed, 2);
@@ -573,9 +573,7 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     // Frozen peers: no upload can finish. (Frozen before the file is opened: a fork+exec
     // while it is open would close an inherited descriptor, and that close uploads.)
     let pids = [common::peer_pid_of(&c, 0), common::peer_pid_of(&c, 1)];
-    for pid in &pids {
-        assert!(std::process::Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
-    }
+    common::signal(&pids, "-STOP");
     let data = pattern(24 << 20, 12);
     let mut open = std::fs::File::create(m.dir.join("big")).unwrap();
     open.write_all(&data).unwrap();
@@ -598,9 +596,7 @@ fn a_second_signal_cuts_the_final_upload_short_and_the_next_mount_finishes_it() 
     let closer = std::thread::spawn(move || drop(open));
     term();
     let exited = m.exited_within(Duration::from_secs(30));
-    for pid in &pids {
-        assert!(std::process::Command::new("kill").args(["-CONT", pid]).status().unwrap().success());
-    }
+    common::signal(&pids, "-CONT");
     assert!(exited, "a second SIGTERM stops the mount: {}", c.log("mnt"));
     closer.join().unwrap();
     let log = c.log("mnt");
@@ -632,9 +628,7 @@ fn a_small_file_whose_close_was_uploading_when_the_mount_was_killed_arrives_with
     let c = Cluster::start(2);
     let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
     let pids = [common::peer_pid_of(&c, 0), common::peer_pid_of(&c, 1)];
-    for pid in &pids {
-        assert!(std::process::Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
-    }
+    common::signal(&pids, "-STOP");
     // Small enough to be staged in memory (no staging file): only the journal keeps it.
     let data = pattern(5000, 21);
     let path = m.dir.join("small");
@@ -647,9 +641,7 @@ fn a_small_file_whose_close_was_uploading_when_the_mount_was_killed_arrives_with
         (std::fs::metadata(&journal).ok()?.len() > 5000).then_some(())
     });
     m.kill();
-    for pid in &pids {
-        assert!(std::process::Command::new("kill").args(["-CONT", pid]).status().unwrap().success());
-    }
+    common::signal(&pids, "-CONT");
     // Its close failed (the mount is gone), which `fs::write` does not report.
     writer.join().unwrap().unwrap();
     let _again = next_mount_uploads_what_was_left(&c, "/small", &data);

@@ -81,13 +81,13 @@ impl Drop for FileState {
 }
 
 impl FileState {
-    pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> Result<FileState, FileError> {
+    pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> FileState {
         let mode = entry.mode;
         let mtime = crate::fs::time_of(entry.mtime_ms);
         let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging_path = opts.staging_dir.join(format!("open-{}-{seq}", std::process::id()));
         let staging = Staging::new(staging_path, base.size);
-        Ok(FileState {
+        FileState {
             size: base.size,
             base,
             holders: None,
@@ -103,7 +103,7 @@ impl FileState {
             opens: 0,
             last_read_end: u64::MAX,
             unlinked: false,
-        })
+        }
     }
 
     /// Takes over a staging file a previous mount left with `record`, on top of the file's

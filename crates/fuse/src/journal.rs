@@ -105,20 +105,19 @@ impl Journal {
         let mut begun: Vec<(u64, PendingRecord, &[u8])> = Vec::new();
         let mut done = std::collections::HashSet::new();
         while let Some((&kind, tail)) = rest.split_first() {
-            let Some(seq) = take(tail, 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes"))) else { break };
-            let tail = &tail[8..];
-            if kind == DONE {
-                done.insert(seq);
-                rest = tail;
-                continue;
+            let Some((seq, tail)) = split_u64(tail) else { break };
+            match kind {
+                DONE => {
+                    done.insert(seq);
+                    rest = tail;
+                }
+                BEGIN => {
+                    let Some((record, data, after)) = begin_entry(tail) else { break };
+                    begun.push((seq, record, data));
+                    rest = after;
+                }
+                _ => break,
             }
-            if kind != BEGIN {
-                break;
-            }
-            let Some(entry) = begin_entry(tail) else { break };
-            let (record, data, after) = entry;
-            begun.push((seq, record, data));
-            rest = after;
         }
         let mut n = 0;
         for (seq, record, data) in begun.into_iter().filter(|(s, ..)| !done.contains(s)) {
@@ -131,21 +130,21 @@ impl Journal {
     }
 }
 
-fn take(b: &[u8], n: usize) -> Option<&[u8]> {
-    b.get(..n)
+/// A little-endian u64 and what follows it, or `None` if `b` is shorter.
+fn split_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let (n, rest) = b.split_at_checked(8)?;
+    Some((u64::from_le_bytes(n.try_into().ok()?), rest))
 }
 
 /// A begin entry after its kind and seq: the record, the data and what follows, or `None`
 /// if it is torn.
 fn begin_entry(b: &[u8]) -> Option<(PendingRecord, &[u8], &[u8])> {
-    let json_len = u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize;
-    let b = &b[4..];
-    let record: PendingRecord = serde_json::from_slice(take(b, json_len)?).ok()?;
-    let b = &b[json_len..];
-    let data_len = usize::try_from(u64::from_le_bytes(take(b, 8)?.try_into().ok()?)).ok()?;
-    let b = &b[8..];
-    let data = take(b, data_len)?;
-    Some((record, data, &b[data_len..]))
+    let (json_len, b) = b.split_at_checked(4)?;
+    let (json, b) = b.split_at_checked(u32::from_le_bytes(json_len.try_into().ok()?) as usize)?;
+    let record = serde_json::from_slice(json).ok()?;
+    let (data_len, b) = split_u64(b)?;
+    let (data, after) = b.split_at_checked(usize::try_from(data_len).ok()?)?;
+    Some((record, data, after))
 }
 
 /// A new staging file in `dir` holding `data` and zeros up to the record's size; never one

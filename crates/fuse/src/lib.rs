@@ -11,7 +11,7 @@
 //! - `attrs`: `setattr`, and directory attributes answered by the mount itself for the rest
 //!   of their second.
 //! - [`fs`]: shared state (inodes, open files, cache) and helpers (attributes, errnos);
-//!   `ops.rs`: the `fuser::Filesystem` operations. Every request runs as a tokio task so a
+//!   `ops.rs`: the `fuser::Filesystem` operations. Whatever waits runs as a tokio task so a
 //!   slow upload never holds up the rest of the mount.
 //!
 //! Consistency is close-to-open: a file's manifest is fetched when it is opened, and what a

@@ -568,8 +568,7 @@ impl Filesystem for SwarmFs {
                     inodes.ino(&path)
                 };
                 fs.files.lock().expect("files").remove(&ino);
-                let st =
-                    FileState::new(empty, e.clone(), &fs.opts).map_err(|e| log_err("create", &e, file_errno(&e)))?;
+                let st = FileState::new(empty, e.clone(), &fs.opts);
                 let f = Arc::new(AsyncMutex::new(st));
                 f.lock().await.opens = 1;
                 fs.files.lock().expect("files").insert(ino, f);

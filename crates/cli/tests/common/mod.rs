@@ -382,6 +382,13 @@ pub fn peer_pid_of(c: &Cluster, i: usize) -> String {
     c.peer_pid(i).to_string()
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to each of `pids` with kill(1).
+pub fn signal(pids: &[String], signal: &str) {
+    for pid in pids {
+        assert!(Command::new("kill").args([signal, pid]).status().unwrap().success(), "kill {signal} {pid}");
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
