@@ -124,7 +124,7 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     }
     let out =
         Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6", "the schema version is recorded");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();
@@ -179,8 +179,8 @@ fn a_protocol_3_swarm_upgrades_in_place_and_every_file_gets_a_replica_count() {
     assert_eq!(h["status"], "healthy", "{h}");
     assert_eq!(h["files"]["healthy"], 5, "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    // Schema 6: the collector's claims in the database (for several trackers).
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    // Schema 7: references kept under each file's lineage.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
 }
 
 /// A fixture swarm of three peers and two members (read-write `client`, read-only `reader`)
@@ -247,8 +247,8 @@ fn link_health_and_schema(d: &Path, link: &str) {
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(h["status"], "healthy", "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    // Schema 6: the collector's claims in the database (for several trackers).
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    // Schema 7: references kept under each file's lineage.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
 }
 
 #[test]
@@ -268,8 +268,8 @@ fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file
     let d = dir.path();
     let (_daemons, addr) = upgraded_swarm_reads_everything(FIXTURE_5, "127.0.0.1:47315", 5, d);
     // The link made before the upgrade still opens its file (its tracker address moved to
-    // this test's port, as the homes' did). Protocol 6 kept schema 5; this build's schema 6
-    // adds the collector's claims, migrated here.
+    // this test's port, as the homes' did). Protocol 6 kept schema 5; this build's schemas 6
+    // (the collector's claims) and 7 (references under lineages) are migrated here.
     let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
     let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
     link.tracker_addr = addr;
@@ -286,7 +286,7 @@ fn a_postgresql_database_of_the_previous_release_upgrades_in_place_and_every_fil
     let url = pg.url();
     let (_daemons, addr) = upgraded_swarm_on(FIXTURE_5, "127.0.0.1:47315", 5, d, Some(&url));
     let out = pg.psql(&["-At", "-c", "SELECT version FROM swarmfs_schema"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6", "migrated to schema 6: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7", "migrated to schema 7: {}", stderr(&out));
     let out = pg.psql(&["-At", "-c", "SELECT count(*) FROM trackers"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the tracker registered itself: {}", stderr(&out));
     // The link made before, and the swarm's health, from the database alone.

@@ -1,5 +1,10 @@
-//! Garbage collection state: which chunks each file version references, and the queue of
-//! chunks that lost their last reference (see ARCHITECTURE.md, "Garbage collection").
+//! Garbage collection state: which chunks each file references, and the queue of chunks
+//! that lost their last reference (see ARCHITECTURE.md, "Garbage collection").
+//!
+//! A file's references are kept under its lineage (the id of its first version, kept by
+//! every later one and by renames), so a commit changes only the references that differ
+//! from the last version's: a small write to a large file costs a few rows, not one per
+//! chunk.
 
 use swarmfs_proto::{ChunkId, ChunkPlacement, NodeId, RemotePath};
 
@@ -17,13 +22,38 @@ impl Db {
         self.gc_delay_ms = delay.as_millis() as i64;
     }
 
-    /// Drops a file version's references; chunks left unreferenced are queued for deletion.
-    pub(super) fn release(tx: &mut dyn Tx, file_id: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
-        let chunks = tx.query("SELECT chunk FROM refs WHERE file_id = ?1", vals![file_id])?;
-        tx.exec("DELETE FROM refs WHERE file_id = ?1", vals![file_id])?;
+    /// Drops every reference of the file at `lineage` (removed or replaced by something that
+    /// is not a file); chunks left unreferenced are queued for deletion.
+    pub(super) fn release(tx: &mut dyn Tx, lineage: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
+        let chunks = tx.query("SELECT chunk FROM refs WHERE lineage = ?1", vals![lineage])?;
+        tx.exec("DELETE FROM refs WHERE lineage = ?1", vals![lineage])?;
+        let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|c| c.blob(0)).collect::<Result<_, _>>()?;
+        Self::queue_unreferenced(tx, chunks, delay_ms)
+    }
+
+    /// Drops the references of the file at `lineage` to `chunks` only (what a new version no
+    /// longer uses); those left unreferenced are queued for deletion.
+    pub(super) fn release_chunks(
+        tx: &mut dyn Tx,
+        lineage: &[u8],
+        chunks: &[ChunkId],
+        delay_ms: i64,
+    ) -> Result<(), TrackerError> {
+        for group in chunks.chunks(GROUP) {
+            let mut params = vec![Value::Blob(lineage.to_vec())];
+            params.extend(group.iter().map(|c| Value::Blob(c.as_bytes().to_vec())));
+            tx.exec(
+                &format!("DELETE FROM refs WHERE lineage = ?1 AND chunk IN ({})", placeholders(2, group.len())),
+                &params,
+            )?;
+        }
+        Self::queue_unreferenced(tx, chunks.iter().map(|c| c.as_bytes().to_vec()).collect(), delay_ms)
+    }
+
+    /// Queues those of `chunks` that no file references any more, due `delay_ms` from now.
+    fn queue_unreferenced(tx: &mut dyn Tx, chunks: Vec<Vec<u8>>, delay_ms: i64) -> Result<(), TrackerError> {
         let due = now_ms() + delay_ms;
         for c in chunks {
-            let c = c.blob(0)?;
             let used = tx.query_opt("SELECT 1 FROM refs WHERE chunk = ?1 LIMIT 1", vals![c.as_slice()])?.is_some();
             if !used {
                 tx.exec(
@@ -36,10 +66,10 @@ impl Db {
         Ok(())
     }
 
-    /// Releases every file version at `path` or (for a directory) below it.
+    /// Releases every file at `path` or (for a directory) below it.
     pub(super) fn release_under(tx: &mut dyn Tx, path: &RemotePath, delay_ms: i64) -> Result<(), TrackerError> {
         let ids = tx.query(
-            "SELECT file_id FROM entries WHERE file_id IS NOT NULL
+            "SELECT lineage FROM entries WHERE lineage IS NOT NULL
              AND (path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/')",
             vals![path.as_str()],
         )?;
@@ -98,13 +128,15 @@ impl Db {
         tx.commit()
     }
 
-    /// Locks the queue rows of the chunks a commit names (PostgreSQL; SQLite's writer lock
-    /// does the same) and refuses while the collector has any of them claimed.
-    pub(super) fn refuse_claimed(tx: &mut dyn Tx, placements: &[ChunkPlacement]) -> Result<(), TrackerError> {
+    /// Locks the queue rows of the chunks a commit adds to a file (PostgreSQL; SQLite's
+    /// writer lock does the same) and refuses while the collector has any of them claimed.
+    /// Chunks the file's last version already referenced need no check: the collector never
+    /// claims a referenced chunk.
+    pub(super) fn refuse_claimed(tx: &mut dyn Tx, chunks: &[ChunkId]) -> Result<(), TrackerError> {
         let lock = if tx.dialect() == Dialect::Postgres { " FOR UPDATE" } else { "" };
         let now = now_ms();
-        for group in placements.chunks(GROUP) {
-            let ids: Vec<Value> = group.iter().map(|p| Value::Blob(p.chunk.as_bytes().to_vec())).collect();
+        for group in chunks.chunks(GROUP) {
+            let ids: Vec<Value> = group.iter().map(|c| Value::Blob(c.as_bytes().to_vec())).collect();
             let rows = tx.query(
                 &format!(
                     "SELECT chunk, claimed_until_ms FROM gc_queue WHERE chunk IN ({}){lock}",

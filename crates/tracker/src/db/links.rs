@@ -89,7 +89,8 @@ impl Db {
         let mut tx = self.begin()?;
         for c in chunks {
             let found = tx.query_opt(
-                "SELECT 1 FROM refs WHERE file_id = ?1 AND chunk = ?2",
+                "SELECT 1 FROM entries AS e JOIN refs AS r ON r.lineage = e.lineage
+                 WHERE e.file_id = ?1 AND r.chunk = ?2",
                 vals![file_id.as_bytes().as_slice(), c.as_bytes().as_slice()],
             )?;
             if found.is_none() {

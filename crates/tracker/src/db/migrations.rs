@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -119,6 +119,16 @@ const MIGRATIONS: &[(u32, &str)] = &[
         // not in one tracker's memory. PostgreSQL's schema 6 adds the trackers' shared
         // membership tables as well (see postgres.rs); SQLite serves one tracker.
         "ALTER TABLE gc_queue ADD COLUMN claimed_until_ms INTEGER NOT NULL DEFAULT 0;",
+    ),
+    (
+        7,
+        // A file's references are kept under its lineage, the id of its first version, which
+        // later versions keep: a commit then writes only the references that changed (see
+        // db/gc.rs). Every file's lineage starts as its current version's id, under which its
+        // references already are.
+        "ALTER TABLE entries ADD COLUMN lineage BLOB;
+        UPDATE entries SET lineage = file_id WHERE file_id IS NOT NULL;
+        ALTER TABLE refs RENAME COLUMN file_id TO lineage;",
     ),
 ];
 

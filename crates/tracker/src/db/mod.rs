@@ -1,7 +1,7 @@
 //! The tracker's durable state. Every method is one transaction, written once against the
 //! [`sql`] interface; the engine is SQLite (embedded, the default) or PostgreSQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
@@ -118,11 +118,11 @@ const TABLES: &[(&str, &str)] = &[
     (
         "entries",
         "path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, target, uid, gid, rdev, \
-         ctime_ms, replicas",
+         ctime_ms, replicas, lineage",
     ),
     ("peers", "node, addrs, capacity, used, chunks, draining"),
     ("locations", "chunk, node"),
-    ("refs", "file_id, chunk"),
+    ("refs", "lineage, chunk"),
     ("gc_queue", "chunk, due_ms"),
     ("members", "name, secret, read_only, revoked, created_ms"),
     ("collected", "chunk, node, at_ms"),
@@ -221,6 +221,18 @@ impl Db {
         tx.query_opt(&format!("SELECT {ENTRY_COLS} FROM entries WHERE path = ?1"), vals![path.as_str()])?
             .map(|r| entry_from_row(&r))
             .transpose()
+    }
+
+    /// The lineage of the file at `path` (None for anything else, or a file never committed),
+    /// its row locked until the transaction ends on PostgreSQL: a commit computes which
+    /// references change from it, and two commits to one file must not both start from the
+    /// same old set.
+    fn lineage(tx: &mut dyn Tx, path: &RemotePath) -> Result<Option<Vec<u8>>, TrackerError> {
+        let lock = if tx.dialect() == sql::Dialect::Postgres { " FOR UPDATE" } else { "" };
+        match tx.query_opt(&format!("SELECT lineage FROM entries WHERE path = ?1{lock}"), vals![path.as_str()])? {
+            Some(row) => row.opt_blob(0),
+            None => Ok(None),
+        }
     }
 
     fn require_dir(tx: &mut dyn Tx, path: &RemotePath) -> Result<(), TrackerError> {
@@ -401,8 +413,6 @@ impl Db {
         }
         let delay = self.gc_delay_ms;
         let mut tx = self.begin()?;
-        Self::refuse_claimed(&mut *tx, placements)?;
-        let placements = Self::without_collected(&mut *tx, placements)?;
         Self::require_dir(&mut *tx, &path.parent())?;
         let (mut mode, mut uid, mut gid) = (0o644, 0, 0);
         let existing = Self::entry(&mut *tx, path)?;
@@ -413,6 +423,26 @@ impl Db {
             // Overwriting a file keeps its permissions and owner, as writing to it would.
             (mode, uid, gid) = (e.mode, e.uid, e.gid);
         }
+        // A new version keeps the file's lineage and the references under it: only those
+        // that differ change (see db/gc.rs). A file's first version starts its lineage.
+        let held = match &existing {
+            Some(_) => Self::lineage(&mut *tx, path)?,
+            None => None,
+        };
+        let old: HashSet<ChunkId> = match &held {
+            Some(lineage) => tx
+                .query("SELECT chunk FROM refs WHERE lineage = ?1", vals![lineage.as_slice()])?
+                .into_iter()
+                .filter_map(|r| r.blob(0).ok().and_then(|b| ChunkId::from_slice(&b).ok()))
+                .collect(),
+            None => HashSet::new(),
+        };
+        let lineage = held.unwrap_or_else(|| file_id.as_bytes().to_vec());
+        let new: HashSet<ChunkId> = placements.iter().map(|p| p.chunk).collect();
+        let added: Vec<ChunkId> = new.difference(&old).copied().collect();
+        let dropped: Vec<ChunkId> = old.difference(&new).copied().collect();
+        Self::refuse_claimed(&mut *tx, &added)?;
+        let placements = Self::without_collected(&mut *tx, placements)?;
         // Every column is set, as a fresh row would have it (a symlink replaced by a file
         // loses its target).
         // PostgreSQL keys entries by the path's hash (see db/postgres.rs).
@@ -424,13 +454,13 @@ impl Db {
             &format!(
                 "INSERT INTO entries
                  (path, parent, kind, size, mtime_ms, file_id, chunks, wrapped_key, manifest, mode, uid, gid, ctime_ms,
-                  replicas, target, rdev)
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, 0)
+                  replicas, lineage, target, rdev)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, 0)
              ON CONFLICT ({key}) DO UPDATE SET parent = excluded.parent, kind = excluded.kind, size = excluded.size,
                  mtime_ms = excluded.mtime_ms, file_id = excluded.file_id, chunks = excluded.chunks,
                  wrapped_key = excluded.wrapped_key, manifest = excluded.manifest, mode = excluded.mode,
                  uid = excluded.uid, gid = excluded.gid, ctime_ms = excluded.ctime_ms, replicas = excluded.replicas,
-                 target = NULL, rdev = 0"
+                 lineage = excluded.lineage, target = NULL, rdev = 0"
             ),
             vals![
                 path.as_str(),
@@ -445,19 +475,18 @@ impl Db {
                 uid,
                 gid,
                 now_ms(),
-                replicas
+                replicas,
+                lineage.as_slice()
             ],
         )?;
         if existing.is_none() {
             Self::touch_dir(&mut *tx, &path.parent())?;
         }
-        // The new version's references go in before the old version's come out, so chunks
-        // the two share are never queued as garbage.
-        let refs = placements.iter().map(|p| [file_id.as_bytes().to_vec(), p.chunk.as_bytes().to_vec()]);
-        insert_pairs(&mut *tx, "refs (file_id, chunk)", refs)?;
-        if let Some(old) = existing.as_ref().and_then(|e| e.file_id) {
-            Self::release(&mut *tx, old.as_bytes(), delay)?;
-        }
+        // The new references go in before the dropped ones come out, so a chunk that moved
+        // within the file is never queued as garbage.
+        let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
+        insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
+        Self::release_chunks(&mut *tx, &lineage, &dropped, delay)?;
         let locations = placements
             .iter()
             .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));

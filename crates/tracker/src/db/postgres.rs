@@ -126,6 +126,15 @@ CREATE TABLE leases (
 );
 "#,
     ),
+    (
+        7,
+        r#"
+-- See SQLite's migration 7: a file's references are kept under its lineage.
+ALTER TABLE entries ADD COLUMN lineage BYTEA;
+UPDATE entries SET lineage = file_id WHERE file_id IS NOT NULL;
+ALTER TABLE refs RENAME COLUMN file_id TO lineage;
+"#,
+    ),
 ];
 
 /// Any number that identifies swarmfs's migration lock among a database's advisory locks.

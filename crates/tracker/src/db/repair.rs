@@ -40,8 +40,8 @@ impl Db {
         let mut index: HashMap<ChunkId, u32> = HashMap::new();
         let mut current: Option<Vec<u8>> = None;
         tx.each(
-            "SELECT e.file_id, e.path, e.size, e.replicas, e.chunks, r.chunk
-             FROM entries AS e JOIN refs AS r ON r.file_id = e.file_id ORDER BY e.file_id",
+            "SELECT e.lineage, e.path, e.size, e.replicas, e.chunks, r.chunk
+             FROM entries AS e JOIN refs AS r ON r.lineage = e.lineage ORDER BY e.lineage",
             &[],
             &mut |row: Row| {
                 let file_id = row.blob(0)?;

@@ -142,3 +142,74 @@ fn an_overwrite_keeps_shared_chunks_referenced_and_queues_only_what_it_dropped()
     due.sort_by_key(|c| c.0);
     assert_eq!(due, vec![ChunkId([1; 32]), ChunkId([4; 32])], "the new version's own references moved with it");
 }
+
+/// The chunks referenced under the lineage of the file at `path`, sorted.
+fn refs_of(db: &mut Db, path: &str) -> Vec<Vec<u8>> {
+    let mut tx = db.begin().unwrap();
+    let rows = tx
+        .query(
+            "SELECT r.chunk FROM refs AS r JOIN entries AS e ON e.lineage = r.lineage WHERE e.path = ?1 ORDER BY r.chunk",
+            vals![path],
+        )
+        .unwrap();
+    rows.into_iter().map(|r| r.blob(0).unwrap()).collect()
+}
+
+#[test]
+fn a_new_version_of_a_large_file_changes_only_the_references_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    db.set_gc_delay(std::time::Duration::ZERO);
+    let first: Vec<u8> = (0..200).collect();
+    version(&mut db, "/big", 1, &first);
+    // A small write: chunk 7 replaced by 250, and a pack (251) added.
+    let mut second = first.clone();
+    second[7] = 250;
+    second.push(251);
+    version(&mut db, "/big", 2, &second);
+    let mut tx = db.begin().unwrap();
+    let changes_before = tx.query_one("SELECT total_changes()", &[]).unwrap().int(0).unwrap();
+    drop(tx);
+    let mut third = second.clone();
+    third[9] = 252;
+    version(&mut db, "/big", 3, &third);
+    let mut tx = db.begin().unwrap();
+    let changed = tx.query_one("SELECT total_changes()", &[]).unwrap().int(0).unwrap() - changes_before;
+    drop(tx);
+    // The entry, its directory's times, one reference in, one out, one queued, one location:
+    // not 200 references rewritten.
+    assert!(changed < 12, "a one-chunk change wrote {changed} rows");
+    let mut want: Vec<Vec<u8>> = third.iter().map(|&c| vec![c; 32]).collect();
+    want.sort();
+    assert_eq!(refs_of(&mut db, "/big"), want, "exactly the new version's chunks are referenced");
+    let due: Vec<ChunkId> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(due, vec![ChunkId([7; 32]), ChunkId([9; 32])], "the two chunks replaced, and nothing else");
+    // A rename carries the lineage: a later version still drops what it replaced.
+    db.rename(&p("/big"), &p("/moved")).unwrap();
+    let mut fourth = third.clone();
+    fourth.truncate(100);
+    version(&mut db, "/moved", 4, &fourth);
+    assert_eq!(refs_of(&mut db, "/moved").len(), 100);
+    assert_eq!(db.gc_due(1000).unwrap().len(), 101, "the 100 cut-off chunks and the pack are garbage");
+    // A link to the current version checks its chunks through the lineage.
+    assert!(db.file_has_chunks(&FileId([4; 32]), &[ChunkId([0; 32])]).unwrap());
+    assert!(!db.file_has_chunks(&FileId([3; 32]), &[ChunkId([0; 32])]).unwrap(), "an older version has none");
+    db.remove(&p("/moved"), false).unwrap();
+    assert_eq!(db.gc_due(1000).unwrap().len(), 100, "removing the file drops the rest");
+}
+
+#[test]
+fn a_file_written_before_lineages_drops_its_old_chunks_when_overwritten_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/tests/fixtures/protocol5/tracker/tracker.db");
+    std::fs::copy(fixture, dir.path().join("t.db")).unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    db.set_gc_delay(std::time::Duration::ZERO);
+    let old = refs_of(&mut db, "/d.bin");
+    assert_eq!(old.len(), 5, "/d.bin (300000 bytes in 64 KiB chunks) keeps its references");
+    version(&mut db, "/d.bin", 1, &[1]);
+    let mut due: Vec<Vec<u8>> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c.0.to_vec()).collect();
+    due.sort();
+    assert_eq!(due, old, "the old version's chunks are garbage, referenced nowhere else");
+    assert_eq!(refs_of(&mut db, "/d.bin"), vec![vec![1; 32]]);
+}
