@@ -5,12 +5,24 @@
 //! the id's first byte), so "already here" can never be answered for a copy that a
 //! concurrent collect is deleting, and `used`/`count` stay exact under concurrent puts.
 //!
+//! Reads: a whole-chunk read is hashed against the id unless this store hashed the same
+//! file since it last changed (its inode, length and ctime are what they were then: a put
+//! hashes what it writes, a read or a scrub what it reads). Every reader verifies every
+//! chunk again anyway and reports a bad copy to the tracker; hashing an unchanged file on
+//! every serve caught only silent rot, which the scrubber (which always hashes) finds, and it
+//! was a sixth of a serving peer's CPU. A file changed by a write (a person, a program, a
+//! bad disk controller going through the file system) gets a new ctime and is hashed on its
+//! next read. Kernels before 6.13 stamp ctime at a clock tick, so a change within the tick
+//! of the last hash goes unseen until the scrub or a reader finds it.
+//!
 //! Space: a put is refused when it would pass the configured capacity or the disk's real
 //! free space (re-read at most once a second, and at once after the disk said ENOSPC), so a
 //! full disk is reported as "no space" before any byte is written.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -25,6 +37,24 @@ use crate::StoreError;
 const LOCK_STRIPES: usize = 256;
 /// How stale the disk's free-space reading may get before a put re-reads it.
 const FREE_SPACE_TTL: Duration = Duration::from_secs(1);
+/// Chunk files remembered as hashed since they last changed (about 80 bytes each); past
+/// this, one is forgotten for each new one and is hashed again on its next read.
+const VERIFIED_MAX: usize = 16_384;
+
+/// One state of a chunk file: a write, a truncation or a replacement changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp { ino: m.ino(), len: m.len(), ctime: m.ctime(), ctime_nsec: m.ctime_nsec() }
+    }
+}
 
 pub struct ChunkStore {
     root: PathBuf,
@@ -42,6 +72,8 @@ pub struct ChunkStore {
     /// Whether a put is on disk before it returns (fsync of file and directory). A store
     /// of cached copies (`get --seed`) skips that: it is removed when serving stops anyway.
     durable: bool,
+    /// Chunk files hashed since they last changed (see the module's notes on reads).
+    verified: Mutex<HashMap<ChunkId, Stamp>>,
 }
 
 impl ChunkStore {
@@ -77,6 +109,7 @@ impl ChunkStore {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             layout,
             durable,
+            verified: Mutex::new(HashMap::new()),
         };
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
@@ -158,6 +191,7 @@ impl ChunkStore {
                 // same content, released by another file moments ago, leaves it alone. The
                 // stripe lock keeps a collect from running between this and the answer.
                 File::options().write(true).open(&path)?.set_modified(std::time::SystemTime::now())?;
+                self.remember_verified(id, &path);
                 return Ok(false);
             }
             Ok(_) => {
@@ -173,6 +207,7 @@ impl ChunkStore {
         match result {
             Ok(()) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
+                self.remember_verified(id, &path);
                 Ok(true)
             }
             Err(e) => {
@@ -255,23 +290,34 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads a whole chunk (verified against its id) or, with a range, just those bytes.
-    /// A whole-chunk read that fails verification quarantines the copy.
+    /// Reads a whole chunk (verified against its id, unless this file was since it last
+    /// changed) or, with a range, just those bytes. A whole-chunk read that fails
+    /// verification quarantines the copy.
     pub fn get(&self, id: &ChunkId, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.read(id, offset, len, false)
+    }
+
+    fn read(&self, id: &ChunkId, offset: u64, len: u64, rehash: bool) -> Result<Vec<u8>, StoreError> {
         let path = self.path_of(id);
         let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
             Err(e) => return Err(e.into()),
         };
-        let size = f.metadata()?.len();
+        let meta = f.metadata()?;
+        let size = meta.len();
         if offset == 0 && (len == u64::MAX || len == size) {
             let buf = self.read_file(&mut f, size)?;
+            let stamp = Stamp::of(&meta);
+            if !rehash && self.verified.lock().unwrap().get(id) == Some(&stamp) {
+                return Ok(buf);
+            }
             if blake3::hash(&buf).as_bytes() != id.as_bytes() {
                 drop(f);
                 self.quarantine(id);
                 return Err(StoreError::Corrupt(*id));
             }
+            self.remember(id, stamp);
             return Ok(buf);
         }
         let end = if len == u64::MAX { size } else { offset.saturating_add(len) };
@@ -292,6 +338,24 @@ impl ChunkStore {
         let mut buf = Vec::with_capacity(size as usize);
         f.read_to_end(&mut buf)?;
         Ok(buf)
+    }
+
+    /// The file at `path` was just hashed (or written from bytes that were): remembered
+    /// until it changes.
+    fn remember_verified(&self, id: &ChunkId, path: &Path) {
+        if let Ok(m) = fs::metadata(path) {
+            self.remember(id, Stamp::of(&m));
+        }
+    }
+
+    fn remember(&self, id: &ChunkId, stamp: Stamp) {
+        let mut verified = self.verified.lock().unwrap();
+        if verified.len() >= VERIFIED_MAX && !verified.contains_key(id) {
+            if let Some(other) = verified.keys().next().copied() {
+                verified.remove(&other);
+            }
+        }
+        verified.insert(*id, stamp);
     }
 
     fn read_whole(&self, path: &Path) -> std::io::Result<Vec<u8>> {
@@ -318,6 +382,7 @@ impl ChunkStore {
             Err(e) => return Err(e.into()),
         };
         fs::remove_file(&path)?;
+        self.verified.lock().unwrap().remove(id);
         self.used.fetch_sub(len, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
@@ -351,6 +416,7 @@ impl ChunkStore {
         let Ok(meta) = fs::metadata(&path) else {
             return;
         };
+        self.verified.lock().unwrap().remove(id);
         let dest = self.root.join("quarantine").join(id.to_string());
         match fs::rename(&path, &dest) {
             Ok(()) => {
@@ -362,11 +428,11 @@ impl ChunkStore {
         }
     }
 
-    /// Re-reads a chunk and checks its hash (the scrubber). `Ok(Some(len))`: sound;
-    /// `Ok(None)`: not here (deleted meanwhile); `Err(Corrupt)`: the copy was bad and is now
-    /// quarantined.
+    /// Re-reads a chunk and checks its hash (the scrubber), whether or not it was hashed
+    /// since it last changed. `Ok(Some(len))`: sound; `Ok(None)`: not here (deleted
+    /// meanwhile); `Err(Corrupt)`: the copy was bad and is now quarantined.
     pub fn verify(&self, id: &ChunkId) -> Result<Option<u64>, StoreError> {
-        match self.get(id, 0, u64::MAX) {
+        match self.read(id, 0, u64::MAX, true) {
             Ok(bytes) => Ok(Some(bytes.len() as u64)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -557,10 +623,30 @@ mod tests {
         let s = ChunkStore::open(&dir, 1 << 20).unwrap();
         let id = id_of(b"payload");
         s.put(&id, b"payload").unwrap();
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"payload");
+        // Changed in place after the put and a read had hashed it: the write gives the file
+        // a new ctime (fine-grained after a stat, on this kernel), so the next read hashes.
         fs::write(s.chunk_path(&id), b"paYload").unwrap();
         assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::Corrupt(_))));
         assert!(!s.has(&id));
         assert_eq!(s.count(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_scrub_hashes_a_copy_even_when_it_looks_unchanged_since_its_last_hash() {
+        let dir = temp();
+        let s = ChunkStore::open(&dir, 1 << 20).unwrap();
+        let id = id_of(b"payload");
+        s.put(&id, b"payload").unwrap();
+        // Silent rot: the bytes change and the file's stamp does not (made here by
+        // remembering the rotten file's stamp as hashed).
+        let path = s.chunk_path(&id);
+        fs::write(&path, b"paYload").unwrap();
+        s.remember_verified(&id, &path);
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"paYload", "a read trusts the stamp (the reader verifies)");
+        assert!(matches!(s.verify(&id), Err(StoreError::Corrupt(_))), "the scrub does not");
+        assert!(!s.has(&id), "and quarantines it");
         fs::remove_dir_all(dir).unwrap();
     }
 }
