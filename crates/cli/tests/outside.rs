@@ -447,6 +447,30 @@ fn a_full_peer_is_noticed_reported_once_and_placed_around() {
     drop(tmpfs);
 }
 
+#[test]
+fn a_get_into_a_full_disk_fails_with_one_line_and_leaves_no_partial_file() {
+    let c = Cluster::start(2);
+    let data = pattern(12 << 20, 11);
+    let local = c.path("big");
+    std::fs::write(&local, &data).unwrap();
+    assert!(put(&c, &local, "/big", &[]).status.success());
+    let out_dir = c.path("small-disk");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&out_dir).status().unwrap();
+    assert!(ok.success(), "mount a 4 MiB tmpfs");
+    let _tmpfs = Tmpfs(out_dir.clone());
+    let target = out_dir.join("big");
+    let out = c.cli(&["get", "/big", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No space left on device"), "the disk's own words: {err}");
+    assert_eq!(err.lines().filter(|l| !l.trim().is_empty()).count(), 1, "one line: {err}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "no partial file is left behind: {left:?}");
+    // The same get to a disk with room works (nothing about the file or swarm was hurt).
+    assert_eq!(get_bytes(&c, "/big"), data);
+}
+
 // ---- 12. Usage errors and exit codes ----
 
 #[test]

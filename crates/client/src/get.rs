@@ -27,9 +27,12 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(300);
 /// once, 2 made the sharer upload 2.1-2.3x the file, 1 made it 1.6x (sharing.rs); the cost
 /// is one round trip per chunk from a lone sharer, which a rate-limited uplink hides.
 const PER_CACHED_SOURCE: usize = 1;
-/// Chunk writes a rarest-first download lets run beside its fetches. One: two or more write
-/// the same file at once, and ext4's inode lock made them spin (11% of a get's CPU with 4).
-const PENDING_WRITES: usize = 1;
+/// Chunk writes a rarest-first download lets run beside its fetches. The output file is
+/// preallocated (`direct::preallocate`), so ext4 runs its direct writes side by side under a
+/// shared lock: 4 took a 512 MiB get from 560-610 to 620-700 MB/s at the same CPU. (Into a
+/// sparse file, each write allocates and holds the inode lock alone: 4 gained nothing and
+/// made the waiting writes spin, 11% of a get's CPU.)
+const PENDING_WRITES: usize = 4;
 /// How often a rarest-first download tries a chunk again after all its known sources
 /// failed, as long as a new `Locate` names a live source.
 const CHUNK_RETRIES: u32 = 3;
@@ -401,7 +404,7 @@ impl Client {
         let refs = &manifest.chunks;
         let bad = AtomicUsize::new(0);
         let endgame = EndGame::default();
-        file.set_len(manifest.size).map_err(ClientError::Output)?;
+        swarmfs_core::direct::preallocate(&file, manifest.size).map_err(ClientError::Output)?;
         let file = Arc::new((file, direct));
         let mut holders = Arc::new(self.locate(refs).await?);
         let mut queue: Vec<usize> = (0..refs.len()).collect();

@@ -77,6 +77,19 @@ pub fn open_for_direct_writes(path: &Path) -> Option<File> {
     std::fs::OpenOptions::new().write(true).custom_flags(OFlags::DIRECT.bits() as i32).open(path).ok()
 }
 
+/// Gives the new file `f` its `len` bytes on disk before chunks are written into it, so a
+/// full disk fails the download at once rather than part-way, and direct writes land in
+/// allocated (unwritten) blocks: ext4 then lets several run at once under its shared inode
+/// lock, where writes that allocate take it exclusively and queue behind one another. A
+/// file system without fallocate only gets its length set.
+pub fn preallocate(f: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOSPC => Err(e.into()),
+        Err(_) => f.set_len(len),
+    }
+}
+
 /// Writes the whole blocks of `bytes` at the aligned `offset` through `d` (a descriptor in
 /// O_DIRECT mode), a piece at a time through this thread's buffer; returns how many bytes it
 /// wrote. A refusal part-way (a block size above ALIGN) stops it early, not with an error:

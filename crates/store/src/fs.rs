@@ -10,7 +10,7 @@
 //! hashes what it writes, a read or a scrub what it reads). Every reader verifies every
 //! chunk again anyway and reports a bad copy to the tracker; hashing an unchanged file on
 //! every serve caught only silent rot, which the scrubber (which always hashes) finds, and it
-//! was a sixth of a serving peer's CPU. A file changed by a write (a person, a program, a
+//! was 14 % of a serving peer's CPU in a profile of a get. A file changed by a write (a person, a program, a
 //! bad disk controller going through the file system) gets a new ctime and is hashed on its
 //! next read. Kernels before 6.13 stamp ctime at a clock tick, so a change within the tick
 //! of the last hash goes unseen until the scrub or a reader finds it.

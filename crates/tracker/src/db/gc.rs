@@ -22,8 +22,8 @@ impl Db {
         self.gc_delay_ms = delay.as_millis() as i64;
     }
 
-    /// Drops every reference of the file at `lineage` (removed or replaced by something that
-    /// is not a file); chunks left unreferenced are queued for deletion.
+    /// Drops every reference of the file at `lineage` (removed, or replaced by a rename over
+    /// it); chunks left unreferenced are queued for deletion.
     pub(super) fn release(tx: &mut dyn Tx, lineage: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
         let chunks = tx.query("SELECT chunk FROM refs WHERE lineage = ?1", vals![lineage])?;
         tx.exec("DELETE FROM refs WHERE lineage = ?1", vals![lineage])?;

@@ -482,8 +482,8 @@ impl Db {
         if existing.is_none() {
             Self::touch_dir(&mut *tx, &path.parent())?;
         }
-        // The new references go in before the dropped ones come out, so a chunk that moved
-        // within the file is never queued as garbage.
+        // Only what changed: chunks this version adds go in, chunks it no longer uses come
+        // out (and are queued as garbage if no other file references them).
         let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
         insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
         Self::release_chunks(&mut *tx, &lineage, &dropped, delay)?;
