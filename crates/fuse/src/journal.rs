@@ -13,7 +13,9 @@
 //! `1u8, seq u64, record length u32, record (JSON, as in pending), data length u64, data`
 //! (the staged bytes from offset 0; the rest up to the record's size is zeros), or
 //! `2u8, seq u64` (that flush committed, or failed and left its writes with the open file).
-//! A torn last entry (the mount died writing it) is ignored: its flush had not started.
+//! A torn last entry (the mount died writing it) is ignored: its flush had not started. An
+//! entry the disk had no room for is cut off again at once (its flush fails with the disk's
+//! error), so a torn entry is only ever the last.
 
 use std::fs::File;
 use std::io::Write;
@@ -40,6 +42,17 @@ struct State {
     under_way: usize,
 }
 
+impl State {
+    /// Appends a whole entry or nothing: a write that fails part-way (a full disk) is cut
+    /// off again, so the entries after it are still read by a replay (a torn entry ends it).
+    fn append(&mut self, entry: &[u8]) -> std::io::Result<()> {
+        let before = self.file.metadata()?.len();
+        self.file.write_all(entry).inspect_err(|_| {
+            let _ = self.file.set_len(before);
+        })
+    }
+}
+
 impl Journal {
     /// A new, empty journal in `dir` (a previous one must have been replayed first).
     pub fn create(dir: &Path) -> std::io::Result<Journal> {
@@ -63,7 +76,7 @@ impl Journal {
         entry.extend_from_slice(&json);
         entry.extend_from_slice(&(data.len() as u64).to_le_bytes());
         entry.extend_from_slice(data);
-        st.file.write_all(&entry)?;
+        st.append(&entry)?;
         st.next_seq += 1;
         st.under_way += 1;
         Ok(seq)
@@ -79,7 +92,7 @@ impl Journal {
             let mut entry = [0u8; 9];
             entry[0] = DONE;
             entry[1..].copy_from_slice(&seq.to_le_bytes());
-            st.file.write_all(&entry)
+            st.append(&entry)
         };
         if let Err(e) = r {
             // A replay would upload that flush's bytes again; last writer wins, as always.
@@ -222,5 +235,46 @@ mod tests {
         assert_eq!(Journal::replay(dir.path()).unwrap(), 0);
         crate::pending::collect_left_over(dir.path()).unwrap();
         assert!(dir.path().join(UNKNOWN).exists());
+    }
+
+    /// A tmpfs of `size` mounted on a new directory, unmounted on drop (needs root, as the
+    /// mount tests do).
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn new(size: &str) -> SmallDisk {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mounting a tmpfs (the fuse crate's tests run as root)");
+            SmallDisk(dir)
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    #[test]
+    fn an_entry_the_disk_had_no_room_for_leaves_no_torn_bytes_before_the_next() {
+        let disk = SmallDisk::new("64k");
+        let dir = disk.0.path();
+        let j = Journal::create(dir).unwrap();
+        let first = j.begin(&record("/first", 3), b"one").unwrap();
+        let err = j.begin(&record("/big", 200_000), &vec![7u8; 200_000]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        let third = j.begin(&record("/third", 5), b"three").unwrap();
+        assert_eq!((first, third), (1, 2), "the failed entry took no number");
+        drop(j); // the mount dies with both flushes under way
+        assert_eq!(Journal::replay(dir).unwrap(), 2, "both whole entries are read back");
+        let left = crate::pending::collect_left_over(dir).unwrap();
+        let mut paths: Vec<&str> = left.iter().map(|(_, r)| r.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(paths, ["/first", "/third"]);
     }
 }
