@@ -108,3 +108,28 @@ fn chunks_no_file_uses_are_collected_and_shared_ones_kept() {
     let peers = c.peers_json().unwrap();
     assert!(peers.iter().all(|p| p["state"] == "up"));
 }
+
+#[test]
+fn a_peer_makes_spare_files_once_puts_pause_and_later_puts_write_into_them() {
+    let c = Cluster::start(1);
+    let spares = || {
+        std::fs::read_dir(c.peer_home(0).join("store").join("tmp"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("spare."))
+            .count()
+    };
+    let first = c.path("first");
+    std::fs::write(&first, pattern(5 * 65_536, 31)).unwrap();
+    c.ok(&["put", first.to_str().unwrap(), "/first", "--chunk-size", "64K", "--replicas", "1"]);
+    // As many as the recent puts wanted, made once they paused.
+    common::wait_for("spares made", std::time::Duration::from_secs(10), || (spares() == 5).then_some(()));
+    let second = c.path("second");
+    std::fs::write(&second, pattern(3 * 65_536, 32)).unwrap();
+    c.ok(&["put", second.to_str().unwrap(), "/second", "--chunk-size", "64K", "--replicas", "1"]);
+    assert_eq!(c.chunk_files(0).len(), 8);
+    for (remote, data) in [("/first", pattern(5 * 65_536, 31)), ("/second", pattern(3 * 65_536, 32))] {
+        let back = c.path("back");
+        c.ok(&["get", remote, back.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&back).unwrap(), data, "{remote} reads back");
+    }
+}

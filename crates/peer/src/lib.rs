@@ -5,11 +5,13 @@
 //! - [`session`]: join, inventory, heartbeat and the membership subscription, reconnecting
 //!   with backoff whenever the tracker goes away.
 //! - [`scrub`]: the worker that re-verifies every stored chunk at a bounded rate.
+//! - [`spares`]: the worker that makes spare files for puts while none is arriving.
 
 pub mod error;
 pub mod scrub;
 pub mod service;
 pub mod session;
+pub mod spares;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +84,7 @@ pub async fn run(
     if config.scrub_rate > 0 {
         workers.spawn(scrub::Scrubber::new(store.clone(), config.scrub_rate, service.corrupt_reports()));
     }
+    workers.spawn(spares::SpareMaker::new(store.clone()));
     let reports = session::Reports {
         corrupt: service.take_corrupt_reports().expect("taken once"),
         stored: service.take_stored_reports().expect("taken once"),

@@ -32,6 +32,7 @@ use swarmfs_proto::ChunkId;
 use tracing::{info, warn};
 
 use crate::layout::Layout;
+use crate::spares::Spares;
 use crate::StoreError;
 
 const LOCK_STRIPES: usize = 256;
@@ -74,6 +75,8 @@ pub struct ChunkStore {
     durable: bool,
     /// Chunk files hashed since they last changed (see the module's notes on reads).
     verified: Mutex<HashMap<ChunkId, Stamp>>,
+    /// Empty files that puts write into instead of creating one each (see [`crate::spares`]).
+    spares: Spares,
 }
 
 impl ChunkStore {
@@ -96,8 +99,12 @@ impl ChunkStore {
         }
         let layout = Layout::open(root)?;
         for e in fs::read_dir(root.join("tmp"))? {
-            let _ = fs::remove_file(e?.path());
+            let e = e?;
+            if !e.file_name().to_str().is_some_and(crate::spares::is_spare) {
+                let _ = fs::remove_file(e.path());
+            }
         }
+        let spares = Spares::open(&root.join("tmp"))?;
         let store = ChunkStore {
             root: root.to_path_buf(),
             capacity,
@@ -110,6 +117,7 @@ impl ChunkStore {
             layout,
             durable,
             verified: Mutex::new(HashMap::new()),
+            spares,
         };
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
@@ -265,16 +273,23 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes a chunk file whole (a temp file renamed into place), fsynced in a durable store.
+    /// Writes a chunk file whole (a spare or a new temp file, renamed into place), fsynced in
+    /// a durable store.
     fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = path.parent().expect("chunk paths have parents");
         self.make_dirs_durably(dir)?;
-        let tmp = self.root.join("tmp").join(format!(
-            "{}.{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
-            rand::random::<u32>()
-        ));
-        let mut f = File::create(&tmp)?;
+        let spare = self.spares.take().and_then(|p| Some((File::options().write(true).open(&p).ok()?, p)));
+        let (mut f, tmp) = match spare {
+            Some(s) => s,
+            None => {
+                let tmp = self.root.join("tmp").join(format!(
+                    "{}.{}",
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
+                    rand::random::<u32>()
+                ));
+                (File::create(&tmp)?, tmp)
+            }
+        };
         let r = match self.durable {
             true => swarmfs_core::direct::write_all(&f, bytes).and_then(|_| f.sync_data()),
             false => f.write_all(bytes),
@@ -364,6 +379,20 @@ impl ChunkStore {
         self.read_file(&mut f, size)
     }
 
+    /// How many spare files to make now (none while puts are arriving).
+    pub fn spares_wanted(&self) -> usize {
+        self.spares.wanted()
+    }
+
+    /// Makes up to `n` spare files; returns how many were made.
+    pub fn make_spares(&self, n: usize) -> Result<usize, StoreError> {
+        Ok(self.spares.make(n)?)
+    }
+
+    pub fn spares_ready(&self) -> usize {
+        self.spares.ready()
+    }
+
     pub fn has(&self, id: &ChunkId) -> bool {
         self.path_of(id).exists()
     }
@@ -381,7 +410,13 @@ impl ChunkStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        fs::remove_file(&path)?;
+        // Kept as a spare for a later put when there are not enough (see crate::spares).
+        if !self.spares.recycle(&path).unwrap_or(false) {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r?,
+            }
+        }
         self.verified.lock().unwrap().remove(id);
         self.used.fetch_sub(len, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
@@ -518,6 +553,41 @@ mod tests {
         assert!(s.delete(&id).unwrap());
         assert!(matches!(s.get(&id, 0, u64::MAX), Err(StoreError::NotFound(_))));
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn puts_write_into_spare_files_and_deleted_chunk_files_become_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_files = || fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let s = ChunkStore::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(s.make_spares(2).unwrap(), 2);
+        assert_eq!(tmp_files(), 2);
+        // Large enough for the direct write, and a small one through the page cache.
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (a, b) = (id_of(&big), id_of(b"small"));
+        assert!(s.put(&a, &big).unwrap());
+        assert!(s.put(&b, b"small").unwrap());
+        assert_eq!(tmp_files(), 0, "both puts wrote into a spare");
+        assert_eq!(s.get(&a, 0, u64::MAX).unwrap(), big);
+        assert_eq!(s.verify(&b).unwrap(), Some(5));
+        assert!(s.put(&id_of(b"third"), b"third").unwrap(), "no spare left: a new file");
+        assert!(s.delete(&a).unwrap());
+        assert!(s.collect(&b, Duration::ZERO).unwrap());
+        assert_eq!((s.count(), s.used()), (1, 5));
+        assert_eq!(s.spares_ready(), 2, "the deleted chunk files are spares now");
+        for e in fs::read_dir(dir.path().join("tmp")).unwrap() {
+            assert_eq!(e.unwrap().metadata().unwrap().len(), 0, "a spare holds no bytes");
+        }
+        drop(s);
+        fs::write(dir.path().join("tmp").join("x.1234"), b"a crash's temp file").unwrap();
+        let s = ChunkStore::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(
+            (s.count(), s.spares_ready(), tmp_files()),
+            (1, 2, 2),
+            "spares outlive a restart, temp files do not"
+        );
+        assert!(s.put(&a, &big).unwrap());
+        assert_eq!(s.get(&a, 0, u64::MAX).unwrap(), big, "a recycled file holds exactly the new chunk");
     }
 
     #[test]
