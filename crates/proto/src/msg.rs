@@ -246,9 +246,55 @@ pub struct EntryInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedManifest {
     /// The per-file manifest key, encrypted under a key derived from the data key.
+    #[serde(with = "byte_string")]
     pub wrapped_key: Vec<u8>,
     /// The manifest, encrypted under the per-file key.
+    #[serde(with = "byte_string")]
     pub body: Vec<u8>,
+}
+
+/// A `Vec<u8>` as one byte string rather than a sequence of numbers: with postcard the same
+/// bytes on the wire (a varint length, then the bytes), but encoded and decoded as one copy
+/// instead of one call per byte. A sealed manifest reaches about 126 KB, and decoding it a
+/// byte at a time was 7 % of the tracker's CPU under a mount's fsyncs.
+mod byte_string {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Bytes)
+    }
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        // Formats without byte strings (JSON) write a sequence of numbers.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
 }
 
 /// Which peers acknowledged a chunk as durable.
@@ -747,5 +793,26 @@ mod display_tests {
             format!("link {}", LinkId([0xab; 16]).short())
         );
         assert_eq!(Role::Client.to_string(), "client");
+    }
+}
+
+#[cfg(test)]
+mod byte_string_tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_manifest_has_the_bytes_on_the_wire_it_had_as_a_sequence() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct AsSequence {
+            wrapped_key: Vec<u8>,
+            body: Vec<u8>,
+        }
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let sealed = SealedManifest { wrapped_key: vec![9; 60], body: body.clone() };
+        let wire = postcard::to_allocvec(&sealed).unwrap();
+        let before = AsSequence { wrapped_key: vec![9; 60], body };
+        assert_eq!(wire, postcard::to_allocvec(&before).unwrap(), "older builds read it");
+        assert_eq!(postcard::from_bytes::<AsSequence>(&wire).unwrap(), before);
+        assert_eq!(postcard::from_bytes::<SealedManifest>(&wire).unwrap(), sealed);
     }
 }

@@ -249,7 +249,12 @@ impl Tracker {
     /// again since (a new upload of the same content) without having told the tracker yet.
     /// Ask it; copies it has are recorded, so the commit counts them.
     async fn recheck_collected(&self, placements: &[ChunkPlacement]) -> Result<(), TrackerError> {
-        let p = placements.to_vec();
+        // Only chunks stored by this upload have holders to check (a mount's flush names
+        // every chunk of the file, most of them unchanged).
+        let p: Vec<ChunkPlacement> = placements.iter().filter(|p| !p.holders.is_empty()).cloned().collect();
+        if p.is_empty() {
+            return Ok(());
+        }
         let gone = self.db(move |db| db.collected_among(&p)).await?;
         let mut by_node: HashMap<NodeId, Vec<swarmfs_proto::ChunkId>> = HashMap::new();
         for (chunk, node) in gone {
