@@ -344,6 +344,9 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             get.peers_cpu.last().copied().unwrap_or(0.0),
         ));
     }
+    let disk = disk_write_while_reading(&input, dir, a.size);
+    let disk_text = disk.map_or_else(|| "no fio".to_string(), |d| format!("{d:.0}"));
+    say(&format!("  disk: 1 MiB direct writes while reading as much: {disk_text} MB/s"));
     let (put_total, get_total) = (put.total_per_gib(), get.total_per_gib());
     let peer_peak = peers_usage(&swarm).iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0);
     let nc_cpu = nc.cpu_per_gib();
@@ -358,7 +361,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         row(
             "get MB/s",
             format!("{:.0}", get.mb_s()),
-            format!("nc pipe {:.0}", nc.mb_s()),
+            format!("nc pipe {:.0}; disk w+r {disk_text}", nc.mb_s()),
             get.mb_s() / nc.mb_s(),
             ">= 0.8x",
         ),
@@ -387,6 +390,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         "blake3_one_core_mb_s": b3,
         "nc_pipe_mb_s": nc.mb_s(),
         "nc_pipe_cpu_s_per_gib": nc_cpu,
+        "disk_write_while_reading_mb_s": disk,
         "put_mb_s": put.mb_s(),
         "get_mb_s": get.mb_s(),
         "put_vs_nc": put.mb_s() / nc.mb_s(),
@@ -822,6 +826,30 @@ async fn live_bytes(swarm: &LocalSwarm) -> Result<u64> {
 
 fn stores_bytes(swarm: &LocalSwarm) -> u64 {
     (1..=swarm.peers.len()).map(|i| dir_bytes(&swarm.dir.join(format!("peer{i}")).join("store/chunks"))).sum()
+}
+
+/// The disk's speed for what a get on this machine makes it do: 1 MiB direct writes into a
+/// preallocated file while the same bytes are read back direct elsewhere (the peers' chunk
+/// files live on the same disk when the whole swarm runs here). The `nc` pipe touches no disk
+/// at all, so this is the second baseline for get MB/s. MB/s of the writes; None without fio.
+fn disk_write_while_reading(input: &Path, dir: &Path, size: u64) -> Option<f64> {
+    let target = dir.join("disk-baseline.bin");
+    let out = Command::new("fio")
+        .args(["--output-format=json", "--ioengine=libaio", "--direct=1", "--bs=1M", "--fallocate=native"])
+        .args(["--name=write", "--rw=randwrite", "--iodepth=4"])
+        .arg(format!("--size={size}"))
+        .arg(format!("--filename={}", target.display()))
+        .args(["--name=read", "--rw=randread", "--iodepth=8"])
+        .arg(format!("--size={size}"))
+        .arg(format!("--filename={}", input.display()))
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&target);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text[text.find('{')?..]).ok()?;
+    let bytes = v["jobs"][0]["write"]["io_bytes"].as_f64()?;
+    let ms = v["jobs"][0]["write"]["runtime"].as_f64()?;
+    (out.status.success() && ms > 0.0).then(|| bytes / ms / 1e3)
 }
 
 /// File data the fio job writes (a file of this size, 4 KiB random writes).
