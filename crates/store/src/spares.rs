@@ -82,6 +82,9 @@ impl Spares {
             let e = e?;
             let name = e.file_name();
             let Some(n) = name.to_str().filter(|n| is_spare(n)) else { continue };
+            if !e.file_type()?.is_file() {
+                continue;
+            }
             next = next.max(n[PREFIX.len()..].parse::<u64>().unwrap_or(0));
             let path = e.path();
             if e.metadata()?.len() > 0 {
