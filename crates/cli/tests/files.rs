@@ -296,3 +296,32 @@ fn bench_prints_every_row_next_to_its_same_run_baseline() {
     assert!(text.contains("baseline (same run)") && text.contains("nc pipe"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("get MB/s") && l.contains("x  >= 0.8x")), "{text}");
 }
+
+#[test]
+fn put_r_and_get_r_of_many_big_files_stay_within_the_clients_memory_bound() {
+    let c = Cluster::start(2);
+    let tree = c.path("big-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..16u64 {
+        std::fs::write(tree.join(format!("f{i}")), pattern(8 << 20, 40 + i)).unwrap();
+    }
+    // 16 files at once (the default --jobs), each one 8 chunks: every file's window full
+    // at once would hold about 160 MiB.
+    let peak = |cmd: &str, args: &[&str]| {
+        let usage = c.path(&format!("{cmd}-usage.json"));
+        let mut all = args.to_vec();
+        all.extend(["--usage-file", usage.to_str().unwrap()]);
+        c.ok(&all);
+        let u: serde_json::Value = serde_json::from_slice(&std::fs::read(&usage).unwrap()).unwrap();
+        u["peak_rss_bytes"].as_u64().unwrap()
+    };
+    let put = peak("put", &["put", "-r", tree.to_str().unwrap(), "/big-tree", "--quiet"]);
+    let back = c.path("big-back");
+    let get = peak("get", &["get", "-r", "/big-tree", back.to_str().unwrap(), "--quiet"]);
+    for i in 0..16u64 {
+        assert!(std::fs::read(back.join(format!("f{i}"))).unwrap() == pattern(8 << 20, 40 + i), "f{i} reads back");
+    }
+    for (what, bytes) in [("put -r", put), ("get -r", get)] {
+        assert!(bytes <= 64 << 20, "{what} of 16 files of 8 MiB peaked at {} MiB of RSS", bytes >> 20);
+    }
+}

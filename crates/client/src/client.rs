@@ -33,6 +33,8 @@ pub struct Client {
     slow: std::sync::Mutex<HashMap<NodeId, Instant>>,
     /// Where verified chunks go when this client also serves them (`get --seed`).
     pub(crate) sink: std::sync::OnceLock<Arc<dyn crate::ChunkSink>>,
+    /// Chunk bytes held at once by all of this client's puts and gets.
+    pub(crate) budget: crate::budget::Budget,
 }
 
 /// How long a peer that stalled a store is placed last: long enough that one frozen peer
@@ -85,6 +87,7 @@ impl Client {
             live_cache: std::sync::Mutex::new(None),
             slow: std::sync::Mutex::new(HashMap::new()),
             sink: std::sync::OnceLock::new(),
+            budget: crate::budget::Budget::new(crate::budget::TRANSFER_BUDGET),
         })
     }
 

@@ -435,6 +435,15 @@ impl Client {
                         .is_none_or(|(n, cached)| !cached || asked.get(&n).copied().unwrap_or(0) < PER_CACHED_SOURCE)
                 });
                 let Some(p) = pick else { break };
+                // The chunk's bytes come out of the client's budget (shared with the other
+                // files of a `get -r`) until written. Waited for only with nothing of this
+                // download in flight, which could otherwise hold what it waits for.
+                let len = refs[queue[queue.len() - 1 - p]].len as usize;
+                let held = match self.budget.try_hold(len) {
+                    Some(h) => h,
+                    None if in_flight.is_empty() && writes.is_empty() => self.budget.hold(len).await,
+                    None => break,
+                };
                 let i = queue.remove(queue.len() - 1 - p);
                 let first = holders.first_choice(i).filter(|(_, cached)| *cached).map(|(n, _)| n);
                 if let Some(n) = first {
@@ -448,7 +457,7 @@ impl Client {
                         let tally = Tally { bad, endgame: Some(endgame) };
                         self.fetch_chunk(i as u64, &refs[i], &h.of_chunk[i], &h, tally, progress).await
                     };
-                    (i, first, got.await)
+                    (i, first, got.await, held)
                 });
             }
             // End-game: nothing left to start, a few chunks in flight. One slow source must
@@ -475,7 +484,7 @@ impl Client {
             // in flight meanwhile); a few at most, which bounds the memory they hold.
             tokio::select! {
                 done = in_flight.next(), if !in_flight.is_empty() && writes.len() < PENDING_WRITES => {
-                    let (i, first, got) = done.expect("not empty");
+                    let (i, first, got, held) = done.expect("not empty");
                     if let Some(n) = first {
                         if let Some(c) = asked.get_mut(&n) {
                             *c = c.saturating_sub(1);
@@ -504,6 +513,7 @@ impl Client {
                     };
                     let f = file.clone();
                     writes.push(tokio::task::spawn_blocking(move || {
+                        let _held = held;
                         let (buffered, direct) = &*f;
                         swarmfs_core::direct::write_at(direct.as_ref(), buffered, &plain, i as u64 * cs)
                             .map(|()| plain.len() as u64)

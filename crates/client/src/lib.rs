@@ -10,9 +10,12 @@
 //!   in file order for streams, rarest chunk first for `get` into a file.
 //! - [`slices`]: laying a chunk's slices (small writes) over it, for every reader.
 //!
-//! Memory is bounded by the window: at most `window` chunks are in flight at once, whatever
-//! the file size.
+//! - [`budget`]: the chunk bytes one client holds at once, shared by all its transfers.
+//!
+//! Memory is bounded by the window (at most `window` chunks are in flight at once, whatever
+//! the file size) and, across the files `put -r` and `get -r` move at once, by the budget.
 
+pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod error;

@@ -22,6 +22,7 @@ use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use swarmfs_core::{seal_chunk_in_place, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE, TAG_LEN};
 use swarmfs_proto::{ChunkPlacement, EntryInfo, ErrorCode, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
 
+use crate::budget::{Budget, Held};
 use crate::placement::{Placer, Policy};
 use crate::{Client, ClientError, Progress};
 
@@ -394,9 +395,14 @@ impl Client {
     ) -> Result<Uploaded, ClientError> {
         let chunk_size = opts.chunk_size as usize;
         let window = opts.window.max(1);
-        // The reader thread stays at most two chunks ahead of the pipeline.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-        let reading = tokio::task::spawn_blocking(move || read_chunks(reader, chunk_size, tx));
+        // The reader thread stays at most two chunks ahead of the pipeline, and takes each
+        // chunk's bytes from the client's budget before reading it.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(Vec<u8>, Held)>>(2);
+        let budget = Budget::clone(&self.budget);
+        let handle = tokio::runtime::Handle::current();
+        let reading = tokio::task::spawn_blocking(move || {
+            read_chunks(reader, chunk_size, size_hint, tx, |len| handle.block_on(budget.hold(len)))
+        });
         let first = rx.recv().await.transpose().map_err(|e| ClientError::io("reading the input", e))?;
         let up = self.uploader(opts.replicas, opts.min_replicas, opts.policy, first.is_some(), progress).await?;
         progress.start(size_hint.unwrap_or(0));
@@ -414,7 +420,7 @@ impl Client {
                         }
                         .into());
                     }
-                    let plain = plain.map_err(|e| ClientError::io("reading the input", e))?;
+                    let (plain, _held) = plain.map_err(|e| ClientError::io("reading the input", e))?;
                     let len = plain.len() as u64;
                     let placed = up.store(index as u64, plain).await?;
                     progress.advance(len);
@@ -528,13 +534,19 @@ fn now_ms() -> i64 {
 }
 
 /// Reads `reader` in chunks of `chunk_size` (the last one shorter) until its end, sending
-/// each; stops early when the receiver has gone.
+/// each with the budget `hold` gave for it (as much as the chunk can hold, or what is left of
+/// `size_hint` when that is less); stops early when the receiver has gone.
 fn read_chunks(
     mut reader: Box<dyn Read + Send>,
     chunk_size: usize,
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    size_hint: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<(Vec<u8>, Held)>>,
+    hold: impl Fn(usize) -> Held,
 ) {
+    let mut read = 0u64;
     loop {
+        let expected = size_hint.filter(|&h| h > read).map_or(chunk_size, |h| ((h - read) as usize).min(chunk_size));
+        let held = hold(expected);
         // Room for the tag: the chunk is sealed in this buffer. read_to_end fills it without
         // zeroing it first.
         let mut buf = Vec::with_capacity(chunk_size + TAG_LEN);
@@ -546,8 +558,9 @@ fn read_chunks(
         if filled == 0 {
             return;
         }
+        read += filled as u64;
         let last = filled < chunk_size;
-        if tx.blocking_send(Ok(buf)).is_err() || last {
+        if tx.blocking_send(Ok((buf, held))).is_err() || last {
             return;
         }
     }
