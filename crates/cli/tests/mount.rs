@@ -258,8 +258,9 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
         "{text}"
     );
     assert_ne!(etag(), etag_before, "the gateway's ETag follows the slices");
-    // Small writes into one chunk until it passes its slice budget: it is uploaded whole
-    // once (compacted) and reads stay exact.
+    // Small writes into one chunk until it passes its slice budget: it is stored whole
+    // once (compacted) in the background, the fsyncs go on meanwhile, and the last close
+    // swaps it in: the manifest loses the slices it folds in and reads stay exact.
     let before = stored_bytes(&peers);
     for k in 0..140u64 {
         // Each odd write lands 50 bytes into the even one before it (a later flush wins).
@@ -270,10 +271,21 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
             back(&expected, "100 overlapping slices in one chunk");
         }
     }
+    wait_for("the compacted chunk's upload", Duration::from_secs(30), || {
+        Some(stored_bytes(&peers) - before).filter(|&sent| sent > 2 * MIB as u64)
+    });
+    back(&expected, "a compaction under way");
+    drop(f);
+    let slices = wait_for("the last close to commit the compaction", Duration::from_secs(30), || {
+        let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
+        v["slices"].as_u64().filter(|&n| n < 40)
+    });
+    // The other chunks' 8 slices and chunk 2's writes since it was read to compact (12).
+    assert!(slices >= 20, "{slices} slices");
     let sent = stored_bytes(&peers) - before;
-    assert!(sent > 2 * MIB as u64, "the chunk was compacted: uploaded whole ({sent} bytes)");
-    assert!(sent < 3 * MIB as u64, "once ({sent} bytes)");
+    assert!(sent < 3 * MIB as u64, "compacted once ({sent} bytes)");
     back(&expected, "compaction");
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("big.bin")).unwrap();
     // A truncate into a sliced chunk and growing again: the cut bytes do not come back.
     f.set_len((6 * MIB + 1500) as u64).unwrap();
     f.set_len((6 * MIB + 9000) as u64).unwrap();
@@ -282,6 +294,43 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     expected.truncate(6 * MIB + 1500);
     expected.resize(6 * MIB + 9000, 0);
     back(&expected, "truncate");
+}
+
+#[test]
+fn a_chunk_rewritten_while_its_compaction_is_stored_keeps_the_writes_made_over_it() {
+    let c = Cluster::start(2);
+    const MIB: usize = 1 << 20;
+    let mut expected = c.put_pattern("f.bin", "/f.bin", 3 * MIB, 5, &["--chunk-size", "1M"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(m.dir.join("f.bin")).unwrap();
+    let write = |expected: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        f.write_all_at(bytes, at as u64).unwrap();
+        expected[at..at + bytes.len()].copy_from_slice(bytes);
+        f.sync_all().unwrap();
+    };
+    // Past chunk 1's slice budget: the last fsync starts its compaction.
+    for k in 0..130 {
+        write(&mut expected, MIB + k * 4000, &pattern(100, k as u64));
+    }
+    // Chunk 1 stored whole again with the same bytes (the same chunk, the compaction's copy
+    // of it still under way or landed), then small writes over it: those must survive
+    // whatever the compaction swaps in later.
+    let mut same = vec![0u8; MIB];
+    f.read_exact_at(&mut same, MIB as u64).unwrap();
+    assert!(same == expected[MIB..2 * MIB], "the mount reads chunk 1 as written");
+    write(&mut expected, MIB, &same);
+    for k in 0..5 {
+        write(&mut expected, MIB + 300_000 + k * 5000, &pattern(200, 900 + k as u64));
+    }
+    drop(f);
+    let mut via_mount = Vec::new();
+    std::fs::File::open(m.dir.join("f.bin")).unwrap().read_to_end(&mut via_mount).unwrap();
+    assert!(via_mount == expected, "the mount reads the file as written");
+    // Unmounted, every commit (the last close's too) is done.
+    drop(m);
+    let back = c.path("back.bin");
+    c.ok(&["get", "/f.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == expected, "the file as written, from another client");
 }
 
 #[test]

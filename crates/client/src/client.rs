@@ -230,6 +230,11 @@ impl Client {
         self.call(&Request::LinkRevoke { id }).await.map(|_| ())
     }
 
+    /// The chunk bytes this client holds at once, for callers that hold chunks of their own.
+    pub fn budget(&self) -> &crate::budget::Budget {
+        &self.budget
+    }
+
     pub fn data_key(&self) -> Result<&DataKey, ClientError> {
         self.data_key.as_ref().ok_or(ClientError::NoDataKey)
     }

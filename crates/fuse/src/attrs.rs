@@ -114,7 +114,7 @@ impl Inner {
                     .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                 if st.opens == 0 {
                     let p = self.inodes.lock().expect("inodes").path(ino);
-                    st.flush(&self.client, &self.cache, p.as_ref(), &self.opts, &self.journal)
+                    st.flush(&self.client, &self.cache, p.as_ref(), &self.opts, &self.journal, true)
                         .await
                         .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                 }

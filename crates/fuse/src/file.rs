@@ -4,7 +4,8 @@
 //! that reuses every other chunk (copy-on-write by chunk). A chunk that only took small
 //! writes is not uploaded again: the bytes written go into one pack per flush and the
 //! manifest lays them over the chunk as slices, until its slices grow past a share of the
-//! chunk and it is uploaded whole again (compacted).
+//! chunk and it is uploaded whole again (compacted), in the background (see
+//! [`crate::compaction`]).
 //!
 //! Invariant: staging is exactly `size` bytes long, and every chunk that is neither
 //! dirty nor in the base manifest reads as zeros there (it is a hole or was zeroed by
@@ -19,10 +20,12 @@ use swarmfs_client::{Client, ClientError, Holders, Progress};
 use swarmfs_core::{chunk_count, ChunkRef, Manifest, Slice};
 use swarmfs_proto::{ChunkPlacement, RemotePath};
 
+use crate::compaction::{Compaction, Fold, Job};
 use crate::journal::Journal;
 use crate::pending::PendingRecord;
 use crate::staging::Staging;
 use crate::MountOptions;
+use swarmfs_client::budget::Held;
 use swarmfs_client::cache::ChunkCache;
 use swarmfs_client::slices::Packs;
 
@@ -62,6 +65,11 @@ pub struct FileState {
     /// flushed by this mount. A partial write into one needs no fetch.
     staged: BTreeSet<u64>,
     packs: Packs,
+    /// Chunks being stored whole in the background, to replace their slices.
+    compaction: Option<Compaction>,
+    /// Base chunks a landed compaction replaced, with the peers that hold them, until a
+    /// commit records them.
+    compacted: HashMap<u64, Vec<swarmfs_proto::NodeId>>,
     /// Size or times changed without a chunk changing; still needs a commit.
     meta_dirty: bool,
     pub opens: usize,
@@ -99,6 +107,8 @@ impl FileState {
             written: HashMap::new(),
             staged: BTreeSet::new(),
             packs: Packs::default(),
+            compaction: None,
+            compacted: HashMap::new(),
             meta_dirty: false,
             opens: 0,
             last_read_end: u64::MAX,
@@ -130,6 +140,8 @@ impl FileState {
             written: HashMap::new(),
             staged: BTreeSet::new(),
             packs: Packs::default(),
+            compaction: None,
+            compacted: HashMap::new(),
             meta_dirty: true,
             opens: 0,
             last_read_end: u64::MAX,
@@ -348,6 +360,10 @@ impl FileState {
             self.make_whole(client, cache, size / cs).await?;
         }
         let keep = chunk_count(size, self.base.chunk_size);
+        if let Some(c) = &mut self.compaction {
+            (keep..self.base.chunks.len() as u64).for_each(|i| c.forget(i));
+        }
+        self.compacted.retain(|&i, _| i < keep);
         self.dirty.retain(|&i| i < keep);
         self.staged.retain(|&i| i < keep);
         self.written.retain(|&i, _| i < keep);
@@ -365,20 +381,26 @@ impl FileState {
 
     /// Uploads dirty chunks and commits the new manifest at `path`. Nothing is committed for
     /// an unlinked file; its staged data is simply dropped when the last handle closes.
+    /// `settle` (the last close, the unmount) also waits for a compaction under way and
+    /// commits it, and starts none: the file is left compact.
     pub async fn flush(
         &mut self,
-        client: &Client,
+        client: &Arc<Client>,
         cache: &ChunkCache,
         path: Option<&RemotePath>,
         opts: &MountOptions,
         journal: &Journal,
+        settle: bool,
     ) -> Result<(), FileError> {
-        if !self.is_dirty() {
+        let compaction_to_settle = settle && self.compaction.is_some();
+        if !self.is_dirty() && !compaction_to_settle {
             return Ok(());
         }
         let Some(path) = path.filter(|_| !self.unlinked) else {
             self.dirty.clear();
             self.written.clear();
+            self.compaction = None;
+            self.compacted.clear();
             self.meta_dirty = false;
             return Ok(());
         };
@@ -393,7 +415,10 @@ impl FileState {
         for i in self.base.chunks.len() as u64..count {
             self.dirty.insert(i);
         }
-        self.compact(client, cache).await?;
+        let background = self.compact(client, cache, settle).await?;
+        if !self.is_dirty() {
+            return Ok(());
+        }
         // Until the commit, the staged writes are worth keeping if this mount stops or dies:
         // beside their staging file, or in the journal while they are in memory.
         let _journaled = match self.staging.in_memory() {
@@ -404,6 +429,9 @@ impl FileState {
             Some(held) => Some(Journaled { journal, seq: journal.begin(&self.record(path), held)? }),
         };
         let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
+        // A compacted copy of a chunk stored whole now would, landing later, drop the slices
+        // written over this new chunk.
+        whole.iter().for_each(|&i| self.forget_compaction(i));
         let (slices, pack_bytes) = self.pack_written()?;
         let up = client
             .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
@@ -441,7 +469,8 @@ impl FileState {
                 }
                 None => {
                     let r = self.base.chunks[i as usize].clone();
-                    placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
+                    let holders = self.compacted.get(&i).cloned().unwrap_or_default();
+                    placements.push(ChunkPlacement { chunk: r.id, holders });
                     r
                 }
             };
@@ -462,42 +491,140 @@ impl FileState {
         // What was uploaded stays in staging: the next partial write there needs no fetch.
         self.staged.extend(std::mem::take(&mut self.dirty));
         self.written.clear();
+        self.compacted.clear();
         self.meta_dirty = false;
+        self.start_compaction(client, opts, background);
         Ok(())
     }
 
-    /// Decides which chunks that took only small writes are uploaded whole instead
-    /// (compacted): those whose slices would pass [`MAX_SLICES_PER_CHUNK`] or half the
-    /// chunk, then, while the file's slices would pass [`MAX_SLICES_PER_FILE`] (the manifest
-    /// is sent whole at every commit), the chunks with the most slices, clean ones included.
-    async fn compact(&mut self, client: &Client, cache: &ChunkCache) -> Result<(), FileError> {
-        let half = self.cs() / 2;
+    /// Stores `chunks` whole in the background, their content as committed just now.
+    fn start_compaction(&mut self, client: &Arc<Client>, opts: &MountOptions, chunks: Vec<(u64, Held)>) {
+        if chunks.is_empty() {
+            return;
+        }
+        let mut jobs = Vec::with_capacity(chunks.len());
+        for (index, held) in chunks {
+            let mut content = vec![0u8; self.chunk_len(index)];
+            // Staging holds every chunk this flush committed; a read that fails only
+            // leaves that chunk's slices where they are.
+            if let Err(e) = self.staging.read_exact_at(&mut content, index * self.cs()) {
+                tracing::warn!("reading chunk {index} to compact it: {e}");
+                continue;
+            }
+            let fold = Fold { base: self.base.chunks[index as usize].id, slices: self.base.slices_of(index).len() };
+            jobs.push(Job { index, content, held, fold });
+        }
+        self.compaction = Some(Compaction::start(client.clone(), opts, jobs));
+    }
+
+    /// Swaps in what a finished compaction stored (waiting for it when `wait`): each chunk
+    /// still as it was read (the same base, not rewritten whole since) becomes the base
+    /// chunk and drops the slices it folds in.
+    async fn land_compaction(&mut self, wait: bool) {
+        let Some(c) = self.compaction.take_if(|c| wait || c.is_finished()) else { return };
+        for (done, fold) in c.finish().await {
+            let i = done.index as usize;
+            let whole = self.dirty.contains(&done.index) && !self.written.contains_key(&done.index);
+            if whole
+                || self.base.chunks.get(i).is_none_or(|r| r.id != fold.base)
+                || done.chunk.len as usize != self.chunk_len(done.index)
+            {
+                continue;
+            }
+            self.base.chunks[i] = done.chunk;
+            let lo = self.base.slices.partition_point(|s| (s.index as usize) < i);
+            let n = fold.slices.min(self.base.slices_of(done.index).len());
+            self.base.slices.drain(lo..lo + n);
+            self.compacted.insert(done.index, done.holders);
+            self.holders = None;
+            self.meta_dirty = true;
+        }
+    }
+
+    /// Chunk `i` is stored whole or cut off: a compaction of it under way is of no use.
+    fn forget_compaction(&mut self, i: u64) {
+        if let Some(c) = &mut self.compaction {
+            c.forget(i);
+        }
+    }
+
+    /// Decides which chunks that took only small writes are stored whole again (compacted):
+    /// those whose slices pass [`MAX_SLICES_PER_CHUNK`] or half the chunk, then, while the
+    /// file's slices pass [`MAX_SLICES_PER_FILE`] (the manifest is sent whole at every
+    /// commit), the chunks with the most slices, clean ones included. Those staging holds
+    /// are returned, with their budget, to be stored in the background after the commit
+    /// (one batch per file at a time); the others are uploaded whole by this flush. While a
+    /// batch is under way, nothing else is compacted unless the file passes the hard limits
+    /// (twice the chunk's slices, three quarters of it, [`FILE_SLACK`] more slices): then
+    /// this flush waits for the batch first.
+    async fn compact(
+        &mut self,
+        client: &Client,
+        cache: &ChunkCache,
+        settle: bool,
+    ) -> Result<Vec<(u64, Held)>, FileError> {
         for ranges in self.written.values_mut() {
             *ranges = coalesce(std::mem::take(ranges));
         }
-        let mut slices_of: HashMap<u64, (usize, u64)> = HashMap::new();
-        for s in &self.base.slices {
-            let e = slices_of.entry(s.index as u64).or_default();
-            *e = (e.0 + 1, e.1 + s.len as u64);
+        self.land_compaction(settle).await;
+        let cs = self.cs();
+        let hard = |n: usize, bytes: u64| n > 2 * MAX_SLICES_PER_CHUNK || bytes > cs * 3 / 4;
+        let mut load = self.slice_load();
+        let total: usize = load.iter().map(|&(_, n, _)| n).sum();
+        if self.compaction.is_some()
+            && (total > MAX_SLICES_PER_FILE + FILE_SLACK || load.iter().any(|&(_, n, b)| hard(n, b)))
+        {
+            self.land_compaction(true).await;
+            load = self.slice_load();
         }
-        for (&i, ranges) in &self.written {
-            let e = slices_of.entry(i).or_default();
-            *e = (e.0 + ranges.len(), e.1 + ranges.iter().map(|&(lo, hi)| (hi - lo) as u64).sum::<u64>());
-        }
-        // Chunks uploaded whole drop their slices; so do chunks past the end.
-        slices_of.retain(|i, _| {
-            self.written.contains_key(i) || (!self.dirty.contains(i) && (*i as usize) < self.base.chunks.len())
-        });
-        let mut by_count: Vec<(u64, usize, u64)> = slices_of.into_iter().map(|(i, (n, b))| (i, n, b)).collect();
-        by_count.sort_by_key(|&(i, n, _)| (std::cmp::Reverse(n), i));
-        let mut total: usize = by_count.iter().map(|&(_, n, _)| n).sum();
-        for (i, n, bytes) in by_count {
-            if n > MAX_SLICES_PER_CHUNK || bytes > half || total > MAX_SLICES_PER_FILE {
+        let mut total: usize = load.iter().map(|&(_, n, _)| n).sum();
+        let may_start = !settle && self.compaction.is_none();
+        let mut background = Vec::new();
+        for (i, n, bytes) in load {
+            if n <= MAX_SLICES_PER_CHUNK && bytes <= cs / 2 && total <= MAX_SLICES_PER_FILE {
+                continue;
+            }
+            if may_start && self.in_staging(i) && background.len() < crate::compaction::MAX_BATCH {
+                if let Some(held) = client.budget().try_hold(self.chunk_len(i)) {
+                    background.push((i, held));
+                    total -= n;
+                    continue;
+                }
+            }
+            // Nothing under way to wait for, or past the hard limits: now, as part of this flush.
+            if self.compaction.is_none() || hard(n, bytes) || total > MAX_SLICES_PER_FILE + FILE_SLACK {
                 self.make_whole(client, cache, i).await?;
                 total -= n;
             }
         }
-        Ok(())
+        Ok(background)
+    }
+
+    /// Per chunk that has slices or took small writes since the last flush: how many slices
+    /// the next manifest would give it and their bytes, most slices first. Slices a
+    /// compaction under way folds in are not counted; chunks uploaded whole at this flush
+    /// and chunks past the end drop theirs.
+    fn slice_load(&self) -> Vec<(u64, usize, u64)> {
+        let mut load: HashMap<u64, (usize, u64)> = HashMap::new();
+        for same in self.base.slices.chunk_by(|a, b| a.index == b.index) {
+            let i = same[0].index as u64;
+            let folded = self.compaction.as_ref().map_or(0, |c| c.folded(i)).min(same.len());
+            let e = load.entry(i).or_default();
+            for s in &same[folded..] {
+                *e = (e.0 + 1, e.1 + s.len as u64);
+            }
+        }
+        for (&i, ranges) in &self.written {
+            let e = load.entry(i).or_default();
+            *e = (e.0 + ranges.len(), e.1 + ranges.iter().map(|&(lo, hi)| (hi - lo) as u64).sum::<u64>());
+        }
+        load.retain(|i, (n, _)| {
+            *n > 0
+                && (self.written.contains_key(i) || (!self.dirty.contains(i) && (*i as usize) < self.base.chunks.len()))
+        });
+        let mut load: Vec<(u64, usize, u64)> = load.into_iter().map(|(i, (n, b))| (i, n, b)).collect();
+        load.sort_by_key(|&(i, n, _)| (std::cmp::Reverse(n), i));
+        load
     }
 
     /// This flush's slices (their `pack` counts from 0 within this flush) and the packs that
@@ -574,8 +701,10 @@ impl FileState {
 
 /// A chunk whose slices would pass this many is uploaded whole at the next flush.
 const MAX_SLICES_PER_CHUNK: usize = 128;
-/// A file's manifest holds at most this many slices (about 100 KiB of manifest).
+/// A file's manifest holds about this many slices at most (about 100 KiB of manifest).
 const MAX_SLICES_PER_FILE: usize = 8192;
+/// Slices a file may pass [`MAX_SLICES_PER_FILE`] by while a compaction is under way.
+const FILE_SLACK: usize = 2048;
 
 /// Sorted, overlapping and touching ranges merged.
 fn coalesce(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {

@@ -222,7 +222,7 @@ impl SwarmFs {
     pub(crate) fn upload_then_reply(&self, ino: INodeNo, reply: ReplyEmpty) {
         self.run(|fs| async move {
             let r = match fs.open_file(ino.0) {
-                Some(f) => fs.flush_file(ino.0, &f).await,
+                Some(f) => fs.flush_file(ino.0, &f, false).await,
                 None if fs.kept.lock().expect("kept").contains(&ino.0) => Err(Errno::EIO),
                 None => Ok(()),
             };
@@ -370,13 +370,13 @@ impl Inner {
 
     /// Uploads and commits what `f` has staged. Once the mount is told to stop uploading (a
     /// second Ctrl-C), a flush under way is cut short and its writes kept for the next mount;
-    /// the caller (a close, an fsync) gets EIO.
-    pub(crate) async fn flush_file(&self, ino: u64, f: &OpenFile) -> Result<(), Errno> {
+    /// the caller (a close, an fsync) gets EIO. `settle`: see [`FileState::flush`].
+    pub(crate) async fn flush_file(&self, ino: u64, f: &OpenFile, settle: bool) -> Result<(), Errno> {
         let path = self.inodes.lock().expect("inodes").path(ino);
         let flushed = tokio::select! {
             r = async {
                 let mut st = f.lock().await;
-                st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal).await
+                st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal, settle).await
             } => Some(r),
             _ = self.stop_uploading.cancelled() => None,
         };
@@ -456,7 +456,7 @@ impl Inner {
                 kept.extend(self.keep_staged(*ino, f).await);
                 continue;
             }
-            match self.flush_file(*ino, f).await {
+            match self.flush_file(*ino, f, true).await {
                 Ok(()) => {
                     info!("uploaded {name} ({} of {} files, {} MiB)", n + 1, staged.len(), bytes.div_ceil(1 << 20))
                 }
@@ -490,7 +490,7 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal).await
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true).await
             }
             .await;
             match r {

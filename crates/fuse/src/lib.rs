@@ -4,6 +4,8 @@
 //! - [`inodes`]: inode numbers <-> remote paths, kept right across renames and unlinks.
 //! - [`file`]: an open file: base manifest, locally staged dirty chunks, read/write/truncate
 //!   at any offset, and the flush that uploads only the chunks that changed.
+//! - `compaction`: chunks whose small writes piled up, stored whole again off the fsync
+//!   path and swapped in by a later flush.
 //! - [`staging`]: where an open file's writes wait for upload: in memory while small, in a
 //!   sparse file once they grow.
 //! - [`pending`]: records of staged writes a stopped mount left, finished by the next one.
@@ -18,6 +20,7 @@
 //! writer has closed (or fsynced) is committed to the tracker before close returns.
 
 mod attrs;
+mod compaction;
 pub mod file;
 pub mod fs;
 pub mod inodes;

@@ -358,7 +358,9 @@ impl Filesystem for SwarmFs {
         self.run(|fs| async move {
             let r = match fs.open_file(ino.0) {
                 Some(f) => {
-                    let r = fs.flush_file(ino.0, &f).await;
+                    // The last handle leaves the file compact (any compaction committed).
+                    let last = f.lock().await.opens <= 1;
+                    let r = fs.flush_file(ino.0, &f, last).await;
                     {
                         let mut st = f.lock().await;
                         st.opens = st.opens.saturating_sub(1);
