@@ -35,6 +35,23 @@ enum VersionedManifest {
     V2(Manifest),
 }
 
+/// [`VersionedManifest`] borrowed, for sealing without copying the manifest: the same
+/// variants in the same order, so the same bytes.
+#[derive(Serialize)]
+enum VersionedManifestRef<'a> {
+    V1(ManifestV1Ref<'a>),
+    V2(&'a Manifest),
+}
+
+#[derive(Serialize)]
+struct ManifestV1Ref<'a> {
+    size: u64,
+    chunk_size: u32,
+    mode: u32,
+    mtime_ms: i64,
+    chunks: &'a [ChunkRef],
+}
+
 /// The layout of V1 and format 0: chunks only.
 #[derive(Serialize, Deserialize)]
 struct ManifestV1 {
@@ -93,9 +110,9 @@ impl Manifest {
         rand::thread_rng().fill_bytes(&mut file_key);
         let versioned = if self.slices.is_empty() && self.packs.is_empty() {
             let Manifest { size, chunk_size, mode, mtime_ms, .. } = *self;
-            VersionedManifest::V1(ManifestV1 { size, chunk_size, mode, mtime_ms, chunks: self.chunks.clone() })
+            VersionedManifestRef::V1(ManifestV1Ref { size, chunk_size, mode, mtime_ms, chunks: &self.chunks })
         } else {
-            VersionedManifest::V2(self.clone())
+            VersionedManifestRef::V2(self)
         };
         let plain = postcard::to_stdvec(&versioned).expect("encodes");
         let body = seal_random_nonce(&file_key, &plain, VERSIONED_AAD);
@@ -185,15 +202,18 @@ pub fn lay_slice(s: &Slice, start: u64, buf: &mut [u8], pack: &[u8]) {
     }
 }
 
+/// The nonce, then `plain` sealed (in one buffer: a big file's manifest is sealed at every
+/// fsync of it).
 fn seal_random_nonce(key: &[u8; 32], plain: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let mut buf = plain.to_vec();
-    aead(key)
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+    let mut out = Vec::with_capacity(12 + plain.len() + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = aead(key)
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[12..])
         .expect("small input");
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
@@ -329,6 +349,20 @@ mod tests {
 
     /// The bytes a V2 body holds, pinned: reordering a field or a variant breaks every
     /// manifest already stored. A new layout is a new variant.
+    #[test]
+    fn sealing_borrows_the_manifest_and_writes_the_bytes_the_owned_form_would() {
+        let m = sliced();
+        let owned = postcard::to_stdvec(&VersionedManifest::V2(m.clone())).unwrap();
+        assert_eq!(postcard::to_stdvec(&VersionedManifestRef::V2(&m)).unwrap(), owned);
+        let Manifest { size, chunk_size, mode, mtime_ms, .. } = m;
+        let v1 = ManifestV1 { size, chunk_size, mode, mtime_ms, chunks: m.chunks.clone() };
+        let borrowed = ManifestV1Ref { size, chunk_size, mode, mtime_ms, chunks: &m.chunks };
+        assert_eq!(
+            postcard::to_stdvec(&VersionedManifestRef::V1(borrowed)).unwrap(),
+            postcard::to_stdvec(&VersionedManifest::V1(v1)).unwrap()
+        );
+    }
+
     #[test]
     fn the_v2_layout_is_pinned() {
         let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };

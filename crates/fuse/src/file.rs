@@ -669,29 +669,29 @@ impl FileState {
         placements: &mut Vec<ChunkPlacement>,
     ) -> (Vec<Slice>, Vec<ChunkRef>) {
         let whole: BTreeSet<u64> = whole.iter().copied().collect();
-        let kept: Vec<&Slice> = self
-            .base
-            .slices
-            .iter()
-            .filter(|s| (s.index as u64) < count && !whole.contains(&(s.index as u64)))
-            .collect();
+        let kept = |s: &&Slice| (s.index as u64) < count && !whole.contains(&(s.index as u64));
         // Packs keep their order (oldest first), so a later write is always in a later pack.
-        let still_used: BTreeSet<u32> = kept.iter().map(|s| s.pack).collect();
-        let mut packs = Vec::new();
-        let mut renumber: HashMap<u32, u32> = HashMap::new();
-        for p in still_used {
-            let r = self.base.packs[p as usize].clone();
+        // Renumbered through a table, not a map: a manifest holds thousands of slices and
+        // this runs at every fsync.
+        const UNUSED: u32 = u32::MAX;
+        let mut renumber = vec![UNUSED; self.base.packs.len()];
+        for s in self.base.slices.iter().filter(kept) {
+            renumber[s.pack as usize] = 0;
+        }
+        let mut packs = Vec::with_capacity(renumber.len() + new_packs.len());
+        for (p, to) in renumber.iter_mut().enumerate().filter(|(_, to)| **to != UNUSED) {
+            let r = self.base.packs[p].clone();
             placements.push(ChunkPlacement { chunk: r.id, holders: Vec::new() });
-            renumber.insert(p, packs.len() as u32);
+            *to = packs.len() as u32;
             packs.push(r);
         }
-        let old: Vec<Slice> = kept.into_iter().map(|s| Slice { pack: renumber[&s.pack], ..*s }).collect();
         let first_new = packs.len() as u32;
         for (r, holders) in new_packs {
             placements.push(ChunkPlacement { chunk: r.id, holders });
             packs.push(r);
         }
-        let mut slices: Vec<Slice> = old;
+        let mut slices: Vec<Slice> = Vec::with_capacity(self.base.slices.len() + new.len());
+        slices.extend(self.base.slices.iter().filter(kept).map(|s| Slice { pack: renumber[s.pack as usize], ..*s }));
         slices.extend(new.into_iter().map(|s| Slice { pack: s.pack + first_new, ..s }));
         // Stable: within a chunk the base's slices stay before this flush's.
         slices.sort_by_key(|s| s.index);
