@@ -334,6 +334,34 @@ fn a_chunk_rewritten_while_its_compaction_is_stored_keeps_the_writes_made_over_i
 }
 
 #[test]
+fn sigterm_commits_a_compaction_under_way_of_a_file_still_open() {
+    let c = Cluster::start(2);
+    const MIB: usize = 1 << 20;
+    let mut expected = c.put_pattern("f.bin", "/f.bin", 2 * MIB, 6, &["--chunk-size", "1M"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("f.bin")).unwrap();
+    // Past chunk 1's slice budget: the last fsync starts its compaction, and nothing else
+    // is written, so only the unmount can swap it in.
+    for k in 0..129 {
+        let at = MIB + k * 4000;
+        f.write_all_at(&pattern(100, k as u64), at as u64).unwrap();
+        expected[at..at + 100].copy_from_slice(&pattern(100, k as u64));
+        f.sync_all().unwrap();
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &m.pid().to_string()]).status();
+    let slices = wait_for("the unmount to commit the compaction", Duration::from_secs(20), || {
+        let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/f.bin", "--json"])).unwrap();
+        v["slices"].as_u64().filter(|&n| n < 129)
+    });
+    assert_eq!(slices, 0, "chunk 1's slices are all in its compacted copy");
+    drop(f);
+    drop(m);
+    let back = c.path("back.bin");
+    c.ok(&["get", "/f.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == expected, "the file as written");
+}
+
+#[test]
 fn a_small_writes_pack_no_holder_has_fails_reads_of_its_bytes_with_exit_4() {
     let c = Cluster::start(2);
     const MIB: usize = 1 << 20;

@@ -182,6 +182,11 @@ impl FileState {
         self.cs().min(self.size.saturating_sub(start)) as usize
     }
 
+    /// Chunks of this file are being compacted in the background.
+    pub fn compacting(&self) -> bool {
+        self.compaction.is_some()
+    }
+
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty() || self.meta_dirty
     }

@@ -437,7 +437,11 @@ impl Inner {
         let mut staged = Vec::new();
         for (ino, f) in &files {
             // A file whose flush is under way (a close) has its lock taken: it is counted in.
-            let bytes = f.try_lock().map(|st| if st.is_dirty() { st.staged_bytes().max(1) } else { 0 }).unwrap_or(1);
+            // A compaction under way is waited for and committed too (it is not data).
+            let bytes = f
+                .try_lock()
+                .map(|st| if st.is_dirty() || st.compacting() { st.staged_bytes().max(1) } else { 0 })
+                .unwrap_or(1);
             if bytes > 0 {
                 staged.push((*ino, f.clone(), bytes));
             }
