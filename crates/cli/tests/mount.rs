@@ -328,9 +328,14 @@ fn a_chunk_rewritten_while_its_compaction_is_stored_keeps_the_writes_made_over_i
     assert!(via_mount == expected, "the mount reads the file as written");
     // Unmounted, every commit (the last close's too) is done.
     drop(m);
+    assert!(read_back(&c, "/f.bin") == expected, "the file as written, from another client");
+}
+
+/// The file at `remote` as another client reads it (`swarmfs get`).
+fn read_back(c: &Cluster, remote: &str) -> Vec<u8> {
     let back = c.path("back.bin");
-    c.ok(&["get", "/f.bin", back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == expected, "the file as written, from another client");
+    c.ok(&["get", remote, back.to_str().unwrap()]);
+    std::fs::read(&back).unwrap()
 }
 
 #[test]
@@ -356,9 +361,7 @@ fn sigterm_commits_a_compaction_under_way_of_a_file_still_open() {
     assert_eq!(slices, 0, "chunk 1's slices are all in its compacted copy");
     drop(f);
     drop(m);
-    let back = c.path("back.bin");
-    c.ok(&["get", "/f.bin", back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == expected, "the file as written");
+    assert!(read_back(&c, "/f.bin") == expected, "the file as written");
 }
 
 #[test]
