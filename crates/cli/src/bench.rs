@@ -859,7 +859,15 @@ const FIO_SECONDS: u32 = 20;
 
 /// The fio job of the issue: 4 KiB random writes with an fsync every 32, for a fixed time,
 /// then a read-back of every block written with checksums. Returns write IOPS and bytes written.
-fn fio(file: &Path, create_only: bool) -> Result<(f64, u64)> {
+/// What one fio run of the small-writes job measured.
+struct FioRun {
+    iops: f64,
+    written: u64,
+    /// The fsyncs' latency, median and 99th percentile, in ms (what a program waits).
+    fsync_ms: (f64, f64),
+}
+
+fn fio(file: &Path, create_only: bool) -> Result<FioRun> {
     let out = Command::new("fio")
         .arg(format!("--create_only={}", create_only as u8))
         .args(["--name=randwrite", "--rw=randwrite", "--bs=4k", "--fsync=32", "--ioengine=psync"])
@@ -879,7 +887,12 @@ fn fio(file: &Path, create_only: bool) -> Result<(f64, u64)> {
     if job["error"].as_i64().unwrap_or(0) != 0 {
         bail!("fio reported error {} (verify errors count here)", job["error"]);
     }
-    Ok((job["write"]["iops"].as_f64().unwrap_or(0.0), job["write"]["io_bytes"].as_u64().unwrap_or(0)))
+    let fsync = |p: &str| job["sync"]["lat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1e6;
+    Ok(FioRun {
+        iops: job["write"]["iops"].as_f64().unwrap_or(0.0),
+        written: job["write"]["io_bytes"].as_u64().unwrap_or(0),
+        fsync_ms: (fsync("50.000000"), fsync("99.000000")),
+    })
 }
 
 /// Seconds `ls -l DIR` takes (output discarded).
@@ -957,13 +970,18 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
         // The file is laid out (written whole once) first, outside the figures: what is
         // measured is small writes into an existing file.
         fio(&dir.join("fio-local"), true)?;
-        let (local_iops, _) = fio(&dir.join("fio-local"), false)?;
+        let local = fio(&dir.join("fio-local"), false)?;
         std::fs::remove_file(dir.join("fio-local"))?;
         fio(&mp.join("fio"), true)?;
         let received0 = peers_received_bytes(swarm)?;
-        let (iops, written) = fio(&mp.join("fio"), false)?;
+        let mounted = fio(&mp.join("fio"), false)?;
         let uploaded = peers_received_bytes(swarm)?.saturating_sub(received0);
-        say(&format!("  fio 4 KiB random writes, fsync every 32: {iops:.0} IOPS (local {local_iops:.0})"));
+        let (iops, written, local_iops) = (mounted.iops, mounted.written, local.iops);
+        say(&format!(
+            "  fio 4 KiB random writes, fsync every 32: {iops:.0} IOPS (local {local_iops:.0}); \
+             fsync p50 {:.2} ms, p99 {:.2} ms (local {:.2}, {:.2})",
+            mounted.fsync_ms.0, mounted.fsync_ms.1, local.fsync_ms.0, local.fsync_ms.1
+        ));
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         // What the peers hold beyond the swarm's live data is garbage not collected yet. By
         // now everything released before the burst is past the GC delay, so that excess is
@@ -1055,6 +1073,10 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
                 "local_small_files_per_s": local_small,
                 "fio_iops": iops,
                 "fio_local_iops": local_iops,
+                "fio_fsync_ms_p50": mounted.fsync_ms.0,
+                "fio_fsync_ms_p99": mounted.fsync_ms.1,
+                "fio_local_fsync_ms_p50": local.fsync_ms.0,
+                "fio_local_fsync_ms_p99": local.fsync_ms.1,
                 "fio_written_bytes": written,
                 "fio_uploaded_bytes": uploaded,
                 "fio_stores_bytes_a_minute_after": stores_later,
