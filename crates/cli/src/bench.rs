@@ -857,8 +857,6 @@ const FIO_FILE: &str = "128M";
 const FIO_FILE_BYTES: u64 = 128 << 20;
 const FIO_SECONDS: u32 = 20;
 
-/// The fio job of the issue: 4 KiB random writes with an fsync every 32, for a fixed time,
-/// then a read-back of every block written with checksums. Returns write IOPS and bytes written.
 /// What one fio run of the small-writes job measured.
 struct FioRun {
     iops: f64,
@@ -867,6 +865,8 @@ struct FioRun {
     fsync_ms: (f64, f64),
 }
 
+/// The fio job of the issue: 4 KiB random writes with an fsync every 32, for a fixed time,
+/// then a read-back of every block written with checksums.
 fn fio(file: &Path, create_only: bool) -> Result<FioRun> {
     let out = Command::new("fio")
         .arg(format!("--create_only={}", create_only as u8))
