@@ -1,7 +1,7 @@
 //! Frame I/O over any async stream.
 
 use bytes::Bytes;
-use swarmfs_proto::{Frame, FIXED_HEADER_LEN, MAX_FRAME_LEN};
+use swarmfs_proto::{Frame, FrameKind, FIXED_HEADER_LEN, MAX_FRAME_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::NetError;
@@ -32,10 +32,37 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Res
     })?;
     let (kind, id, meta_len) = Frame::decode_header(&head, n)?;
     let meta = read_exactly(r, meta_len).await?;
-    // The payload in an allocation of its own, starting at its start: a chunk taken out of
-    // it as a Vec (to verify and decrypt in place) is not moved.
-    let payload = read_exactly(r, n - FIXED_HEADER_LEN - meta_len).await?;
+    let len = n - FIXED_HEADER_LEN - meta_len;
+    // A response's payload in an allocation of its own, starting at its start: a chunk taken
+    // out of it as a Vec (to verify and decrypt in place) is not moved. A request's big
+    // payload (a chunk a peer is asked to store) starts on a block boundary instead, so the
+    // peer writes it to disk straight from there (direct I/O needs aligned memory).
+    let payload = if kind == FrameKind::Request && len >= ALIGNED_FROM {
+        read_aligned(r, len).await?
+    } else {
+        read_exactly(r, len).await?
+    };
     Ok(Some(Frame { kind, id, meta, payload }))
+}
+
+/// Request payloads at least this long are read into block-aligned memory.
+const ALIGNED_FROM: usize = 64 << 10;
+/// The alignment direct I/O needs (see `swarmfs_core::direct`).
+const BLOCK: usize = 4096;
+
+/// Reads exactly `len` bytes into memory that starts on a [`BLOCK`] boundary.
+async fn read_aligned<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, NetError> {
+    // The capacity never grows (reads stop at `len`), so the start stays where it was put.
+    let mut buf: Vec<u8> = Vec::with_capacity(len + BLOCK);
+    let start = buf.as_ptr().align_offset(BLOCK);
+    buf.resize(start, 0);
+    while buf.len() < start + len {
+        let want = (start + len - buf.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut buf).await? == 0 {
+            return Err(NetError::Closed);
+        }
+    }
+    Ok(Bytes::from(buf).slice(start..))
 }
 
 /// Reads exactly `len` bytes into a buffer of that capacity.
@@ -56,4 +83,27 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     w.write_all(&f.meta).await?;
     w.write_all(&f.payload).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmfs_proto::{ChunkId, Request};
+
+    #[tokio::test]
+    async fn a_big_request_payload_arrives_block_aligned_and_intact_and_a_response_payload_intact() {
+        let payload: Vec<u8> = (0..ALIGNED_FROM + 4099).map(|i| (i * 31 % 251) as u8).collect();
+        let req = Request::PutChunk { chunk: ChunkId([7; 32]) };
+        let mut wire = Vec::new();
+        for kind in [FrameKind::Request, FrameKind::Response] {
+            write_frame(&mut wire, &Frame::new(kind, 1, &req, Bytes::from(payload.clone()))).await.unwrap();
+        }
+        let mut r = &wire[..];
+        let request = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!(request.payload, payload);
+        assert_eq!(request.payload.as_ptr().align_offset(BLOCK), 0, "a peer writes it straight to disk");
+        let response = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!((response.kind, response.payload), (FrameKind::Response, Bytes::from(payload)));
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+    }
 }
