@@ -23,6 +23,7 @@ use swarmfs_client::budget::Held;
 use swarmfs_client::{Client, ClientError};
 use swarmfs_core::ChunkRef;
 use swarmfs_proto::{ChunkId, NodeId};
+use tracing::Instrument;
 
 use crate::file::LogProgress;
 use crate::MountOptions;
@@ -79,23 +80,27 @@ impl Compaction {
             contents.push((index, content, held));
         }
         let (replicas, min_replicas, policy) = (opts.replicas, opts.min_replicas, opts.policy);
-        let task = tokio::spawn(async move {
-            let up = client.uploader(replicas, min_replicas, policy, true, &LogProgress).await?;
-            let stored = stream::iter(contents)
-                .map(|(index, content, held)| {
-                    let up = &up;
-                    async move {
-                        let (chunk, holders) = up.store(index, content).await?;
-                        drop(held);
-                        Ok::<_, ClientError>(Compacted { index, chunk, holders })
-                    }
-                })
-                .buffered(2)
-                .try_collect()
-                .await;
-            up.summarize(&LogProgress);
-            stored
-        });
+        let span = tracing::debug_span!("compaction", chunks = ?folds.keys().collect::<Vec<_>>());
+        let task = tokio::spawn(
+            async move {
+                let up = client.uploader(replicas, min_replicas, policy, true, &LogProgress).await?;
+                let stored = stream::iter(contents)
+                    .map(|(index, content, held)| {
+                        let up = &up;
+                        async move {
+                            let (chunk, holders) = up.store(index, content).await?;
+                            drop(held);
+                            Ok::<_, ClientError>(Compacted { index, chunk, holders })
+                        }
+                    })
+                    .buffered(2)
+                    .try_collect()
+                    .await;
+                up.summarize(&LogProgress);
+                stored
+            }
+            .instrument(span),
+        );
         Compaction { task, folds, started: Instant::now() }
     }
 

@@ -31,17 +31,14 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Res
         _ => e.into(),
     })?;
     let (kind, id, meta_len) = Frame::decode_header(&head, n)?;
-    let meta = read_exactly(r, meta_len).await?;
+    let meta = read_exactly(r, meta_len, 1).await?;
     let len = n - FIXED_HEADER_LEN - meta_len;
     // A response's payload in an allocation of its own, starting at its start: a chunk taken
     // out of it as a Vec (to verify and decrypt in place) is not moved. A request's big
     // payload (a chunk a peer is asked to store) starts on a block boundary instead, so the
     // peer writes it to disk straight from there (direct I/O needs aligned memory).
-    let payload = if kind == FrameKind::Request && len >= ALIGNED_FROM {
-        read_aligned(r, len).await?
-    } else {
-        read_exactly(r, len).await?
-    };
+    let align = if kind == FrameKind::Request && len >= ALIGNED_FROM { BLOCK } else { 1 };
+    let payload = read_exactly(r, len, align).await?;
     Ok(Some(Frame { kind, id, meta, payload }))
 }
 
@@ -50,11 +47,12 @@ const ALIGNED_FROM: usize = 64 << 10;
 /// The alignment direct I/O needs (see `swarmfs_core::direct`).
 const BLOCK: usize = 4096;
 
-/// Reads exactly `len` bytes into memory that starts on a [`BLOCK`] boundary.
-async fn read_aligned<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, NetError> {
+/// Reads exactly `len` bytes into an allocation of their own that starts them at a multiple
+/// of `align` (1: at its start, and it holds just those bytes).
+async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize, align: usize) -> Result<Bytes, NetError> {
     // The capacity never grows (reads stop at `len`), so the start stays where it was put.
-    let mut buf: Vec<u8> = Vec::with_capacity(len + BLOCK);
-    let start = buf.as_ptr().align_offset(BLOCK);
+    let mut buf: Vec<u8> = Vec::with_capacity(len + align - 1);
+    let start = buf.as_ptr().align_offset(align);
     buf.resize(start, 0);
     while buf.len() < start + len {
         let want = (start + len - buf.len()) as u64;
@@ -62,19 +60,10 @@ async fn read_aligned<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Byt
             return Err(NetError::Closed);
         }
     }
-    Ok(Bytes::from(buf).slice(start..))
-}
-
-/// Reads exactly `len` bytes into a buffer of that capacity.
-async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, NetError> {
-    let mut buf = Vec::with_capacity(len);
-    while buf.len() < len {
-        let want = (len - buf.len()) as u64;
-        if (&mut *r).take(want).read_buf(&mut buf).await? == 0 {
-            return Err(NetError::Closed);
-        }
-    }
-    Ok(Bytes::from(buf))
+    Ok(match start {
+        0 => Bytes::from(buf),
+        _ => Bytes::from(buf).slice(start..),
+    })
 }
 
 /// Writes one frame without copying its payload; the caller flushes.
