@@ -201,10 +201,16 @@ fn stored_bytes(peers: &[String]) -> u64 {
 #[test]
 fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
     let flags = ["--metrics", "127.0.0.1:0"];
-    let c = Cluster::start_with(2, "1G", &[], &flags);
+    let c = Cluster::start_with(2, "1G", &flags, &flags);
     let peers = [common::metrics_addr(&c, "peer0"), common::metrics_addr(&c, "peer1")];
+    let tracker = common::metrics_addr(&c, "tracker");
+    let commits = |kind: &str| {
+        let kind = format!("kind=\"{kind}\"");
+        common::sum(&common::scrape(&tracker), "swarmfs_requests_total", &[&kind, "result=\"ok\""]) as u64
+    };
     const MIB: usize = 1 << 20;
     let mut expected = c.put_pattern("big.bin", "/big.bin", 8 * MIB + 5000, 7, &["--chunk-size", "1M"]);
+    let whole_before = commits("commit_file");
     let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
     // The HTTP gateway reads through the same slices.
     let gateway = common::Gateway::start(&c, &c.client_home(), &[]);
@@ -230,6 +236,9 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
         f.sync_all().unwrap();
     }
     let sent = stored_bytes(&peers) - before;
+    // The first fsync commits the manifest whole; the next ones commit what they added
+    // over the version before (a manifest delta), which every reader below lays over it.
+    assert_eq!((commits("commit_file") - whole_before, commits("commit_delta")), (1, 7), "whole and delta commits");
     // Whole chunks again would be 8 x 1 MiB x 2 copies; slices are what was written (9 x
     // 4 KiB), twice, plus each pack's AES-GCM tag.
     assert!(sent <= 9 * 4096 * 2 + 8 * 2 * 64, "8 fsynced writes of 36 KiB in all cost {sent} bytes uploaded");

@@ -1,14 +1,16 @@
 //! The tracker on PostgreSQL (`tracker --db postgres://…`) with a real cluster of the test's
 //! own. The rest of the end-to-end suite runs on PostgreSQL too (`SWARMFS_TEST_DB=postgres`,
 //! scripts/test); these are what only PostgreSQL has: adopting a home's SQLite swarm, and a
-//! database that cannot be used.
+//! database that cannot be used; and the mount's manifest deltas there (the mount suites run
+//! on SQLite only).
 
 mod common;
 
+use std::os::unix::fs::FileExt;
 use std::process::Command;
 
 use common::pg::PgCluster;
-use common::{stderr, Cluster, BIN};
+use common::{stderr, Cluster, Mount, BIN};
 
 #[test]
 fn a_swarm_moves_from_sqlite_to_postgresql_whole_and_is_adopted_once() {
@@ -64,4 +66,39 @@ fn a_database_the_tracker_cannot_use_is_one_clear_line() {
     assert!(err.contains("cannot connect to postgres://ann@127.0.0.1:1/swarm"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+/// Three fsynced small writes to `/s.bin` through a new mount: the first commits the
+/// manifest whole, the next two as deltas over it.
+fn three_small_fsyncs(c: &Cluster, expected: &mut [u8], seed: u64) {
+    let mut m = Mount::start(c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("s.bin")).unwrap();
+    for k in 0..3u64 {
+        let (at, bytes) = (5000 + k as usize * 70_000, common::pattern(200, seed + k));
+        f.write_all_at(&bytes, at as u64).unwrap();
+        expected[at..at + 200].copy_from_slice(&bytes);
+        f.sync_all().unwrap();
+    }
+    drop(f);
+    m.stop();
+}
+
+#[test]
+fn manifest_deltas_move_with_a_swarm_adopted_by_postgresql_and_are_committed_there() {
+    let mut c = Cluster::start(2);
+    let mut expected = c.put_pattern("s", "/s.bin", 300_000, 4, &["--chunk-size", "64K"]);
+    three_small_fsyncs(&c, &mut expected, 40);
+    let pg = PgCluster::start();
+    c.start_tracker_with(&["--db", &pg.url()]);
+    c.wait_up(2);
+    let deltas = || {
+        let out = pg.psql(&["-At", "-c", "SELECT count(*) FROM manifest_deltas"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(deltas(), "2", "the deltas made on SQLite were copied");
+    assert!(c.cli(&["cat", "/s.bin"]).stdout == expected, "and read back from PostgreSQL");
+    // On PostgreSQL: a whole commit drops them, two new deltas follow it.
+    three_small_fsyncs(&c, &mut expected, 50);
+    assert_eq!(deltas(), "2");
+    assert!(c.cli(&["cat", "/s.bin"]).stdout == expected, "deltas committed on PostgreSQL read back");
 }

@@ -1,4 +1,4 @@
-//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5,
+//! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5, protocol6,
 //! and the previous release's PostgreSQL database, postgres-schema5.sql) opens with today's
 //! binary, and every file reads back byte-exact.
 
@@ -14,6 +14,7 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proto
 const FIXTURE_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol3");
 const FIXTURE_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol4");
 const FIXTURE_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol5");
+const FIXTURE_6: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol6");
 /// The protocol-5 fixture's swarm as the previous release (protocol 6, schema 5) kept it on
 /// PostgreSQL: `pg_dump` of the database its tracker made adopting the fixture's tracker.db.
 const PG_SCHEMA_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/postgres-schema5.sql");
@@ -124,7 +125,7 @@ fn a_protocol_2_swarm_upgrades_in_place_and_every_file_reads_back() {
     }
     let out =
         Command::new("sqlite3").arg(home("tracker").join("tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7", "the schema version is recorded");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "the schema version is recorded");
     // The upgraded swarm takes new files too.
     let local = d.join("new");
     std::fs::write(&local, pattern(5000, 4)).unwrap();
@@ -179,8 +180,8 @@ fn a_protocol_3_swarm_upgrades_in_place_and_every_file_gets_a_replica_count() {
     assert_eq!(h["status"], "healthy", "{h}");
     assert_eq!(h["files"]["healthy"], 5, "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    // Schema 7: references kept under each file's lineage.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    // Schema 8: references kept under each file's lineage, and manifest deltas.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
 }
 
 /// A fixture swarm of three peers and two members (read-write `client`, read-only `reader`)
@@ -247,8 +248,8 @@ fn link_health_and_schema(d: &Path, link: &str) {
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(h["status"], "healthy", "{h}");
     let out = Command::new("sqlite3").arg(d.join("tracker/tracker.db")).arg("PRAGMA user_version").output().unwrap();
-    // Schema 7: references kept under each file's lineage.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    // Schema 8: references kept under each file's lineage, and manifest deltas.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
 }
 
 #[test]
@@ -276,6 +277,54 @@ fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file
     link_health_and_schema(d, &link.encode());
 }
 
+/// `/sliced.bin` of the protocol-6 fixture: written whole, then two small writes through
+/// that release's mount (see its README).
+fn sliced_fixture() -> Vec<u8> {
+    let mut data = pattern(200_000, 6);
+    data[69_632..69_632 + 4096].copy_from_slice(&pattern(4096, 61));
+    data[131_122..131_122 + 100].copy_from_slice(&pattern(100, 62));
+    data
+}
+
+#[test]
+fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_daemons, addr) = upgraded_swarm_reads_everything(FIXTURE_6, "127.0.0.1:47316", 6, d);
+    let (client, reader) = (d.join("client"), d.join("reader"));
+    let mut expected = sliced_fixture();
+    for home in [&client, &reader] {
+        let out = cli(home, &["cat", "/sliced.bin"]);
+        assert!(out.status.success() && out.stdout == expected, "the previous release's slices read back");
+    }
+    let text = std::fs::read_to_string(Path::new(FIXTURE_6).join("link.txt")).unwrap();
+    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
+    link.tracker_addr = addr;
+    link_health_and_schema(d, &link.encode());
+    // Today's mount writes over that manifest: the first fsync commits it whole, the next
+    // ones as deltas over it; another member reads every byte back.
+    let mut m = common::Mount::start_in(d, &client, "mnt", &[]);
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("sliced.bin")).unwrap();
+    for k in 0..4u64 {
+        let (at, bytes) = (1000 + k as usize * 40_000, pattern(300, 70 + k));
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes, at as u64).unwrap();
+        expected[at..at + 300].copy_from_slice(&bytes);
+        f.sync_all().unwrap();
+        let out = cli(&reader, &["cat", "/sliced.bin"]);
+        assert!(out.status.success() && out.stdout == expected, "read back after fsync {k}: {}", stderr(&out));
+    }
+    drop(f);
+    m.stop();
+    let deltas = Command::new("sqlite3")
+        .arg(d.join("tracker/tracker.db"))
+        .arg("SELECT count(*) FROM manifest_deltas")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&deltas.stdout).trim(), "3", "fsyncs 2 to 4 committed as deltas");
+    let out = cli(&reader, &["cat", "/sliced.bin"]);
+    assert!(out.stdout == expected, "read back after the unmount");
+}
+
 #[test]
 fn a_postgresql_database_of_the_previous_release_upgrades_in_place_and_every_file_reads_back() {
     let pg = common::pg::PgCluster::start();
@@ -286,7 +335,7 @@ fn a_postgresql_database_of_the_previous_release_upgrades_in_place_and_every_fil
     let url = pg.url();
     let (_daemons, addr) = upgraded_swarm_on(FIXTURE_5, "127.0.0.1:47315", 5, d, Some(&url));
     let out = pg.psql(&["-At", "-c", "SELECT version FROM swarmfs_schema"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7", "migrated to schema 7: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "migrated to schema 8: {}", stderr(&out));
     let out = pg.psql(&["-At", "-c", "SELECT count(*) FROM trackers"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the tracker registered itself: {}", stderr(&out));
     // The link made before, and the swarm's health, from the database alone.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
-use swarmfs_core::{seal_chunk_in_place, ChunkRef, Manifest, MAX_CHUNKS_PER_FILE, TAG_LEN};
+use swarmfs_core::{seal_chunk_in_place, ChunkRef, Manifest, ManifestDelta, MAX_CHUNKS_PER_FILE, TAG_LEN};
 use swarmfs_proto::{ChunkPlacement, EntryInfo, ErrorCode, FileId, NodeId, PeerInfo, RemotePath, Request, Response};
 
 use crate::budget::{Budget, Held};
@@ -494,6 +494,8 @@ impl Client {
     /// `mtime_ms` sets the entry's modification time (a mount keeps what programs set);
     /// `None` means the time of the commit. `replicas` is the file's R, which the tracker's
     /// repair restores when copies are lost; 0 for a file that is shared, not stored.
+    /// Returns the new entry and the key the manifest was sealed with, which a delta over
+    /// this version is sealed with ([`Client::commit_delta`]).
     pub async fn commit(
         &self,
         remote: &RemotePath,
@@ -501,8 +503,8 @@ impl Client {
         placements: Vec<ChunkPlacement>,
         mtime_ms: Option<i64>,
         replicas: usize,
-    ) -> Result<EntryInfo, ClientError> {
-        let (sealed, _file_key) = manifest.seal(self.data_key()?);
+    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
+        let (sealed, file_key) = manifest.seal(self.data_key()?);
         let req = Request::CommitFile {
             path: remote.to_string(),
             size: manifest.size,
@@ -513,8 +515,38 @@ impl Client {
             replicas: replicas.min(u8::MAX as usize) as u8,
         };
         match self.call(&req).await? {
-            Response::Entry(e) => Ok(e),
+            Response::Entry(e) => Ok((e, file_key)),
             _ => Err(ClientError::Unexpected("tracker")),
+        }
+    }
+
+    /// Makes a version that only adds to `parent` (the file's current version) visible by
+    /// committing what it adds: `delta`, sealed with `file_key` (the key `parent`'s manifest
+    /// was sealed with, which its deltas share), and the chunks it adds. `None` when the
+    /// tracker wants the version committed whole instead (the file changed since `parent`,
+    /// or has as many deltas as it keeps).
+    pub async fn commit_delta(
+        &self,
+        remote: &RemotePath,
+        parent: FileId,
+        file_key: &[u8; 32],
+        delta: &ManifestDelta,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+    ) -> Result<Option<EntryInfo>, ClientError> {
+        let req = Request::CommitDelta {
+            path: remote.to_string(),
+            parent,
+            file_id: FileId(rand::random()),
+            delta: delta.seal(file_key),
+            placements,
+            mtime_ms,
+        };
+        match self.call(&req).await {
+            Ok(Response::Entry(e)) => Ok(Some(e)),
+            Ok(_) => Err(ClientError::Unexpected("tracker")),
+            Err(ClientError::Remote { code: ErrorCode::CommitWhole, .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -8,11 +8,17 @@
 //! A new layout (erasure coding) is a new `VersionedManifest` variant, appended. V2 added
 //! slices (small writes over the chunks, see [`Slice`]); a manifest without slices is still
 //! sealed as V1, which releases before V2 read.
+//!
+//! A file version may also be a base manifest followed by deltas ([`ManifestDelta`]): what a
+//! flush that only added slices changed, sealed under the base's file key with
+//! [`DELTA_AAD`]. The tracker keeps them in order after the base and hands them out with it
+//! ([`SealedManifest::deltas`]); [`Manifest::open`] lays them over the base. A big file
+//! fsynced often then commits (and the tracker writes) what changed, not its whole manifest.
 
 use rand::RngCore;
 use ring::aead::{Aad, Nonce};
 use serde::{Deserialize, Serialize};
-use swarmfs_proto::{ChunkId, SealedManifest};
+use swarmfs_proto::{ChunkId, SealedDelta, SealedManifest};
 
 use crate::chunk::{aead, TAG_LEN};
 use crate::{CoreError, DataKey};
@@ -27,6 +33,47 @@ pub struct ChunkRef {
 
 /// Associated data of every versioned manifest body.
 const VERSIONED_AAD: &[u8] = b"swarmfs manifest, versioned";
+/// Associated data of every sealed delta: a delta can never be taken for a base or the
+/// other way round.
+const DELTA_AAD: &[u8] = b"swarmfs manifest delta, versioned";
+
+/// What a sealed delta holds. Variants are only ever appended.
+#[derive(Serialize, Deserialize)]
+enum VersionedDelta {
+    V1(ManifestDelta),
+}
+
+/// What one flush changed when it only wrote slices: the file's chunks and size stay, its
+/// slices and packs are kept and these come after them (see [`Manifest::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDelta {
+    pub mode: u32,
+    pub mtime_ms: i64,
+    /// New slices, ordered by chunk index, naming packs by their index in the whole
+    /// manifest (the base's packs first, then this delta's).
+    pub slices: Vec<Slice>,
+    pub packs: Vec<ChunkRef>,
+}
+
+impl ManifestDelta {
+    /// Sealed under the file key of the base it follows (so whoever can open the base, a
+    /// link's holder included, can open its deltas).
+    pub fn seal(&self, file_key: &[u8; 32]) -> SealedDelta {
+        #[derive(Serialize)]
+        enum VersionedDeltaRef<'a> {
+            V1(&'a ManifestDelta),
+        }
+        let plain = postcard::to_stdvec(&VersionedDeltaRef::V1(self)).expect("encodes");
+        SealedDelta(seal_random_nonce(file_key, &plain, DELTA_AAD))
+    }
+
+    fn open(sealed: &[u8], file_key: &[u8; 32]) -> Result<ManifestDelta, CoreError> {
+        let plain = open_random_nonce(file_key, sealed, DELTA_AAD)?;
+        match postcard::from_bytes::<VersionedDelta>(&plain).map_err(|e| CoreError::BadManifest(e.to_string()))? {
+            VersionedDelta::V1(d) => Ok(d),
+        }
+    }
+}
 
 /// What a sealed manifest body holds. Variants are only ever appended.
 #[derive(Serialize, Deserialize)]
@@ -117,7 +164,7 @@ impl Manifest {
         let plain = postcard::to_stdvec(&versioned).expect("encodes");
         let body = seal_random_nonce(&file_key, &plain, VERSIONED_AAD);
         let wrapped_key = seal_random_nonce(&data_key.manifest_wrap_key(), &file_key, b"");
-        (SealedManifest { wrapped_key, body }, file_key)
+        (SealedManifest { wrapped_key, body, deltas: Vec::new() }, file_key)
     }
 
     pub fn open(sealed: &SealedManifest, data_key: &DataKey) -> Result<Manifest, CoreError> {
@@ -144,8 +191,59 @@ impl Manifest {
                 .map_err(bad)?
                 .into(),
         };
+        let mut m: Manifest = m;
+        for d in &sealed.deltas {
+            m.apply(ManifestDelta::open(&d.0, file_key)?);
+        }
         m.validate()?;
         Ok(m)
+    }
+
+    /// Lays `d` over this manifest: its packs after these, each of its slices after this
+    /// manifest's slices of the same chunk (so, within a chunk, still oldest first).
+    pub fn apply(&mut self, d: ManifestDelta) {
+        let ManifestDelta { mode, mtime_ms, slices, packs } = d;
+        (self.mode, self.mtime_ms) = (mode, mtime_ms);
+        self.packs.extend(packs);
+        let old = std::mem::take(&mut self.slices);
+        let mut merged = Vec::with_capacity(old.len() + slices.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), slices.into_iter().peekable());
+        loop {
+            let take_old = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.index <= y.index,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            merged.extend(if take_old { a.next() } else { b.next() });
+        }
+        self.slices = merged;
+    }
+
+    /// What changed from `base` to this manifest, when all that changed is slices added in
+    /// new packs (and the mode or time): the delta that [`Manifest::apply`] turns `base` into
+    /// this. `None` for any other change (a chunk stored whole, a size change, a slice or
+    /// pack dropped): that version is committed whole.
+    pub fn delta_from(&self, base: &Manifest) -> Option<ManifestDelta> {
+        let old_packs = base.packs.len();
+        if self.size != base.size
+            || self.chunk_size != base.chunk_size
+            || self.chunks != base.chunks
+            || self.packs.len() <= old_packs
+            || self.packs[..old_packs] != base.packs[..]
+        {
+            return None;
+        }
+        let (kept, added): (Vec<Slice>, Vec<Slice>) = self.slices.iter().partition(|s| (s.pack as usize) < old_packs);
+        if kept != base.slices {
+            return None;
+        }
+        Some(ManifestDelta {
+            mode: self.mode,
+            mtime_ms: self.mtime_ms,
+            slices: added,
+            packs: self.packs[old_packs..].to_vec(),
+        })
     }
 
     /// A decrypted manifest is still checked: sizes must add up before anyone trusts them.
@@ -261,6 +359,7 @@ mod tests {
         // Sealed exactly as protocol 2 did: bare postcard, no associated data.
         let file_key = [7u8; 32];
         let legacy = SealedManifest {
+            deltas: Vec::new(),
             wrapped_key: seal_random_nonce(&dk.manifest_wrap_key(), &file_key, b""),
             body: seal_random_nonce(
                 &file_key,
@@ -361,6 +460,60 @@ mod tests {
             postcard::to_stdvec(&VersionedManifestRef::V1(borrowed)).unwrap(),
             postcard::to_stdvec(&VersionedManifest::V1(v1)).unwrap()
         );
+    }
+
+    #[test]
+    fn deltas_sealed_under_the_base_key_open_into_the_version_they_describe() {
+        let dk = DataKey([9; 32]);
+        let base = sliced();
+        let (mut sealed, file_key) = base.seal(&dk);
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        // Two flushes' worth: each a new pack with slices in chunks 0 and 2.
+        let mut want = base.clone();
+        for (k, pack) in [(2u32, r(10, 8)), (3, r(11, 3))] {
+            let mut next = want.clone();
+            next.mtime_ms += 1;
+            next.packs.push(pack);
+            next.slices.push(Slice { index: 2, offset: 0, len: 3, pack: k, at: 0 });
+            let after_chunk_0 = next.slices.partition_point(|s| s.index == 0);
+            next.slices.insert(after_chunk_0, Slice { index: 0, offset: 0, len: 1, pack: k, at: 0 });
+            let d = next.delta_from(&want).expect("only slices added");
+            assert_eq!(d.packs.len(), 1);
+            sealed.deltas.push(d.seal(&file_key));
+            want = next;
+        }
+        assert_eq!(Manifest::open(&sealed, &dk).unwrap(), want);
+        assert_eq!(Manifest::open_with_file_key(&sealed, &file_key).unwrap(), want);
+        // A delta is not a base, nor a base a delta.
+        assert!(open_random_nonce(&file_key, &sealed.deltas[0].0, VERSIONED_AAD).is_err());
+        let mut swapped = sealed.clone();
+        swapped.deltas[0] = SealedDelta(swapped.body.clone());
+        assert!(Manifest::open(&swapped, &dk).is_err());
+        // Sealed under another key: refused, not skipped.
+        let mut foreign = sealed.clone();
+        foreign.deltas.push(want.delta_from(&base).expect("slices added").seal(&[1; 32]));
+        assert!(Manifest::open(&foreign, &dk).is_err());
+    }
+
+    #[test]
+    fn only_a_change_that_adds_slices_is_a_delta() {
+        let base = sliced();
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        let mut added = base.clone();
+        added.packs.push(r(10, 4));
+        added.slices.push(Slice { index: 2, offset: 0, len: 4, pack: 2, at: 0 });
+        assert!(added.delta_from(&base).is_some());
+        assert!(base.delta_from(&base).is_none(), "nothing added: committed whole");
+        let mut rewritten = added.clone();
+        rewritten.chunks[1] = r(20, 1024);
+        assert!(rewritten.delta_from(&base).is_none(), "a chunk stored whole");
+        let mut dropped = added.clone();
+        dropped.slices.remove(0);
+        assert!(dropped.delta_from(&base).is_none(), "a slice dropped");
+        let mut grown = added.clone();
+        grown.size += 1;
+        grown.chunks[2].len += 1;
+        assert!(grown.delta_from(&base).is_none(), "a size change");
     }
 
     #[test]

@@ -11,14 +11,14 @@
 //! dirty nor in the base manifest reads as zeros there (it is a hole or was zeroed by
 //! `set_len`), so extending a file never resurrects old bytes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use swarmfs_client::{Client, ClientError, Holders, Progress};
 use swarmfs_core::{chunk_count, ChunkRef, Manifest, Slice};
-use swarmfs_proto::{ChunkPlacement, RemotePath};
+use swarmfs_proto::{ChunkId, ChunkPlacement, FileId, RemotePath};
 
 use crate::compaction::{Compaction, Fold, Job};
 use crate::journal::Journal;
@@ -49,6 +49,8 @@ pub enum FileError {
 }
 
 pub struct FileState {
+    /// The manifest committed last (or opened), with what was swapped in since (a landed
+    /// compaction, a cut): whatever changes it but a flush's commit drops `chain`.
     pub base: Manifest,
     holders: Option<Arc<Holders>>,
     pub size: u64,
@@ -72,6 +74,9 @@ pub struct FileState {
     compacted: HashMap<u64, Vec<swarmfs_proto::NodeId>>,
     /// Size or times changed without a chunk changing; still needs a commit.
     meta_dirty: bool,
+    /// The version this mount committed last, while it is the file's: a flush that only
+    /// adds slices commits as a delta over it.
+    chain: Option<Chain>,
     pub opens: usize,
     /// End of the last read, to spot sequential access for read-ahead.
     last_read_end: u64,
@@ -110,6 +115,7 @@ impl FileState {
             compaction: None,
             compacted: HashMap::new(),
             meta_dirty: false,
+            chain: None,
             opens: 0,
             last_read_end: u64::MAX,
             unlinked: false,
@@ -143,6 +149,7 @@ impl FileState {
             compaction: None,
             compacted: HashMap::new(),
             meta_dirty: true,
+            chain: None,
             opens: 0,
             last_read_end: u64::MAX,
             unlinked: false,
@@ -376,6 +383,8 @@ impl FileState {
             self.base.chunks.truncate(keep as usize);
             self.base.slices.retain(|s| (s.index as u64) < keep);
             self.holders = None;
+            // The base is no longer the version committed last: no delta over it.
+            self.chain = None;
         }
         self.size = size;
         self.staging.set_len(size)?;
@@ -486,7 +495,7 @@ impl FileState {
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
-        client.commit(path, &manifest, placements, Some(mtime_ms), opts.replicas).await?;
+        self.chain = self.commit(client, path, &manifest, placements, mtime_ms, opts).await?;
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());
         }
@@ -500,6 +509,33 @@ impl FileState {
         self.meta_dirty = false;
         self.start_compaction(client, opts, background);
         Ok(())
+    }
+
+    /// Commits `manifest`: as a delta over the version this mount committed last when it
+    /// only adds slices to it (what the tracker writes is then what this flush changed, not
+    /// the whole manifest of a big file fsynced often), whole otherwise or when the tracker
+    /// wants it whole. Returns the chain the next flush continues.
+    async fn commit(
+        &self,
+        client: &Client,
+        path: &RemotePath,
+        manifest: &Manifest,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: i64,
+        opts: &MountOptions,
+    ) -> Result<Option<Chain>, FileError> {
+        let chain = self.chain.as_ref().filter(|c| c.deltas < swarmfs_proto::MAX_MANIFEST_DELTAS);
+        if let Some((chain, delta)) = chain.and_then(|c| Some((c, manifest.delta_from(&self.base)?))) {
+            let added: HashSet<ChunkId> = delta.packs.iter().map(|p| p.id).collect();
+            let adds = placements.iter().filter(|p| added.contains(&p.chunk)).cloned().collect();
+            let committed =
+                client.commit_delta(path, chain.version, &chain.file_key, &delta, adds, Some(mtime_ms)).await?;
+            if let Some(version) = committed.and_then(|e| e.file_id) {
+                return Ok(Some(Chain { version, file_key: chain.file_key, deltas: chain.deltas + 1 }));
+            }
+        }
+        let (entry, file_key) = client.commit(path, manifest, placements, Some(mtime_ms), opts.replicas).await?;
+        Ok(entry.file_id.map(|version| Chain { version, file_key, deltas: 0 }))
     }
 
     /// Stores `chunks` whole in the background, their content as committed just now.
@@ -543,6 +579,8 @@ impl FileState {
             self.compacted.insert(done.index, done.holders);
             self.holders = None;
             self.meta_dirty = true;
+            // The base is no longer the version committed last: no delta over it.
+            self.chain = None;
         }
     }
 
@@ -702,6 +740,15 @@ impl FileState {
         slices.sort_by_key(|s| s.index);
         (slices, packs)
     }
+}
+
+/// A version this mount committed, as the next delta over it needs it.
+struct Chain {
+    version: FileId,
+    /// What the version's manifest was sealed with; its deltas are sealed with it too.
+    file_key: [u8; 32],
+    /// Deltas committed over that manifest so far.
+    deltas: usize,
 }
 
 /// A chunk whose slices would pass this many is uploaded whole at the next flush.

@@ -45,7 +45,7 @@ fn peer() -> PeerInfo {
 }
 
 fn sealed() -> SealedManifest {
-    SealedManifest { wrapped_key: vec![1], body: vec![2] }
+    SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![SealedDelta(vec![3])] }
 }
 
 fn link() -> LinkInfo {
@@ -143,6 +143,18 @@ fn every_request_variant() {
                 },
             ),
             (44, "Punched", Request::Punched { to: NodeId([2; 32]), ok: true }),
+            (
+                45,
+                "CommitDelta",
+                Request::CommitDelta {
+                    path: p(),
+                    parent: FileId([1; 32]),
+                    file_id: FileId([2; 32]),
+                    delta: SealedDelta(vec![3]),
+                    placements: vec![],
+                    mtime_ms: None,
+                },
+            ),
         ],
     );
 }
@@ -206,6 +218,7 @@ fn error_codes_and_small_enums_keep_their_numbers() {
         ErrorCode::Internal,
         ErrorCode::Busy,
         ErrorCode::Forbidden,
+        ErrorCode::CommitWhole,
     ];
     for (i, code) in codes.iter().enumerate() {
         assert_eq!(postcard::to_stdvec(code).unwrap(), vec![i as u8], "{code:?}");
@@ -218,6 +231,14 @@ fn error_codes_and_small_enums_keep_their_numbers() {
     assert_eq!(postcard::to_stdvec(&Reach::Nat).unwrap(), [2]);
     assert_eq!(postcard::to_stdvec(&Reach::Relay).unwrap(), [4]);
     assert_eq!(postcard::to_stdvec(&RendezvousPath::Relay).unwrap(), [0]);
+}
+
+/// A sealed manifest's bytes, pinned: the wrapped key and body as byte strings, then the
+/// deltas (protocol 7), each a byte string.
+#[test]
+fn golden_sealed_manifest_with_a_delta() {
+    let bytes = postcard::to_stdvec(&sealed()).unwrap();
+    assert_eq!(bytes, [0x01, 0x01, 0x01, 0x02, 0x01, 0x01, 0x03]);
 }
 
 #[test]

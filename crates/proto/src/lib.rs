@@ -29,7 +29,11 @@ pub use msg::*;
 pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
+
+/// Deltas a file's manifest may have (`CommitDelta`) before the tracker wants the next
+/// version committed whole: bounds what every open of the file reads and lays over.
+pub const MAX_MANIFEST_DELTAS: usize = 64;
 
 /// A byte count for people, in binary units: `512 B`, `1.5 MiB`. Shared by the CLI and the
 /// status lines daemons put in `health`.

@@ -251,7 +251,15 @@ pub struct SealedManifest {
     /// The manifest, encrypted under the per-file key.
     #[serde(with = "byte_string")]
     pub body: Vec<u8>,
+    /// Deltas committed after `body` (`CommitDelta`), oldest first, each encrypted under
+    /// the same per-file key; laid over the manifest in order (protocol 7). Empty in a
+    /// `CommitFile`.
+    pub deltas: Vec<SealedDelta>,
 }
+
+/// One manifest delta, encrypted by the client under its base's per-file key (protocol 7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedDelta(#[serde(with = "byte_string")] pub Vec<u8>);
 
 /// A `Vec<u8>` as one byte string rather than a sequence of numbers: with postcard the same
 /// bytes on the wire (a varint length, then the bytes), but encoded and decoded as one copy
@@ -520,6 +528,20 @@ pub enum Request {
         to: NodeId,
         ok: bool,
     },
+    // ---- protocol 7
+    /// Client -> tracker: a new version of the file at `path` that only adds to `parent`,
+    /// its current version: `delta` is kept after the file's manifest (and its earlier
+    /// deltas), `placements` name the chunks it adds (with their holders). Answers `Entry`;
+    /// `CommitWhole` when `parent` is no longer the file's version or the file has as many
+    /// deltas as the tracker keeps: the caller then commits the version whole.
+    CommitDelta {
+        path: String,
+        parent: FileId,
+        file_id: FileId,
+        delta: SealedDelta,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+    },
 }
 
 /// How a node behind NAT is reached when it cannot be dialled (see `Request::Rendezvous`).
@@ -558,6 +580,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::CommitFile { .. } => "commit_file",
             Request::OpenFile { .. } => "open_file",
+            Request::CommitDelta { .. } => "commit_delta",
             Request::Search { .. } => "search",
             Request::Locate { .. } => "locate",
             Request::ReportBadChunk { .. } => "report_bad_chunk",
@@ -608,6 +631,8 @@ pub enum ErrorCode {
     Busy,
     /// The connection's credential does not allow this request (protocol 3).
     Forbidden,
+    /// A `CommitDelta` the tracker does not take: commit the version whole (protocol 7).
+    CommitWhole,
 }
 
 impl ErrorCode {
@@ -627,6 +652,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Busy => "busy",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CommitWhole => "commit_whole",
         }
     }
 }
@@ -806,12 +832,15 @@ mod byte_string_tests {
         struct AsSequence {
             wrapped_key: Vec<u8>,
             body: Vec<u8>,
+            deltas: Vec<Vec<u8>>,
         }
         let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
-        let sealed = SealedManifest { wrapped_key: vec![9; 60], body: body.clone() };
+        let delta = body[..5_000].to_vec();
+        let sealed =
+            SealedManifest { wrapped_key: vec![9; 60], body: body.clone(), deltas: vec![SealedDelta(delta.clone())] };
         let wire = postcard::to_allocvec(&sealed).unwrap();
-        let before = AsSequence { wrapped_key: vec![9; 60], body };
-        assert_eq!(wire, postcard::to_allocvec(&before).unwrap(), "older builds read it");
+        let before = AsSequence { wrapped_key: vec![9; 60], body, deltas: vec![delta] };
+        assert_eq!(wire, postcard::to_allocvec(&before).unwrap(), "the same bytes as sequences of u8");
         assert_eq!(postcard::from_bytes::<AsSequence>(&wire).unwrap(), before);
         assert_eq!(postcard::from_bytes::<SealedManifest>(&wire).unwrap(), sealed);
     }

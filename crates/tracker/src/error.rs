@@ -29,6 +29,9 @@ pub enum TrackerError {
     /// waits for the answer and tries again (never seen by clients unless it lasts).
     #[error("chunk {0} is being collected as garbage; try again")]
     BeingCollected(String),
+    /// A delta the tracker does not take; the client commits the version whole.
+    #[error("{0}")]
+    CommitWhole(String),
     /// The database failed (in words: no engine's error type crosses this crate's API).
     #[error("tracker database: {0}")]
     Store(String),
@@ -65,6 +68,7 @@ impl TrackerError {
             TrackerError::Invalid(_) => ErrorCode::InvalidArgument,
             TrackerError::Missing(_) => ErrorCode::NotFound,
             TrackerError::Forbidden(_) => ErrorCode::Forbidden,
+            TrackerError::CommitWhole(_) => ErrorCode::CommitWhole,
             TrackerError::Unavailable(_) | TrackerError::BeingCollected(_) => ErrorCode::Busy,
             TrackerError::Store(_) | TrackerError::Io(_) => ErrorCode::Internal,
         };

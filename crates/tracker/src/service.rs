@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::{Db, MemberRow, NewEntry, NewFile, StoredPeer};
+use crate::db::{Db, MemberRow, NewDelta, NewEntry, NewFile, StoredPeer};
 use crate::registry::{Beat, Registry};
 use crate::workers::repair::{assess, RepairStats};
 use crate::{TrackerConfig, TrackerError};
@@ -64,14 +64,31 @@ pub struct Tracker {
     link_conns: Mutex<HashMap<LinkId, Vec<(usize, CancellationToken)>>>,
 }
 
-/// A CommitFile request's fields.
-struct CommitArgs {
-    size: u64,
-    file_id: swarmfs_proto::FileId,
-    manifest: swarmfs_proto::SealedManifest,
-    placements: Vec<ChunkPlacement>,
-    mtime_ms: Option<i64>,
-    replicas: u8,
+/// A CommitFile or CommitDelta request's fields.
+enum CommitArgs {
+    Whole {
+        size: u64,
+        file_id: swarmfs_proto::FileId,
+        manifest: swarmfs_proto::SealedManifest,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+        replicas: u8,
+    },
+    Delta {
+        parent: swarmfs_proto::FileId,
+        file_id: swarmfs_proto::FileId,
+        delta: swarmfs_proto::SealedDelta,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+    },
+}
+
+impl CommitArgs {
+    fn placements(&self) -> &[ChunkPlacement] {
+        match self {
+            CommitArgs::Whole { placements, .. } | CommitArgs::Delta { placements, .. } => placements,
+        }
+    }
 }
 
 fn session_of(ctx: &Arc<ConnCtx>) -> usize {
@@ -220,19 +237,26 @@ impl Tracker {
         let file = Arc::new(file);
         loop {
             let answered = self.collect_answered.notified();
-            self.recheck_collected(&file.placements).await?;
+            self.recheck_collected(file.placements()).await?;
             let (path2, f) = (path.clone(), file.clone());
             let entry = self
-                .db(move |db| {
-                    let new = NewFile {
-                        size: f.size,
-                        file_id: f.file_id,
-                        manifest: &f.manifest,
-                        placements: &f.placements,
-                        mtime_ms: f.mtime_ms,
-                        replicas: f.replicas,
-                    };
-                    db.commit_file(&path2, &new)
+                .db(move |db| match &*f {
+                    CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas } => {
+                        let new = NewFile {
+                            size: *size,
+                            file_id: *file_id,
+                            manifest,
+                            placements,
+                            mtime_ms: *mtime_ms,
+                            replicas: *replicas,
+                        };
+                        db.commit_file(&path2, &new)
+                    }
+                    CommitArgs::Delta { parent, file_id, delta, placements, mtime_ms } => {
+                        let new =
+                            NewDelta { parent: *parent, file_id: *file_id, delta, placements, mtime_ms: *mtime_ms };
+                        db.commit_delta(&path2, &new)
+                    }
                 })
                 .await;
             match entry {
@@ -415,7 +439,15 @@ impl Tracker {
             }
             Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms, replicas } => {
                 let path = RemotePath::parse(&path)?;
-                let file = CommitArgs { size, file_id, manifest, placements, mtime_ms, replicas };
+                if !manifest.deltas.is_empty() {
+                    return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
+                }
+                let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas };
+                Response::Entry(self.commit(path, file).await?)
+            }
+            Request::CommitDelta { path, parent, file_id, delta, placements, mtime_ms } => {
+                let path = RemotePath::parse(&path)?;
+                let file = CommitArgs::Delta { parent, file_id, delta, placements, mtime_ms };
                 Response::Entry(self.commit(path, file).await?)
             }
             Request::Health => Response::Health(Box::new(self.health().await?)),

@@ -458,9 +458,14 @@ pub fn is_mounted(dir: &Path) -> bool {
 
 impl Mount {
     pub fn start(c: &Cluster, home: &Path, name: &str, extra: &[&str]) -> Mount {
-        let dir = c.path(name);
+        Self::start_in(c.dir.path(), home, name, extra)
+    }
+
+    /// Mounts at `name` in `dir` (its log beside it), for a swarm no [`Cluster`] runs.
+    pub fn start_in(dir: &Path, home: &Path, name: &str, extra: &[&str]) -> Mount {
+        let (log, dir) = (dir.join(format!("{name}.log")), dir.join(name));
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(c.path(&format!("{name}.log"))).unwrap();
+        let log = std::fs::File::create(log).unwrap();
         let child = Command::new(BIN)
             .arg("mount")
             .arg(&dir)

@@ -27,6 +27,7 @@ impl Db {
     pub(super) fn release(tx: &mut dyn Tx, lineage: &[u8], delay_ms: i64) -> Result<(), TrackerError> {
         let chunks = tx.query("SELECT chunk FROM refs WHERE lineage = ?1", vals![lineage])?;
         tx.exec("DELETE FROM refs WHERE lineage = ?1", vals![lineage])?;
+        tx.exec("DELETE FROM manifest_deltas WHERE lineage = ?1", vals![lineage])?;
         let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|c| c.blob(0)).collect::<Result<_, _>>()?;
         Self::queue_unreferenced(tx, chunks, delay_ms)
     }

@@ -64,7 +64,9 @@ impl Db {
     pub fn open_file_id(&mut self, file_id: &FileId) -> Result<(EntryInfo, SealedManifest), TrackerError> {
         let mut tx = self.begin()?;
         let found = tx.query_opt(
-            &format!("SELECT {ENTRY_COLS}, wrapped_key, manifest FROM entries WHERE file_id = ?1 AND kind = 1"),
+            &format!(
+                "SELECT {ENTRY_COLS}, wrapped_key, manifest, lineage FROM entries WHERE file_id = ?1 AND kind = 1"
+            ),
             vals![file_id.as_bytes().as_slice()],
         )?;
         let found = match found {
@@ -72,7 +74,8 @@ impl Db {
                 // entry_from_row reads columns 0 to 12.
                 let entry = entry_from_row(&r)?;
                 let (wrapped_key, body) = (r.opt_blob(13)?.unwrap_or_default(), r.opt_blob(14)?.unwrap_or_default());
-                Some((entry, SealedManifest { wrapped_key, body }))
+                let deltas = Self::deltas(&mut *tx, r.opt_blob(15)?)?;
+                Some((entry, SealedManifest { wrapped_key, body, deltas }))
             }
             None => None,
         };

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::TrackerError;
 
 /// The schema this build writes and expects.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Schema 2, protocol 2's tables, as a fresh database gets them.
 const SCHEMA_2: &str = "
@@ -129,6 +129,18 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE entries ADD COLUMN lineage BLOB;
         UPDATE entries SET lineage = file_id WHERE file_id IS NOT NULL;
         ALTER TABLE refs RENAME COLUMN file_id TO lineage;",
+    ),
+    (
+        8,
+        // A file's manifest deltas (CommitDelta, protocol 7), in order after the manifest in
+        // its entry, under its lineage (which renames keep); a whole commit or the file's
+        // removal drops them.
+        "CREATE TABLE manifest_deltas (
+            lineage BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            PRIMARY KEY (lineage, seq)
+        );",
     ),
 ];
 

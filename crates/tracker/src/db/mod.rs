@@ -4,7 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedManifest};
+use swarmfs_proto::{
+    ChunkId, ChunkPlacement, EntryInfo, EntryKind, FileId, NodeId, RemotePath, SealedDelta, SealedManifest,
+    MAX_MANIFEST_DELTAS,
+};
 
 use crate::TrackerError;
 
@@ -58,6 +61,18 @@ pub struct NewFile<'a> {
     pub mtime_ms: Option<i64>,
     /// Durable copies wanted of each chunk (R).
     pub replicas: u8,
+}
+
+/// A version committed as a delta over the file's current one, as [`Db::commit_delta`]
+/// records it.
+pub struct NewDelta<'a> {
+    /// The version it follows: still the file's, or the delta is refused.
+    pub parent: FileId,
+    pub file_id: FileId,
+    pub delta: &'a SealedDelta,
+    /// The chunks it adds.
+    pub placements: &'a [ChunkPlacement],
+    pub mtime_ms: Option<i64>,
 }
 
 fn now_ms() -> i64 {
@@ -127,6 +142,7 @@ const TABLES: &[(&str, &str)] = &[
     ("members", "name, secret, read_only, revoked, created_ms"),
     ("collected", "chunk, node, at_ms"),
     ("links", "id, file_id, path, created_by, created_ms, revoked"),
+    ("manifest_deltas", "lineage, seq, body"),
 ];
 
 /// Any number that names the adoption among a database's advisory locks.
@@ -487,6 +503,8 @@ impl Db {
         let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
         insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
         Self::release_chunks(&mut *tx, &lineage, &dropped, delay)?;
+        // The manifest is whole again: the deltas laid over the one it replaces go.
+        tx.exec("DELETE FROM manifest_deltas WHERE lineage = ?1", vals![lineage.as_slice()])?;
         let locations = placements
             .iter()
             .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
@@ -494,6 +512,92 @@ impl Db {
         let e = Self::entry(&mut *tx, path)?.expect("just written");
         tx.commit()?;
         Ok(e)
+    }
+
+    /// Makes a version that only adds to the file's current one visible: its delta after
+    /// the file's manifest and earlier deltas, the chunks it adds with their locations, all
+    /// or nothing. Refused (`CommitWhole`) when `parent` is no longer the file's version or
+    /// the file has [`MAX_MANIFEST_DELTAS`] already; the client then commits the version
+    /// whole. A holder the collector deleted a copy from is not counted, as in
+    /// [`Db::commit_file`].
+    pub fn commit_delta(&mut self, path: &RemotePath, new: &NewDelta<'_>) -> Result<EntryInfo, TrackerError> {
+        let NewDelta { parent, file_id, delta, placements, mtime_ms } = *new;
+        let mut tx = self.begin()?;
+        // Locks the row on PostgreSQL until the commit: two deltas to one file are ordered.
+        let lineage = Self::lineage(&mut *tx, path)?;
+        let e = Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
+        if e.kind != EntryKind::File {
+            return Err(TrackerError::Invalid(format!("{path} is not a regular file")));
+        }
+        let (Some(lineage), true) = (lineage, e.file_id == Some(parent)) else {
+            return Err(TrackerError::CommitWhole(format!(
+                "{path} changed since the version this delta follows: commit it whole"
+            )));
+        };
+        let r = tx.query_one(
+            "SELECT count(*), coalesce(max(seq), -1) FROM manifest_deltas WHERE lineage = ?1",
+            vals![lineage.as_slice()],
+        )?;
+        let (count, last) = (r.int(0)?, r.int(1)?);
+        if count >= MAX_MANIFEST_DELTAS as i64 {
+            return Err(TrackerError::CommitWhole(format!(
+                "{path} has {count} manifest deltas, as many as a file keeps: commit it whole"
+            )));
+        }
+        let chunks: Vec<ChunkId> = placements.iter().map(|p| p.chunk).collect();
+        let held = Self::referenced_by(&mut *tx, &lineage, &chunks)?;
+        let added: Vec<ChunkId> = chunks.iter().copied().filter(|c| !held.contains(c)).collect();
+        Self::refuse_claimed(&mut *tx, &added)?;
+        let placements = Self::without_collected(&mut *tx, placements)?;
+        tx.exec(
+            "INSERT INTO manifest_deltas (lineage, seq, body) VALUES (?1, ?2, ?3)",
+            vals![lineage.as_slice(), last + 1, delta.0.as_slice()],
+        )?;
+        tx.exec(
+            "UPDATE entries SET file_id = ?2, mtime_ms = ?3, chunks = chunks + ?4, ctime_ms = ?5 WHERE path = ?1",
+            vals![
+                path.as_str(),
+                file_id.as_bytes().as_slice(),
+                mtime_ms.unwrap_or_else(now_ms),
+                added.len() as i64,
+                now_ms()
+            ],
+        )?;
+        let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
+        insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
+        let locations = placements
+            .iter()
+            .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
+        insert_pairs(&mut *tx, "locations (chunk, node)", locations)?;
+        let e = Self::entry(&mut *tx, path)?.expect("just written");
+        tx.commit()?;
+        Ok(e)
+    }
+
+    /// Those of `chunks` the file at `lineage` references already.
+    fn referenced_by(tx: &mut dyn Tx, lineage: &[u8], chunks: &[ChunkId]) -> Result<HashSet<ChunkId>, TrackerError> {
+        let mut held = HashSet::new();
+        for group in chunks.chunks(GROUP) {
+            let mut params = vec![Value::Blob(lineage.to_vec())];
+            params.extend(group.iter().map(|c| Value::Blob(c.as_bytes().to_vec())));
+            let rows = tx.query(
+                &format!("SELECT chunk FROM refs WHERE lineage = ?1 AND chunk IN ({})", placeholders(2, group.len())),
+                &params,
+            )?;
+            for r in rows {
+                held.extend(ChunkId::from_slice(&r.blob(0)?).ok());
+            }
+        }
+        Ok(held)
+    }
+
+    /// The deltas laid over the manifest of the file at `lineage`, oldest first.
+    fn deltas(tx: &mut dyn Tx, lineage: Option<Vec<u8>>) -> Result<Vec<SealedDelta>, TrackerError> {
+        let Some(lineage) = lineage else { return Ok(Vec::new()) };
+        tx.query("SELECT body FROM manifest_deltas WHERE lineage = ?1 ORDER BY seq", vals![lineage.as_slice()])?
+            .into_iter()
+            .map(|r| r.blob(0).map(SealedDelta))
+            .collect()
     }
 
     pub fn set_attr(
@@ -596,9 +700,11 @@ impl Db {
             EntryKind::File => {}
         }
         // A file made by Create and never written has no manifest yet: empty vectors say so.
-        let r = tx.query_one("SELECT wrapped_key, manifest FROM entries WHERE path = ?1", vals![path.as_str()])?;
+        let r =
+            tx.query_one("SELECT wrapped_key, manifest, lineage FROM entries WHERE path = ?1", vals![path.as_str()])?;
         let (wrapped_key, body) = (r.opt_blob(0)?.unwrap_or_default(), r.opt_blob(1)?.unwrap_or_default());
-        Ok((e, SealedManifest { wrapped_key, body }))
+        let deltas = Self::deltas(&mut *tx, r.opt_blob(2)?)?;
+        Ok((e, SealedManifest { wrapped_key, body, deltas }))
     }
 
     /// Refreshes the query planner's statistics (after a bulk load; both engines otherwise

@@ -135,6 +135,18 @@ UPDATE entries SET lineage = file_id WHERE file_id IS NOT NULL;
 ALTER TABLE refs RENAME COLUMN file_id TO lineage;
 "#,
     ),
+    (
+        8,
+        r#"
+-- See SQLite's migration 8: a file's manifest deltas, under its lineage.
+CREATE TABLE manifest_deltas (
+    lineage BYTEA NOT NULL,
+    seq BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    PRIMARY KEY (lineage, seq)
+);
+"#,
+    ),
 ];
 
 /// Any number that identifies swarmfs's migration lock among a database's advisory locks.

@@ -12,7 +12,7 @@ fn file(db: &mut Db, path: &str, chunk: u8) {
 
 /// Commits version `id` of `path`, made of `chunks`, each on one holder.
 fn version(db: &mut Db, path: &str, id: u8, chunks: &[u8]) {
-    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![] };
     let placements: Vec<ChunkPlacement> =
         chunks.iter().map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] }).collect();
     let new = NewFile {
@@ -76,7 +76,7 @@ fn a_commit_cannot_count_a_copy_the_collector_deleted_until_it_is_stored_again()
     db.add_locations(&b, &[chunk], false).unwrap();
     db.gc_done(&a, &[chunk]).unwrap();
     db.gc_done(&b, &[chunk]).unwrap();
-    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![] };
     let placements = [ChunkPlacement { chunk, holders: vec![a, b] }];
     let new = |id: u8| NewFile {
         size: 10,
@@ -107,7 +107,7 @@ fn a_file_of_many_chunks_commits_and_locates_in_groups_with_every_holder_in_orde
     let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
     let placements: Vec<ChunkPlacement> =
         ids.iter().map(|&chunk| ChunkPlacement { chunk, holders: vec![b, a] }).collect();
-    let m = SealedManifest { wrapped_key: vec![1], body: vec![2] };
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![] };
     let new = NewFile {
         size: 1,
         file_id: FileId([5; 32]),
@@ -212,4 +212,63 @@ fn a_file_written_before_lineages_drops_its_old_chunks_when_overwritten_after_th
     due.sort();
     assert_eq!(due, old, "the old version's chunks are garbage, referenced nowhere else");
     assert_eq!(refs_of(&mut db, "/d.bin"), vec![vec![1; 32]]);
+}
+
+/// Commits a delta `body` over version `parent` of `path`, as version `id`, adding `chunks`.
+fn delta(db: &mut Db, path: &str, parent: u8, id: u8, body: u8, chunks: &[u8]) -> Result<EntryInfo, TrackerError> {
+    let placements: Vec<ChunkPlacement> =
+        chunks.iter().map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] }).collect();
+    let d = SealedDelta(vec![body]);
+    let new = NewDelta {
+        parent: FileId([parent; 32]),
+        file_id: FileId([id; 32]),
+        delta: &d,
+        placements: &placements,
+        mtime_ms: Some(77),
+    };
+    db.commit_delta(&p(path), &new)
+}
+
+fn deltas_of(db: &mut Db, path: &str) -> Vec<u8> {
+    db.open_file(&p(path)).unwrap().1.deltas.iter().map(|d| d.0[0]).collect()
+}
+
+#[test]
+fn deltas_follow_the_version_they_name_in_order_and_go_with_the_next_whole_commit_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    db.set_gc_delay(std::time::Duration::ZERO);
+    version(&mut db, "/f", 1, &[1, 2]);
+    let e = delta(&mut db, "/f", 1, 2, 0xd1, &[3]).unwrap();
+    assert_eq!((e.file_id, e.mtime_ms, e.chunks), (Some(FileId([2; 32])), 77, 3));
+    delta(&mut db, "/f", 2, 3, 0xd2, &[4]).unwrap();
+    assert_eq!(deltas_of(&mut db, "/f"), [0xd1, 0xd2], "in the order committed");
+    assert_eq!(refs_of(&mut db, "/f").len(), 4, "the packs the deltas added are referenced");
+    assert_eq!(db.locate(&[ChunkId([4; 32])]).unwrap(), vec![vec![NodeId([9; 32])]]);
+    // A delta over a version that is no longer the file's is refused, and changes nothing.
+    assert!(matches!(delta(&mut db, "/f", 2, 4, 0xd3, &[5]), Err(TrackerError::CommitWhole(_))));
+    assert!(matches!(delta(&mut db, "/nope", 3, 4, 0xd3, &[5]), Err(TrackerError::NotFound(_))));
+    assert_eq!(deltas_of(&mut db, "/f"), [0xd1, 0xd2]);
+    // A link's holder opens the version with its deltas; a rename keeps them.
+    assert_eq!(db.open_file_id(&FileId([3; 32])).unwrap().1.deltas.len(), 2);
+    db.rename(&p("/f"), &p("/g")).unwrap();
+    assert_eq!(deltas_of(&mut db, "/g"), [0xd1, 0xd2]);
+    // A whole commit drops the deltas (its manifest holds what they said) and what it no
+    // longer uses.
+    version(&mut db, "/g", 5, &[1, 2, 3]);
+    assert!(deltas_of(&mut db, "/g").is_empty());
+    let due: Vec<ChunkId> = db.gc_due(100).unwrap().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(due, vec![ChunkId([4; 32])], "the pack the whole version dropped");
+    // At most MAX_MANIFEST_DELTAS, then the version must come whole.
+    for k in 0..MAX_MANIFEST_DELTAS {
+        let (parent, id) = if k == 0 { (5, 10) } else { (9 + k as u8, 10 + k as u8) };
+        delta(&mut db, "/g", parent, id, k as u8, &[]).unwrap();
+    }
+    let last = 9 + MAX_MANIFEST_DELTAS as u8;
+    assert!(matches!(delta(&mut db, "/g", last, 200, 0, &[]), Err(TrackerError::CommitWhole(_))));
+    assert_eq!(deltas_of(&mut db, "/g").len(), MAX_MANIFEST_DELTAS);
+    // Removing the file drops its deltas with it.
+    db.remove(&p("/g"), false).unwrap();
+    let mut tx = db.begin().unwrap();
+    assert_eq!(tx.query_one("SELECT count(*) FROM manifest_deltas", &[]).unwrap().int(0).unwrap(), 0);
 }
