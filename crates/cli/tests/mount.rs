@@ -259,6 +259,12 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
         assert!(range.stdout == expected[4 * MIB - 5000..4 * MIB + 5000], "a range from the gateway after {what}");
     };
     back(&expected, "slices");
+    // A link's holder opens the deltas with the key the link carries, as any reader.
+    let link = c.ok(&["link", "/big.bin"]).trim().to_string();
+    let got = c.path("via-link.bin");
+    let out = common::run(&c.path("nobody"), &["get", &link, got.to_str().unwrap()]);
+    assert!(out.status.success(), "get LINK: {}", common::stderr(&out));
+    assert!(std::fs::read(&got).unwrap() == expected, "a link to a version committed as a delta");
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
     assert_eq!((v["slices"].as_u64(), v["packs"].as_u64()), (Some(9), Some(8)), "one pack per flush: {v}");
     let text = c.ok(&["stat", "/big.bin"]);
@@ -284,12 +290,30 @@ fn small_writes_upload_about_what_they_wrote_and_every_reader_sees_them() {
         Some(stored_bytes(&peers) - before).filter(|&sent| sent > 2 * MIB as u64)
     });
     back(&expected, "a compaction under way");
+    // A later fsync swaps the compacted chunk in, as a delta (the chunk and the slices it
+    // folds in): other readers lay that over the version before.
+    let (wholes, deltas) = (commits("commit_file"), commits("commit_delta"));
+    let slices_of = || {
+        let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
+        v["slices"].as_u64().unwrap()
+    };
+    let mut k = 0;
+    wait_for("an fsync to swap the compacted chunk in", Duration::from_secs(30), || {
+        k += 1;
+        write(&mut expected, 7 * MIB + 64 * k, &pattern(50, 3000 + k as u64));
+        f.sync_all().unwrap();
+        (slices_of() < 100).then_some(())
+    });
+    assert_eq!(commits("commit_file"), wholes, "the swap was committed as a delta");
+    assert_eq!(commits("commit_delta"), deltas + k as u64);
+    back(&expected, "a compaction swapped in by a delta");
     drop(f);
     let slices = wait_for("the last close to commit the compaction", Duration::from_secs(30), || {
         let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/big.bin", "--json"])).unwrap();
         v["slices"].as_u64().filter(|&n| n < 40)
     });
-    // The other chunks' 8 slices and chunk 2's writes since it was read to compact (12).
+    // The other chunks' 8 slices, chunk 2's writes since it was read to compact (12) and
+    // chunk 7's written to swap it in.
     assert!(slices >= 20, "{slices} slices");
     let sent = stored_bytes(&peers) - before;
     assert!(sent < 3 * MIB as u64, "compacted once ({sent} bytes)");

@@ -43,16 +43,27 @@ enum VersionedDelta {
     V1(ManifestDelta),
 }
 
-/// What one flush changed when it only wrote slices: the file's chunks and size stay, its
-/// slices and packs are kept and these come after them (see [`Manifest::apply`]).
+/// What one flush changed when the file's size stayed: chunks stored whole again with the
+/// slices they fold in (a compaction), and slices written in new packs. Everything else of
+/// the manifest it follows stays, its packs included (see [`Manifest::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDelta {
     pub mode: u32,
     pub mtime_ms: i64,
+    /// Chunks stored whole again, by index order.
+    pub swaps: Vec<ChunkSwap>,
     /// New slices, ordered by chunk index, naming packs by their index in the whole
     /// manifest (the base's packs first, then this delta's).
     pub slices: Vec<Slice>,
     pub packs: Vec<ChunkRef>,
+}
+
+/// Chunk `index` becomes `chunk`, which holds its first `folded` slices: those leave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSwap {
+    pub index: u32,
+    pub chunk: ChunkRef,
+    pub folded: u32,
 }
 
 impl ManifestDelta {
@@ -193,17 +204,28 @@ impl Manifest {
         };
         let mut m: Manifest = m;
         for d in &sealed.deltas {
-            m.apply(ManifestDelta::open(&d.0, file_key)?);
+            m.apply(ManifestDelta::open(&d.0, file_key)?)?;
         }
         m.validate()?;
         Ok(m)
     }
 
-    /// Lays `d` over this manifest: its packs after these, each of its slices after this
-    /// manifest's slices of the same chunk (so, within a chunk, still oldest first).
-    pub fn apply(&mut self, d: ManifestDelta) {
-        let ManifestDelta { mode, mtime_ms, slices, packs } = d;
+    /// Lays `d` over this manifest: its swapped chunks in (each dropping the slices it
+    /// folds in), its packs after these, each of its slices after this manifest's slices of
+    /// the same chunk (so, within a chunk, still oldest first).
+    pub fn apply(&mut self, d: ManifestDelta) -> Result<(), CoreError> {
+        let ManifestDelta { mode, mtime_ms, swaps, slices, packs } = d;
         (self.mode, self.mtime_ms) = (mode, mtime_ms);
+        for swap in swaps {
+            let i = swap.index as usize;
+            let have = self.slices_of(i as u64).len();
+            let Some(entry) = self.chunks.get_mut(i).filter(|_| swap.folded as usize <= have) else {
+                return Err(CoreError::BadManifest("a delta swaps a chunk or folds slices that are not there".into()));
+            };
+            *entry = swap.chunk;
+            let lo = self.slices.partition_point(|s| (s.index as usize) < i);
+            self.slices.drain(lo..lo + swap.folded as usize);
+        }
         self.packs.extend(packs);
         let old = std::mem::take(&mut self.slices);
         let mut merged = Vec::with_capacity(old.len() + slices.len());
@@ -218,32 +240,43 @@ impl Manifest {
             merged.extend(if take_old { a.next() } else { b.next() });
         }
         self.slices = merged;
+        Ok(())
     }
 
-    /// What changed from `base` to this manifest, when all that changed is slices added in
-    /// new packs (and the mode or time): the delta that [`Manifest::apply`] turns `base` into
-    /// this. `None` for any other change (a chunk stored whole, a size change, a slice or
-    /// pack dropped): that version is committed whole.
+    /// What changed from `base` to this manifest, when the size stayed, every pack of
+    /// `base` is still here in its place, and each chunk is either the same with all its
+    /// slices kept or stored whole again with its first slices folded in: the delta that
+    /// [`Manifest::apply`] turns `base` into this (checked by applying it). `None` for any
+    /// other change (a size change, a pack dropped, a slice dropped out of order): that
+    /// version is committed whole.
     pub fn delta_from(&self, base: &Manifest) -> Option<ManifestDelta> {
         let old_packs = base.packs.len();
         if self.size != base.size
             || self.chunk_size != base.chunk_size
-            || self.chunks != base.chunks
-            || self.packs.len() <= old_packs
+            || self.chunks.len() != base.chunks.len()
+            || self.packs.len() < old_packs
             || self.packs[..old_packs] != base.packs[..]
         {
             return None;
         }
-        let (kept, added): (Vec<Slice>, Vec<Slice>) = self.slices.iter().partition(|s| (s.pack as usize) < old_packs);
-        if kept != base.slices {
-            return None;
+        let mut swaps = Vec::new();
+        for (i, (new, old)) in self.chunks.iter().zip(&base.chunks).enumerate() {
+            if new != old {
+                let kept = self.slices_of(i as u64).iter().filter(|s| (s.pack as usize) < old_packs).count();
+                let folded = base.slices_of(i as u64).len().checked_sub(kept)?;
+                swaps.push(ChunkSwap { index: i as u32, chunk: new.clone(), folded: folded as u32 });
+            }
         }
-        Some(ManifestDelta {
+        let slices: Vec<Slice> = self.slices.iter().filter(|s| (s.pack as usize) >= old_packs).copied().collect();
+        let delta = ManifestDelta {
             mode: self.mode,
             mtime_ms: self.mtime_ms,
-            slices: added,
+            swaps,
+            slices,
             packs: self.packs[old_packs..].to_vec(),
-        })
+        };
+        let mut check = base.clone();
+        (check.apply(delta.clone()).is_ok() && check == *self).then_some(delta)
     }
 
     /// A decrypted manifest is still checked: sizes must add up before anyone trusts them.
@@ -490,6 +523,12 @@ mod tests {
         swapped.deltas[0] = SealedDelta(swapped.body.clone());
         assert!(Manifest::open(&swapped, &dk).is_err());
         // Sealed under another key: refused, not skipped.
+        // A delta naming a chunk that is not there is refused, not laid over anything.
+        let mut bad = sealed.clone();
+        let swap = ChunkSwap { index: 7, chunk: r(12, 5), folded: 0 };
+        let d = ManifestDelta { mode: 0o644, mtime_ms: 1, swaps: vec![swap], slices: vec![], packs: vec![] };
+        bad.deltas.push(d.seal(&file_key));
+        assert!(matches!(Manifest::open(&bad, &dk), Err(CoreError::BadManifest(_))));
         let mut foreign = sealed.clone();
         foreign.deltas.push(want.delta_from(&base).expect("slices added").seal(&[1; 32]));
         assert!(Manifest::open(&foreign, &dk).is_err());
@@ -503,17 +542,56 @@ mod tests {
         added.packs.push(r(10, 4));
         added.slices.push(Slice { index: 2, offset: 0, len: 4, pack: 2, at: 0 });
         assert!(added.delta_from(&base).is_some());
-        assert!(base.delta_from(&base).is_none(), "nothing added: committed whole");
-        let mut rewritten = added.clone();
-        rewritten.chunks[1] = r(20, 1024);
-        assert!(rewritten.delta_from(&base).is_none(), "a chunk stored whole");
+        let touched = Manifest { mtime_ms: 9, ..base.clone() };
+        let d = touched.delta_from(&base).expect("only the time changed");
+        assert!(d.slices.is_empty() && d.packs.is_empty() && d.swaps.is_empty() && d.mtime_ms == 9);
+        // A compaction landed: chunk 2 stored whole with its first slice folded in; the
+        // pack that slice was in stays (other slices use it, and a delta never drops one).
+        let mut compacted = added.clone();
+        compacted.chunks[2] = r(21, 10);
+        compacted.slices.remove(1);
+        let d = compacted.delta_from(&base).expect("a swap and a slice");
+        assert_eq!(d.swaps, vec![ChunkSwap { index: 2, chunk: r(21, 10), folded: 1 }]);
+        let mut applied = base.clone();
+        applied.apply(d).unwrap();
+        assert_eq!(applied, compacted);
         let mut dropped = added.clone();
         dropped.slices.remove(0);
-        assert!(dropped.delta_from(&base).is_none(), "a slice dropped");
+        assert!(dropped.delta_from(&base).is_none(), "a slice dropped from a chunk that was not swapped");
+        let mut out_of_order = compacted.clone();
+        out_of_order.slices.retain(|s| !(s.index == 2 && s.pack == 1));
+        out_of_order.slices.insert(1, Slice { index: 2, offset: 0, len: 2, pack: 0, at: 4 });
+        assert!(out_of_order.delta_from(&base).is_none(), "a later slice folded while an earlier one stays");
+        let mut renumbered = added.clone();
+        renumbered.packs.swap(0, 1);
+        assert!(renumbered.delta_from(&base).is_none(), "the packs renumbered");
         let mut grown = added.clone();
         grown.size += 1;
         grown.chunks[2].len += 1;
         assert!(grown.delta_from(&base).is_none(), "a size change");
+    }
+
+    /// A delta's bytes, pinned like a V2 body's: a stored delta must keep opening.
+    #[test]
+    fn the_delta_v1_layout_is_pinned() {
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        let d = ManifestDelta {
+            mode: 0o644,
+            mtime_ms: 7,
+            swaps: vec![ChunkSwap { index: 1, chunk: r(3, 5), folded: 2 }],
+            slices: vec![Slice { index: 1, offset: 200, len: 4, pack: 0, at: 0 }],
+            packs: vec![r(2, 4)],
+        };
+        let plain = postcard::to_stdvec(&VersionedDelta::V1(d.clone())).unwrap();
+        let hex: String = plain.iter().map(|b| format!("{b:02x}")).collect();
+        let header = "00a4030e"; // V1, mode 0o644, mtime 7 (zigzag)
+        let swap = format!("0101{}0502", "03".repeat(64)); // one swap: chunk 1 becomes (id, key, len 5), folds 2
+        let slice = "0101c801040000"; // one slice: chunk 1, offset 200, len 4, pack 0, at 0
+        let pack = format!("01{}04", "02".repeat(64)); // one pack: id, key, len 4
+        assert_eq!(hex, format!("{header}{swap}{slice}{pack}"));
+        // Sealing borrows and writes the same bytes.
+        let sealed = d.seal(&[5; 32]);
+        assert_eq!(open_random_nonce(&[5; 32], &sealed.0, DELTA_AAD).unwrap(), plain);
     }
 
     #[test]

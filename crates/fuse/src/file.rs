@@ -50,7 +50,8 @@ pub enum FileError {
 
 pub struct FileState {
     /// The manifest committed last (or opened), with what was swapped in since (a landed
-    /// compaction, a cut): whatever changes it but a flush's commit drops `chain`.
+    /// compaction, a cut). A landed compaction keeps the committed version in `chain`
+    /// first; a cut drops `chain`.
     pub base: Manifest,
     holders: Option<Arc<Holders>>,
     pub size: u64,
@@ -74,8 +75,8 @@ pub struct FileState {
     compacted: HashMap<u64, Vec<swarmfs_proto::NodeId>>,
     /// Size or times changed without a chunk changing; still needs a commit.
     meta_dirty: bool,
-    /// The version this mount committed last, while it is the file's: a flush that only
-    /// adds slices commits as a delta over it.
+    /// The version this mount committed last, while it is the file's: a flush that keeps
+    /// the size commits as a delta over it.
     chain: Option<Chain>,
     pub opens: usize,
     /// End of the last read, to spot sequential access for read-ahead.
@@ -490,12 +491,14 @@ impl FileState {
             };
             chunks.push(r);
         }
-        let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, &mut placements);
+        // A delta keeps every pack the version before had (packs are named by their place).
+        let keep_packs = !settle && self.size == self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
+        let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
         // The time programs set (futimens before close: tar, cp -p) is part of what commits.
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
-        self.chain = self.commit(client, path, &manifest, placements, mtime_ms, opts).await?;
+        self.chain = self.commit(client, path, &manifest, placements, mtime_ms, opts, settle).await?;
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());
         }
@@ -511,10 +514,13 @@ impl FileState {
         Ok(())
     }
 
-    /// Commits `manifest`: as a delta over the version this mount committed last when it
-    /// only adds slices to it (what the tracker writes is then what this flush changed, not
-    /// the whole manifest of a big file fsynced often), whole otherwise or when the tracker
-    /// wants it whole. Returns the chain the next flush continues.
+    /// Commits `manifest`: as a delta over the version this mount committed last when the
+    /// size stayed (what the tracker writes is then what this flush changed, not the whole
+    /// manifest of a big file fsynced often), whole otherwise, when the tracker wants it
+    /// whole, or when `settle` (the last close, the unmount: a closed file's manifest is
+    /// whole, so what its deltas kept referenced is released). Returns the chain the next
+    /// flush continues.
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         client: &Client,
@@ -523,19 +529,23 @@ impl FileState {
         placements: Vec<ChunkPlacement>,
         mtime_ms: i64,
         opts: &MountOptions,
+        settle: bool,
     ) -> Result<Option<Chain>, FileError> {
-        let chain = self.chain.as_ref().filter(|c| c.deltas < swarmfs_proto::MAX_MANIFEST_DELTAS);
-        if let Some((chain, delta)) = chain.and_then(|c| Some((c, manifest.delta_from(&self.base)?))) {
-            let added: HashSet<ChunkId> = delta.packs.iter().map(|p| p.id).collect();
+        let chain = self.chain.as_ref().filter(|c| !settle && c.continues());
+        let delta = chain.and_then(|c| Some((c, manifest.delta_from(c.committed.as_ref().unwrap_or(&self.base))?)));
+        if let Some((chain, delta)) = delta {
+            let added: HashSet<ChunkId> =
+                delta.packs.iter().map(|p| p.id).chain(delta.swaps.iter().map(|s| s.chunk.id)).collect();
             let adds = placements.iter().filter(|p| added.contains(&p.chunk)).cloned().collect();
             let committed =
                 client.commit_delta(path, chain.version, &chain.file_key, &delta, adds, Some(mtime_ms)).await?;
             if let Some(version) = committed.and_then(|e| e.file_id) {
-                return Ok(Some(Chain { version, file_key: chain.file_key, deltas: chain.deltas + 1 }));
+                let deltas = chain.deltas + 1;
+                return Ok(Some(Chain { version, file_key: chain.file_key, deltas, committed: None }));
             }
         }
         let (entry, file_key) = client.commit(path, manifest, placements, Some(mtime_ms), opts.replicas).await?;
-        Ok(entry.file_id.map(|version| Chain { version, file_key, deltas: 0 }))
+        Ok(entry.file_id.map(|version| Chain { version, file_key, deltas: 0, committed: None }))
     }
 
     /// Stores `chunks` whole in the background, their content as committed just now.
@@ -572,6 +582,10 @@ impl FileState {
             {
                 continue;
             }
+            // The version committed last is what the next delta follows: kept as it was.
+            if let Some(chain) = self.chain.as_mut().filter(|c| c.committed.is_none()) {
+                chain.committed = Some(self.base.clone());
+            }
             self.base.chunks[i] = done.chunk;
             let lo = self.base.slices.partition_point(|s| (s.index as usize) < i);
             let n = fold.slices.min(self.base.slices_of(done.index).len());
@@ -579,8 +593,6 @@ impl FileState {
             self.compacted.insert(done.index, done.holders);
             self.holders = None;
             self.meta_dirty = true;
-            // The base is no longer the version committed last: no delta over it.
-            self.chain = None;
         }
     }
 
@@ -702,13 +714,15 @@ impl FileState {
 
     /// The new manifest's slices and packs: the base's slices of chunks that were neither
     /// rewritten whole nor cut off, then this flush's, per chunk in that order; the packs
-    /// still referenced, in their order, then this flush's. Adds the packs to `placements`.
+    /// still referenced (every one of the base's with `keep_packs`), in their order, then
+    /// this flush's. Adds the packs to `placements`.
     fn merge_slices(
         &self,
         whole: &[u64],
         count: u64,
         new: Vec<Slice>,
         new_packs: Vec<(ChunkRef, Vec<swarmfs_proto::NodeId>)>,
+        keep_packs: bool,
         placements: &mut Vec<ChunkPlacement>,
     ) -> (Vec<Slice>, Vec<ChunkRef>) {
         let whole: BTreeSet<u64> = whole.iter().copied().collect();
@@ -717,7 +731,7 @@ impl FileState {
         // Renumbered through a table, not a map: a manifest holds thousands of slices and
         // this runs at every fsync.
         const UNUSED: u32 = u32::MAX;
-        let mut renumber = vec![UNUSED; self.base.packs.len()];
+        let mut renumber = vec![if keep_packs { 0 } else { UNUSED }; self.base.packs.len()];
         for s in self.base.slices.iter().filter(kept) {
             renumber[s.pack as usize] = 0;
         }
@@ -749,6 +763,15 @@ struct Chain {
     file_key: [u8; 32],
     /// Deltas committed over that manifest so far.
     deltas: usize,
+    /// The version as committed, once a landed compaction changed the open file's base.
+    committed: Option<Manifest>,
+}
+
+impl Chain {
+    /// Whether the tracker takes another delta over this version.
+    fn continues(&self) -> bool {
+        self.deltas < swarmfs_proto::MAX_MANIFEST_DELTAS
+    }
 }
 
 /// A chunk whose slices would pass this many is uploaded whole at the next flush.
