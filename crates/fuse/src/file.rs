@@ -498,7 +498,7 @@ impl FileState {
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
-        self.chain = self.commit(client, path, &manifest, placements, mtime_ms, opts, settle).await?;
+        self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());
         }
@@ -520,31 +520,29 @@ impl FileState {
     /// whole, or when `settle` (the last close, the unmount: a closed file's manifest is
     /// whole, so what its deltas kept referenced is released). Returns the chain the next
     /// flush continues.
-    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         client: &Client,
         path: &RemotePath,
         manifest: &Manifest,
         placements: Vec<ChunkPlacement>,
-        mtime_ms: i64,
-        opts: &MountOptions,
+        replicas: usize,
         settle: bool,
     ) -> Result<Option<Chain>, FileError> {
+        let mtime_ms = Some(manifest.mtime_ms);
         let chain = self.chain.as_ref().filter(|c| !settle && c.continues());
         let delta = chain.and_then(|c| Some((c, manifest.delta_from(c.committed.as_ref().unwrap_or(&self.base))?)));
         if let Some((chain, delta)) = delta {
             let added: HashSet<ChunkId> =
                 delta.packs.iter().map(|p| p.id).chain(delta.swaps.iter().map(|s| s.chunk.id)).collect();
             let adds = placements.iter().filter(|p| added.contains(&p.chunk)).cloned().collect();
-            let committed =
-                client.commit_delta(path, chain.version, &chain.file_key, &delta, adds, Some(mtime_ms)).await?;
+            let committed = client.commit_delta(path, chain.version, &chain.file_key, &delta, adds, mtime_ms).await?;
             if let Some(version) = committed.and_then(|e| e.file_id) {
                 let deltas = chain.deltas + 1;
                 return Ok(Some(Chain { version, file_key: chain.file_key, deltas, committed: None }));
             }
         }
-        let (entry, file_key) = client.commit(path, manifest, placements, Some(mtime_ms), opts.replicas).await?;
+        let (entry, file_key) = client.commit(path, manifest, placements, mtime_ms, replicas).await?;
         Ok(entry.file_id.map(|version| Chain { version, file_key, deltas: 0, committed: None }))
     }
 

@@ -64,6 +64,9 @@ pub struct Tracker {
     link_conns: Mutex<HashMap<LinkId, Vec<(usize, CancellationToken)>>>,
 }
 
+/// Chunks with holders a commit may name for its collected-copies check to run inline.
+const SHORT_RECHECK: usize = 16;
+
 /// A CommitFile or CommitDelta request's fields.
 enum CommitArgs {
     Whole {
@@ -279,7 +282,13 @@ impl Tracker {
         if p.is_empty() {
             return Ok(());
         }
-        let gone = self.db(move |db| db.collected_among(&p)).await?;
+        // A flush's few new chunks are a short read, done here (no hand-over to a blocking
+        // thread and back, as for any short read); a big put's thousands are not.
+        let gone = if p.len() <= SHORT_RECHECK {
+            self.db_read(move |db| db.collected_among(&p)).await?
+        } else {
+            self.db(move |db| db.collected_among(&p)).await?
+        };
         let mut by_node: HashMap<NodeId, Vec<swarmfs_proto::ChunkId>> = HashMap::new();
         for (chunk, node) in gone {
             by_node.entry(node).or_default().push(chunk);

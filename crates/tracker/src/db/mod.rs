@@ -503,8 +503,11 @@ impl Db {
         let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
         insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
         Self::release_chunks(&mut *tx, &lineage, &dropped, delay)?;
-        // The manifest is whole again: the deltas laid over the one it replaces go.
-        tx.exec("DELETE FROM manifest_deltas WHERE lineage = ?1", vals![lineage.as_slice()])?;
+        // The manifest is whole again: the deltas laid over the one it replaces go (a new
+        // file's lineage has none).
+        if existing.is_some() {
+            tx.exec("DELETE FROM manifest_deltas WHERE lineage = ?1", vals![lineage.as_slice()])?;
+        }
         let locations = placements
             .iter()
             .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
