@@ -535,7 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_change_that_adds_slices_is_a_delta() {
+    fn a_delta_is_made_only_for_a_change_it_says_exactly() {
         let base = sliced();
         let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
         let mut added = base.clone();

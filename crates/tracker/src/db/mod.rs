@@ -128,6 +128,13 @@ fn insert_pairs(tx: &mut dyn Tx, table: &str, rows: impl Iterator<Item = [Vec<u8
     Ok(())
 }
 
+/// Records every holder a commit names for each of its chunks.
+fn insert_locations(tx: &mut dyn Tx, placements: &[ChunkPlacement]) -> Result<(), TrackerError> {
+    let locations =
+        placements.iter().flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
+    insert_pairs(tx, "locations (chunk, node)", locations)
+}
+
 /// Every table and its columns, for [`Db::adopt`].
 const TABLES: &[(&str, &str)] = &[
     (
@@ -508,10 +515,7 @@ impl Db {
         if existing.is_some() {
             tx.exec("DELETE FROM manifest_deltas WHERE lineage = ?1", vals![lineage.as_slice()])?;
         }
-        let locations = placements
-            .iter()
-            .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
-        insert_pairs(&mut *tx, "locations (chunk, node)", locations)?;
+        insert_locations(&mut *tx, &placements)?;
         let e = Self::entry(&mut *tx, path)?.expect("just written");
         tx.commit()?;
         Ok(e)
@@ -568,10 +572,7 @@ impl Db {
         )?;
         let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);
         insert_pairs(&mut *tx, "refs (lineage, chunk)", refs)?;
-        let locations = placements
-            .iter()
-            .flat_map(|p| p.holders.iter().map(|n| [p.chunk.as_bytes().to_vec(), n.as_bytes().to_vec()]));
-        insert_pairs(&mut *tx, "locations (chunk, node)", locations)?;
+        insert_locations(&mut *tx, &placements)?;
         let e = Self::entry(&mut *tx, path)?.expect("just written");
         tx.commit()?;
         Ok(e)
