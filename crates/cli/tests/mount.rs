@@ -877,3 +877,32 @@ fn an_open_file_keeps_reading_for_a_minute_with_no_tracker_and_new_opens_fail_cl
         std::fs::read(m.dir.join("other.bin")).ok().filter(|b| b.len() == 1000)
     });
 }
+
+/// A mount commits its fsyncs as deltas over the version it committed last; when another
+/// writer replaced the file in between, the tracker refuses the delta and the mount commits
+/// its version whole: last writer wins, as for any two writers, and every reader sees one
+/// whole version, never a delta laid over the wrong manifest.
+#[test]
+fn a_delta_over_a_version_another_writer_replaced_falls_back_to_a_whole_commit() {
+    const MIB: usize = 1 << 20;
+    let c = Cluster::start(2);
+    let mut expected = c.put_pattern("f.bin", "/f.bin", 3 * MIB, 8, &["--chunk-size", "1M"]);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("f.bin")).unwrap();
+    let write = |expected: &mut Vec<u8>, at: usize, seed: u64| {
+        let bytes = pattern(300, seed);
+        f.write_all_at(&bytes, at as u64).unwrap();
+        expected[at..at + 300].copy_from_slice(&bytes);
+        f.sync_all().unwrap();
+    };
+    write(&mut expected, 1000, 80); // whole
+    write(&mut expected, MIB + 1000, 81); // a delta over it
+    assert!(c.cli(&["cat", "/f.bin"]).stdout == expected);
+    let other = c.put_pattern("g.bin", "/f.bin", 3 * MIB, 9, &["--chunk-size", "1M"]);
+    assert!(c.cli(&["cat", "/f.bin"]).stdout == other, "the other writer's version");
+    write(&mut expected, 2 * MIB + 1000, 82);
+    let got = c.cli(&["cat", "/f.bin"]).stdout;
+    assert!(got == expected, "the mount's version, committed whole after the refused delta");
+    drop(f);
+    assert!(c.cli(&["cat", "/f.bin"]).stdout == expected);
+}
