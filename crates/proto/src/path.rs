@@ -39,6 +39,11 @@ impl RemotePath {
         if out.is_empty() {
             out.push('/');
         }
+        // The normal form is what is stored and sent: a relative input of 4,096 bytes gains a
+        // leading `/` here, and must not become a path that no longer parses.
+        if out.len() > MAX_PATH_LEN {
+            return Err(bad("longer than 4096 bytes"));
+        }
         Ok(RemotePath(out))
     }
 
@@ -81,6 +86,21 @@ impl fmt::Display for RemotePath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `path_parse` fuzzer: 4,096 bytes without a leading `/` were accepted, and
+    /// their normal form (one byte longer) was then refused.
+    #[test]
+    fn a_path_whose_normal_form_is_too_long_is_refused_and_every_accepted_path_reparses() {
+        let name = "n".repeat(200);
+        let relative: String =
+            std::iter::repeat_n(name.as_str(), 20).collect::<Vec<_>>().join("/") + "/" + &"x".repeat(76);
+        assert_eq!(relative.len(), MAX_PATH_LEN);
+        assert!(RemotePath::parse(&relative).is_err());
+        let fits = &relative[..MAX_PATH_LEN - 1];
+        let p = RemotePath::parse(fits).unwrap();
+        assert_eq!(p.as_str().len(), MAX_PATH_LEN);
+        assert_eq!(RemotePath::parse(p.as_str()).unwrap(), p);
+    }
 
     #[test]
     fn normalises_and_rejects() {
