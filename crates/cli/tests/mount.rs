@@ -906,38 +906,3 @@ fn a_delta_over_a_version_another_writer_replaced_falls_back_to_a_whole_commit()
     drop(f);
     assert!(c.cli(&["cat", "/f.bin"]).stdout == expected);
 }
-
-/// An appending log fsynced after every line: each fsync commits a delta (the old last chunk
-/// stored whole again, the chunks after it, the new size), and every reader follows it.
-#[test]
-fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
-    let flags = ["--metrics", "127.0.0.1:0"];
-    let c = Cluster::start_with(2, "1G", &flags, &[]);
-    let tracker = common::metrics_addr(&c, "tracker");
-    let commits = |kind: &str| {
-        let kind = format!("kind=\"{kind}\"");
-        common::sum(&common::scrape(&tracker), "swarmfs_requests_total", &[&kind, "result=\"ok\""]) as u64
-    };
-    let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "64K"]);
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("app.log")).unwrap();
-    let mut expected = Vec::new();
-    // 40 lines of 3,000 bytes: the log crosses the 64 KiB chunk boundary once.
-    for k in 0..40u64 {
-        let line = pattern(3000, 500 + k);
-        f.write_all(&line).unwrap();
-        expected.extend_from_slice(&line);
-        f.sync_all().unwrap();
-        if k % 13 == 0 {
-            assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "another reader after line {k}");
-        }
-    }
-    assert_eq!((commits("commit_file"), commits("commit_delta")), (1, 39), "the first fsync whole, then deltas");
-    let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/app.log", "--json"])).unwrap();
-    assert_eq!(v["size"].as_u64(), Some(120_000), "the entry's size follows the deltas: {v}");
-    assert!(c.cli(&["cat", "/app.log"]).stdout == expected);
-    drop(f);
-    // The last close commits the log whole once more: its deltas' leftovers are released.
-    wait_for("the last close's whole commit", Duration::from_secs(10), || (commits("commit_file") == 2).then_some(()));
-    assert_eq!(commits("commit_delta"), 39);
-    assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "after the last close's whole commit");
-}

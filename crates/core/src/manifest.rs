@@ -43,19 +43,15 @@ enum VersionedDelta {
     V1(ManifestDelta),
 }
 
-/// What one flush changed when the file did not shrink: its size, chunks stored whole again
-/// with the slices they fold in (a compaction, a rewrite, the old last chunk of a grown
-/// file), chunks appended, and slices written in new packs. Everything else of the manifest
-/// it follows stays, its packs included (see [`Manifest::apply`]).
+/// What one flush changed when the file's size stayed: chunks stored whole again with the
+/// slices they fold in (a compaction), and slices written in new packs. Everything else of
+/// the manifest it follows stays, its packs included (see [`Manifest::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDelta {
-    pub size: u64,
     pub mode: u32,
     pub mtime_ms: i64,
     /// Chunks stored whole again, by index order.
     pub swaps: Vec<ChunkSwap>,
-    /// Chunks after the last one of the manifest it follows (the file grew).
-    pub appended: Vec<ChunkRef>,
     /// New slices, ordered by chunk index, naming packs by their index in the whole
     /// manifest (the base's packs first, then this delta's).
     pub slices: Vec<Slice>,
@@ -214,12 +210,12 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Lays `d` over this manifest: its size, its swapped chunks in (each dropping the
-    /// slices it folds in), its appended chunks after these, its packs after these, each of its slices after this manifest's slices of
+    /// Lays `d` over this manifest: its swapped chunks in (each dropping the slices it
+    /// folds in), its packs after these, each of its slices after this manifest's slices of
     /// the same chunk (so, within a chunk, still oldest first).
     pub fn apply(&mut self, d: ManifestDelta) -> Result<(), CoreError> {
-        let ManifestDelta { size, mode, mtime_ms, swaps, appended, slices, packs } = d;
-        (self.size, self.mode, self.mtime_ms) = (size, mode, mtime_ms);
+        let ManifestDelta { mode, mtime_ms, swaps, slices, packs } = d;
+        (self.mode, self.mtime_ms) = (mode, mtime_ms);
         for swap in swaps {
             let i = swap.index as usize;
             let have = self.slices_of(i as u64).len();
@@ -230,7 +226,6 @@ impl Manifest {
             let lo = self.slices.partition_point(|s| (s.index as usize) < i);
             self.slices.drain(lo..lo + swap.folded as usize);
         }
-        self.chunks.extend(appended);
         self.packs.extend(packs);
         let old = std::mem::take(&mut self.slices);
         let mut merged = Vec::with_capacity(old.len() + slices.len());
@@ -248,17 +243,17 @@ impl Manifest {
         Ok(())
     }
 
-    /// What changed from `base` to this manifest, when the file did not shrink, every pack
-    /// of `base` is still here in its place, and each of `base`'s chunks is either the same
-    /// with all its slices kept or stored whole again with its first slices folded in (any
-    /// further chunks are appended): the delta that [`Manifest::apply`] turns `base` into
-    /// this (checked by applying it). `None` for any other change (the file cut shorter, a
-    /// pack dropped, a slice dropped out of order): that version is committed whole.
+    /// What changed from `base` to this manifest, when the size stayed, every pack of
+    /// `base` is still here in its place, and each chunk is either the same with all its
+    /// slices kept or stored whole again with its first slices folded in: the delta that
+    /// [`Manifest::apply`] turns `base` into this (checked by applying it). `None` for any
+    /// other change (a size change, a pack dropped, a slice dropped out of order): that
+    /// version is committed whole.
     pub fn delta_from(&self, base: &Manifest) -> Option<ManifestDelta> {
         let old_packs = base.packs.len();
-        if self.size < base.size
+        if self.size != base.size
             || self.chunk_size != base.chunk_size
-            || self.chunks.len() < base.chunks.len()
+            || self.chunks.len() != base.chunks.len()
             || self.packs.len() < old_packs
             || self.packs[..old_packs] != base.packs[..]
         {
@@ -274,11 +269,9 @@ impl Manifest {
         }
         let slices: Vec<Slice> = self.slices.iter().filter(|s| (s.pack as usize) >= old_packs).copied().collect();
         let delta = ManifestDelta {
-            size: self.size,
             mode: self.mode,
             mtime_ms: self.mtime_ms,
             swaps,
-            appended: self.chunks[base.chunks.len()..].to_vec(),
             slices,
             packs: self.packs[old_packs..].to_vec(),
         };
@@ -533,9 +526,7 @@ mod tests {
         // A delta naming a chunk that is not there is refused, not laid over anything.
         let mut bad = sealed.clone();
         let swap = ChunkSwap { index: 7, chunk: r(12, 5), folded: 0 };
-        let (size, swaps) = (base.size, vec![swap]);
-        let d =
-            ManifestDelta { size, mode: 0o644, mtime_ms: 1, swaps, appended: vec![], slices: vec![], packs: vec![] };
+        let d = ManifestDelta { mode: 0o644, mtime_ms: 1, swaps: vec![swap], slices: vec![], packs: vec![] };
         bad.deltas.push(d.seal(&file_key));
         assert!(matches!(Manifest::open(&bad, &dk), Err(CoreError::BadManifest(_))));
         let mut foreign = sealed.clone();
@@ -574,23 +565,10 @@ mod tests {
         let mut renumbered = added.clone();
         renumbered.packs.swap(0, 1);
         assert!(renumbered.delta_from(&base).is_none(), "the packs renumbered");
-        // The file grew: its old last chunk stored whole again (its slices folded in) at
-        // full length, and a new chunk after it.
         let mut grown = added.clone();
-        grown.size = 3 * 1024 + 5;
-        grown.chunks[2] = r(22, 1024);
-        grown.chunks.push(r(23, 5));
-        grown.slices.retain(|s| s.index != 2);
-        let d = grown.delta_from(&base).expect("a swap and an appended chunk");
-        assert_eq!((d.size, d.swaps.len(), d.appended.clone()), (grown.size, 1, vec![r(23, 5)]));
-        let mut applied = base.clone();
-        applied.apply(d).unwrap();
-        assert_eq!(applied, grown);
-        let mut shrunk = base.clone();
-        shrunk.size = 2048;
-        shrunk.chunks.pop();
-        shrunk.slices.retain(|s| s.index != 2);
-        assert!(shrunk.delta_from(&base).is_none(), "a file cut shorter");
+        grown.size += 1;
+        grown.chunks[2].len += 1;
+        assert!(grown.delta_from(&base).is_none(), "a size change");
     }
 
     /// A delta's bytes, pinned like a V2 body's: a stored delta must keep opening.
@@ -598,22 +576,19 @@ mod tests {
     fn the_delta_v1_layout_is_pinned() {
         let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
         let d = ManifestDelta {
-            size: 300,
             mode: 0o644,
             mtime_ms: 7,
             swaps: vec![ChunkSwap { index: 1, chunk: r(3, 5), folded: 2 }],
-            appended: vec![r(4, 6)],
             slices: vec![Slice { index: 1, offset: 200, len: 4, pack: 0, at: 0 }],
             packs: vec![r(2, 4)],
         };
         let plain = postcard::to_stdvec(&VersionedDelta::V1(d.clone())).unwrap();
         let hex: String = plain.iter().map(|b| format!("{b:02x}")).collect();
-        let header = "00ac02a4030e"; // V1, size 300, mode 0o644, mtime 7 (zigzag)
+        let header = "00a4030e"; // V1, mode 0o644, mtime 7 (zigzag)
         let swap = format!("0101{}0502", "03".repeat(64)); // one swap: chunk 1 becomes (id, key, len 5), folds 2
-        let appended = format!("01{}06", "04".repeat(64)); // one chunk appended: id, key, len 6
         let slice = "0101c801040000"; // one slice: chunk 1, offset 200, len 4, pack 0, at 0
         let pack = format!("01{}04", "02".repeat(64)); // one pack: id, key, len 4
-        assert_eq!(hex, format!("{header}{swap}{appended}{slice}{pack}"));
+        assert_eq!(hex, format!("{header}{swap}{slice}{pack}"));
         // Sealing borrows and writes the same bytes.
         let sealed = d.seal(&[5; 32]);
         assert_eq!(open_random_nonce(&[5; 32], &sealed.0, DELTA_AAD).unwrap(), plain);
