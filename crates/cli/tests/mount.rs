@@ -906,3 +906,46 @@ fn a_delta_over_a_version_another_writer_replaced_falls_back_to_a_whole_commit()
     drop(f);
     assert!(c.cli(&["cat", "/f.bin"]).stdout == expected);
 }
+
+/// A close's release commits what the last handle leaves (here a compaction under way)
+/// while the program goes on: an unlink or a rename over the file right after the close
+/// must win. Before the mount held open files for unlink and rename, the release's commit
+/// landed after the rename and wrote the old version over the file renamed onto its path.
+#[test]
+fn a_rename_over_or_unlink_right_after_a_close_is_not_undone_by_the_close_committing_later() {
+    const KIB: usize = 1 << 10;
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "16K"]);
+    let rounds = 6;
+    let mut renamed = Vec::new();
+    for round in 0..rounds {
+        let path = m.dir.join(format!("r{round}.db"));
+        std::fs::write(&path, pattern(64 * KIB, round)).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // Three 4 KiB slices in one 16 KiB chunk pass half of it: the fsync starts the
+        // chunk's compaction, which the release then waits for and commits.
+        for k in 0..3 {
+            f.write_all_at(&pattern(4 * KIB, 100 + k), k * 5000).unwrap();
+        }
+        f.sync_all().unwrap();
+        drop(f);
+        if round % 2 == 0 {
+            std::fs::remove_file(&path).unwrap();
+        } else {
+            let new = pattern(20 * KIB, 200 + round);
+            let tmp = m.dir.join(format!("r{round}.tmp"));
+            std::fs::write(&tmp, &new).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            renamed.push((round, new));
+        }
+    }
+    // Unmounted, every release has run.
+    drop(m);
+    for round in (0..rounds).step_by(2) {
+        let o = c.cli(&["stat", &format!("/r{round}.db")]);
+        assert!(!o.status.success(), "/r{round}.db was removed and stays removed");
+    }
+    for (round, new) in renamed {
+        assert!(read_back(&c, &format!("/r{round}.db")) == new, "/r{round}.db is the file renamed onto it");
+    }
+}

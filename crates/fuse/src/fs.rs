@@ -13,7 +13,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty};
 use swarmfs_client::{Client, ClientError};
 use swarmfs_core::Manifest;
 use swarmfs_proto::{EntryInfo, EntryKind, ErrorCode, RemotePath};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
 use crate::attrs::DirAttrs;
@@ -372,10 +372,12 @@ impl Inner {
     /// second Ctrl-C), a flush under way is cut short and its writes kept for the next mount;
     /// the caller (a close, an fsync) gets EIO. `settle`: see [`FileState::flush`].
     pub(crate) async fn flush_file(&self, ino: u64, f: &OpenFile, settle: bool) -> Result<(), Errno> {
-        let path = self.inodes.lock().expect("inodes").path(ino);
         let flushed = tokio::select! {
             r = async {
                 let mut st = f.lock().await;
+                // Read under the file's lock, which an unlink or rename holds (see
+                // `hold_open_files`): the flush commits where the file is now.
+                let path = self.inodes.lock().expect("inodes").path(ino);
                 st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal, settle).await
             } => Some(r),
             _ = self.stop_uploading.cancelled() => None,
@@ -392,8 +394,8 @@ impl Inner {
     /// Keeps what `f` has staged on disk, with its record, for the next mount of this home.
     /// Returns the remote path when there was something to keep.
     async fn keep_staged(&self, ino: u64, f: &OpenFile) -> Option<String> {
-        let path = self.inodes.lock().expect("inodes").path(ino);
         let mut st = f.lock().await;
+        let path = self.inodes.lock().expect("inodes").path(ino);
         // Another caller (a close and the unmount's flush, both cut short) kept it already.
         if !self.files.lock().expect("files").contains_key(&ino) {
             return None;
@@ -506,9 +508,36 @@ impl Inner {
         }
     }
 
-    pub(crate) fn mark_unlinked(&self, inos: &[u64]) {
+    /// Takes the locks of the open files at `paths` and below them (in inode order), for an
+    /// unlink or rename to hold while it changes the namespace: a flush under way (a
+    /// close's, which may commit a compaction or a whole manifest) finishes first, at the
+    /// path it had, and one that starts later reads the path after the change or finds its
+    /// file unlinked. Otherwise a close's commit could land after the change and bring a
+    /// removed file back (a database's journal, and with it a rollback), or write the old
+    /// version over the file renamed onto its path.
+    pub(crate) async fn hold_open_files(&self, paths: &[&RemotePath]) -> Vec<(u64, OwnedMutexGuard<FileState>)> {
+        let mut inos: Vec<u64> = {
+            let inodes = self.inodes.lock().expect("inodes");
+            paths.iter().flat_map(|p| inodes.within(p)).collect()
+        };
+        inos.sort_unstable();
+        inos.dedup();
+        let mut held = Vec::new();
         for ino in inos {
-            if let Some(f) = self.open_file(*ino) {
+            if let Some(f) = self.open_file(ino) {
+                held.push((ino, f.lock_owned().await));
+            }
+        }
+        held
+    }
+
+    /// Marks the open files among `inos` unlinked: their writes are dropped, not committed.
+    /// Those in `held` are marked through their guards.
+    pub(crate) fn mark_unlinked(&self, inos: &[u64], held: &mut [(u64, OwnedMutexGuard<FileState>)]) {
+        for ino in inos {
+            if let Some((_, st)) = held.iter_mut().find(|(i, _)| i == ino) {
+                st.unlinked = true;
+            } else if let Some(f) = self.open_file(*ino) {
                 if let Ok(mut st) = f.try_lock() {
                     st.unlinked = true;
                 } else {

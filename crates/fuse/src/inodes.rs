@@ -56,6 +56,11 @@ impl Inodes {
         found
     }
 
+    /// The inodes of `path` and of every known path below it.
+    pub fn within(&self, path: &RemotePath) -> Vec<u64> {
+        self.below(path).into_iter().map(|(_, i)| i).collect()
+    }
+
     /// Forgets `path` (and everything below it); returns the inodes that were dropped.
     pub fn remove(&mut self, path: &RemotePath) -> Vec<u64> {
         self.below(path)

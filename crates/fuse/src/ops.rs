@@ -170,10 +170,11 @@ impl Filesystem for SwarmFs {
                 if e.kind == EntryKind::Dir {
                     return Err(Errno::EISDIR);
                 }
+                let mut held = fs.hold_open_files(&[&path]).await;
                 fs.client.remove(&path, false).await.map_err(|e| log_err("unlink", &e, errno_of(&e)))?;
                 fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 let gone = fs.inodes.lock().expect("inodes").remove(&path);
-                fs.mark_unlinked(&gone);
+                fs.mark_unlinked(&gone, &mut held);
                 Ok(())
             }
             .await;
@@ -251,12 +252,13 @@ impl Filesystem for SwarmFs {
                 if flags.contains(RenameFlags::RENAME_NOREPLACE) && fs.client.stat(&to).await.is_ok() {
                     return Err(Errno::EEXIST);
                 }
+                let mut held = fs.hold_open_files(&[&from, &to]).await;
                 fs.client.rename(&from, &to).await.map_err(|e| log_err("rename", &e, errno_of(&e)))?;
                 // Both parents' times and perhaps link counts, and the paths below a moved
                 // directory: simplest to ask the tracker again.
                 fs.dir_attrs.lock().expect("dir attrs").forget_all();
                 let replaced = fs.inodes.lock().expect("inodes").rename(&from, &to);
-                fs.mark_unlinked(&replaced);
+                fs.mark_unlinked(&replaced, &mut held);
                 Ok(())
             }
             .await;
