@@ -949,3 +949,43 @@ fn a_rename_over_or_unlink_right_after_a_close_is_not_undone_by_the_close_commit
         assert!(read_back(&c, &format!("/r{round}.db")) == new, "/r{round}.db is the file renamed onto it");
     }
 }
+
+/// An appending log fsynced after every line: each fsync commits a delta (the old last chunk
+/// stored whole again, the chunks after it, the new size), and every reader follows it.
+#[test]
+fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
+    let flags = ["--metrics", "127.0.0.1:0"];
+    let c = Cluster::start_with(2, "1G", &flags, &[]);
+    let tracker = common::metrics_addr(&c, "tracker");
+    let commits = |kind: &str| {
+        let kind = format!("kind=\"{kind}\"");
+        common::sum(&common::scrape(&tracker), "swarmfs_requests_total", &[&kind, "result=\"ok\""]) as u64
+    };
+    let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "64K"]);
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("app.log")).unwrap();
+    let mut expected = Vec::new();
+    // 40 lines of 3,000 bytes: the log crosses the 64 KiB chunk boundary once.
+    for k in 0..40u64 {
+        let line = pattern(3000, 500 + k);
+        f.write_all(&line).unwrap();
+        expected.extend_from_slice(&line);
+        f.sync_all().unwrap();
+        // After every line: the one that crosses into a new chunk commits it appended.
+        assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "another reader after line {k}");
+    }
+    // A flush commits too: the kernel sends one whenever a copy of the descriptor closes, as
+    // the copies other tests' forked children hold do at their exec, and may do so in the
+    // middle of a line (a write whose source page faults goes in two requests). So at least
+    // one delta per fsync after the first, and no whole commit.
+    let deltas = commits("commit_delta");
+    assert_eq!(commits("commit_file"), 1, "the first fsync whole, then only deltas");
+    assert!(deltas >= 39, "every fsync after the first commits a delta: {deltas}");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/app.log", "--json"])).unwrap();
+    assert_eq!(v["size"].as_u64(), Some(120_000), "the entry's size follows the deltas: {v}");
+    assert!(c.cli(&["cat", "/app.log"]).stdout == expected);
+    drop(f);
+    // The last close commits the log whole once more: its deltas' leftovers are released.
+    wait_for("the last close's whole commit", Duration::from_secs(10), || (commits("commit_file") == 2).then_some(()));
+    assert_eq!(commits("commit_delta"), deltas, "the close commits whole");
+    assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "after the last close's whole commit");
+}

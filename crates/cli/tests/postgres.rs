@@ -68,26 +68,24 @@ fn a_database_the_tracker_cannot_use_is_one_clear_line() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
-/// Three fsynced small writes to `/s.bin` through a new mount: the first commits the
-/// manifest whole, the next two as deltas over it.
-fn three_small_fsyncs(c: &Cluster, expected: &mut [u8], seed: u64) {
-    let mut m = Mount::start(c, &c.client_home(), "mnt", &[]);
-    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("s.bin")).unwrap();
-    for k in 0..3u64 {
-        let (at, bytes) = (5000 + k as usize * 70_000, common::pattern(200, seed + k));
+/// Fsynced small writes to `/s.bin` through the open file `f`, one per seed.
+fn small_fsyncs(f: &std::fs::File, expected: &mut [u8], seeds: std::ops::Range<u64>) {
+    for seed in seeds {
+        let (at, bytes) = (5000 + (seed % 4) as usize * 70_000, common::pattern(200, seed));
         f.write_all_at(&bytes, at as u64).unwrap();
         expected[at..at + 200].copy_from_slice(&bytes);
         f.sync_all().unwrap();
     }
-    drop(f);
-    m.stop();
 }
 
 #[test]
 fn manifest_deltas_move_with_a_swarm_adopted_by_postgresql_and_are_committed_there() {
     let mut c = Cluster::start(2);
     let mut expected = c.put_pattern("s", "/s.bin", 300_000, 4, &["--chunk-size", "64K"]);
-    three_small_fsyncs(&c, &mut expected, 40);
+    // On SQLite, a file held open: the first fsync commits whole, the next two as deltas.
+    let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let f = std::fs::OpenOptions::new().write(true).open(m.dir.join("s.bin")).unwrap();
+    small_fsyncs(&f, &mut expected, 40..43);
     let pg = PgCluster::start();
     c.start_tracker_with(&["--db", &pg.url()]);
     c.wait_up(2);
@@ -97,8 +95,14 @@ fn manifest_deltas_move_with_a_swarm_adopted_by_postgresql_and_are_committed_the
     };
     assert_eq!(deltas(), "2", "the deltas made on SQLite were copied");
     assert!(c.cli(&["cat", "/s.bin"]).stdout == expected, "and read back from PostgreSQL");
-    // On PostgreSQL: a whole commit drops them, two new deltas follow it.
-    three_small_fsyncs(&c, &mut expected, 50);
-    assert_eq!(deltas(), "2");
+    // The mount goes on: its version is the file's on PostgreSQL too, so its next fsyncs
+    // are deltas over it there.
+    small_fsyncs(&f, &mut expected, 50..53);
+    assert_eq!(deltas(), "5");
     assert!(c.cli(&["cat", "/s.bin"]).stdout == expected, "deltas committed on PostgreSQL read back");
+    // The last close commits the file whole: its deltas go.
+    drop(f);
+    m.stop();
+    assert_eq!(deltas(), "0");
+    assert!(c.cli(&["cat", "/s.bin"]).stdout == expected);
 }

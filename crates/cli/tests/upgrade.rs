@@ -1,9 +1,11 @@
 //! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5, protocol6,
+//! protocol7,
 //! and the previous release's PostgreSQL database, postgres-schema5.sql) opens with today's
 //! binary, and every file reads back byte-exact.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +17,7 @@ const FIXTURE_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pro
 const FIXTURE_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol4");
 const FIXTURE_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol5");
 const FIXTURE_6: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol6");
+const FIXTURE_7: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol7");
 /// The protocol-5 fixture's swarm as the previous release (protocol 6, schema 5) kept it on
 /// PostgreSQL: `pg_dump` of the database its tracker made adopting the fixture's tracker.db.
 const PG_SCHEMA_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/postgres-schema5.sql");
@@ -313,14 +316,69 @@ fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes
         let out = cli(&reader, &["cat", "/sliced.bin"]);
         assert!(out.status.success() && out.stdout == expected, "read back after fsync {k}: {}", stderr(&out));
     }
+    assert_eq!(deltas_in(d), "3", "fsyncs 2 to 4 committed as deltas");
     drop(f);
     m.stop();
-    let deltas = Command::new("sqlite3")
-        .arg(d.join("tracker/tracker.db"))
-        .arg("SELECT count(*) FROM manifest_deltas")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&deltas.stdout).trim(), "3", "fsyncs 2 to 4 committed as deltas");
+    assert_eq!(deltas_in(d), "0", "the last close committed the file whole");
+    let out = cli(&reader, &["cat", "/sliced.bin"]);
+    assert!(out.stdout == expected, "read back after the unmount");
+}
+
+/// How many manifest deltas the tracker in `d` keeps.
+fn deltas_in(d: &Path) -> String {
+    let db = d.join("tracker/tracker.db");
+    let out = Command::new("sqlite3").arg(db).arg("SELECT count(*) FROM manifest_deltas").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `/sliced.bin` of the protocol-7 fixture: written whole, then three small writes through
+/// that release's mount, each fsynced: a whole commit and two V1 deltas (see its README).
+fn delta_fixture() -> Vec<u8> {
+    let mut data = pattern(200_000, 6);
+    for (at, len, seed) in [(69_632, 4096, 61), (131_122, 100, 62), (10, 300, 63)] {
+        data[at..at + len].copy_from_slice(&pattern(len, seed));
+    }
+    data
+}
+
+#[test]
+fn a_protocol_7_swarm_upgrades_in_place_its_v1_deltas_open_and_its_file_grows_by_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_daemons, addr) = upgraded_swarm_reads_everything(FIXTURE_7, "127.0.0.1:47317", 7, d);
+    let (client, reader) = (d.join("client"), d.join("reader"));
+    assert_eq!(deltas_in(d), "2", "the fixture's file is a manifest and two V1 deltas");
+    let mut expected = delta_fixture();
+    for home in [&client, &reader] {
+        let out = cli(home, &["cat", "/sliced.bin"]);
+        assert!(out.status.success() && out.stdout == expected, "the V1 deltas read back: {}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(Path::new(FIXTURE_7).join("link.txt")).unwrap();
+    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
+    link.tracker_addr = addr;
+    link_health_and_schema(d, &link.encode());
+    // Today's mount reads the old version through its deltas, then appends to it: the first
+    // fsync commits it whole, the next ones as deltas that grow it (past a 64 KiB chunk).
+    let mut m = common::Mount::start_in(d, &client, "mnt", &[]);
+    let mut via_mount = Vec::new();
+    std::fs::File::open(m.dir.join("sliced.bin")).unwrap().read_to_end(&mut via_mount).unwrap();
+    assert!(via_mount == expected, "the mount reads the V1 deltas");
+    let mut f = std::fs::OpenOptions::new().append(true).open(m.dir.join("sliced.bin")).unwrap();
+    for k in 0..3u64 {
+        let bytes = pattern(30_000, 80 + k);
+        f.write_all(&bytes).unwrap();
+        expected.extend_from_slice(&bytes);
+        f.sync_all().unwrap();
+        let out = cli(&reader, &["cat", "/sliced.bin"]);
+        assert!(out.status.success() && out.stdout == expected, "read back after append {k}: {}", stderr(&out));
+    }
+    // At least: a write spanning pages may reach the mount as two requests, and a flush
+    // between them (a forked child of another test closing its copy of `f`) commits too.
+    let open_deltas: u32 = deltas_in(d).parse().unwrap();
+    assert!(open_deltas >= 2, "appends 2 and 3 committed as deltas: {open_deltas}");
+    drop(f);
+    m.stop();
+    assert_eq!(deltas_in(d), "0", "the last close committed the file whole");
     let out = cli(&reader, &["cat", "/sliced.bin"]);
     assert!(out.stdout == expected, "read back after the unmount");
 }

@@ -536,6 +536,7 @@ impl Client {
     ) -> Result<Option<EntryInfo>, ClientError> {
         let req = Request::CommitDelta {
             path: remote.to_string(),
+            size: delta.size,
             parent,
             file_id: FileId(rand::random()),
             delta: delta.seal(file_key),

@@ -40,18 +40,34 @@ const DELTA_AAD: &[u8] = b"swarmfs manifest delta, versioned";
 /// What a sealed delta holds. Variants are only ever appended.
 #[derive(Serialize, Deserialize)]
 enum VersionedDelta {
-    V1(ManifestDelta),
+    /// Protocol 7: a delta over a file whose size stayed.
+    V1(DeltaV1),
+    V2(ManifestDelta),
 }
 
-/// What one flush changed when the file's size stayed: chunks stored whole again with the
-/// slices they fold in (a compaction), and slices written in new packs. Everything else of
-/// the manifest it follows stays, its packs included (see [`Manifest::apply`]).
+/// The layout of a V1 delta: no size, no appended chunks (the size stays the base's).
+#[derive(Serialize, Deserialize)]
+struct DeltaV1 {
+    mode: u32,
+    mtime_ms: i64,
+    swaps: Vec<ChunkSwap>,
+    slices: Vec<Slice>,
+    packs: Vec<ChunkRef>,
+}
+
+/// What one flush changed when the file did not shrink: its size, chunks stored whole again
+/// with the slices they fold in (a compaction, a rewrite, the old last chunk of a grown
+/// file), chunks appended, and slices written in new packs. Everything else of the manifest
+/// it follows stays, its packs included (see [`Manifest::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDelta {
+    pub size: u64,
     pub mode: u32,
     pub mtime_ms: i64,
     /// Chunks stored whole again, by index order.
     pub swaps: Vec<ChunkSwap>,
+    /// Chunks after the last one of the manifest it follows (the file grew).
+    pub appended: Vec<ChunkRef>,
     /// New slices, ordered by chunk index, naming packs by their index in the whole
     /// manifest (the base's packs first, then this delta's).
     pub slices: Vec<Slice>,
@@ -70,18 +86,25 @@ impl ManifestDelta {
     /// Sealed under the file key of the base it follows (so whoever can open the base, a
     /// link's holder included, can open its deltas).
     pub fn seal(&self, file_key: &[u8; 32]) -> SealedDelta {
+        /// [`VersionedDelta`] borrowed: the same variants in the same order, so the same bytes.
         #[derive(Serialize)]
         enum VersionedDeltaRef<'a> {
-            V1(&'a ManifestDelta),
+            #[allow(dead_code)]
+            V1(()),
+            V2(&'a ManifestDelta),
         }
-        let plain = postcard::to_stdvec(&VersionedDeltaRef::V1(self)).expect("encodes");
+        let plain = postcard::to_stdvec(&VersionedDeltaRef::V2(self)).expect("encodes");
         SealedDelta(seal_random_nonce(file_key, &plain, DELTA_AAD))
     }
 
-    fn open(sealed: &[u8], file_key: &[u8; 32]) -> Result<ManifestDelta, CoreError> {
+    /// Opens a sealed delta laid over a version of `size` bytes (what a V1 delta keeps).
+    fn open(sealed: &[u8], file_key: &[u8; 32], size: u64) -> Result<ManifestDelta, CoreError> {
         let plain = open_random_nonce(file_key, sealed, DELTA_AAD)?;
         match postcard::from_bytes::<VersionedDelta>(&plain).map_err(|e| CoreError::BadManifest(e.to_string()))? {
-            VersionedDelta::V1(d) => Ok(d),
+            VersionedDelta::V1(DeltaV1 { mode, mtime_ms, swaps, slices, packs }) => {
+                Ok(ManifestDelta { size, mode, mtime_ms, swaps, appended: Vec::new(), slices, packs })
+            }
+            VersionedDelta::V2(d) => Ok(d),
         }
     }
 }
@@ -204,18 +227,19 @@ impl Manifest {
         };
         let mut m: Manifest = m;
         for d in &sealed.deltas {
-            m.apply(ManifestDelta::open(&d.0, file_key)?)?;
+            let size = m.size;
+            m.apply(ManifestDelta::open(&d.0, file_key, size)?)?;
         }
         m.validate()?;
         Ok(m)
     }
 
-    /// Lays `d` over this manifest: its swapped chunks in (each dropping the slices it
-    /// folds in), its packs after these, each of its slices after this manifest's slices of
+    /// Lays `d` over this manifest: its size, its swapped chunks in (each dropping the
+    /// slices it folds in), its appended chunks after these, its packs after these, each of its slices after this manifest's slices of
     /// the same chunk (so, within a chunk, still oldest first).
     pub fn apply(&mut self, d: ManifestDelta) -> Result<(), CoreError> {
-        let ManifestDelta { mode, mtime_ms, swaps, slices, packs } = d;
-        (self.mode, self.mtime_ms) = (mode, mtime_ms);
+        let ManifestDelta { size, mode, mtime_ms, swaps, appended, slices, packs } = d;
+        (self.size, self.mode, self.mtime_ms) = (size, mode, mtime_ms);
         for swap in swaps {
             let i = swap.index as usize;
             let have = self.slices_of(i as u64).len();
@@ -226,6 +250,7 @@ impl Manifest {
             let lo = self.slices.partition_point(|s| (s.index as usize) < i);
             self.slices.drain(lo..lo + swap.folded as usize);
         }
+        self.chunks.extend(appended);
         self.packs.extend(packs);
         let old = std::mem::take(&mut self.slices);
         let mut merged = Vec::with_capacity(old.len() + slices.len());
@@ -243,17 +268,17 @@ impl Manifest {
         Ok(())
     }
 
-    /// What changed from `base` to this manifest, when the size stayed, every pack of
-    /// `base` is still here in its place, and each chunk is either the same with all its
-    /// slices kept or stored whole again with its first slices folded in: the delta that
-    /// [`Manifest::apply`] turns `base` into this (checked by applying it). `None` for any
-    /// other change (a size change, a pack dropped, a slice dropped out of order): that
-    /// version is committed whole.
+    /// What changed from `base` to this manifest, when the file did not shrink, every pack
+    /// of `base` is still here in its place, and each of `base`'s chunks is either the same
+    /// with all its slices kept or stored whole again with its first slices folded in (any
+    /// further chunks are appended): the delta that [`Manifest::apply`] turns `base` into
+    /// this (checked by applying it). `None` for any other change (the file cut shorter, a
+    /// pack dropped, a slice dropped out of order): that version is committed whole.
     pub fn delta_from(&self, base: &Manifest) -> Option<ManifestDelta> {
         let old_packs = base.packs.len();
-        if self.size != base.size
+        if self.size < base.size
             || self.chunk_size != base.chunk_size
-            || self.chunks.len() != base.chunks.len()
+            || self.chunks.len() < base.chunks.len()
             || self.packs.len() < old_packs
             || self.packs[..old_packs] != base.packs[..]
         {
@@ -269,9 +294,11 @@ impl Manifest {
         }
         let slices: Vec<Slice> = self.slices.iter().filter(|s| (s.pack as usize) >= old_packs).copied().collect();
         let delta = ManifestDelta {
+            size: self.size,
             mode: self.mode,
             mtime_ms: self.mtime_ms,
             swaps,
+            appended: self.chunks[base.chunks.len()..].to_vec(),
             slices,
             packs: self.packs[old_packs..].to_vec(),
         };
@@ -526,7 +553,9 @@ mod tests {
         // A delta naming a chunk that is not there is refused, not laid over anything.
         let mut bad = sealed.clone();
         let swap = ChunkSwap { index: 7, chunk: r(12, 5), folded: 0 };
-        let d = ManifestDelta { mode: 0o644, mtime_ms: 1, swaps: vec![swap], slices: vec![], packs: vec![] };
+        let (size, swaps) = (base.size, vec![swap]);
+        let d =
+            ManifestDelta { size, mode: 0o644, mtime_ms: 1, swaps, appended: vec![], slices: vec![], packs: vec![] };
         bad.deltas.push(d.seal(&file_key));
         assert!(matches!(Manifest::open(&bad, &dk), Err(CoreError::BadManifest(_))));
         let mut foreign = sealed.clone();
@@ -565,33 +594,75 @@ mod tests {
         let mut renumbered = added.clone();
         renumbered.packs.swap(0, 1);
         assert!(renumbered.delta_from(&base).is_none(), "the packs renumbered");
+        // The file grew: its old last chunk stored whole again (its slices folded in) at
+        // full length, and a new chunk after it.
         let mut grown = added.clone();
-        grown.size += 1;
-        grown.chunks[2].len += 1;
-        assert!(grown.delta_from(&base).is_none(), "a size change");
+        grown.size = 3 * 1024 + 5;
+        grown.chunks[2] = r(22, 1024);
+        grown.chunks.push(r(23, 5));
+        grown.slices.retain(|s| s.index != 2);
+        let d = grown.delta_from(&base).expect("a swap and an appended chunk");
+        assert_eq!((d.size, d.swaps.len(), d.appended.clone()), (grown.size, 1, vec![r(23, 5)]));
+        let mut applied = base.clone();
+        applied.apply(d).unwrap();
+        assert_eq!(applied, grown);
+        let mut shrunk = base.clone();
+        shrunk.size = 2048;
+        shrunk.chunks.pop();
+        shrunk.slices.retain(|s| s.index != 2);
+        assert!(shrunk.delta_from(&base).is_none(), "a file cut shorter");
     }
 
     /// A delta's bytes, pinned like a V2 body's: a stored delta must keep opening.
     #[test]
-    fn the_delta_v1_layout_is_pinned() {
+    fn the_delta_v2_layout_is_pinned() {
         let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
         let d = ManifestDelta {
+            size: 300,
             mode: 0o644,
             mtime_ms: 7,
             swaps: vec![ChunkSwap { index: 1, chunk: r(3, 5), folded: 2 }],
+            appended: vec![r(4, 6)],
             slices: vec![Slice { index: 1, offset: 200, len: 4, pack: 0, at: 0 }],
             packs: vec![r(2, 4)],
         };
-        let plain = postcard::to_stdvec(&VersionedDelta::V1(d.clone())).unwrap();
+        let plain = postcard::to_stdvec(&VersionedDelta::V2(d.clone())).unwrap();
         let hex: String = plain.iter().map(|b| format!("{b:02x}")).collect();
-        let header = "00a4030e"; // V1, mode 0o644, mtime 7 (zigzag)
+        let header = "01ac02a4030e"; // V2, size 300, mode 0o644, mtime 7 (zigzag)
         let swap = format!("0101{}0502", "03".repeat(64)); // one swap: chunk 1 becomes (id, key, len 5), folds 2
+        let appended = format!("01{}06", "04".repeat(64)); // one chunk appended: id, key, len 6
         let slice = "0101c801040000"; // one slice: chunk 1, offset 200, len 4, pack 0, at 0
         let pack = format!("01{}04", "02".repeat(64)); // one pack: id, key, len 4
-        assert_eq!(hex, format!("{header}{swap}{slice}{pack}"));
+        assert_eq!(hex, format!("{header}{swap}{appended}{slice}{pack}"));
         // Sealing borrows and writes the same bytes.
         let sealed = d.seal(&[5; 32]);
         assert_eq!(open_random_nonce(&[5; 32], &sealed.0, DELTA_AAD).unwrap(), plain);
+    }
+
+    /// What protocol 7 stored (a V1 delta: no size, no appended chunks) still opens, as a
+    /// delta keeping the size of the version it follows.
+    #[test]
+    fn a_v1_delta_of_protocol_7_opens_keeping_the_size_it_follows() {
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        // The bytes protocol 7 pinned: V1, mode 0o644, mtime 7 (zigzag); one swap (chunk 1
+        // becomes (id, key, len 5), folds 2); one slice (chunk 1, offset 200, len 4, pack 0,
+        // at 0); one pack (id, key, len 4).
+        let swap = format!("0101{}0502", "03".repeat(64));
+        let pack = format!("01{}04", "02".repeat(64));
+        let hex = format!("00a4030e{swap}0101c801040000{pack}");
+        let plain: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let sealed = seal_random_nonce(&[5; 32], &plain, DELTA_AAD);
+        let want = ManifestDelta {
+            size: 300,
+            mode: 0o644,
+            mtime_ms: 7,
+            swaps: vec![ChunkSwap { index: 1, chunk: r(3, 5), folded: 2 }],
+            appended: vec![],
+            slices: vec![Slice { index: 1, offset: 200, len: 4, pack: 0, at: 0 }],
+            packs: vec![r(2, 4)],
+        };
+        assert_eq!(ManifestDelta::open(&sealed, &[5; 32], 300).unwrap(), want);
     }
 
     #[test]

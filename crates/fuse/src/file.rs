@@ -75,8 +75,8 @@ pub struct FileState {
     compacted: HashMap<u64, Vec<swarmfs_proto::NodeId>>,
     /// Size or times changed without a chunk changing; still needs a commit.
     meta_dirty: bool,
-    /// The version this mount committed last, while it is the file's: a flush that keeps
-    /// the size commits as a delta over it.
+    /// The version this mount committed last, while it is the file's: a flush of a file
+    /// not cut shorter commits as a delta over it.
     chain: Option<Chain>,
     pub opens: usize,
     /// End of the last read, to spot sequential access for read-ahead.
@@ -408,6 +408,12 @@ impl FileState {
         settle: bool,
     ) -> Result<(), FileError> {
         let compaction_to_settle = settle && self.compaction.is_some();
+        // A file left as a manifest and deltas is committed whole once more when it settles,
+        // so what its deltas kept referenced (chunks swapped out, packs no slice uses) is
+        // released.
+        if settle && self.chain.as_ref().is_some_and(|c| c.deltas > 0) {
+            self.meta_dirty = true;
+        }
         if !self.is_dirty() && !compaction_to_settle {
             return Ok(());
         }
@@ -492,7 +498,7 @@ impl FileState {
             chunks.push(r);
         }
         // A delta keeps every pack the version before had (packs are named by their place).
-        let keep_packs = !settle && self.size == self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
+        let keep_packs = !settle && self.size >= self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
         let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
         // The time programs set (futimens before close: tar, cp -p) is part of what commits.
         let mtime_ms = crate::fs::ms_of(self.mtime);
@@ -514,8 +520,8 @@ impl FileState {
         Ok(())
     }
 
-    /// Commits `manifest`: as a delta over the version this mount committed last when the
-    /// size stayed (what the tracker writes is then what this flush changed, not the whole
+    /// Commits `manifest`: as a delta over the version this mount committed last unless the
+    /// file got shorter (what the tracker writes is then what this flush changed, not the whole
     /// manifest of a big file fsynced often), whole otherwise, when the tracker wants it
     /// whole, or when `settle` (the last close, the unmount: a closed file's manifest is
     /// whole, so what its deltas kept referenced is released). Returns the chain the next
@@ -533,8 +539,10 @@ impl FileState {
         let chain = self.chain.as_ref().filter(|c| !settle && c.continues());
         let delta = chain.and_then(|c| Some((c, manifest.delta_from(c.committed.as_ref().unwrap_or(&self.base))?)));
         if let Some((chain, delta)) = delta {
-            let added: HashSet<ChunkId> =
-                delta.packs.iter().map(|p| p.id).chain(delta.swaps.iter().map(|s| s.chunk.id)).collect();
+            let added: HashSet<ChunkId> = (delta.packs.iter().chain(&delta.appended))
+                .map(|r| r.id)
+                .chain(delta.swaps.iter().map(|s| s.chunk.id))
+                .collect();
             let adds = placements.iter().filter(|p| added.contains(&p.chunk)).cloned().collect();
             let committed = client.commit_delta(path, chain.version, &chain.file_key, &delta, adds, mtime_ms).await?;
             if let Some(version) = committed.and_then(|e| e.file_id) {

@@ -148,6 +148,7 @@ fn every_request_variant() {
                 "CommitDelta",
                 Request::CommitDelta {
                     path: p(),
+                    size: 1,
                     parent: FileId([1; 32]),
                     file_id: FileId([2; 32]),
                     delta: SealedDelta(vec![3]),

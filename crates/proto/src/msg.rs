@@ -529,13 +529,15 @@ pub enum Request {
         ok: bool,
     },
     // ---- protocol 7
-    /// Client -> tracker: a new version of the file at `path` that only adds to `parent`,
-    /// its current version: `delta` is kept after the file's manifest (and its earlier
-    /// deltas), `placements` name the chunks it adds (with their holders). Answers `Entry`;
+    /// Client -> tracker: a new version of the file at `path`, `size` bytes long, described
+    /// by what changed since `parent`, its current version: `delta` is kept after the
+    /// file's manifest (and its earlier deltas), `placements` name the chunks it adds (with
+    /// their holders). Answers `Entry`;
     /// `CommitWhole` when `parent` is no longer the file's version or the file has as many
     /// deltas as the tracker keeps: the caller then commits the version whole.
     CommitDelta {
         path: String,
+        size: u64,
         parent: FileId,
         file_id: FileId,
         delta: SealedDelta,

@@ -78,6 +78,7 @@ enum CommitArgs {
         replicas: u8,
     },
     Delta {
+        size: u64,
         parent: swarmfs_proto::FileId,
         file_id: swarmfs_proto::FileId,
         delta: swarmfs_proto::SealedDelta,
@@ -255,9 +256,15 @@ impl Tracker {
                         };
                         db.commit_file(&path2, &new)
                     }
-                    CommitArgs::Delta { parent, file_id, delta, placements, mtime_ms } => {
-                        let new =
-                            NewDelta { parent: *parent, file_id: *file_id, delta, placements, mtime_ms: *mtime_ms };
+                    CommitArgs::Delta { size, parent, file_id, delta, placements, mtime_ms } => {
+                        let new = NewDelta {
+                            size: *size,
+                            parent: *parent,
+                            file_id: *file_id,
+                            delta,
+                            placements,
+                            mtime_ms: *mtime_ms,
+                        };
                         db.commit_delta(&path2, &new)
                     }
                 })
@@ -454,9 +461,9 @@ impl Tracker {
                 let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas };
                 Response::Entry(self.commit(path, file).await?)
             }
-            Request::CommitDelta { path, parent, file_id, delta, placements, mtime_ms } => {
+            Request::CommitDelta { path, size, parent, file_id, delta, placements, mtime_ms } => {
                 let path = RemotePath::parse(&path)?;
-                let file = CommitArgs::Delta { parent, file_id, delta, placements, mtime_ms };
+                let file = CommitArgs::Delta { size, parent, file_id, delta, placements, mtime_ms };
                 Response::Entry(self.commit(path, file).await?)
             }
             Request::Health => Response::Health(Box::new(self.health().await?)),

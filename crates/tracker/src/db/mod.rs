@@ -66,6 +66,7 @@ pub struct NewFile<'a> {
 /// A version committed as a delta over the file's current one, as [`Db::commit_delta`]
 /// records it.
 pub struct NewDelta<'a> {
+    pub size: u64,
     /// The version it follows: still the file's, or the delta is refused.
     pub parent: FileId,
     pub file_id: FileId,
@@ -528,13 +529,16 @@ impl Db {
     /// whole. A holder the collector deleted a copy from is not counted, as in
     /// [`Db::commit_file`].
     pub fn commit_delta(&mut self, path: &RemotePath, new: &NewDelta<'_>) -> Result<EntryInfo, TrackerError> {
-        let NewDelta { parent, file_id, delta, placements, mtime_ms } = *new;
+        let NewDelta { size, parent, file_id, delta, placements, mtime_ms } = *new;
         let mut tx = self.begin()?;
         // Locks the row on PostgreSQL until the commit: two deltas to one file are ordered.
         let lineage = Self::lineage(&mut *tx, path)?;
         let e = Self::entry(&mut *tx, path)?.ok_or_else(|| TrackerError::NotFound(path.to_string()))?;
         if e.kind != EntryKind::File {
             return Err(TrackerError::Invalid(format!("{path} is not a regular file")));
+        }
+        if size < e.size {
+            return Err(TrackerError::Invalid(format!("a delta cannot make {path} shorter")));
         }
         let (Some(lineage), true) = (lineage, e.file_id == Some(parent)) else {
             return Err(TrackerError::CommitWhole(format!(
@@ -561,13 +565,15 @@ impl Db {
             vals![lineage.as_slice(), last + 1, delta.0.as_slice()],
         )?;
         tx.exec(
-            "UPDATE entries SET file_id = ?2, mtime_ms = ?3, chunks = chunks + ?4, ctime_ms = ?5 WHERE path = ?1",
+            "UPDATE entries SET file_id = ?2, mtime_ms = ?3, chunks = chunks + ?4, ctime_ms = ?5, size = ?6
+             WHERE path = ?1",
             vals![
                 path.as_str(),
                 file_id.as_bytes().as_slice(),
                 mtime_ms.unwrap_or_else(now_ms),
                 added.len() as i64,
-                now_ms()
+                now_ms(),
+                size as i64
             ],
         )?;
         let refs = added.iter().map(|c| [lineage.clone(), c.as_bytes().to_vec()]);

@@ -220,6 +220,7 @@ fn delta(db: &mut Db, path: &str, parent: u8, id: u8, body: u8, chunks: &[u8]) -
         chunks.iter().map(|&c| ChunkPlacement { chunk: ChunkId([c; 32]), holders: vec![NodeId([9; 32])] }).collect();
     let d = SealedDelta(vec![body]);
     let new = NewDelta {
+        size: 10,
         parent: FileId([parent; 32]),
         file_id: FileId([id; 32]),
         delta: &d,
@@ -245,7 +246,18 @@ fn deltas_follow_the_version_they_name_in_order_and_go_with_the_next_whole_commi
     assert_eq!(deltas_of(&mut db, "/f"), [0xd1, 0xd2], "in the order committed");
     assert_eq!(refs_of(&mut db, "/f").len(), 4, "the packs the deltas added are referenced");
     assert_eq!(db.locate(&[ChunkId([4; 32])]).unwrap(), vec![vec![NodeId([9; 32])]]);
-    // A delta over a version that is no longer the file's is refused, and changes nothing.
+    // A delta cannot cut the file shorter (the version is committed whole), and over a
+    // version that is no longer the file's it is refused; either changes nothing.
+    let d = SealedDelta(vec![0xd3]);
+    let short = NewDelta {
+        size: 9,
+        parent: FileId([3; 32]),
+        file_id: FileId([4; 32]),
+        delta: &d,
+        placements: &[],
+        mtime_ms: None,
+    };
+    assert!(matches!(db.commit_delta(&p("/f"), &short), Err(TrackerError::Invalid(_))));
     assert!(matches!(delta(&mut db, "/f", 2, 4, 0xd3, &[5]), Err(TrackerError::CommitWhole(_))));
     assert!(matches!(delta(&mut db, "/nope", 3, 4, 0xd3, &[5]), Err(TrackerError::NotFound(_))));
     assert_eq!(deltas_of(&mut db, "/f"), [0xd1, 0xd2]);
