@@ -240,6 +240,15 @@ fn upgraded_swarm_on(fixture: &str, old_addr: &str, protocol: u32, d: &Path, db:
     (daemons, addr)
 }
 
+/// The link the fixture kept (`link.txt`), its tracker address moved to `addr` as the
+/// homes' were.
+fn fixture_link(fixture: &str, addr: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(fixture).join("link.txt")).unwrap();
+    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
+    link.tracker_addr = addr.to_string();
+    link.encode()
+}
+
 /// Fetches `link` with no home and checks it is /d.bin of the fixtures; then the swarm's
 /// health and the tracker's schema version.
 fn link_health_and_schema(d: &Path, link: &str) {
@@ -274,18 +283,22 @@ fn a_protocol_5_swarm_upgrades_in_place_and_its_members_and_link_read_every_file
     // The link made before the upgrade still opens its file (its tracker address moved to
     // this test's port, as the homes' did). Protocol 6 kept schema 5; this build's schemas 6
     // (the collector's claims) and 7 (references under lineages) are migrated here.
-    let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
-    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
-    link.tracker_addr = addr;
-    link_health_and_schema(d, &link.encode());
+    link_health_and_schema(d, &fixture_link(FIXTURE_5, &addr));
 }
 
 /// `/sliced.bin` of the protocol-6 fixture: written whole, then two small writes through
 /// that release's mount (see its README).
 fn sliced_fixture() -> Vec<u8> {
+    written_over(&[(69_632, 4096, 61), (131_122, 100, 62)])
+}
+
+/// `pattern(200000, 6)` (the fixtures' `/sliced.bin` as put) with `writes` (offset, length,
+/// seed of the pattern written) made over it in order.
+fn written_over(writes: &[(usize, usize, u64)]) -> Vec<u8> {
     let mut data = pattern(200_000, 6);
-    data[69_632..69_632 + 4096].copy_from_slice(&pattern(4096, 61));
-    data[131_122..131_122 + 100].copy_from_slice(&pattern(100, 62));
+    for &(at, len, seed) in writes {
+        data[at..at + len].copy_from_slice(&pattern(len, seed));
+    }
     data
 }
 
@@ -300,10 +313,7 @@ fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes
         let out = cli(home, &["cat", "/sliced.bin"]);
         assert!(out.status.success() && out.stdout == expected, "the previous release's slices read back");
     }
-    let text = std::fs::read_to_string(Path::new(FIXTURE_6).join("link.txt")).unwrap();
-    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
-    link.tracker_addr = addr;
-    link_health_and_schema(d, &link.encode());
+    link_health_and_schema(d, &fixture_link(FIXTURE_6, &addr));
     // Today's mount writes over that manifest: the first fsync commits it whole, the next
     // ones as deltas over it; another member reads every byte back.
     let mut m = common::Mount::start_in(d, &client, "mnt", &[]);
@@ -334,11 +344,7 @@ fn deltas_in(d: &Path) -> String {
 /// `/sliced.bin` of the protocol-7 fixture: written whole, then three small writes through
 /// that release's mount, each fsynced: a whole commit and two V1 deltas (see its README).
 fn delta_fixture() -> Vec<u8> {
-    let mut data = pattern(200_000, 6);
-    for (at, len, seed) in [(69_632, 4096, 61), (131_122, 100, 62), (10, 300, 63)] {
-        data[at..at + len].copy_from_slice(&pattern(len, seed));
-    }
-    data
+    written_over(&[(69_632, 4096, 61), (131_122, 100, 62), (10, 300, 63)])
 }
 
 #[test]
@@ -353,10 +359,7 @@ fn a_protocol_7_swarm_upgrades_in_place_its_v1_deltas_open_and_its_file_grows_by
         let out = cli(home, &["cat", "/sliced.bin"]);
         assert!(out.status.success() && out.stdout == expected, "the V1 deltas read back: {}", stderr(&out));
     }
-    let text = std::fs::read_to_string(Path::new(FIXTURE_7).join("link.txt")).unwrap();
-    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
-    link.tracker_addr = addr;
-    link_health_and_schema(d, &link.encode());
+    link_health_and_schema(d, &fixture_link(FIXTURE_7, &addr));
     // Today's mount reads the old version through its deltas, then appends to it: the first
     // fsync commits it whole, the next ones as deltas that grow it (past a 64 KiB chunk).
     let mut m = common::Mount::start_in(d, &client, "mnt", &[]);
@@ -397,11 +400,9 @@ fn a_postgresql_database_of_the_previous_release_upgrades_in_place_and_every_fil
     let out = pg.psql(&["-At", "-c", "SELECT count(*) FROM trackers"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the tracker registered itself: {}", stderr(&out));
     // The link made before, and the swarm's health, from the database alone.
-    let text = std::fs::read_to_string(Path::new(FIXTURE_5).join("link.txt")).unwrap();
-    let mut link = swarmfs_core::Link::decode(text.trim()).unwrap();
-    link.tracker_addr = addr;
+    let link = fixture_link(FIXTURE_5, &addr);
     let got = d.join("got");
-    let out = cli(&d.join("nobody"), &["get", &link.encode(), got.to_str().unwrap()]);
+    let out = cli(&d.join("nobody"), &["get", &link, got.to_str().unwrap()]);
     assert!(out.status.success(), "get LINK: {}", stderr(&out));
     assert!(std::fs::read(&got).unwrap() == pattern(300000, 5));
     let out = cli(&d.join("client"), &["health", "--json"]);
