@@ -478,7 +478,9 @@ impl Mount {
             .stderr(log)
             .spawn()
             .unwrap();
-        wait_for("the mount to appear", Duration::from_secs(20), || is_mounted(&dir).then_some(()));
+        // Generous: a mount starting while the rest of the suite loads both cores once took
+        // longer than 20 s; a wait that is not needed costs nothing.
+        wait_for("the mount to appear", Duration::from_secs(60), || is_mounted(&dir).then_some(()));
         Mount { dir, child: Some(child) }
     }
 
