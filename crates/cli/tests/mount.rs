@@ -950,13 +950,16 @@ fn a_rename_over_or_unlink_right_after_a_close_is_not_undone_by_the_close_commit
     }
 }
 
-/// An appending log fsynced after every line: each fsync commits a delta (the old last chunk
-/// stored whole again, the chunks after it, the new size), and every reader follows it.
+/// An appending log fsynced after every line: each fsync uploads about the line (a slice
+/// over the old last chunk, which stays as it was: a chunk may hold less than its span) and
+/// commits a delta (the new size, its slices, a chunk appended), and every reader (cat, get,
+/// the gateway, the mount after the close) reads the log as written.
 #[test]
-fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
+fn a_log_appended_to_and_fsynced_uploads_about_its_lines_and_every_reader_follows() {
     let flags = ["--metrics", "127.0.0.1:0"];
-    let c = Cluster::start_with(2, "1G", &flags, &[]);
+    let c = Cluster::start_with(2, "1G", &flags, &flags);
     let tracker = common::metrics_addr(&c, "tracker");
+    let peers = [common::metrics_addr(&c, "peer0"), common::metrics_addr(&c, "peer1")];
     let commits = |kind: &str| {
         let kind = format!("kind=\"{kind}\"");
         common::sum(&common::scrape(&tracker), "swarmfs_requests_total", &[&kind, "result=\"ok\""]) as u64
@@ -964,6 +967,7 @@ fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
     let m = Mount::start(&c, &c.client_home(), "mnt", &["--chunk-size", "64K"]);
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("app.log")).unwrap();
     let mut expected = Vec::new();
+    let before = stored_bytes(&peers);
     // 40 lines of 3,000 bytes: the log crosses the 64 KiB chunk boundary once.
     for k in 0..40u64 {
         let line = pattern(3000, 500 + k);
@@ -980,6 +984,12 @@ fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
     let deltas = commits("commit_delta");
     assert_eq!(commits("commit_file"), 1, "the first fsync whole, then only deltas");
     assert!(deltas >= 39, "every fsync after the first commits a delta: {deltas}");
+    // Storing the last chunk whole at every fsync was about 40 x 30 KB x 2 copies; slices
+    // are the lines, with a chunk stored whole again now and then (past 3/4 of it in
+    // slices, or when a chunk fills up).
+    let sent = stored_bytes(&peers) - before;
+    let written = 2 * expected.len() as u64;
+    assert!(sent <= 4 * written, "120,000 bytes appended, 2 copies: {sent} bytes uploaded");
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/app.log", "--json"])).unwrap();
     assert_eq!(v["size"].as_u64(), Some(120_000), "the entry's size follows the deltas: {v}");
     assert!(c.cli(&["cat", "/app.log"]).stdout == expected);
@@ -988,4 +998,11 @@ fn a_log_appended_to_and_fsynced_commits_deltas_that_every_reader_follows() {
     wait_for("the last close's whole commit", Duration::from_secs(10), || (commits("commit_file") == 2).then_some(()));
     assert_eq!(commits("commit_delta"), deltas, "the close commits whole");
     assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "after the last close's whole commit");
+    assert!(read_back(&c, "/app.log") == expected, "get: the chunks that hold less than they cover, padded");
+    let gateway = common::Gateway::start(&c, &c.client_home(), &[]);
+    let via_http = common::curl(&[&format!("{}/files/app.log", gateway.url)]).stdout;
+    assert!(via_http == expected, "the gateway reads the log as written");
+    let range = common::curl(&["-r", "60000-70000", &format!("{}/files/app.log", gateway.url)]).stdout;
+    assert!(range == expected[60_000..70_001], "a range across the chunk boundary");
+    assert!(std::fs::read(m.dir.join("app.log")).unwrap() == expected, "the mount, opening it again");
 }

@@ -345,6 +345,7 @@ impl Client {
                         let tally = Tally { bad, endgame: None };
                         let mut plain =
                             self.fetch_chunk(index, r, &holders.of_chunk[i], holders, tally, progress).await?;
+                        manifest.pad(index, &mut plain);
                         packs.lay(self, pack_cache, manifest, index, 0, &mut plain, progress).await?;
                         Ok::<_, ClientError>(plain)
                     }
@@ -490,7 +491,7 @@ impl Client {
                             *c = c.saturating_sub(1);
                         }
                     }
-                    let plain = match got {
+                    let mut plain = match got {
                         Ok(p) => p,
                         // Every source this download knew of failed (a sharer or seeder that
                         // left): ask again who has it; if someone does, try again later.
@@ -511,6 +512,9 @@ impl Client {
                         }
                         Err(e) => return Err(e),
                     };
+                    // Zeros past a chunk's end (it holds less than its span): the slices pass
+                    // below writes over them.
+                    manifest.pad(i as u64, &mut plain);
                     let f = file.clone();
                     writes.push(tokio::task::spawn_blocking(move || {
                         let _held = held;

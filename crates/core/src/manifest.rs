@@ -168,10 +168,14 @@ pub struct Manifest {
     pub chunk_size: u32,
     pub mode: u32,
     pub mtime_ms: i64,
+    /// Chunk `i` covers the file from `i * chunk_size` for [`Manifest::span`] bytes. It may
+    /// hold fewer (protocol 8: a file appended to by small writes keeps its old last chunk
+    /// and puts what was appended in slices); the rest of its span reads as zeros, under
+    /// its slices.
     pub chunks: Vec<ChunkRef>,
     /// Writes over `chunks`, ordered by chunk index and, within one chunk, oldest first: a
-    /// later slice wins where two overlap. Chunk `i`'s content is `chunks[i]` with its slices
-    /// laid over it in order.
+    /// later slice wins where two overlap. Chunk `i`'s content is `chunks[i]`, padded with
+    /// zeros to its span, with its slices laid over it in order.
     pub slices: Vec<Slice>,
     /// Chunks holding the slices' bytes (each is what one flush wrote), oldest first: within
     /// one chunk a later slice is never in an earlier pack, so laying every slice pack by
@@ -313,26 +317,42 @@ impl Manifest {
         if self.chunks.len() as u64 != expected {
             return Err(CoreError::BadManifest("chunk count does not match size".into()));
         }
-        let total: u64 = self.chunks.iter().map(|c| c.len as u64).sum();
-        if total != self.size || self.chunks.iter().any(|c| c.len > self.chunk_size) {
-            return Err(CoreError::BadManifest("chunk lengths do not add up".into()));
+        // A chunk may hold fewer bytes than it covers (the rest is zeros), never more.
+        if self.chunks.iter().enumerate().any(|(i, c)| c.len as usize > self.span(i as u64)) {
+            return Err(CoreError::BadManifest("a chunk is longer than the part of the file it covers".into()));
         }
         if self.packs.iter().any(|p| p.len > self.chunk_size) {
             return Err(CoreError::BadManifest("a pack is larger than a chunk".into()));
         }
         let mut last = (0, 0);
         for s in &self.slices {
-            let (Some(chunk), Some(pack)) = (self.chunks.get(s.index as usize), self.packs.get(s.pack as usize)) else {
+            let (Some(_), Some(pack)) = (self.chunks.get(s.index as usize), self.packs.get(s.pack as usize)) else {
                 return Err(CoreError::BadManifest("a slice names a chunk or pack that is not there".into()));
             };
             let fits = |start: u32, whole: u32| start.checked_add(s.len).is_some_and(|end| end <= whole);
             // Ordered by chunk, then (within a chunk) by pack.
-            if s.len == 0 || !fits(s.offset, chunk.len) || !fits(s.at, pack.len) || (s.index, s.pack) < last {
+            let span = self.span(s.index as u64) as u32;
+            if s.len == 0 || !fits(s.offset, span) || !fits(s.at, pack.len) || (s.index, s.pack) < last {
                 return Err(CoreError::BadManifest("a slice is out of place".into()));
             }
             last = (s.index, s.pack);
         }
         Ok(())
+    }
+
+    /// How many bytes of the file chunk `index` covers: the chunk size, less for the last.
+    pub fn span(&self, index: u64) -> usize {
+        let cs = self.chunk_size as u64;
+        self.size.saturating_sub(index * cs).min(cs) as usize
+    }
+
+    /// Chunk `index`'s stored bytes `plain` made its whole span: padded with zeros when the
+    /// chunk holds fewer (see [`Manifest::chunks`]).
+    pub fn pad(&self, index: u64, plain: &mut Vec<u8>) {
+        let span = self.span(index);
+        if plain.len() < span {
+            plain.resize(span, 0);
+        }
     }
 
     /// Chunk `index`'s slices, oldest first.
@@ -663,6 +683,33 @@ mod tests {
             packs: vec![r(2, 4)],
         };
         assert_eq!(ManifestDelta::open(&sealed, &[5; 32], 300).unwrap(), want);
+    }
+
+    /// A log appended to by small writes keeps its old last chunk and puts what was appended
+    /// in slices: a chunk may hold less than the part of the file it covers (read as zeros
+    /// under its slices), never more, and slices may reach past its end within that part.
+    #[test]
+    fn a_chunk_may_hold_less_than_it_covers_never_more() {
+        let r = |b: u8, len: u32| ChunkRef { id: ChunkId([b; 32]), key: [b; 32], len };
+        let mut m = Manifest::whole(2 * 1024 + 700, 1024, 0o644, 1, vec![r(1, 300), r(2, 1024), r(3, 10)]);
+        m.packs = vec![r(9, 1000)];
+        m.slices = vec![
+            Slice { index: 0, offset: 300, len: 724, pack: 0, at: 0 },
+            Slice { index: 2, offset: 10, len: 276, pack: 0, at: 724 },
+        ];
+        assert_eq!((m.span(0), m.span(2), m.span(3)), (1024, 700, 0));
+        m.validate().expect("short chunks, slices past their ends");
+        let (sealed, _) = m.seal(&DataKey([4; 32]));
+        assert_eq!(Manifest::open(&sealed, &DataKey([4; 32])).unwrap(), m);
+        let mut plain = vec![7u8; 10];
+        m.pad(2, &mut plain);
+        assert_eq!((plain.len(), plain[9], plain[10]), (700, 7, 0), "padded with zeros to its span");
+        let mut long = m.clone();
+        long.chunks[2].len = 701;
+        assert!(long.validate().is_err(), "a chunk longer than what it covers");
+        let mut past = m.clone();
+        past.slices[1].len = 691;
+        assert!(past.validate().is_err(), "a slice past the end of the file");
     }
 
     #[test]

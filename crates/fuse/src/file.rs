@@ -226,9 +226,11 @@ impl FileState {
         };
         let holders = self.holders(client).await?;
         let data = cache.get(r.id, async { client.fetch(i, &r, &holders, i as usize, &LogProgress).await }).await?;
+        // A chunk holding less than its span (appended to by slices) reads as zeros past its
+        // end, under its slices.
         let mut v = data[..len.min(data.len())].to_vec();
         v.resize(len, 0);
-        self.packs.lay(client, cache, &self.base, i, 0, &mut v[..data.len().min(len)], &LogProgress).await?;
+        self.packs.lay(client, cache, &self.base, i, 0, &mut v, &LogProgress).await?;
         Ok(v)
     }
 
@@ -283,12 +285,10 @@ impl FileState {
                     let avail = hi.min(data.len());
                     if lo < avail {
                         out.extend_from_slice(&data[lo..avail]);
-                        self.packs
-                            .lay(client, cache, &self.base, i, lo as u64, &mut out[start..], &LogProgress)
-                            .await?;
                     }
-                    // Past the base chunk's end (the file grew): zeros.
-                    out.resize(out.len() + (hi - lo.max(avail)), 0);
+                    // Past the base chunk's end (the file grew): zeros, under its slices.
+                    out.resize(start + (hi - lo), 0);
+                    self.packs.lay(client, cache, &self.base, i, lo as u64, &mut out[start..], &LogProgress).await?;
                 }
                 _ => {
                     let start = out.len();
@@ -426,10 +426,11 @@ impl FileState {
             return Ok(());
         };
         let count = chunk_count(self.size, self.base.chunk_size);
-        // A base chunk whose length no longer fits (the old last chunk of a grown file) is
-        // rewritten, padded with zeros.
+        // The old last chunk of a grown file stays as it is: it may hold less than its span
+        // (the rest reads as zeros), and what was appended into it is in slices. Only a
+        // chunk holding more than its span is rewritten (a cut does that itself).
         for i in 0..count.min(self.base.chunks.len() as u64) {
-            if self.base.chunks[i as usize].len as usize != self.chunk_len(i) {
+            if self.base.chunks[i as usize].len as usize > self.chunk_len(i) {
                 self.make_whole(client, cache, i).await?;
             }
         }
@@ -645,7 +646,14 @@ impl FileState {
             if n <= MAX_SLICES_PER_CHUNK && bytes <= cs / 2 && total <= MAX_SLICES_PER_FILE {
                 continue;
             }
-            if may_start && self.in_staging(i) && background.len() < crate::compaction::MAX_BATCH {
+            // The last chunk while the file grows into it (a log appended to) is stored whole
+            // once it is full, or past the hard limits by this flush: a copy stored in the
+            // background would no longer fit by the time it landed.
+            let growing = (self.chunk_len(i) as u64) < cs;
+            if growing && !hard(n, bytes) {
+                continue;
+            }
+            if !growing && may_start && self.in_staging(i) && background.len() < crate::compaction::MAX_BATCH {
                 if let Some(held) = client.budget().try_hold(self.chunk_len(i)) {
                     background.push((i, held));
                     total -= n;

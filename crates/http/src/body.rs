@@ -96,11 +96,13 @@ async fn chunk(gw: &Gateway, source: &Source, index: u64) -> std::io::Result<Arc
         })
         .await
         .map_err(std::io::Error::other)?;
-    if source.manifest.slices_of(index).is_empty() {
+    if source.manifest.slices_of(index).is_empty() && base.len() >= source.manifest.span(index) {
         return Ok(base);
     }
-    // The cache holds chunks by id, shared by every file that has them: the slices go on a copy.
+    // The cache holds chunks by id, shared by every file that has them: the slices (and the
+    // zeros past the end of a chunk holding less than its span) go on a copy.
     let mut plain = base.to_vec();
+    source.manifest.pad(index, &mut plain);
     source
         .packs
         .lay(&source.client, &gw.cache, &source.manifest, index, 0, &mut plain, &LogWarnings)
