@@ -698,6 +698,25 @@ fn small_files(dir: &Path) -> Result<f64> {
     Ok(1000.0 / start.elapsed().as_secs_f64())
 }
 
+/// Lines of the log-append row: 4 MiB, across a few chunks of the default size.
+const LOG_LINES: usize = 1000;
+
+/// A log written as programs write theirs: `LOG_LINES` lines of 4 KiB appended to a new
+/// file, each fsynced. Lines per second.
+fn log_appends(file: &Path) -> Result<f64> {
+    let mut f = std::fs::OpenOptions::new().create_new(true).append(true).open(file)?;
+    // Random lines: equal ones could be stored once.
+    let mut line = vec![0u8; 4096];
+    let mut rng = rand::thread_rng();
+    let start = Instant::now();
+    for _ in 0..LOG_LINES {
+        rng.fill_bytes(&mut line);
+        f.write_all(&line)?;
+        f.sync_data()?;
+    }
+    Ok(LOG_LINES as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Rounds of each side in the gateway comparison, alternated (get, gateway, get, ...).
 const GATEWAY_ROUNDS: usize = 2;
 
@@ -965,6 +984,14 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
         let local_small = small_files(&dir.join("local-small"))?;
         let small = small_files(&mp.join("small"))?;
         say(&format!("  mount small files:      {small:.0} files/s"));
+        let local_log = log_appends(&dir.join("local.log"))?;
+        std::fs::remove_file(dir.join("local.log"))?;
+        let received0 = peers_received_bytes(swarm)?;
+        let log = log_appends(&mp.join("app.log"))?;
+        let log_uploaded = peers_received_bytes(swarm)?.saturating_sub(received0);
+        let log_bytes = (LOG_LINES * 4096) as u64 * a.replicas as u64;
+        std::fs::remove_file(mp.join("app.log"))?;
+        say(&format!("  mount log appends:      {log:.0} lines/s (local {local_log:.0})"));
 
         // fio: random small writes with fsyncs, then the store a minute later.
         // The file is laid out (written whole once) first, outside the figures: what is
@@ -1027,6 +1054,20 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
                 ">= 1,000 files/s",
             ),
             row(
+                "mount: log, 4 KiB appends + fsync /s",
+                format!("{log:.0}"),
+                format!("local disk {local_log:.0}"),
+                log / local_log,
+                "",
+            ),
+            row(
+                "  bytes uploaded / appended x R",
+                format!("{:.1}", log_uploaded as f64 / log_bytes as f64),
+                format!("{:.1} MiB appended", (LOG_LINES * 4096) as f64 / (1 << 20) as f64),
+                log_uploaded as f64 / log_bytes as f64,
+                "<= 4x",
+            ),
+            row(
                 "mount: fio 4K randwrite IOPS",
                 format!("{iops:.0}"),
                 format!("local disk {local_iops:.0}"),
@@ -1068,6 +1109,9 @@ async fn bench_mount(cli: &Cli, a: &BenchArgs, dir: &Path, swarm: &LocalSwarm) -
                 "write_mb_s": write,
                 "read_mb_s": read,
                 "small_files_per_s": small,
+                "log_lines_per_s": log,
+                "log_local_lines_per_s": local_log,
+                "log_uploaded_bytes": log_uploaded,
                 "local_write_mb_s": local_write,
                 "local_read_mb_s": local_read,
                 "local_small_files_per_s": local_small,
