@@ -310,8 +310,7 @@ fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes
     let (client, reader) = (d.join("client"), d.join("reader"));
     let mut expected = sliced_fixture();
     for home in [&client, &reader] {
-        let out = cli(home, &["cat", "/sliced.bin"]);
-        assert!(out.status.success() && out.stdout == expected, "the previous release's slices read back");
+        reads_back(home, "/sliced.bin", &expected, "the previous release's slices read back");
     }
     link_health_and_schema(d, &fixture_link(FIXTURE_6, &addr));
     // Today's mount writes over that manifest: the first fsync commits it whole, the next
@@ -323,8 +322,7 @@ fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes
         std::os::unix::fs::FileExt::write_all_at(&f, &bytes, at as u64).unwrap();
         expected[at..at + 300].copy_from_slice(&bytes);
         f.sync_all().unwrap();
-        let out = cli(&reader, &["cat", "/sliced.bin"]);
-        assert!(out.status.success() && out.stdout == expected, "read back after fsync {k}: {}", stderr(&out));
+        reads_back(&reader, "/sliced.bin", &expected, &format!("read back after fsync {k}"));
     }
     assert_eq!(deltas_in(d), "3", "fsyncs 2 to 4 committed as deltas");
     drop(f);
@@ -332,6 +330,13 @@ fn a_protocol_6_swarm_upgrades_in_place_and_its_sliced_file_reads_back_and_takes
     assert_eq!(deltas_in(d), "0", "the last close committed the file whole");
     let out = cli(&reader, &["cat", "/sliced.bin"]);
     assert!(out.stdout == expected, "read back after the unmount");
+}
+
+/// `remote` as the member of `home` reads it with `cat`: the command succeeds and prints
+/// `expected`.
+fn reads_back(home: &Path, remote: &str, expected: &[u8], what: &str) {
+    let out = cli(home, &["cat", remote]);
+    assert!(out.status.success() && out.stdout == expected, "{what}: {}", stderr(&out));
 }
 
 /// How many manifest deltas the tracker in `d` keeps.
@@ -356,8 +361,7 @@ fn a_protocol_7_swarm_upgrades_in_place_its_v1_deltas_open_and_its_file_grows_by
     assert_eq!(deltas_in(d), "2", "the fixture's file is a manifest and two V1 deltas");
     let mut expected = delta_fixture();
     for home in [&client, &reader] {
-        let out = cli(home, &["cat", "/sliced.bin"]);
-        assert!(out.status.success() && out.stdout == expected, "the V1 deltas read back: {}", stderr(&out));
+        reads_back(home, "/sliced.bin", &expected, "the V1 deltas read back");
     }
     link_health_and_schema(d, &fixture_link(FIXTURE_7, &addr));
     // Today's mount reads the old version through its deltas, then appends to it: the first
@@ -372,8 +376,7 @@ fn a_protocol_7_swarm_upgrades_in_place_its_v1_deltas_open_and_its_file_grows_by
         f.write_all(&bytes).unwrap();
         expected.extend_from_slice(&bytes);
         f.sync_all().unwrap();
-        let out = cli(&reader, &["cat", "/sliced.bin"]);
-        assert!(out.status.success() && out.stdout == expected, "read back after append {k}: {}", stderr(&out));
+        reads_back(&reader, "/sliced.bin", &expected, &format!("read back after append {k}"));
     }
     // At least: a write spanning pages may reach the mount as two requests, and a flush
     // between them (a forked child of another test closing its copy of `f`) commits too.

@@ -56,8 +56,8 @@ struct DeltaV1 {
 }
 
 /// What one flush changed when the file did not shrink: its size, chunks stored whole again
-/// with the slices they fold in (a compaction, a rewrite, the old last chunk of a grown
-/// file), chunks appended, and slices written in new packs. Everything else of the manifest
+/// with the slices they fold in (a compaction, a whole rewrite), chunks appended, and slices
+/// written in new packs. Everything else of the manifest
 /// it follows stays, its packs included (see [`Manifest::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDelta {
@@ -239,8 +239,9 @@ impl Manifest {
     }
 
     /// Lays `d` over this manifest: its size, its swapped chunks in (each dropping the
-    /// slices it folds in), its appended chunks after these, its packs after these, each of its slices after this manifest's slices of
-    /// the same chunk (so, within a chunk, still oldest first).
+    /// slices it folds in), its appended chunks after these, its packs after these, each of
+    /// its slices after this manifest's slices of the same chunk (so, within a chunk, still
+    /// oldest first).
     pub fn apply(&mut self, d: ManifestDelta) -> Result<(), CoreError> {
         let ManifestDelta { size, mode, mtime_ms, swaps, appended, slices, packs } = d;
         (self.size, self.mode, self.mtime_ms) = (size, mode, mtime_ms);
