@@ -153,7 +153,7 @@ impl PeerService {
     /// dials `to` and stores its sound copy of `chunk` there.
     async fn push(&self, chunk: ChunkId, to: PeerInfo) -> Response {
         let bytes = match self.blocking(move |s| s.get(&chunk, 0, u64::MAX)).await {
-            Ok(b) => Bytes::from(b),
+            Ok(b) => b,
             Err(e) => return store_error(e),
         };
         let len = bytes.len() as u64;
@@ -213,7 +213,7 @@ impl PeerService {
                 match self.blocking(move |s| s.get(&chunk, offset, len)).await {
                     Ok(bytes) => {
                         self.served_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        (Response::Chunk, Bytes::from(bytes))
+                        (Response::Chunk, bytes)
                     }
                     Err(e) => {
                         if let StoreError::Corrupt(id) = &e {

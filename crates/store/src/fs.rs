@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use swarmfs_proto::ChunkId;
 use tracing::{info, warn};
 
@@ -303,11 +304,12 @@ impl ChunkStore {
     /// Reads a whole chunk (verified against its id, unless this file was since it last
     /// changed) or, with a range, just those bytes. A whole-chunk read that fails
     /// verification quarantines the copy.
-    pub fn get(&self, id: &ChunkId, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    pub fn get(&self, id: &ChunkId, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        self.spares.busy();
         self.read(id, offset, len, false)
     }
 
-    fn read(&self, id: &ChunkId, offset: u64, len: u64, rehash: bool) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, id: &ChunkId, offset: u64, len: u64, rehash: bool) -> Result<Bytes, StoreError> {
         let path = self.path_of(id);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -337,17 +339,18 @@ impl ChunkStore {
         let mut buf = vec![0u8; (end - offset) as usize];
         f.seek(SeekFrom::Start(offset))?;
         f.read_exact(&mut buf)?;
-        Ok(buf)
+        Ok(buf.into())
     }
 
-    /// A whole chunk file; past the page cache in a durable store (see `direct`).
-    fn read_file(&self, f: &mut File, size: u64) -> std::io::Result<Vec<u8>> {
+    /// A whole chunk file; past the page cache in a durable store (see `direct`), into a
+    /// buffer the answer's bytes point into.
+    fn read_file(&self, f: &mut File, size: u64) -> std::io::Result<Bytes> {
         if self.durable {
-            return swarmfs_core::direct::read_all(f, size as usize);
+            return swarmfs_core::direct::read_all_shared(f, size as usize);
         }
         let mut buf = Vec::with_capacity(size as usize);
         f.read_to_end(&mut buf)?;
-        Ok(buf)
+        Ok(buf.into())
     }
 
     /// The file at `path` was just hashed (or written from bytes that were): remembered
@@ -368,7 +371,7 @@ impl ChunkStore {
         verified.insert(*id, stamp);
     }
 
-    fn read_whole(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+    fn read_whole(&self, path: &Path) -> std::io::Result<Bytes> {
         let mut f = File::open(path)?;
         let size = f.metadata()?.len();
         self.read_file(&mut f, size)
@@ -538,7 +541,7 @@ mod tests {
         assert!(s.put(&id, &data).unwrap());
         assert!(!s.put(&id, &data).unwrap(), "second put is a no-op");
         assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), data);
-        assert_eq!(s.get(&id, 6, 5).unwrap(), b"chunk");
+        assert_eq!(s.get(&id, 6, 5).unwrap(), &b"chunk"[..]);
         assert!(matches!(s.get(&id, 6, 50), Err(StoreError::BadRange { .. })));
         assert!(matches!(s.put(&id_of(b"x"), b"y"), Err(StoreError::HashMismatch(_))));
         drop(s);
@@ -608,7 +611,7 @@ mod tests {
         assert!(s.put(&id, b"payload").unwrap());
         fs::write(s.chunk_path(&id), b"paYload").unwrap();
         assert!(s.put(&id, b"payload").unwrap(), "the bad copy is replaced, not counted");
-        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"payload");
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), &b"payload"[..]);
         assert_eq!((s.count(), s.used()), (1, 7));
         assert!(dir.path().join("quarantine").join(id.to_string()).exists(), "the bad copy is kept aside");
     }
@@ -658,7 +661,7 @@ mod tests {
             }
             let s = ChunkStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!((s.count(), s.used()), (1, 9), "{marker:?}");
-            assert_eq!(s.get(&old, 0, u64::MAX).unwrap(), b"old chunk");
+            assert_eq!(s.get(&old, 0, u64::MAX).unwrap(), &b"old chunk"[..]);
             let bucket = u32::from(old.as_bytes()[0]) << 8 | u32::from(old.as_bytes()[1]);
             assert_eq!((s.buckets(), s.list_bucket(bucket).unwrap()), (1 << 16, vec![old]));
             let new = id_of(b"new chunk");
@@ -688,7 +691,7 @@ mod tests {
         let s = ChunkStore::open(&dir, 1 << 20).unwrap();
         let id = id_of(b"payload");
         s.put(&id, b"payload").unwrap();
-        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"payload");
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), &b"payload"[..]);
         // Changed in place after the put and a read had hashed it: the write gives the file
         // a new ctime (fine-grained after a stat, on this kernel), so the next read hashes.
         fs::write(s.chunk_path(&id), b"paYload").unwrap();
@@ -709,7 +712,7 @@ mod tests {
         let path = s.chunk_path(&id);
         fs::write(&path, b"paYload").unwrap();
         s.remember_verified(&id, &path);
-        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), b"paYload", "a read trusts the stamp (the reader verifies)");
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), &b"paYload"[..], "a read trusts the stamp (the reader verifies)");
         assert!(matches!(s.verify(&id), Err(StoreError::Corrupt(_))), "the scrub does not");
         assert!(!s.has(&id), "and quarantines it");
         fs::remove_dir_all(dir).unwrap();

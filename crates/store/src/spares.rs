@@ -12,7 +12,9 @@
 //! then emptied) rather than being unlinked, which also stops the pile of freed inodes from
 //! growing; and [`Spares::make`] creates more when the store has been quiet for a moment
 //! (the peer's `spares` worker), as many as the puts of the last minute or two, at most
-//! [`MAX_SPARES`]. A store nobody writes to keeps none beyond what deletions left.
+//! [`MAX_SPARES`]. A store nobody writes to keeps none beyond what deletions left. Reads
+//! keep the store busy too: making spares while a download is served cost that download's
+//! peers twice their CPU (after many files were deleted, each new inode is the ~1 ms above).
 //!
 //! A spare holds nothing: a crash leaves at most a spare that was not yet emptied, which
 //! [`Spares::open`] empties.
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 
 /// At most this many spare files per store (empty inodes: no blocks).
 pub const MAX_SPARES: usize = 1024;
-/// Spares are made only after this long without a put, so making them never competes with
-/// the puts they are for.
+/// Spares are made only after this long without a put or a read, so making them never
+/// competes with the puts they are for, nor with serving.
 pub const QUIET: Duration = Duration::from_millis(500);
 /// Demand is counted per window; the larger of this window's and the last one's puts is
 /// the number of spares kept ready.
@@ -44,7 +46,8 @@ struct State {
     window_start: Instant,
     puts_this_window: usize,
     puts_last_window: usize,
-    last_put: Option<Instant>,
+    /// The last put or read.
+    last_busy: Option<Instant>,
 }
 
 impl State {
@@ -100,7 +103,7 @@ impl Spares {
             window_start: Instant::now(),
             puts_this_window: 0,
             puts_last_window: 0,
-            last_put: None,
+            last_busy: None,
         };
         Ok(Spares { dir: dir.to_path_buf(), state: Mutex::new(state) })
     }
@@ -111,8 +114,13 @@ impl Spares {
         let now = Instant::now();
         st.roll(now);
         st.puts_this_window += 1;
-        st.last_put = Some(now);
+        st.last_busy = Some(now);
         st.ready.pop()
+    }
+
+    /// A read was served: no spares are made for [`QUIET`].
+    pub fn busy(&self) {
+        self.state.lock().expect("spares lock").last_busy = Some(Instant::now());
     }
 
     /// Keeps the file at `path` (a chunk file being deleted) as a spare: true when it was
@@ -133,12 +141,12 @@ impl Spares {
         Ok(true)
     }
 
-    /// How many spares to make now: none while puts are arriving (within [`QUIET`]),
-    /// otherwise what the recent puts want beyond those ready.
+    /// How many spares to make now: none while puts or reads are arriving (within
+    /// [`QUIET`]), otherwise what the recent puts want beyond those ready.
     pub fn wanted(&self) -> usize {
         let mut st = self.state.lock().expect("spares lock");
         let now = Instant::now();
-        if st.last_put.is_some_and(|t| now.saturating_duration_since(t) < QUIET) {
+        if st.last_busy.is_some_and(|t| now.saturating_duration_since(t) < QUIET) {
             return 0;
         }
         st.roll(now);
@@ -171,7 +179,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spares_follow_the_recent_puts_and_are_made_only_when_puts_pause() {
+    fn spares_follow_the_recent_puts_and_are_made_only_when_puts_and_reads_pause() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spares::open(dir.path()).unwrap();
         assert_eq!(s.wanted(), 0, "a store nobody wrote to wants none");
@@ -179,8 +187,12 @@ mod tests {
             assert!(s.take().is_none());
         }
         assert_eq!(s.wanted(), 0, "puts just arrived: nothing is made meanwhile");
-        s.state.lock().unwrap().last_put = Some(Instant::now() - QUIET);
+        s.state.lock().unwrap().last_busy = Some(Instant::now() - QUIET);
         assert_eq!(s.wanted(), 5, "as many as the puts of the last minute");
+        s.busy();
+        assert_eq!(s.wanted(), 0, "a read was just served: nothing is made meanwhile");
+        s.state.lock().unwrap().last_busy = Some(Instant::now() - QUIET);
+        assert_eq!(s.wanted(), 5, "quiet again");
         assert_eq!(s.make(5).unwrap(), 5);
         assert_eq!(s.wanted(), 0);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 5);
@@ -188,7 +200,7 @@ mod tests {
         assert!(taken.exists() && fs::metadata(&taken).unwrap().len() == 0);
         // Two windows without puts: the demand is gone.
         s.state.lock().unwrap().window_start = Instant::now() - 2 * WINDOW;
-        s.state.lock().unwrap().last_put = Some(Instant::now() - QUIET);
+        s.state.lock().unwrap().last_busy = Some(Instant::now() - QUIET);
         assert_eq!(s.wanted(), 0);
     }
 
