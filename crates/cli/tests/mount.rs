@@ -503,6 +503,22 @@ fn creates_in_a_directory_ask_the_tracker_for_it_once_and_its_attributes_stay_tr
 }
 
 #[test]
+fn a_program_probing_files_with_ioctls_gets_not_a_tty_and_the_mount_log_stays_quiet() {
+    let c = Cluster::start(2);
+    let m = Mount::start(&c, &c.client_home(), "mnt", &[]);
+    let path = m.dir.join("f");
+    std::fs::write(&path, b"hello").unwrap();
+    for _ in 0..3 {
+        let f = std::fs::File::open(&path).unwrap();
+        // What isatty(3) asks, as Python's open does of every file.
+        let err = rustix::termios::tcgetattr(&f).expect_err("a file on the mount is not a terminal");
+        assert_eq!(err, rustix::io::Errno::NOTTY, "the answer a local file system gives");
+    }
+    let log = c.log("mnt");
+    assert!(!log.contains("Not Implemented"), "the mount logged the probes:\n{log}");
+}
+
+#[test]
 fn sigterm_flushes_files_still_open_then_unmounts() {
     let c = Cluster::start(2);
     let mut m = Mount::start(&c, &c.client_home(), "mnt", &[]);

@@ -541,6 +541,24 @@ impl Filesystem for SwarmFs {
         reply.error(Errno::ENOSYS);
     }
 
+    /// No file here takes an ioctl, but programs probe with them: Python's `open` asks
+    /// whether every file it opens is a terminal. Answered as a local file system answers
+    /// (not a tty), without the warning fuser's default logs for each one.
+    #[allow(clippy::too_many_arguments)] // the kernel's ioctl fields, as fuser hands them over
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn create(
         &self,
         req: &Request,
