@@ -1,6 +1,7 @@
 //! `swarmfs bench`: put and get a random file through a local swarm of real processes, next
-//! to baselines measured in the same run (raw TCP loopback copy, BLAKE3 on one core), so the
-//! ratios mean something on a noisy machine.
+//! to baselines measured in the same run (an `nc` pipe, the disk, raw TCP loopback copy,
+//! BLAKE3 on one core, and a BitTorrent swarm of the same shape when rqbit is installed:
+//! see `rqbit.rs`), so the ratios mean something on a noisy machine.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +45,8 @@ pub struct BenchArgs {
     /// `swarmfs get` of the same file, in alternated rounds of the same run.
     #[arg(long)]
     pub gateway: bool,
-    /// Rounds of nc pipe, put and get, alternated; each figure is the median round's.
+    /// Rounds of nc pipe, put and get (and an rqbit download, when rqbit is installed),
+    /// alternated; each figure is the median round's.
     #[arg(long, default_value_t = 3, env = "SWARMFS_BENCH_ROUNDS")]
     pub rounds: usize,
 }
@@ -301,6 +303,15 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
     let (input_s, output_s) = (input.display().to_string(), output.display().to_string());
     let (mut nc, mut put, mut get) = (Rounds::default(), Rounds::default(), Rounds::default());
     let (mut put_rss, mut get_rss) = (0u64, 0u64);
+    // The BitTorrent baseline when rqbit is installed: as many seeders as the swarm has peers.
+    let mut rqbit = match crate::rqbit::find() {
+        Some(exe) => {
+            say(&format!("  rqbit: {} seeders of the same file, one downloader", a.peers));
+            Some(crate::rqbit::Rqbit::start(exe, &input, a.peers, dir)?)
+        }
+        None => None,
+    };
+    let mut bt = Rounds::default();
     // Alternated rounds (nc, put, get, nc, ...): a slow spell of the machine hits all three.
     for round in 0..rounds {
         let (secs, cpu) = nc_pipe(&input, &output)?;
@@ -331,8 +342,16 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             bail!("downloaded file differs from the input");
         }
         std::fs::remove_file(&output)?;
+        let bt_text = match rqbit.as_mut() {
+            Some(r) => {
+                let d = r.download()?;
+                bt.add(d.secs, d.cpu, d.seeders_cpu, a.size);
+                format!("; rqbit {:.0} MB/s {:.2}+{:.2} CPU-s", bt.last_mb_s(), d.cpu, d.seeders_cpu)
+            }
+            None => String::new(),
+        };
         say(&format!(
-            "  round {}: nc pipe {:.0} MB/s {:.2} CPU-s; put {:.0} MB/s {:.2}+{:.2} CPU-s; get {:.0} MB/s {:.2}+{:.2} CPU-s",
+            "  round {}: nc pipe {:.0} MB/s {:.2} CPU-s; put {:.0} MB/s {:.2}+{:.2} CPU-s; get {:.0} MB/s {:.2}+{:.2} CPU-s{bt_text}",
             round + 1,
             nc.last_mb_s(),
             nc.cpu.last().copied().unwrap_or(0.0),
@@ -344,6 +363,7 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             get.peers_cpu.last().copied().unwrap_or(0.0),
         ));
     }
+    drop(rqbit);
     let disk = disk_write_while_reading(&input, dir, a.size);
     let disk_text = disk.map_or_else(|| "no fio".to_string(), |d| format!("{d:.0}"));
     say(&format!("  disk: 1 MiB direct writes while reading as much: {disk_text} MB/s"));
@@ -407,6 +427,35 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
         "peer_peak_rss_bytes": peer_peak,
         "verified": true,
     });
+    if !bt.secs.is_empty() {
+        let bt_total = bt.total_per_gib();
+        let shape = format!("rqbit {}->1", a.peers);
+        rows.push(row(
+            "get CPU-s/GiB vs BitTorrent",
+            format!("{get_total:.2}"),
+            format!("{shape} {:.2} + {:.2} = {bt_total:.2}", bt.cpu_per_gib(), bt.peers_per_gib()),
+            get_total / bt_total,
+            "",
+        ));
+        rows.push(row(
+            "get MB/s vs BitTorrent",
+            format!("{:.0}", get.mb_s()),
+            format!("{shape} {:.0}", bt.mb_s()),
+            get.mb_s() / bt.mb_s(),
+            "",
+        ));
+        report["rqbit"] = json!({
+            "seeders": a.peers,
+            "mb_s": bt.mb_s(),
+            "cpu_s_per_gib": bt_total,
+            "downloader_cpu_s_per_gib": bt.cpu_per_gib(),
+            "seeders_cpu_s_per_gib": bt.peers_per_gib(),
+            "get_cpu_vs_rqbit": get_total / bt_total,
+            "get_vs_rqbit": get.mb_s() / bt.mb_s(),
+        });
+    } else {
+        report["rqbit"] = serde_json::Value::Null;
+    }
     let many = bench_many_files(dir, &swarm).await?;
     rows.extend(many.rows);
     report["many_files"] = many.json;

@@ -31,6 +31,7 @@ mod members;
 mod mount;
 mod nodes;
 mod progress;
+mod rqbit;
 mod seed;
 mod share;
 mod tree;

@@ -286,6 +286,11 @@ fn bench_prints_every_row_next_to_its_same_run_baseline() {
         assert!(r[key].is_null() || r[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {r}");
     }
     assert_eq!(r["verified"], true);
+    // The BitTorrent baseline: its figures when rqbit is installed, null when it is not.
+    match r["rqbit"].as_object() {
+        Some(bt) => assert!(bt["mb_s"].as_f64().is_some_and(|v| v > 0.0), "rqbit in {r}"),
+        None => assert!(r.get("rqbit").is_some_and(|v| v.is_null()), "rqbit in {r}"),
+    }
     let many = &r["many_files"];
     assert_eq!(many["files"], 1000);
     assert!(many["put_r_files_per_s"].as_f64().unwrap() > 0.0 && many["cp_r_files_per_s"].as_f64().unwrap() > 0.0);
