@@ -46,9 +46,8 @@ pub fn find() -> Option<PathBuf> {
 /// Flags every rqbit process of the bench gets: loopback only, nothing announced.
 fn quiet_args(port: u16) -> Vec<String> {
     let port = port.to_string();
-    ["--disable-dht", "--disable-dht-persistence", "--disable-upnp-port-forward", "--listen-port", &port]
-        .map(String::from)
-        .to_vec()
+    let args = ["--disable-dht", "--disable-dht-persistence", "--disable-upnp-port-forward", "--listen-ip"];
+    args.iter().chain(&["127.0.0.1", "--listen-port", &port]).map(|s| s.to_string()).collect()
 }
 
 impl Rqbit {

@@ -69,9 +69,9 @@ fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// Buffers of [`read_all_shared`] whose bytes have been dropped, kept for the next read: a
 /// fresh buffer costs a page fault per 4 KiB as the disk fills it, a kept one nothing.
 static KEPT: Mutex<Vec<Aligned>> = Mutex::new(Vec::new());
-/// At most this many buffers are kept: as many as a peer serving a few downloads has chunks
-/// on their way out at once.
-const KEPT_MAX: usize = 16;
+/// At most this many buffers are kept (8 MiB): about as many as a peer serving a download
+/// has chunks on their way out at once.
+const KEPT_MAX: usize = 8;
 /// Each holds a piece and a block more: a sealed chunk of a piece's plaintext (nonce and
 /// tag added) still fits.
 const SHARED: usize = PIECE + ALIGN;
