@@ -1,5 +1,6 @@
-//! The worker that makes spare files for the store's puts while no put is arriving (see
-//! `swarmfs_store::spares` for why a put should not create its own file).
+//! The worker that makes spare files for the store's puts: a small reserve while puts
+//! arrive, the rest while none is (see `swarmfs_store::spares` for why a put should not
+//! create its own file).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ impl Worker for SpareMaker {
     }
 
     fn idle_period(&self) -> Duration {
-        swarmfs_store::spares::QUIET
+        self.store.spares_recheck()
     }
 
     async fn step(&mut self) -> Result<Step, String> {

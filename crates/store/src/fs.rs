@@ -377,9 +377,14 @@ impl ChunkStore {
         self.read_file(&mut f, size)
     }
 
-    /// How many spare files to make now (none while puts are arriving).
+    /// How many spare files to make now (only a reserve while puts or reads are arriving).
     pub fn spares_wanted(&self) -> usize {
         self.spares.wanted()
+    }
+
+    /// How soon the spare maker should look again.
+    pub fn spares_recheck(&self) -> Duration {
+        self.spares.recheck()
     }
 
     /// Makes up to `n` spare files; returns how many were made.
