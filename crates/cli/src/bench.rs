@@ -860,20 +860,25 @@ fn peers_received_bytes(swarm: &LocalSwarm) -> Result<u64> {
     let mut total = 0.0;
     for i in 1..=swarm.peers.len() {
         let addr = swarm.peer_metrics_addr(i).with_context(|| format!("peer{i} serves no metrics"))?;
-        // Bounded: a peer that stopped answering fails the bench instead of hanging it.
-        let limit = std::time::Duration::from_secs(10);
-        let mut conn = std::net::TcpStream::connect_timeout(&addr.parse()?, limit)?;
-        conn.set_read_timeout(Some(limit))?;
-        conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body)?;
-        total += body
+        total += http_get(&addr, "/metrics")?
             .lines()
             .filter(|l| l.starts_with("swarmfs_received_bytes_total{") && l.contains("kind=\"put_chunk\""))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
     }
     Ok(total as u64)
+}
+
+/// The body of `GET path` from the HTTP server at `addr` (on this machine). Bounded: a
+/// server that stopped answering fails the caller instead of hanging it.
+pub(crate) fn http_get(addr: &str, path: &str) -> Result<String> {
+    let limit = std::time::Duration::from_secs(10);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr.parse()?, limit)?;
+    conn.set_read_timeout(Some(limit))?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    Ok(response.find("\r\n\r\n").map_or(String::new(), |i| response[i + 4..].to_string()))
 }
 
 /// Bytes the swarm's files should take on the peers: every file's size times its R.

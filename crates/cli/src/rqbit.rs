@@ -5,7 +5,6 @@
 //! a swarm of the same shape moving the same bytes over loopback, every piece SHA-1
 //! verified, into a file the downloader writes through the page cache.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,6 +104,8 @@ impl Rqbit {
         let out = self.dir.join("download");
         let _ = std::fs::remove_dir_all(&out);
         let peers: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        // Its log and, last, what /usr/bin/time says.
+        let err_path = self.dir.join("download.log");
         let before = self.seeders_cpu();
         let start = Instant::now();
         let mut child = Command::new("/usr/bin/time")
@@ -117,18 +118,9 @@ impl Rqbit {
             .arg(format!("magnet:?xt=urn:btih:{}", self.info_hash))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&err_path)?)
             .spawn()
             .context("running rqbit download (scripts/install-deps installs time)")?;
-        let stderr = child.stderr.take();
-        // Read while it runs: a full pipe would stall it.
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_string(&mut s);
-            }
-            s
-        });
         let status = loop {
             if let Some(s) = child.try_wait()? {
                 break s;
@@ -141,7 +133,7 @@ impl Rqbit {
             std::thread::sleep(Duration::from_millis(5));
         };
         let secs = start.elapsed().as_secs_f64();
-        let err = reader.join().unwrap_or_default();
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
         let seeders_cpu = self.seeders_cpu() - before;
         if !status.success() {
             bail!("rqbit download failed ({status}): {}", err.lines().rev().take(3).collect::<Vec<_>>().join(" / "));
@@ -173,13 +165,8 @@ impl Drop for Rqbit {
 /// The info hash of the torrent the rqbit HTTP API on `port` serves, once it has checked
 /// the whole file (a download started earlier would wait for that check).
 fn served_hash(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /torrents?with_stats=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let json = &body[body.find("\r\n\r\n")? + 4..];
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let body = crate::bench::http_get(&format!("127.0.0.1:{port}"), "/torrents?with_stats=true").ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     let t = &v["torrents"][0];
     (t["stats"]["state"] == "live" && t["stats"]["finished"] == true)
         .then(|| t["info_hash"].as_str().map(String::from))?

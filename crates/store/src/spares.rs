@@ -160,8 +160,8 @@ impl Spares {
         want.saturating_sub(st.ready.len())
     }
 
-    /// How soon to look again for spares to make: soon while puts arrive (the reserve runs
-    /// out), after [`QUIET`] otherwise.
+    /// How soon to look again for spares to make: soon while the store is busy and has had
+    /// puts this minute (the reserve runs out), after [`QUIET`] otherwise.
     pub fn recheck(&self) -> Duration {
         let st = self.state.lock().expect("spares lock");
         let putting = st.puts_this_window > 0 && st.last_busy.is_some_and(|t| t.elapsed() < QUIET);
