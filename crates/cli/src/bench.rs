@@ -32,8 +32,11 @@ pub struct BenchArgs {
     /// Working directory (default: a new directory under the system temp dir, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Also measure through a FUSE mount: sequential write and read with dd (bs=1M), and
-    /// 1,000 files of 4 KiB created, written and closed; next to the same on local disk.
+    /// Also measure through a FUSE mount, next to the same on local disk: sequential write
+    /// and read with dd (bs=1M); 1,000 files of 4 KiB created, written and closed; a log of
+    /// 1,000 lines of 4 KiB appended and fsynced; fio 4 KiB random writes with an fsync every
+    /// 32 (then verified), the bytes uploaded and the peers' stores after; `ls -l` of 10,000
+    /// entries; a repeated stat.
     #[arg(long)]
     pub mount: bool,
     /// Also measure repair (needs --peers 4 or more): a peer dies; a get while repair runs at
