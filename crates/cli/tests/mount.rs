@@ -1022,3 +1022,78 @@ fn a_log_appended_to_and_fsynced_uploads_about_its_lines_and_every_reader_follow
     assert!(range == expected[60_000..70_001], "a range across the chunk boundary");
     assert!(std::fs::read(m.dir.join("app.log")).unwrap() == expected, "the mount, opening it again");
 }
+
+// A create answers before its tracker call lands (crates/fuse/src/creating.rs): what this
+// mount does next must still happen after it, and another mount must see the file by the
+// close.
+#[test]
+fn a_file_just_created_is_listed_renamed_and_removed_in_order_and_another_mount_sees_it_by_its_close() {
+    let c = Cluster::start(2);
+    let a = Mount::start(&c, &c.client_home(), "mnt-a", &[]);
+    let b = Mount::start(&c, &member_home(&c, "client-b"), "mnt-b", &[]);
+    std::fs::write(a.dir.join("first"), b"the tracker confirms this mount's first create").unwrap();
+    for i in 0..20u64 {
+        let name = format!("new{i}");
+        let mut f = std::fs::File::create(a.dir.join(&name)).unwrap();
+        let listed: Vec<_> = std::fs::read_dir(&a.dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(listed.iter().any(|n| *n == *name), "{name} is listed right after its open: {listed:?}");
+        let moved = format!("moved{i}");
+        std::fs::rename(a.dir.join(&name), a.dir.join(&moved)).unwrap();
+        f.write_all(&pattern(5000, i)).unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(b.dir.join(&moved)).unwrap(), pattern(5000, i), "B reads {moved} after A's close");
+        assert!(!b.dir.join(&name).exists(), "the name it was created under is gone");
+        // Created and unlinked before its close: nothing is left.
+        let gone = a.dir.join(format!("gone{i}"));
+        let mut g = std::fs::File::create(&gone).unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        g.write_all(b"written after the unlink").unwrap();
+        drop(g);
+        // Created and closed with nothing written: an empty file, there for B.
+        drop(std::fs::File::create(a.dir.join(format!("empty{i}"))).unwrap());
+        assert_eq!(std::fs::metadata(b.dir.join(format!("empty{i}"))).unwrap().len(), 0);
+    }
+    let listing = c.ok(&["ls", "/"]);
+    assert!(!listing.contains("gone") && !listing.contains("new"), "{listing}");
+    assert_eq!(listing.matches("moved").count(), 20, "{listing}");
+}
+
+// The other side of answering a create early: its tracker call can fail after the open
+// succeeded. Here another client removes the directory while A's kernel still holds its
+// entry (for a second), so A's create of a name in it goes ahead; the close must fail,
+// not claim a file the swarm does not have.
+#[test]
+fn a_create_in_a_directory_removed_meanwhile_fails_its_close_and_leaves_nothing() {
+    let c = Cluster::start(1);
+    let a = Mount::start(&c, &c.client_home(), "mnt", &["--replicas", "1"]);
+    std::fs::write(a.dir.join("first"), b"the tracker confirms this mount's first create").unwrap();
+    for attempt in 0..3 {
+        let dir = format!("d{attempt}");
+        std::fs::create_dir(a.dir.join(&dir)).unwrap();
+        let made = std::time::Instant::now();
+        c.ok(&["rm", &format!("/{dir}")]);
+        if made.elapsed() > Duration::from_millis(700) {
+            continue; // A's kernel may have dropped the directory's entry: try again
+        }
+        // Python's os.close reports what close(2) returns (Rust's File drops it).
+        let script = "import os, sys\n\
+                      fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)\n\
+                      os.write(fd, b'x' * 4096)\n\
+                      try:\n    os.close(fd)\nexcept OSError as e:\n    sys.exit(e.errno)\n";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(a.dir.join(&dir).join("new"))
+            .output()
+            .expect("python3 (install-deps installs it)");
+        assert_eq!(
+            out.status.code(),
+            Some(libc::ENOENT),
+            "open and write succeed, the close fails with ENOENT: {}",
+            stderr(&out)
+        );
+        let listing = c.ok(&["ls", "/"]);
+        assert!(!listing.contains(&dir), "{listing}");
+        return;
+    }
+    panic!("removing a directory took over 700 ms three times; the kernel's entry for it may have expired");
+}

@@ -85,6 +85,7 @@ impl Inner {
         atime: bool,
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration), Errno> {
+        self.creating.settled().await;
         let path = match self.path(INodeNo(ino)) {
             Ok(p) => p,
             // ftruncate on a file unlinked while open: only its local state changes.
@@ -114,7 +115,8 @@ impl Inner {
                     .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                 if st.opens == 0 {
                     let p = self.inodes.lock().expect("inodes").path(ino);
-                    st.flush(&self.client, &self.cache, p.as_ref(), &self.opts, &self.journal, true)
+                    let landed = self.creating.ensure(&self.client, ino, p.as_ref());
+                    st.flush(&self.client, &self.cache, p.as_ref(), &self.opts, &self.journal, true, landed)
                         .await
                         .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                 }

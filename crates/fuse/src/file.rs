@@ -397,7 +397,10 @@ impl FileState {
     /// Uploads dirty chunks and commits the new manifest at `path`. Nothing is committed for
     /// an unlinked file; its staged data is simply dropped when the last handle closes.
     /// `settle` (the last close, the unmount) also waits for a compaction under way and
-    /// commits it, and starts none: the file is left compact.
+    /// commits it, and starts none: the file is left compact. `landed` is awaited before the
+    /// commit, or before returning without one while the file has a name: the file's entry
+    /// exists on the tracker once it is done (see `crate::creating`); the upload runs meanwhile.
+    #[allow(clippy::too_many_arguments)] // what a flush needs from the mount, passed as it is
     pub async fn flush(
         &mut self,
         client: &Arc<Client>,
@@ -406,6 +409,7 @@ impl FileState {
         opts: &MountOptions,
         journal: &Journal,
         settle: bool,
+        landed: impl std::future::Future<Output = Result<(), ClientError>>,
     ) -> Result<(), FileError> {
         let compaction_to_settle = settle && self.compaction.is_some();
         // A file left as a manifest and deltas is committed whole once more when it settles,
@@ -415,7 +419,7 @@ impl FileState {
             self.meta_dirty = true;
         }
         if !self.is_dirty() && !compaction_to_settle {
-            return Ok(());
+            return Ok(landed.await?);
         }
         let Some(path) = path.filter(|_| !self.unlinked) else {
             self.dirty.clear();
@@ -439,7 +443,7 @@ impl FileState {
         }
         let background = self.compact(client, cache, settle).await?;
         if !self.is_dirty() {
-            return Ok(());
+            return Ok(landed.await?);
         }
         // Until the commit, the staged writes are worth keeping if this mount stops or dies:
         // beside their staging file, or in the journal while they are in memory.
@@ -505,6 +509,7 @@ impl FileState {
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
+        landed.await?;
         self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());

@@ -17,6 +17,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
 use crate::attrs::DirAttrs;
+use crate::creating::Creating;
 use crate::file::{FileError, FileState};
 use crate::inodes::Inodes;
 use crate::journal::Journal;
@@ -58,6 +59,8 @@ pub(crate) struct Inner {
     kept: Mutex<std::collections::HashSet<u64>>,
     /// Directory attributes as the tracker gave them, by inode, with when (see [`DirAttrs`]).
     pub(crate) dir_attrs: Mutex<DirAttrs>,
+    /// Creates answered before their tracker call landed (see [`crate::creating`]).
+    pub(crate) creating: Creating,
     /// Small staged writes (in memory) while their flush is under way, for the next mount.
     pub(crate) journal: Journal,
 }
@@ -197,6 +200,7 @@ impl SwarmFs {
                 stop_uploading: tokio_util::sync::CancellationToken::new(),
                 kept: Mutex::new(std::collections::HashSet::new()),
                 dir_attrs: Mutex::new(DirAttrs::default()),
+                creating: Creating::default(),
                 journal,
             }),
         })
@@ -378,12 +382,16 @@ impl Inner {
                 // Read under the file's lock, which an unlink or rename holds (see
                 // `hold_open_files`): the flush commits where the file is now.
                 let path = self.inodes.lock().expect("inodes").path(ino);
-                st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal, settle).await
+                // A create answered early lands before its file commits (or its close returns).
+                let landed = self.creating.ensure(&self.client, ino, path.as_ref());
+                st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal, settle, landed)
+                    .await
+                    .map_err(|e| log_err("flush", &e, file_errno(&e)))
             } => Some(r),
             _ = self.stop_uploading.cancelled() => None,
         };
         match flushed {
-            Some(r) => r.map_err(|e| log_err("flush", &e, file_errno(&e))),
+            Some(r) => r,
             None => {
                 self.keep_staged(ino, f).await;
                 Err(Errno::EIO)
@@ -434,6 +442,8 @@ impl Inner {
     /// Flushes every open file on the way out, one at a time with a progress line each,
     /// until told to stop uploading; what is left is kept staged for the next mount.
     pub(crate) async fn flush_all(&self) -> Vec<String> {
+        // Creates answered early land first: they are this mount's to finish.
+        self.creating.settled().await;
         let files: Vec<(u64, OpenFile)> =
             self.files.lock().expect("files").iter().map(|(i, f)| (*i, f.clone())).collect();
         let mut staged = Vec::new();
@@ -496,7 +506,8 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true).await
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(()) })
+                    .await
             }
             .await;
             match r {

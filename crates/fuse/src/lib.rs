@@ -21,6 +21,7 @@
 
 mod attrs;
 mod compaction;
+mod creating;
 pub mod file;
 pub mod fs;
 pub mod inodes;

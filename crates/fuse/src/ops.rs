@@ -12,9 +12,10 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use swarmfs_core::Manifest;
-use swarmfs_proto::{EntryKind, PeerState, RemotePath};
+use swarmfs_proto::{EntryInfo, EntryKind, PeerState, RemotePath};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::creating::NewFile;
 use crate::file::FileState;
 use crate::fs::{errno_of, file_errno, file_type, log_err, ms_of, OpenDir, SwarmFs, TTL};
 
@@ -116,6 +117,7 @@ impl Filesystem for SwarmFs {
         let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
                 fs.client
                     .create(&path, EntryKind::Dir, mode & !umask & 0o7777, uid, gid, 0, None)
@@ -137,6 +139,7 @@ impl Filesystem for SwarmFs {
         let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
                 let perm = mode & !umask & 0o7777;
                 let (kind, mode) = match mode & libc::S_IFMT {
@@ -165,6 +168,7 @@ impl Filesystem for SwarmFs {
         let name = name.to_owned();
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
                 let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
                 if e.kind == EntryKind::Dir {
@@ -189,6 +193,7 @@ impl Filesystem for SwarmFs {
         let name = name.to_owned();
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
                 let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
                 if e.kind != EntryKind::Dir {
@@ -214,6 +219,7 @@ impl Filesystem for SwarmFs {
         let (uid, gid) = (req.uid(), req.gid());
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
                 let target = target.to_str().ok_or(Errno::EINVAL)?.to_string();
                 fs.client
@@ -244,6 +250,7 @@ impl Filesystem for SwarmFs {
         let (name, newname) = (name.to_owned(), newname.to_owned());
         self.run(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 if flags.contains(RenameFlags::RENAME_EXCHANGE) {
                     return Err(Errno::EINVAL);
                 }
@@ -382,6 +389,7 @@ impl Filesystem for SwarmFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.run_here_first(|fs| async move {
             let r = async {
+                fs.creating.settled().await;
                 let path = fs.path(ino)?;
                 // The directory's own entry is kept with the handle: fstat on it still works
                 // after the directory is removed or renamed over (nlink 0), as on a local disk.
@@ -490,9 +498,13 @@ impl Filesystem for SwarmFs {
         reply.error(Errno::EPERM);
     }
 
-    // Directory changes are committed to the tracker before they are acknowledged.
+    // Directory changes are committed to the tracker before they are acknowledged, but for
+    // creates answered early (see `crate::creating`): those are waited for.
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
+        self.run(|fs| async move {
+            fs.creating.settled().await;
+            reply.ok();
+        });
     }
 
     // Preallocating space means nothing for chunks that live on other machines.
@@ -574,21 +586,50 @@ impl Filesystem for SwarmFs {
         self.run_here_first(|fs| async move {
             let r = async {
                 let path = fs.child(parent, &name)?;
-                let _ = flags; // the kernel calls create only after a failed lookup: O_EXCL holds.
                 let mode = mode & !umask & 0o7777;
-                let empty = Manifest::whole(0, fs.opts.chunk_size, mode, ms_of(SystemTime::now()), Vec::new());
-                // One tracker transaction: the name, mode and owner appear together.
-                let e = fs
-                    .client
-                    .create(&path, EntryKind::File, mode, uid, gid, 0, None)
-                    .await
-                    .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                let now = ms_of(SystemTime::now());
+                let empty = Manifest::whole(0, fs.opts.chunk_size, mode, now, Vec::new());
+                // The kernel calls create only after a lookup found no such name. Usually the
+                // call to the tracker runs while the program writes (see `crate::creating`).
+                let early = fs.creating.early_turn(flags);
+                let e = match early {
+                    Some(_) => EntryInfo {
+                        path: path.to_string(),
+                        kind: EntryKind::File,
+                        size: 0,
+                        mtime_ms: now,
+                        file_id: None,
+                        chunks: 0,
+                        mode,
+                        uid,
+                        gid,
+                        rdev: 0,
+                        ctime_ms: now,
+                        nlink: 1,
+                        replicas: 0,
+                    },
+                    // One tracker transaction: the name, mode and owner appear together.
+                    None => {
+                        let e = fs
+                            .client
+                            .create(&path, EntryKind::File, mode, uid, gid, 0, None)
+                            .await
+                            .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+                        fs.creating.confirmed();
+                        e
+                    }
+                };
                 fs.dir_attrs.lock().expect("dir attrs").changed(parent.0, 0);
                 let ino = {
                     let mut inodes = fs.inodes.lock().expect("inodes");
                     inodes.remove(&path);
                     inodes.ino(&path)
                 };
+                if let Some(turn) = early {
+                    let new = NewFile { path, mode, uid, gid };
+                    let fs = fs.clone();
+                    fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
+                }
                 fs.files.lock().expect("files").remove(&ino);
                 let st = FileState::new(empty, e.clone(), &fs.opts);
                 let f = Arc::new(AsyncMutex::new(st));

@@ -1,0 +1,171 @@
+//! Creates answered before the tracker has the entry.
+//!
+//! A program writing many small files (`open(O_CREAT)`, write, close, over and over) waited
+//! for four tracker or peer round trips one after another per file: the kernel's lookup of
+//! the new name, the create, the chunk's put and the commit. A create without O_EXCL now
+//! answers at once with the attributes it asked for, and its tracker call runs while the
+//! program writes; by the time the close commits, it has landed.
+//!
+//! Order is kept where it can be seen: whatever this mount asks of the tracker next about
+//! names (a flush's commit, setattr, mkdir, unlink, rename, a listing, fsyncdir, the
+//! unmount) first waits for the creates in flight ([`Creating::settled`]), so the tracker
+//! sees this mount's changes in the order its programs made them, and a listing shows the
+//! files created before it. A lookup or stat of the new file needs nothing from the tracker:
+//! while it is open, its open state answers. Other mounts see the file once its call lands,
+//! within a round trip of the open, and always by its close, as close-to-open promises.
+//!
+//! What stays as it was: an O_EXCL create (a lock file: it must fail at open if the name is
+//! taken) and every create until this mount's member has had one confirmed (a member that may
+//! not write learns so at open, not at close) call the tracker before answering, as do creates
+//! past [`IN_FLIGHT_MAX`] in flight.
+//!
+//! A call can still fail after the open succeeded: another mount created the same name in
+//! the moment between the kernel's lookup and the call (the close's commit then replaces that
+//! file, as the last writer's close does), the parent was removed by another mount, or the
+//! tracker was out of reach. The file's next flush (its close or an fsync) then creates it
+//! again before committing and reports what stops it, so a close never claims a file the
+//! tracker does not have.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuser::Errno;
+use swarmfs_client::{Client, ClientError};
+use swarmfs_proto::{EntryKind, RemotePath};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tracing::debug;
+
+use crate::fs::errno_of;
+
+/// Creates whose tracker call may be in flight at once; past this a create waits for its
+/// call, which bounds what an unmount has to wait for.
+pub(crate) const IN_FLIGHT_MAX: u32 = 64;
+
+/// What a create asked the tracker for: made again by the file's next flush if it failed.
+#[derive(Clone, Debug)]
+pub(crate) struct NewFile {
+    pub path: RemotePath,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub(crate) struct Creating {
+    /// Each call in flight holds it shared; [`Creating::settled`] takes it alone, which waits
+    /// for all of them.
+    order: Arc<RwLock<()>>,
+    /// Calls that failed other than "already exists", by inode.
+    failed: Mutex<HashMap<u64, NewFile>>,
+    /// Set once the tracker confirmed a create of this mount.
+    proven: AtomicBool,
+}
+
+impl Default for Creating {
+    fn default() -> Self {
+        Creating {
+            order: Arc::new(RwLock::with_max_readers((), IN_FLIGHT_MAX)),
+            failed: Mutex::new(HashMap::new()),
+            proven: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Creating {
+    /// A turn for a create that answers before its call lands, if this one may: not O_EXCL,
+    /// this mount's creates proven, fewer than [`IN_FLIGHT_MAX`] in flight, nobody waiting
+    /// in [`Creating::settled`].
+    pub(crate) fn early_turn(&self, flags: i32) -> Option<OwnedRwLockReadGuard<()>> {
+        if flags & libc::O_EXCL != 0 || !self.proven.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.order.clone().try_read_owned().ok()
+    }
+
+    /// The tracker confirmed a create: later ones may answer early.
+    pub(crate) fn confirmed(&self) {
+        self.proven.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the entry on the tracker for a create already answered (`turn` from
+    /// [`Creating::early_turn`], given back when the call is done).
+    pub(crate) async fn call(&self, client: &Client, ino: u64, new: NewFile, turn: OwnedRwLockReadGuard<()>) {
+        let r = client.create(&new.path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await;
+        match r {
+            Ok(_) => {}
+            // Made by another mount since the kernel's lookup: this file's close replaces it.
+            Err(e) if errno_of(&e) == Errno::EEXIST => {
+                debug!(path = %new.path, "created meanwhile by another mount; the close replaces it")
+            }
+            Err(e) => {
+                debug!(path = %new.path, "create failed after open answered ({e}); the next flush makes it again");
+                self.failed.lock().expect("failed creates").insert(ino, new);
+            }
+        }
+        drop(turn);
+    }
+
+    /// Returns once every create answered before now has its call done.
+    pub(crate) async fn settled(&self) {
+        drop(self.order.write().await);
+    }
+
+    /// Before a flush of `ino` commits: waits for the creates in flight and, if this file's
+    /// call failed, makes the entry now (at `path`, where the file is now).
+    pub(crate) async fn ensure(&self, client: &Client, ino: u64, path: Option<&RemotePath>) -> Result<(), ClientError> {
+        self.settled().await;
+        let Some(new) = self.failed.lock().expect("failed creates").remove(&ino) else {
+            return Ok(());
+        };
+        let Some(path) = path else {
+            return Ok(()); // unlinked meanwhile: nothing to commit under a name
+        };
+        match client.create(path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if errno_of(&e) == Errno::EEXIST => Ok(()),
+            Err(e) => {
+                self.failed.lock().expect("failed creates").insert(ino, new);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn creates_answer_early_only_once_proven_without_o_excl_and_within_the_bound() {
+        let c = Creating::default();
+        assert!(c.early_turn(libc::O_CREAT).is_none(), "not before the tracker confirmed one");
+        c.confirmed();
+        assert!(c.early_turn(libc::O_CREAT | libc::O_EXCL).is_none(), "an O_EXCL create waits for its call");
+        let turns: Vec<_> = (0..IN_FLIGHT_MAX).map(|_| c.early_turn(libc::O_CREAT).expect("a turn")).collect();
+        assert!(c.early_turn(libc::O_CREAT).is_none(), "past {IN_FLIGHT_MAX} in flight a create waits");
+        drop(turns);
+        assert!(c.early_turn(libc::O_CREAT).is_some());
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_every_call_in_flight_and_holds_new_early_answers_meanwhile() {
+        let c = Arc::new(Creating::default());
+        c.confirmed();
+        let (first, second) = (c.early_turn(0).unwrap(), c.early_turn(0).unwrap());
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.settled().await }
+        });
+        // The waiter queues behind the two calls; a create arriving now waits for its call.
+        tokio::task::yield_now().await;
+        assert!(c.early_turn(0).is_none(), "no early answer while a settle waits");
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one call is still in flight");
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("settled").unwrap();
+        assert!(c.settled().now_or_never().is_some(), "nothing in flight: at once");
+        assert!(c.early_turn(0).is_some());
+    }
+}
