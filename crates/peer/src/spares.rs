@@ -34,7 +34,7 @@ impl Worker for SpareMaker {
 
     async fn step(&mut self) -> Result<Step, String> {
         let wanted = self.store.spares_wanted();
-        if wanted == 0 {
+        if wanted == 0 && self.store.spares_unnamed() == 0 {
             return Ok(Step::Idle);
         }
         let store = self.store.clone();

@@ -1,5 +1,7 @@
-//! Chunks as files. A put is acknowledged only after the data and the directory entry are
-//! fsynced, so an acknowledged chunk survives a crash or power loss.
+//! Chunks as files. A put is acknowledged only after the data and a durable name for it are
+//! on disk, so an acknowledged chunk survives a crash or power loss: the chunk's own name
+//! (its directory fsynced), or the name of the spare it was written into, from which the
+//! store puts it back in place when it opens (see [`crate::spares`]).
 //!
 //! Put, delete, collect and quarantine of one chunk run one at a time (a striped lock on
 //! the id's first byte), so "already here" can never be answered for a copy that a
@@ -100,7 +102,7 @@ impl ChunkStore {
         }
         let layout = Layout::open(root)?;
         // Removes the temp files a crash left behind, keeps the spares.
-        let spares = Spares::open(&root.join("tmp"))?;
+        let (spares, filled) = Spares::open(&root.join("tmp"))?;
         let store = ChunkStore {
             root: root.to_path_buf(),
             capacity,
@@ -115,6 +117,7 @@ impl ChunkStore {
             verified: Mutex::new(HashMap::new()),
             spares,
         };
+        store.put_back(&filled)?;
         let (mut used, mut count) = (0, 0);
         store.walk(|_, len| {
             used += len;
@@ -135,6 +138,27 @@ impl ChunkStore {
             );
         }
         Ok(store)
+    }
+
+    /// Puts spares that hold bytes back under the hash of what they hold: a put acknowledged
+    /// before a crash whose rename out of the spare did not reach the disk (or part of an
+    /// unacknowledged one, which no file refers to and the tracker collects).
+    fn put_back(&self, filled: &[PathBuf]) -> Result<(), StoreError> {
+        for spare in filled {
+            let bytes = fs::read(spare)?;
+            let id = ChunkId(*blake3::hash(&bytes).as_bytes());
+            let path = self.path_of(&id);
+            if path.exists() {
+                fs::remove_file(spare)?;
+                continue;
+            }
+            let dir = path.parent().expect("chunk paths have parents");
+            self.make_dirs_durably(dir)?;
+            fs::rename(spare, &path)?;
+            File::open(dir)?.sync_all()?;
+            info!(chunk = %id, bytes = bytes.len(), "put back a chunk a crash left in a spare file");
+        }
+        Ok(())
     }
 
     /// What this store can really hold: the configured capacity, or less when the disk has
@@ -270,13 +294,15 @@ impl ChunkStore {
     }
 
     /// Writes a chunk file whole (a spare or a new temp file, renamed into place), fsynced in
-    /// a durable store.
+    /// a durable store: its data, and its directory unless a named spare holds the data under
+    /// a durable name until then (see [`crate::spares`]).
     fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = path.parent().expect("chunk paths have parents");
         self.make_dirs_durably(dir)?;
-        let spare = self.spares.take().and_then(|p| Some((File::options().write(true).open(&p).ok()?, p)));
+        let spare = self.spares.take().and_then(|s| Some((File::options().write(true).open(&s.path).ok()?, s)));
+        let named = spare.as_ref().is_some_and(|(_, s)| s.named);
         let (mut f, tmp) = match spare {
-            Some(s) => s,
+            Some((f, s)) => (f, s.path),
             None => {
                 let tmp = self.root.join("tmp").join(format!(
                     "{}.{}",
@@ -295,7 +321,7 @@ impl ChunkStore {
             return Err(e.into());
         }
         fs::rename(&tmp, path)?;
-        if self.durable {
+        if self.durable && !named {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
@@ -382,12 +408,17 @@ impl ChunkStore {
         self.spares.wanted()
     }
 
+    /// Recycled spares waiting for [`ChunkStore::make_spares`] to make their names durable.
+    pub fn spares_unnamed(&self) -> usize {
+        self.spares.unnamed()
+    }
+
     /// How soon the spare maker should look again.
     pub fn spares_recheck(&self) -> Duration {
         self.spares.recheck()
     }
 
-    /// Makes up to `n` spare files; returns how many were made.
+    /// Makes up to `n` spare files and names the recycled ones; returns how many were made.
     pub fn make_spares(&self, n: usize) -> Result<usize, StoreError> {
         Ok(self.spares.make(n)?)
     }
@@ -591,6 +622,29 @@ mod tests {
         );
         assert!(s.put(&a, &big).unwrap());
         assert_eq!(s.get(&a, 0, u64::MAX).unwrap(), big, "a recycled file holds exactly the new chunk");
+    }
+
+    #[test]
+    fn a_put_into_a_named_spare_survives_a_crash_that_loses_its_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(s.make_spares(1).unwrap(), 1);
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+        let id = id_of(&data);
+        assert!(s.put(&id, &data).unwrap());
+        let stored = s.chunk_path(&id);
+        drop(s);
+        // The put was acknowledged without fsyncing the chunk's directory; a crash may undo
+        // its rename, leaving the bytes under the spare's (durable) name.
+        let spare = dir.path().join("tmp").join("spare.1");
+        fs::rename(&stored, &spare).unwrap();
+        // And a crash in the middle of another put: part of a chunk in a spare.
+        fs::write(dir.path().join("tmp").join("spare.2"), &data[..1000]).unwrap();
+        let s = ChunkStore::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(s.get(&id, 0, u64::MAX).unwrap(), data, "the acknowledged chunk is back under its id");
+        let torn = id_of(&data[..1000]);
+        assert_eq!(s.get(&torn, 0, u64::MAX).unwrap(), &data[..1000], "the torn one under its own hash");
+        assert_eq!((s.count(), s.spares_ready()), (2, 0), "nothing left in tmp/");
     }
 
     #[test]
