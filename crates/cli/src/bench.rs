@@ -152,6 +152,8 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let result = bench(cli, a, &dir).await;
+    // Whatever the bench discarded goes now, also when it failed part-way (see [`Discard`]).
+    let _ = std::fs::remove_dir_all(dir.join(Discard::DIR));
     if cleanup {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -517,11 +519,10 @@ async fn bench(cli: &Cli, a: &BenchArgs, dir: &Path) -> Result<()> {
             peer_peak >> 20
         );
     }
-    discard.empty();
     Ok(())
 }
 
-/// Trees of files the bench is done with, removed when it ends rather than as it goes. On a
+/// Trees of files the bench is done with, removed when it ends (or fails) rather than as it goes. On a
 /// file system that pays for recent deletions when it next allocates an inode (ext4 without a
 /// journal, this project's VM: it skips, reading each one's inode block, every inode freed in
 /// the last minutes), the 3,000 files the many-files rows deleted made every mount row after
@@ -532,8 +533,11 @@ struct Discard {
 }
 
 impl Discard {
+    /// Where, under the bench's directory; `run` removes it when the bench is over.
+    const DIR: &'static str = "discarded";
+
     fn new(dir: &Path) -> Result<Discard> {
-        let dir = dir.join("discarded");
+        let dir = dir.join(Self::DIR);
         std::fs::create_dir_all(&dir)?;
         Ok(Discard { dir, next: std::sync::atomic::AtomicUsize::new(0) })
     }
@@ -543,10 +547,6 @@ impl Discard {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::fs::rename(path, self.dir.join(format!("{}-{n}", std::process::id())))?;
         Ok(())
-    }
-
-    fn empty(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
