@@ -86,6 +86,11 @@ impl Inner {
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration), Errno> {
         self.creating.settled().await;
+        // The times the tracker stamped on a create answered early come first: what this
+        // call changes replaces them, not the other way round.
+        if let (Some(made), Some(f)) = (self.creating.made(ino).await, self.open_file(ino)) {
+            f.lock().await.adopt_created(Some(made));
+        }
         let path = match self.path(INodeNo(ino)) {
             Ok(p) => p,
             // ftruncate on a file unlinked while open: only its local state changes.

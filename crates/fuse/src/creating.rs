@@ -19,6 +19,11 @@
 //! not write learns so at open, not at close) call the tracker before answering, as do creates
 //! past [`IN_FLIGHT_MAX`] in flight.
 //!
+//! The tracker's clock stamps the new entry, not the mount's: the open answers with the
+//! mount's time and a zero TTL, and the file's open state takes the tracker's times once the
+//! call lands ([`Creating::made`], [`Creating::ensure`]), before any stat or flush of it
+//! answers, so every stat after the open agrees with what other mounts see.
+//!
 //! A call can still fail after the open succeeded: another mount created the same name in
 //! the moment between the kernel's lookup and the call (the close's commit then replaces that
 //! file, as the last writer's close does), the parent was removed by another mount, or the
@@ -26,13 +31,14 @@
 //! again before committing and reports what stops it, so a close never claims a file the
 //! tracker does not have.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::Errno;
 use swarmfs_client::{Client, ClientError};
-use swarmfs_proto::{EntryKind, RemotePath};
+use swarmfs_proto::{EntryInfo, EntryKind, RemotePath};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tracing::debug;
 
@@ -57,6 +63,9 @@ pub(crate) struct Creating {
     order: Arc<RwLock<()>>,
     /// Calls that failed other than "already exists", by inode.
     failed: Mutex<HashMap<u64, NewFile>>,
+    /// Creates answered early, by inode: `None` while the call is in flight, then the entry
+    /// the tracker made until the file's open state takes its times.
+    made: Mutex<HashMap<u64, Option<EntryInfo>>>,
     /// Set once the tracker confirmed a create of this mount.
     proven: AtomicBool,
 }
@@ -66,6 +75,7 @@ impl Default for Creating {
         Creating {
             order: Arc::new(RwLock::with_max_readers((), IN_FLIGHT_MAX)),
             failed: Mutex::new(HashMap::new()),
+            made: Mutex::new(HashMap::new()),
             proven: AtomicBool::new(false),
         }
     }
@@ -87,10 +97,24 @@ impl Creating {
         self.proven.store(true, Ordering::Relaxed);
     }
 
+    /// Notes that the create of `ino` was answered early; its [`Creating::call`] follows.
+    pub(crate) fn begin(&self, ino: u64) {
+        self.made.lock().expect("made").insert(ino, None);
+    }
+
     /// Makes the entry on the tracker for a create already answered (`turn` from
     /// [`Creating::early_turn`], given back when the call is done).
     pub(crate) async fn call(&self, client: &Client, ino: u64, new: NewFile, turn: OwnedRwLockReadGuard<()>) {
         let r = client.create(&new.path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await;
+        let made = match &r {
+            Ok(e) => Some(e.clone()),
+            Err(_) => None,
+        };
+        match self.made.lock().expect("made").entry(ino) {
+            Entry::Occupied(mut o) if made.is_some() => *o.get_mut() = made,
+            Entry::Occupied(o) => drop(o.remove()),
+            Entry::Vacant(_) => {}
+        }
         match r {
             Ok(_) => {}
             // Made by another mount since the kernel's lookup: this file's close replaces it.
@@ -110,19 +134,39 @@ impl Creating {
         drop(self.order.write().await);
     }
 
+    /// The entry the tracker made for `ino`'s create answered early, once (waiting for the
+    /// call if it is in flight): the open state takes its times before answering a stat.
+    pub(crate) async fn made(&self, ino: u64) -> Option<EntryInfo> {
+        let in_flight = match self.made.lock().expect("made").get(&ino) {
+            None => return None,
+            Some(made) => made.is_none(),
+        };
+        if in_flight {
+            self.settled().await;
+        }
+        self.made.lock().expect("made").remove(&ino).flatten()
+    }
+
     /// Before a flush of `ino` commits: waits for the creates in flight and, if this file's
-    /// call failed, makes the entry now (at `path`, where the file is now).
-    pub(crate) async fn ensure(&self, client: &Client, ino: u64, path: Option<&RemotePath>) -> Result<(), ClientError> {
+    /// call failed, makes the entry now (at `path`, where the file is now). Answers the
+    /// entry the tracker made for the file's create answered early, if not taken yet.
+    pub(crate) async fn ensure(
+        &self,
+        client: &Client,
+        ino: u64,
+        path: Option<&RemotePath>,
+    ) -> Result<Option<EntryInfo>, ClientError> {
         self.settled().await;
+        let made = self.made.lock().expect("made").remove(&ino).flatten();
         let Some(new) = self.failed.lock().expect("failed creates").remove(&ino) else {
-            return Ok(());
+            return Ok(made);
         };
         let Some(path) = path else {
-            return Ok(()); // unlinked meanwhile: nothing to commit under a name
+            return Ok(None); // unlinked meanwhile: nothing to commit under a name
         };
         match client.create(path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await {
-            Ok(_) => Ok(()),
-            Err(e) if errno_of(&e) == Errno::EEXIST => Ok(()),
+            Ok(e) => Ok(Some(e)),
+            Err(e) if errno_of(&e) == Errno::EEXIST => Ok(None),
             Err(e) => {
                 self.failed.lock().expect("failed creates").insert(ino, new);
                 Err(e)

@@ -336,7 +336,9 @@ impl Inner {
     pub(crate) async fn stat(&self, path: &RemotePath) -> Result<(FileAttr, Duration), Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
-            let st = f.lock().await;
+            let made = self.creating.made(ino).await;
+            let mut st = f.lock().await;
+            st.adopt_created(made);
             if !st.unlinked {
                 return Ok((self.open_attr(ino, &st), TTL));
             }
@@ -506,7 +508,7 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(()) })
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(None) })
                     .await
             }
             .await;

@@ -592,6 +592,7 @@ impl Filesystem for SwarmFs {
                 // The kernel calls create only after a lookup found no such name. Usually the
                 // call to the tracker runs while the program writes (see `crate::creating`).
                 let early = fs.creating.early_turn(flags);
+                let early_answer = early.is_some();
                 let e = match early {
                     Some(_) => EntryInfo {
                         path: path.to_string(),
@@ -626,6 +627,7 @@ impl Filesystem for SwarmFs {
                     inodes.ino(&path)
                 };
                 if let Some(turn) = early {
+                    fs.creating.begin(ino);
                     let new = NewFile { path, mode, uid, gid };
                     let fs = fs.clone();
                     fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
@@ -635,11 +637,14 @@ impl Filesystem for SwarmFs {
                 let f = Arc::new(AsyncMutex::new(st));
                 f.lock().await.opens = 1;
                 fs.files.lock().expect("files").insert(ino, f);
-                Ok((fs.attr(ino, &e), fs.new_fh()))
+                // Answered early, the times are the mount's, not yet the tracker's: the kernel
+                // asks again rather than keeping them (see `crate::creating`).
+                let ttl = if early_answer { Duration::ZERO } else { TTL };
+                Ok((fs.attr(ino, &e), fs.new_fh(), ttl))
             }
             .await;
             match r {
-                Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Ok((a, fh, ttl)) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             }
         });
