@@ -1063,6 +1063,31 @@ fn a_file_just_created_is_listed_renamed_and_removed_in_order_and_another_mount_
 }
 
 #[test]
+fn a_file_whose_create_call_failed_can_be_renamed_and_unlinked_before_its_close() {
+    // The tracker going away between the kernel's lookup and the create call is a window
+    // too narrow to hit: the mount fails its first two early calls on purpose.
+    let c = Cluster::start(2);
+    let env = [("SWARMFS_TEST_FAIL_EARLY_CREATES", "2")];
+    let a = Mount::start_with_env(&c, &c.client_home(), "mnt", &[], &env);
+    std::fs::write(a.dir.join("first"), b"the tracker confirms this mount's first create").unwrap();
+    let mut f = std::fs::File::create(a.dir.join("made-late")).unwrap();
+    f.write_all(b"renamed before the close").unwrap();
+    std::fs::rename(a.dir.join("made-late"), a.dir.join("renamed")).expect("the rename makes the entry first");
+    drop(f);
+    assert_eq!(c.cli(&["cat", "/renamed"]).stdout, b"renamed before the close");
+    let mut g = std::fs::File::create(a.dir.join("unlinked")).unwrap();
+    std::fs::remove_file(a.dir.join("unlinked")).expect("the unlink of a file the tracker never had");
+    g.write_all(b"written after the unlink").unwrap();
+    drop(g);
+    let listing = c.ok(&["ls", "/"]);
+    assert!(
+        listing.contains("renamed") && !listing.contains("unlinked") && !listing.contains("made-late"),
+        "{listing}"
+    );
+    assert!(c.log("mnt").contains("an injected failure"), "both faults were used");
+}
+
+#[test]
 fn a_file_created_in_a_loop_shows_the_trackers_times_from_its_open_on_and_on_every_mount() {
     // pjdfstest's truncate::unchanged_ctime_failed caught a create answered early with the
     // mount's clock, its stats changing to the tracker's a second later.

@@ -92,7 +92,10 @@ impl Inner {
             f.lock().await.adopt_created(Some(made));
         }
         let path = match self.path(INodeNo(ino)) {
-            Ok(p) => p,
+            Ok(p) => {
+                self.settled_at(&p).await?;
+                p
+            }
             // ftruncate on a file unlinked while open: only its local state changes.
             Err(e) => {
                 let f = self.open_file(ino).ok_or(e)?;

@@ -27,20 +27,20 @@
 //! A call can still fail after the open succeeded: another mount created the same name in
 //! the moment between the kernel's lookup and the call (the close's commit then replaces that
 //! file, as the last writer's close does), the parent was removed by another mount, or the
-//! tracker was out of reach. The file's next flush (its close or an fsync) then creates it
-//! again before committing and reports what stops it, so a close never claims a file the
-//! tracker does not have.
+//! tracker was out of reach. The file's next flush (its close or an fsync), or a rename,
+//! unlink or setattr of it by this mount, then creates it again first and reports what stops
+//! it, so a close never claims a file the tracker does not have.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::Errno;
 use swarmfs_client::{Client, ClientError};
 use swarmfs_proto::{EntryInfo, EntryKind, RemotePath};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::fs::errno_of;
 
@@ -68,7 +68,13 @@ pub(crate) struct Creating {
     made: Mutex<HashMap<u64, Option<EntryInfo>>>,
     /// Set once the tracker confirmed a create of this mount.
     proven: AtomicBool,
+    /// An injected fault for the tests: this many calls fail as if the tracker had gone
+    /// away between the kernel's lookup and the call, a window too narrow to hit otherwise.
+    faults: AtomicU32,
 }
+
+/// The variable that sets [`Creating::faults`] when the mount starts.
+pub(crate) const FAIL_CALLS_VAR: &str = "SWARMFS_TEST_FAIL_EARLY_CREATES";
 
 impl Default for Creating {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for Creating {
             failed: Mutex::new(HashMap::new()),
             made: Mutex::new(HashMap::new()),
             proven: AtomicBool::new(false),
+            faults: AtomicU32::new(std::env::var(FAIL_CALLS_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(0)),
         }
     }
 }
@@ -105,7 +112,11 @@ impl Creating {
     /// Makes the entry on the tracker for a create already answered (`turn` from
     /// [`Creating::early_turn`], given back when the call is done).
     pub(crate) async fn call(&self, client: &Client, ino: u64, new: NewFile, turn: OwnedRwLockReadGuard<()>) {
-        let r = client.create(&new.path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await;
+        let injected = self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        let r = match injected {
+            true => Err(ClientError::Usage(format!("{FAIL_CALLS_VAR}: an injected failure"))),
+            false => client.create(&new.path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await,
+        };
         let made = match &r {
             Ok(e) => Some(e.clone()),
             Err(_) => None,
@@ -122,7 +133,7 @@ impl Creating {
                 debug!(path = %new.path, "created meanwhile by another mount; the close replaces it")
             }
             Err(e) => {
-                debug!(path = %new.path, "create failed after open answered ({e}); the next flush makes it again");
+                warn!(path = %new.path, "create failed after its open answered ({e}); the next flush or change of it makes it again");
                 self.failed.lock().expect("failed creates").insert(ino, new);
             }
         }
@@ -132,6 +143,11 @@ impl Creating {
     /// Returns once every create answered before now has its call done.
     pub(crate) async fn settled(&self) {
         drop(self.order.write().await);
+    }
+
+    /// Whether `ino`'s create answered early failed and is not made again yet.
+    pub(crate) fn failed(&self, ino: u64) -> bool {
+        self.failed.lock().expect("failed creates").contains_key(&ino)
     }
 
     /// The entry the tracker made for `ino`'s create answered early, once (waiting for the

@@ -330,6 +330,26 @@ impl Inner {
         a
     }
 
+    /// What a change to the entry at `path` (an unlink, a rename, a setattr) waits for first:
+    /// the creates in flight, then, if this is a file whose create answered early failed,
+    /// that create made again, so the change reaches an entry the tracker has. A failure to
+    /// make it is the change's (see `crate::creating`).
+    pub(crate) async fn settled_at(&self, path: &RemotePath) -> Result<(), Errno> {
+        self.creating.settled().await;
+        let Some(ino) = self.inodes.lock().expect("inodes").known(path).filter(|&i| self.creating.failed(i)) else {
+            return Ok(());
+        };
+        let made = self
+            .creating
+            .ensure(&self.client, ino, Some(path))
+            .await
+            .map_err(|e| log_err("create", &e, errno_of(&e)))?;
+        if let Some(f) = self.open_file(ino) {
+            f.lock().await.adopt_created(made);
+        }
+        Ok(())
+    }
+
     /// Attributes of `path` and how long the kernel may keep them, with an open file's local
     /// size, mode and time taking precedence and a directory's answered from [`DirAttrs`]
     /// while fresh.

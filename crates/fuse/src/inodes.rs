@@ -28,6 +28,11 @@ impl Inodes {
         self.paths.get(&ino).cloned()
     }
 
+    /// The inode for `path` if it has one.
+    pub fn known(&self, path: &RemotePath) -> Option<u64> {
+        self.by_path.get(path.as_str()).copied()
+    }
+
     /// The inode for `path`, assigning a new one the first time it is seen.
     pub fn ino(&mut self, path: &RemotePath) -> u64 {
         if let Some(i) = self.by_path.get(path.as_str()) {

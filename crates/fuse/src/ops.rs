@@ -168,8 +168,8 @@ impl Filesystem for SwarmFs {
         let name = name.to_owned();
         self.run(|fs| async move {
             let r = async {
-                fs.creating.settled().await;
                 let path = fs.child(parent, &name)?;
+                fs.settled_at(&path).await?;
                 let e = fs.client.stat(&path).await.map_err(|e| errno_of(&e))?;
                 if e.kind == EntryKind::Dir {
                     return Err(Errno::EISDIR);
@@ -250,12 +250,12 @@ impl Filesystem for SwarmFs {
         let (name, newname) = (name.to_owned(), newname.to_owned());
         self.run(|fs| async move {
             let r = async {
-                fs.creating.settled().await;
                 if flags.contains(RenameFlags::RENAME_EXCHANGE) {
                     return Err(Errno::EINVAL);
                 }
                 let from = fs.child(parent, &name)?;
                 let to = fs.child(newparent, &newname)?;
+                fs.settled_at(&from).await?;
                 if flags.contains(RenameFlags::RENAME_NOREPLACE) && fs.client.stat(&to).await.is_ok() {
                     return Err(Errno::EEXIST);
                 }

@@ -461,8 +461,17 @@ impl Mount {
         Self::start_in(c.dir.path(), home, name, extra)
     }
 
+    /// Mounts with `env` set in the mount's environment (an injected fault).
+    pub fn start_with_env(c: &Cluster, home: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Mount {
+        Self::start_in_env(c.dir.path(), home, name, extra, env)
+    }
+
     /// Mounts at `name` in `dir` (its log beside it), for a swarm no [`Cluster`] runs.
     pub fn start_in(dir: &Path, home: &Path, name: &str, extra: &[&str]) -> Mount {
+        Self::start_in_env(dir, home, name, extra, &[])
+    }
+
+    fn start_in_env(dir: &Path, home: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Mount {
         let (log, dir) = (dir.join(format!("{name}.log")), dir.join(name));
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(log).unwrap();
@@ -473,6 +482,7 @@ impl Mount {
             .arg(home)
             .args(extra)
             .env("SWARMFS_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
