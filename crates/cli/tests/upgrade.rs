@@ -1,5 +1,5 @@
 //! Upgrades: what earlier releases wrote (tests/fixtures/protocol2, protocol3, protocol4, protocol5, protocol6,
-//! protocol7,
+//! protocol7, protocol8,
 //! and the previous release's PostgreSQL database, postgres-schema5.sql) opens with today's
 //! binary, and every file reads back byte-exact.
 
@@ -18,6 +18,7 @@ const FIXTURE_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pro
 const FIXTURE_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol5");
 const FIXTURE_6: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol6");
 const FIXTURE_7: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol7");
+const FIXTURE_8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/protocol8");
 /// The protocol-5 fixture's swarm as the previous release (protocol 6, schema 5) kept it on
 /// PostgreSQL: `pg_dump` of the database its tracker made adopting the fixture's tracker.db.
 const PG_SCHEMA_5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/postgres-schema5.sql");
@@ -387,6 +388,27 @@ fn a_protocol_7_swarm_upgrades_in_place_its_v1_deltas_open_and_its_file_grows_by
     assert_eq!(deltas_in(d), "0", "the last close committed the file whole");
     let out = cli(&reader, &["cat", "/sliced.bin"]);
     assert!(out.stdout == expected, "read back after the unmount");
+}
+
+#[test]
+fn a_protocol_8_swarm_upgrades_to_chunks_beside_tls_and_its_v2_deltas_and_grown_file_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_daemons, addr) = upgraded_swarm_reads_everything(FIXTURE_8, "127.0.0.1:47318", 8, d);
+    assert_eq!(deltas_in(d), "2", "the fixture's /sliced.bin is a manifest and two V2 deltas");
+    let grown: Vec<u8> = [pattern(200_000, 6), pattern(30_000, 80), pattern(30_000, 81), pattern(30_000, 82)].concat();
+    for home in [d.join("client"), d.join("reader")] {
+        reads_back(&home, "/sliced.bin", &delta_fixture(), "the V2 deltas read back");
+        reads_back(&home, "/grown.bin", &grown, "the file grown through the mount reads back");
+    }
+    link_health_and_schema(d, &fixture_link(FIXTURE_8, &addr));
+    // Today's mount reads it through its deltas (its chunks beside TLS), and its close
+    // commits it whole.
+    let mut m = common::Mount::start_in(d, &d.join("client"), "mnt", &[]);
+    let mut via_mount = Vec::new();
+    std::fs::File::open(m.dir.join("sliced.bin")).unwrap().read_to_end(&mut via_mount).unwrap();
+    assert!(via_mount == delta_fixture(), "the mount reads the V2 deltas");
+    m.stop();
 }
 
 #[test]

@@ -349,7 +349,7 @@ async fn relay_leg(d: &Dialer<'_>, rv: &Rendezvous, req: &Request) -> Result<Raw
         .map_err(|_| NetError::Timeout("connecting to the tracker"))?
         .map_err(|source| NetError::Connect { addr: rv.addr.clone(), source })?;
     tcp.set_nodelay(true)?;
-    let mut tls = secure_dialer(tcp, d, &rv.addr, rv.node).await?;
+    let (mut tls, _) = secure_dialer(tcp, d, &rv.addr, rv.node).await?;
     let frame = swarmfs_proto::Frame::new(swarmfs_proto::FrameKind::Request, 1, req, bytes::Bytes::new());
     crate::io::write_frame(&mut tls, &frame).await?;
     tokio::io::AsyncWriteExt::flush(&mut tls).await?;

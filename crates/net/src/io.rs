@@ -4,6 +4,7 @@ use bytes::Bytes;
 use swarmfs_proto::{Frame, FrameKind, FIXED_HEADER_LEN, MAX_FRAME_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::beside::{Beside, BESIDE_FROM};
 use crate::NetError;
 
 /// Largest frame accepted before the membership proof has been checked. A hello or hello
@@ -13,11 +14,20 @@ pub const HANDSHAKE_FRAME_MAX: u32 = 4096;
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames. The length is
 /// checked against the cap before the body buffer is allocated.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, NetError> {
-    read_frame_within(r, MAX_FRAME_LEN).await
+    read_frame_beside(r, MAX_FRAME_LEN, None).await
 }
 
 /// [`read_frame`] with a tighter cap, for the handshake.
 pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<Option<Frame>, NetError> {
+    read_frame_beside(r, max, None).await
+}
+
+/// [`read_frame`] on a connection whose payloads may come beside TLS (see [`crate::beside`]).
+pub async fn read_frame_beside<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+    beside: Option<&Beside>,
+) -> Result<Option<Frame>, NetError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -30,8 +40,16 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Res
         std::io::ErrorKind::UnexpectedEof => NetError::Closed,
         _ => e.into(),
     })?;
-    let (kind, id, meta_len) = Frame::decode_header(&head, n)?;
+    let (kind, id, meta_len, came_beside) = Frame::decode_header(&head, n)?;
     let meta = read_exactly(r, meta_len, 1).await?;
+    if came_beside {
+        let malformed = swarmfs_proto::ProtoError::Malformed("a frame without the payload it says came beside it");
+        if n != FIXED_HEADER_LEN + meta_len {
+            return Err(malformed.into());
+        }
+        let payload = beside.and_then(Beside::take).ok_or(malformed)?;
+        return Ok(Some(Frame { kind, id, meta, payload, beside: true }));
+    }
     let len = n - FIXED_HEADER_LEN - meta_len;
     // A response's payload in an allocation of its own, starting at its start: a chunk taken
     // out of it as a Vec (to verify and decrypt in place) is not moved. A request's big
@@ -39,7 +57,7 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Res
     // peer writes it to disk straight from there (direct I/O needs aligned memory).
     let align = if kind == FrameKind::Request && len >= ALIGNED_FROM { BLOCK } else { 1 };
     let payload = read_exactly(r, len, align).await?;
-    Ok(Some(Frame { kind, id, meta, payload }))
+    Ok(Some(Frame { kind, id, meta, payload, beside: false }))
 }
 
 /// Request payloads at least this long are read into block-aligned memory.
@@ -66,11 +84,39 @@ async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize, align: usize)
     })
 }
 
-/// Writes one frame without copying its payload; the caller flushes.
+/// Writes one frame without copying its payload; the caller flushes. Its payload goes
+/// inside it, whatever `f.beside` says.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), NetError> {
+    let inside;
+    let f = match f.beside {
+        true => {
+            inside = Frame { beside: false, ..f.clone() };
+            &inside
+        }
+        false => f,
+    };
     w.write_all(&f.header()?).await?;
     w.write_all(&f.meta).await?;
     w.write_all(&f.payload).await?;
+    Ok(())
+}
+
+/// Writes one frame on a connection whose payloads may go beside TLS: a frame that allows
+/// it and is big enough sends its payload as a unit first (see [`crate::beside`]).
+pub async fn write_frame_beside<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    f: &Frame,
+    beside: Option<&Beside>,
+) -> Result<(), NetError> {
+    let Some(beside) = beside.filter(|b| f.beside && f.payload.len() >= BESIDE_FROM && b.enabled()) else {
+        return write_frame(w, f).await;
+    };
+    // Everything written before is on the stream ahead of the unit.
+    w.flush().await?;
+    // A request's chunk is written to disk by the peer straight from where it lands.
+    beside.send(f.payload.clone(), f.kind == FrameKind::Request && f.payload.len() >= ALIGNED_FROM);
+    w.write_all(&f.header()?).await?;
+    w.write_all(&f.meta).await?;
     Ok(())
 }
 

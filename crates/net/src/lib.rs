@@ -7,6 +7,7 @@
 //! - [`auth`]: the hello exchange that proves the swarm secret (or a link's), bound to the
 //!   TLS session.
 //! - [`io`]: reading and writing frames with the size cap checked before allocation.
+//! - [`beside`]: sealed chunks sent beside the TLS records instead of inside them.
 //! - [`rpc`]: [`Connection`] (dialer side) and [`serve`] (listener side).
 //! - `admission`: bounds on connections still in their handshake, apart from members'.
 //! - [`dialer`]: reaching a node by whichever path works (direct, hole punching, relay).
@@ -17,6 +18,7 @@
 
 mod admission;
 pub mod auth;
+pub mod beside;
 pub mod dialer;
 pub mod error;
 pub mod identity;

@@ -23,6 +23,7 @@ use rustls::pki_types::ServerName;
 use swarmfs_proto::authz::{authorize, Listener};
 use swarmfs_proto::{
     Credential, ErrorCode, Event, Frame, FrameKind, Hello, LinkId, MemberKey, NodeId, Request, Response, Role,
+    MAX_FRAME_LEN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +33,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::{Admission, Pending};
 use crate::auth::{hello_dialer, hello_listener, Secret, EXPORTER_LABEL};
-use crate::io::{read_frame, write_frame};
+use crate::beside::{Beside, Wire};
+use crate::io::{read_frame_beside, write_frame, write_frame_beside};
 use crate::tls::{client_config, node_id_of_cert, server_config, WRONG_NODE};
 use crate::{Identity, NetError};
 
@@ -166,7 +168,12 @@ impl Connection {
         let (otx, orx) = oneshot::channel();
         self.inner.pending.lock().expect("pending lock").insert(id, otx);
         let _guard = PendingGuard { inner: &self.inner, id };
-        self.inner.tx.send(Frame::new(FrameKind::Request, id, req, payload)).await.map_err(|_| NetError::Closed)?;
+        let mut frame = Frame::new(FrameKind::Request, id, req, payload);
+        // The peer checks the chunk against its id before storing it (see `crate::beside`).
+        if matches!(req, Request::PutChunk { .. }) {
+            frame = frame.sealed_payload();
+        }
+        self.inner.tx.send(frame).await.map_err(|_| NetError::Closed)?;
         let frame = tokio::select! {
             r = orx => r.map_err(|_| NetError::Closed)?,
             _ = self.inner.closed.cancelled() => return Err(NetError::Closed),
@@ -249,14 +256,15 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
     expected: NodeId,
     service: Option<Arc<S>>,
 ) -> Result<(Connection, mpsc::Receiver<Event>), NetError> {
-    let tls = secure_dialer(stream, d, addr, expected).await?;
+    let (tls, beside) = secure_dialer(stream, d, addr, expected).await?;
 
     let (r, w) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     let conn = Connection::new(expected, tx.clone(), CancellationToken::new());
     let span = tracing::debug_span!("conn", remote = %expected.short(), addr);
-    tokio::spawn(writer_loop(w, rx, conn.inner.closed.clone(), IO_BUFFER).instrument(span.clone()));
+    let writer = writer_loop(w, rx, conn.inner.closed.clone(), IO_BUFFER, beside.clone());
+    tokio::spawn(writer.instrument(span.clone()));
     let weak = Arc::downgrade(&conn.inner);
     let closed = conn.inner.closed.clone();
     // The requests the other side sends back, if this end serves: the context they are
@@ -280,7 +288,7 @@ pub async fn dial_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + 's
             let mut r = BufReader::with_capacity(IO_BUFFER, r);
             loop {
                 let frame = tokio::select! {
-                    f = read_frame(&mut r) => f,
+                    f = read_frame_beside(&mut r, MAX_FRAME_LEN, Some(&beside)) => f,
                     _ = closed.cancelled() => break,
                 };
                 match frame {
@@ -348,10 +356,11 @@ pub(crate) async fn secure_dialer<T: AsyncRead + AsyncWrite + Unpin>(
     d: &Dialer<'_>,
     addr: &str,
     expected: NodeId,
-) -> Result<tokio_rustls::client::TlsStream<T>, NetError> {
+) -> Result<(tokio_rustls::client::TlsStream<Wire<T>>, Beside), NetError> {
     let connector = tokio_rustls::TlsConnector::from(client_config(d.identity, expected));
     let name = ServerName::try_from("swarmfs").expect("static name");
-    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+    let (wire, beside) = Wire::new(stream);
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, wire))
         .await
         .map_err(|_| NetError::Timeout("in the TLS handshake"))?
         .map_err(|e| tls_error(addr, expected, e))?;
@@ -366,7 +375,9 @@ pub(crate) async fn secure_dialer<T: AsyncRead + AsyncWrite + Unpin>(
     tokio::time::timeout(CONNECT_TIMEOUT, hello_dialer(&mut tls, d.secret, member, &exporter, d.role))
         .await
         .map_err(|_| NetError::Timeout("waiting for the hello reply"))??;
-    Ok(tls)
+    // Both ends speak this protocol: sealed chunks may go beside TLS from now on.
+    beside.enable();
+    Ok((tls, beside))
 }
 
 /// Authorizes and handles one request, then sends its response: the same on both ends.
@@ -380,6 +391,8 @@ async fn answer<S: Service>(
 ) {
     let started = std::time::Instant::now();
     let (kind, bytes_in) = (req.name(), payload.len());
+    // A whole chunk, which its receiver checks against its id (see `crate::beside`).
+    let whole_chunk = matches!(req, Request::GetChunk { offset: 0, len: u64::MAX, .. });
     // The one place requests are authorized: by what the connection proved.
     let (resp, payload) = match authorize(service.listener(), &req, &ctx.credential) {
         Ok(()) => service.handle(&ctx, req, payload).await,
@@ -392,7 +405,11 @@ async fn answer<S: Service>(
         };
         m.request(kind, result, started.elapsed(), bytes_in, payload.len());
     }
-    let _ = ctx.out.send(Frame::new(FrameKind::Response, id, &resp, payload)).await;
+    let mut frame = Frame::new(FrameKind::Response, id, &resp, payload);
+    if whole_chunk && matches!(resp, Response::Chunk) {
+        frame = frame.sealed_payload();
+    }
+    let _ = ctx.out.send(frame).await;
 }
 
 /// A dialer that serves nothing (its `Option<Arc<NoService>>` is always `None`).
@@ -423,6 +440,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Frame>,
     closed: CancellationToken,
     buffer: usize,
+    beside: Beside,
 ) {
     let mut w = BufWriter::with_capacity(buffer, w);
     loop {
@@ -431,7 +449,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
             _ = closed.cancelled() => None,
         };
         let Some(frame) = frame else { break };
-        if let Err(e) = write_frame(&mut w, &frame).await {
+        if let Err(e) = write_frame_beside(&mut w, &frame, Some(&beside)).await {
             debug!("write failed: {e}");
             break;
         }
@@ -620,8 +638,10 @@ async fn handshake<S: Service, T: AsyncRead + AsyncWrite + Unpin>(
     acceptor: tokio_rustls::TlsAcceptor,
     swarm: &Swarm,
     service: &S,
-) -> Result<(tokio_rustls::server::TlsStream<T>, NodeId, Role, Credential), NetError> {
-    let mut tls = acceptor.accept(tcp).await.map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
+) -> Result<(tokio_rustls::server::TlsStream<Wire<T>>, Beside, NodeId, Role, Credential), NetError> {
+    let (wire, beside) = Wire::new(tcp);
+    let mut tls =
+        acceptor.accept(wire).await.map_err(|e| NetError::Tls { addr: addr.into(), reason: e.to_string() })?;
     let (remote, exporter) = {
         let conn = tls.get_ref().1;
         let remote = conn
@@ -639,7 +659,9 @@ async fn handshake<S: Service, T: AsyncRead + AsyncWrite + Unpin>(
         None => service.admit(remote, hello, &exporter),
     })
     .await?;
-    Ok((tls, remote, hello.role, credential))
+    // The hello reply is out: the dialer sends units only after it.
+    beside.enable();
+    Ok((tls, beside, remote, hello.role, credential))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -656,7 +678,7 @@ async fn serve_conn<S: Service>(
 ) -> Result<(), NetError> {
     tcp.set_nodelay(true)?;
     let addr = remote_addr.to_string();
-    let (tls, remote, role, credential) = tokio::select! {
+    let (tls, beside, remote, role, credential) = tokio::select! {
         r = tokio::time::timeout(limits.handshake_timeout, handshake(tcp, &addr, acceptor, swarm, &*service)) => {
             r.map_err(|_| NetError::Timeout("in the handshake"))??
         }
@@ -673,7 +695,7 @@ async fn serve_conn<S: Service>(
     let mut first = None;
     if service.takes_over() {
         let frame = tokio::select! {
-            f = read_frame(&mut tls) => f?,
+            f = read_frame_beside(&mut tls, MAX_FRAME_LEN, Some(&beside)) => f?,
             _ = shutdown.cancelled() => return Ok(()),
         };
         let Some(frame) = frame else { return Ok(()) };
@@ -694,7 +716,7 @@ async fn serve_conn<S: Service>(
         first = Some(frame);
     }
     let who = Remote { remote, role, credential, remote_addr };
-    run_listener(tls, who, service, limits, shutdown, first).await
+    run_listener(tls, beside, who, service, limits, shutdown, first).await
 }
 
 /// Who is at the other end of an accepted connection, as its handshake proved.
@@ -718,13 +740,14 @@ pub async fn serve_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + '
 ) -> Result<(), NetError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&swarm.identity));
     let addr = remote_addr.to_string();
-    let (tls, remote, role, credential) = tokio::select! {
+    let (tls, beside, remote, role, credential) = tokio::select! {
         r = tokio::time::timeout(limits.handshake_timeout, handshake(stream, &addr, acceptor, swarm, &*service)) => {
             r.map_err(|_| NetError::Timeout("in the handshake"))??
         }
         _ = shutdown.cancelled() => return Ok(()),
     };
-    run_listener(tls, Remote { remote, role, credential, remote_addr }, service, limits, shutdown, None).await
+    let who = Remote { remote, role, credential, remote_addr };
+    run_listener(tls, beside, who, service, limits, shutdown, None).await
 }
 
 /// The listener's side of an authenticated connection: answers requests, delivers the
@@ -732,6 +755,7 @@ pub async fn serve_over<S: Service, T: AsyncRead + AsyncWrite + Unpin + Send + '
 /// already read off the stream (see [`Service::takes_over`]).
 async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     tls: T,
+    beside: Beside,
     who: Remote,
     service: Arc<S>,
     limits: &Limits,
@@ -742,7 +766,7 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
     let (r, w) = tokio::io::split(tls);
     let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
-    tokio::spawn(writer_loop(w, rx, closed.clone(), limits.io_buffer).in_current_span());
+    tokio::spawn(writer_loop(w, rx, closed.clone(), limits.io_buffer, beside.clone()).in_current_span());
     // Calls to the dialer: a child token, so the handle going away never closes the
     // connection, while the connection closing fails every call on it.
     let conn = Connection::new(remote, out.clone(), closed.child_token());
@@ -757,7 +781,7 @@ async fn run_listener<S: Service, T: AsyncRead + AsyncWrite + Send + 'static>(
         let frame = match first.take() {
             Some(f) => Ok(Some(f)),
             None => tokio::select! {
-                f = read_frame(&mut r) => f,
+                f = read_frame_beside(&mut r, MAX_FRAME_LEN, Some(&beside)) => f,
                 _ = closed.cancelled() => break Ok(()),
             },
         };

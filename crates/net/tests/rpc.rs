@@ -20,9 +20,23 @@ impl Service for Echo {
     async fn handle(&self, _ctx: &Arc<ConnCtx>, req: Request, payload: Bytes) -> (Response, Bytes) {
         match req {
             Request::Ping => (Response::Pong { used: payload.len() as u64, capacity: 0, chunks: 0 }, payload),
+            // A store that checks what it is given against its id, as a peer's does.
+            Request::PutChunk { chunk } if blake3::hash(&payload).as_bytes() == &chunk.0 => {
+                (Response::Ok, Bytes::new())
+            }
+            Request::PutChunk { .. } => {
+                (Response::error(swarmfs_proto::ErrorCode::InvalidArgument, "bad"), Bytes::new())
+            }
+            Request::GetChunk { chunk, .. } => (Response::Chunk, sealed_chunk(chunk.0[0])),
             _ => (Response::error(swarmfs_proto::ErrorCode::Unsupported, "no"), Bytes::new()),
         }
     }
+}
+
+/// A chunk's bytes for the tests, some 1 MiB, some just past the size that goes beside TLS.
+fn sealed_chunk(seed: u8) -> Bytes {
+    let len = if seed.is_multiple_of(2) { 1 << 20 } else { (16 << 10) + seed as usize };
+    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed)).collect::<Vec<u8>>())
 }
 
 async fn start(secret: [u8; 32]) -> (String, NodeId, CancellationToken) {
@@ -113,6 +127,31 @@ async fn many_requests_in_flight_on_one_connection() {
             let (r, p) = c.call(&Request::Ping, Bytes::from(vec![i as u8; i * 1000])).await.unwrap();
             assert_eq!(r, Response::Pong { used: (i * 1000) as u64, capacity: 0, chunks: 0 });
             assert_eq!(p.len(), i * 1000);
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn chunks_beside_tls_arrive_whole_both_ways_among_other_frames() {
+    let (addr, id, _stop) = start([1; 32]).await;
+    let (conn, _ev) = dial(&client([1; 32]), &addr, id, Role::Client).await.unwrap();
+    let mut calls = Vec::new();
+    for seed in 0..60u8 {
+        let c = conn.clone();
+        calls.push(tokio::spawn(async move {
+            let chunk = sealed_chunk(seed);
+            let id = swarmfs_proto::ChunkId(*blake3::hash(&chunk).as_bytes());
+            let (r, _) = c.call(&Request::PutChunk { chunk: id }, chunk.clone()).await.unwrap();
+            assert_eq!(r, Response::Ok, "chunk {seed} stored as sent");
+            let get = Request::GetChunk { chunk: swarmfs_proto::ChunkId([seed; 32]), offset: 0, len: u64::MAX };
+            let (r, p) = c.call(&get, Bytes::new()).await.unwrap();
+            assert_eq!((r, p), (Response::Chunk, chunk), "chunk {seed} read back whole");
+            let small = Bytes::from(vec![seed; seed as usize * 100]);
+            let (_, p) = c.call(&Request::Ping, small.clone()).await.unwrap();
+            assert_eq!(p, small, "frames with their payload inside, between them");
         }));
     }
     for c in calls {

@@ -3,6 +3,10 @@
 //! `len` counts everything after itself and is checked against [`MAX_FRAME_LEN`] before a
 //! byte of the body is allocated. `meta` is a postcard-encoded message; `payload` is raw
 //! bytes (chunk data), kept out of serde so it is never copied through it.
+//!
+//! A frame whose kind byte has [`PAYLOAD_BESIDE`] set has no payload inside it: its payload
+//! (a sealed chunk) went just before it, beside TLS (`swarmfs_net::beside`), and `len`
+//! counts only the header and metadata.
 
 use bytes::{Buf, Bytes};
 use serde::{de::DeserializeOwned, Serialize};
@@ -13,6 +17,8 @@ use crate::ProtoError;
 pub const MAX_FRAME_LEN: u32 = 64 * 1024 * 1024 + 1024 * 1024;
 /// Bytes after the length prefix that every frame has: kind, id, meta_len.
 pub const FIXED_HEADER_LEN: usize = 1 + 8 + 4;
+/// Set in the kind byte of a frame whose payload went beside it (protocol 9).
+pub const PAYLOAD_BESIDE: u8 = 0x80;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -45,12 +51,14 @@ pub struct Frame {
     pub id: u64,
     pub meta: Bytes,
     pub payload: Bytes,
+    /// The payload goes (or came) beside TLS rather than inside the frame.
+    pub beside: bool,
 }
 
 impl Frame {
     pub fn new<T: Serialize>(kind: FrameKind, id: u64, meta: &T, payload: Bytes) -> Self {
         let meta = postcard::to_stdvec(meta).expect("postcard encoding into a Vec cannot fail");
-        Frame { kind, id, meta: meta.into(), payload }
+        Frame { kind, id, meta: meta.into(), payload, beside: false }
     }
 
     pub fn decode_meta<T: DeserializeOwned>(&self) -> Result<T, ProtoError> {
@@ -62,22 +70,34 @@ impl Frame {
         4 + FIXED_HEADER_LEN + self.meta.len() + self.payload.len()
     }
 
-    /// The length prefix and fixed header, to be followed by `meta` and `payload`.
+    /// A frame whose payload may go beside TLS, where the connection allows it: a whole
+    /// sealed chunk, which its receiver checks against its id.
+    pub fn sealed_payload(mut self) -> Self {
+        self.beside = true;
+        self
+    }
+
+    /// The length prefix and fixed header, to be followed by `meta` and `payload` (by
+    /// `meta` alone when the payload goes beside).
     pub fn header(&self) -> Result<[u8; 4 + FIXED_HEADER_LEN], ProtoError> {
-        let body_len = FIXED_HEADER_LEN + self.meta.len() + self.payload.len();
+        let inside = if self.beside { 0 } else { self.payload.len() };
+        let body_len = FIXED_HEADER_LEN + self.meta.len() + inside;
         if body_len > MAX_FRAME_LEN as usize {
             return Err(ProtoError::FrameTooLarge { len: body_len as u64, max: MAX_FRAME_LEN as u64 });
         }
         let mut h = [0u8; 4 + FIXED_HEADER_LEN];
         h[0..4].copy_from_slice(&(body_len as u32).to_be_bytes());
-        h[4] = self.kind as u8;
+        h[4] = self.kind as u8 | if self.beside { PAYLOAD_BESIDE } else { 0 };
         h[5..13].copy_from_slice(&self.id.to_be_bytes());
         h[13..17].copy_from_slice(&(self.meta.len() as u32).to_be_bytes());
         Ok(h)
     }
 
-    /// Whole frame as one buffer (tests and small control messages).
+    /// Whole frame as one buffer, its payload inside (tests and small control messages).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ProtoError> {
+        if self.beside {
+            return Frame { beside: false, ..self.clone() }.to_bytes();
+        }
         let mut out = Vec::with_capacity(self.wire_len());
         out.extend_from_slice(&self.header()?);
         out.extend_from_slice(&self.meta);
@@ -106,25 +126,31 @@ impl Frame {
         if body.len() < FIXED_HEADER_LEN {
             return Err(ProtoError::Malformed("frame shorter than its header"));
         }
-        let (kind, id, meta_len) = Self::decode_header(&body[..FIXED_HEADER_LEN], body.len())?;
+        let (kind, id, meta_len, beside) = Self::decode_header(&body[..FIXED_HEADER_LEN], body.len())?;
+        if beside {
+            return Err(ProtoError::Malformed("a payload beside TLS where none can be"));
+        }
         body.advance(FIXED_HEADER_LEN);
         let meta = body.split_to(meta_len);
-        Ok(Frame { kind, id, meta, payload: body })
+        Ok(Frame { kind, id, meta, payload: body, beside: false })
     }
 
     /// Parses the fixed header (`head`, [`FIXED_HEADER_LEN`] bytes) of a body of `body_len`
-    /// bytes: kind, id and the metadata's length, checked to fit.
-    pub fn decode_header(mut head: &[u8], body_len: usize) -> Result<(FrameKind, u64, usize), ProtoError> {
+    /// bytes: kind, id, the metadata's length, checked to fit, and whether the payload went
+    /// beside.
+    pub fn decode_header(mut head: &[u8], body_len: usize) -> Result<(FrameKind, u64, usize, bool), ProtoError> {
         if head.len() < FIXED_HEADER_LEN || body_len < FIXED_HEADER_LEN {
             return Err(ProtoError::Malformed("frame shorter than its header"));
         }
-        let kind = FrameKind::try_from(head.get_u8())?;
+        let byte = head.get_u8();
+        let beside = byte & PAYLOAD_BESIDE != 0;
+        let kind = FrameKind::try_from(byte & !PAYLOAD_BESIDE)?;
         let id = head.get_u64();
         let meta_len = head.get_u32() as usize;
         if meta_len > body_len - FIXED_HEADER_LEN {
             return Err(ProtoError::Malformed("metadata longer than the frame"));
         }
-        Ok((kind, id, meta_len))
+        Ok((kind, id, meta_len, beside))
     }
 }
 

@@ -23,13 +23,13 @@ mod golden;
 mod props;
 
 pub use error::ProtoError;
-pub use frame::{Frame, FrameKind, FIXED_HEADER_LEN, MAX_FRAME_LEN};
+pub use frame::{Frame, FrameKind, FIXED_HEADER_LEN, MAX_FRAME_LEN, PAYLOAD_BESIDE};
 pub use ids::{ChunkId, FileId, LinkId, NodeId};
 pub use msg::*;
 pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Deltas a file's manifest may have (`CommitDelta`) before the tracker wants the next
 /// version committed whole: bounds what every open of the file reads and lays over.

@@ -44,7 +44,7 @@ proptest! {
         meta in proptest::collection::vec(any::<u8>(), 0..300),
         payload in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
-        let f = Frame { kind, id, meta: Bytes::from(meta), payload: Bytes::from(payload) };
+        let f = Frame { kind, id, meta: Bytes::from(meta), payload: Bytes::from(payload), beside: false };
         let wire = f.to_bytes().unwrap();
         prop_assert_eq!(u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize, wire.len() - 4);
         let back = Frame::decode_body(Bytes::from(wire[4..].to_vec())).unwrap();
