@@ -360,7 +360,31 @@ impl Client {
         rdev: u32,
         target: Option<String>,
     ) -> Result<EntryInfo, ClientError> {
-        self.entry(Request::Create { path: path.to_string(), kind, mode, uid, gid, rdev, target }).await
+        self.entry(Request::Create { path: path.to_string(), kind, mode, uid, gid, rdev, target, time_ms: None }).await
+    }
+
+    /// Creates an empty file whose mtime and ctime are `time_ms`: what a mount that answered
+    /// the create before asking told the program (see `Request::Create`).
+    pub async fn create_file_at(
+        &self,
+        path: &RemotePath,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        time_ms: i64,
+    ) -> Result<EntryInfo, ClientError> {
+        let kind = swarmfs_proto::EntryKind::File;
+        let req = Request::Create {
+            path: path.to_string(),
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            target: None,
+            time_ms: Some(time_ms),
+        };
+        self.entry(req).await
     }
 
     pub async fn read_link(&self, path: &RemotePath) -> Result<String, ClientError> {

@@ -19,10 +19,12 @@
 //! not write learns so at open, not at close) call the tracker before answering, as do creates
 //! past [`IN_FLIGHT_MAX`] in flight.
 //!
-//! The tracker's clock stamps the new entry, not the mount's: the open answers with the
-//! mount's time and a zero TTL, and the file's open state takes the tracker's times once the
-//! call lands ([`Creating::made`], [`Creating::ensure`]), before any stat or flush of it
-//! answers, so every stat after the open agrees with what other mounts see.
+//! The call carries the time the open answered with (`Request::Create`'s `time_ms`), and the
+//! tracker stamps the entry with it, so every stat after the open, here or on another mount,
+//! agrees with the first. (Answering with the mount's clock while the tracker used its own
+//! made a new file's ctime move by a fraction of a millisecond once the entry landed, which
+//! pjdfstest caught; waiting for the tracker's times instead cost a round trip at the fstat
+//! most programs make right after an open.)
 //!
 //! A call can still fail after the open succeeded: another mount created the same name in
 //! the moment between the kernel's lookup and the call (the close's commit then replaces that
@@ -38,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use fuser::Errno;
 use swarmfs_client::{Client, ClientError};
-use swarmfs_proto::{EntryInfo, EntryKind, RemotePath};
+use swarmfs_proto::{EntryInfo, RemotePath};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tracing::{debug, warn};
 
@@ -55,6 +57,8 @@ pub(crate) struct NewFile {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The mtime and ctime the open answered with, which the entry takes.
+    pub time_ms: i64,
 }
 
 pub(crate) struct Creating {
@@ -115,7 +119,7 @@ impl Creating {
         let injected = self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
         let r = match injected {
             true => Err(ClientError::Usage(format!("{FAIL_CALLS_VAR}: an injected failure"))),
-            false => client.create(&new.path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await,
+            false => client.create_file_at(&new.path, new.mode, new.uid, new.gid, new.time_ms).await,
         };
         let made = match &r {
             Ok(e) => Some(e.clone()),
@@ -150,17 +154,14 @@ impl Creating {
         self.failed.lock().expect("failed creates").contains_key(&ino)
     }
 
-    /// The entry the tracker made for `ino`'s create answered early, once (waiting for the
-    /// call if it is in flight): the open state takes its times before answering a stat.
-    pub(crate) async fn made(&self, ino: u64) -> Option<EntryInfo> {
-        let in_flight = match self.made.lock().expect("made").get(&ino) {
-            None => return None,
-            Some(made) => made.is_none(),
-        };
-        if in_flight {
-            self.settled().await;
+    /// The entry the tracker made for `ino`'s create answered early, once it has landed:
+    /// the open state takes what it says (the same times; see the module's documentation).
+    pub(crate) fn made(&self, ino: u64) -> Option<EntryInfo> {
+        let mut made = self.made.lock().expect("made");
+        match made.get(&ino) {
+            Some(Some(_)) => made.remove(&ino).flatten(),
+            _ => None,
         }
-        self.made.lock().expect("made").remove(&ino).flatten()
     }
 
     /// Before a flush of `ino` commits: waits for the creates in flight and, if this file's
@@ -180,7 +181,7 @@ impl Creating {
         let Some(path) = path else {
             return Ok(None); // unlinked meanwhile: nothing to commit under a name
         };
-        match client.create(path, EntryKind::File, new.mode, new.uid, new.gid, 0, None).await {
+        match client.create_file_at(path, new.mode, new.uid, new.gid, new.time_ms).await {
             Ok(e) => Ok(Some(e)),
             Err(e) if errno_of(&e) == Errno::EEXIST => Ok(None),
             Err(e) => {

@@ -356,7 +356,7 @@ impl Inner {
     pub(crate) async fn stat(&self, path: &RemotePath) -> Result<(FileAttr, Duration), Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
-            let made = self.creating.made(ino).await;
+            let made = self.creating.made(ino);
             let mut st = f.lock().await;
             st.adopt_created(made);
             if !st.unlinked {

@@ -592,7 +592,6 @@ impl Filesystem for SwarmFs {
                 // The kernel calls create only after a lookup found no such name. Usually the
                 // call to the tracker runs while the program writes (see `crate::creating`).
                 let early = fs.creating.early_turn(flags);
-                let early_answer = early.is_some();
                 let e = match early {
                     Some(_) => EntryInfo {
                         path: path.to_string(),
@@ -628,7 +627,7 @@ impl Filesystem for SwarmFs {
                 };
                 if let Some(turn) = early {
                     fs.creating.begin(ino);
-                    let new = NewFile { path, mode, uid, gid };
+                    let new = NewFile { path, mode, uid, gid, time_ms: now };
                     let fs = fs.clone();
                     fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
                 }
@@ -637,14 +636,11 @@ impl Filesystem for SwarmFs {
                 let f = Arc::new(AsyncMutex::new(st));
                 f.lock().await.opens = 1;
                 fs.files.lock().expect("files").insert(ino, f);
-                // Answered early, the times are the mount's, not yet the tracker's: the kernel
-                // asks again rather than keeping them (see `crate::creating`).
-                let ttl = if early_answer { Duration::ZERO } else { TTL };
-                Ok((fs.attr(ino, &e), fs.new_fh(), ttl))
+                Ok((fs.attr(ino, &e), fs.new_fh()))
             }
             .await;
             match r {
-                Ok((a, fh, ttl)) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             }
         });

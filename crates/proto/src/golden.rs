@@ -113,7 +113,16 @@ fn every_request_variant() {
             (
                 24,
                 "Create",
-                Request::Create { path: p(), kind: EntryKind::Dir, mode: 0, uid: 0, gid: 0, rdev: 0, target: None },
+                Request::Create {
+                    path: p(),
+                    kind: EntryKind::Dir,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    target: None,
+                    time_ms: None,
+                },
             ),
             (25, "ReadLink", Request::ReadLink { path: p() }),
             (26, "CollectChunks", Request::CollectChunks { chunks: vec![], idle_ms: 0 }),

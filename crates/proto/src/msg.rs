@@ -415,7 +415,9 @@ pub enum Request {
         mtime_ms: Option<i64>,
     },
     /// Creates an empty file, a directory, a symlink (`target`) or a special file (`rdev`);
-    /// fails with AlreadyExists if the name is taken.
+    /// fails with AlreadyExists if the name is taken. `time_ms` (protocol 9): the entry's
+    /// mtime and ctime, from a mount that answered the create before asking (its answer and
+    /// the entry must agree); the tracker's clock otherwise.
     Create {
         path: String,
         kind: EntryKind,
@@ -424,6 +426,7 @@ pub enum Request {
         gid: u32,
         rdev: u32,
         target: Option<String>,
+        time_ms: Option<i64>,
     },
     ReadLink {
         path: String,

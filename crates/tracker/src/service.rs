@@ -519,11 +519,11 @@ impl Tracker {
                 let path = RemotePath::parse(&path)?;
                 Response::Entry(self.db(move |db| db.set_attr(&path, mode, uid, gid, mtime_ms)).await?)
             }
-            Request::Create { path, kind, mode, uid, gid, rdev, target } => {
+            Request::Create { path, kind, mode, uid, gid, rdev, target, time_ms } => {
                 let path = RemotePath::parse(&path)?;
                 Response::Entry(
                     self.db(move |db| {
-                        let new = NewEntry { kind, mode, uid, gid, rdev, target: target.as_deref() };
+                        let new = NewEntry { kind, mode, uid, gid, rdev, target: target.as_deref(), time_ms };
                         db.create(&path, &new)
                     })
                     .await?,

@@ -40,6 +40,8 @@ pub struct NewEntry<'a> {
     pub rdev: u32,
     /// A symlink's target; ignored for other kinds.
     pub target: Option<&'a str>,
+    /// The entry's mtime and ctime when the creator chose them (see `Request::Create`).
+    pub time_ms: Option<i64>,
 }
 
 /// A peer as remembered across restarts (liveness is not remembered; draining is).
@@ -660,7 +662,7 @@ impl Db {
         if Self::entry(&mut *tx, path)?.is_some() {
             return Err(TrackerError::AlreadyExists(path.to_string()));
         }
-        let now = now_ms();
+        let now = new.time_ms.unwrap_or_else(now_ms);
         tx.exec(
             "INSERT INTO entries (path, parent, kind, size, mtime_ms, mode, uid, gid, rdev, target, ctime_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?5)",
