@@ -86,11 +86,6 @@ impl Inner {
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration), Errno> {
         self.creating.settled().await;
-        // The times the tracker stamped on a create answered early come first: what this
-        // call changes replaces them, not the other way round.
-        if let (Some(made), Some(f)) = (self.creating.made(ino), self.open_file(ino)) {
-            f.lock().await.adopt_created(Some(made));
-        }
         let path = match self.path(INodeNo(ino)) {
             Ok(p) => {
                 self.settled_at(&p).await?;

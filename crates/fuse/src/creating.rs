@@ -33,14 +33,13 @@
 //! unlink or setattr of it by this mount, then creates it again first and reports what stops
 //! it, so a close never claims a file the tracker does not have.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::Errno;
 use swarmfs_client::{Client, ClientError};
-use swarmfs_proto::{EntryInfo, RemotePath};
+use swarmfs_proto::RemotePath;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tracing::{debug, warn};
 
@@ -67,9 +66,6 @@ pub(crate) struct Creating {
     order: Arc<RwLock<()>>,
     /// Calls that failed other than "already exists", by inode.
     failed: Mutex<HashMap<u64, NewFile>>,
-    /// Creates answered early, by inode: `None` while the call is in flight, then the entry
-    /// the tracker made until the file's open state takes its times.
-    made: Mutex<HashMap<u64, Option<EntryInfo>>>,
     /// Set once the tracker confirmed a create of this mount.
     proven: AtomicBool,
     /// An injected fault for the tests: this many calls fail as if the tracker had gone
@@ -85,7 +81,6 @@ impl Default for Creating {
         Creating {
             order: Arc::new(RwLock::with_max_readers((), IN_FLIGHT_MAX)),
             failed: Mutex::new(HashMap::new()),
-            made: Mutex::new(HashMap::new()),
             proven: AtomicBool::new(false),
             faults: AtomicU32::new(std::env::var(FAIL_CALLS_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(0)),
         }
@@ -108,11 +103,6 @@ impl Creating {
         self.proven.store(true, Ordering::Relaxed);
     }
 
-    /// Notes that the create of `ino` was answered early; its [`Creating::call`] follows.
-    pub(crate) fn begin(&self, ino: u64) {
-        self.made.lock().expect("made").insert(ino, None);
-    }
-
     /// Makes the entry on the tracker for a create already answered (`turn` from
     /// [`Creating::early_turn`], given back when the call is done).
     pub(crate) async fn call(&self, client: &Client, ino: u64, new: NewFile, turn: OwnedRwLockReadGuard<()>) {
@@ -121,15 +111,6 @@ impl Creating {
             true => Err(ClientError::Usage(format!("{FAIL_CALLS_VAR}: an injected failure"))),
             false => client.create_file_at(&new.path, new.mode, new.uid, new.gid, new.time_ms).await,
         };
-        let made = match &r {
-            Ok(e) => Some(e.clone()),
-            Err(_) => None,
-        };
-        match self.made.lock().expect("made").entry(ino) {
-            Entry::Occupied(mut o) if made.is_some() => *o.get_mut() = made,
-            Entry::Occupied(o) => drop(o.remove()),
-            Entry::Vacant(_) => {}
-        }
         match r {
             Ok(_) => {}
             // Made by another mount since the kernel's lookup: this file's close replaces it.
@@ -154,36 +135,20 @@ impl Creating {
         self.failed.lock().expect("failed creates").contains_key(&ino)
     }
 
-    /// The entry the tracker made for `ino`'s create answered early, once it has landed:
-    /// the open state takes what it says (the same times; see the module's documentation).
-    pub(crate) fn made(&self, ino: u64) -> Option<EntryInfo> {
-        let mut made = self.made.lock().expect("made");
-        match made.get(&ino) {
-            Some(Some(_)) => made.remove(&ino).flatten(),
-            _ => None,
-        }
-    }
-
     /// Before a flush of `ino` commits: waits for the creates in flight and, if this file's
-    /// call failed, makes the entry now (at `path`, where the file is now). Answers the
-    /// entry the tracker made for the file's create answered early, if not taken yet.
-    pub(crate) async fn ensure(
-        &self,
-        client: &Client,
-        ino: u64,
-        path: Option<&RemotePath>,
-    ) -> Result<Option<EntryInfo>, ClientError> {
+    /// call failed, makes the entry now (at `path`, where the file is now), with the times
+    /// its open answered with.
+    pub(crate) async fn ensure(&self, client: &Client, ino: u64, path: Option<&RemotePath>) -> Result<(), ClientError> {
         self.settled().await;
-        let made = self.made.lock().expect("made").remove(&ino).flatten();
         let Some(new) = self.failed.lock().expect("failed creates").remove(&ino) else {
-            return Ok(made);
+            return Ok(());
         };
         let Some(path) = path else {
-            return Ok(None); // unlinked meanwhile: nothing to commit under a name
+            return Ok(()); // unlinked meanwhile: nothing to commit under a name
         };
         match client.create_file_at(path, new.mode, new.uid, new.gid, new.time_ms).await {
-            Ok(e) => Ok(Some(e)),
-            Err(e) if errno_of(&e) == Errno::EEXIST => Ok(None),
+            Ok(_) => Ok(()),
+            Err(e) if errno_of(&e) == Errno::EEXIST => Ok(()),
             Err(e) => {
                 self.failed.lock().expect("failed creates").insert(ino, new);
                 Err(e)

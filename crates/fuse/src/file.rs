@@ -195,17 +195,6 @@ impl FileState {
         self.compaction.is_some()
     }
 
-    /// Takes the times the tracker stamped on this file's entry when its create was answered
-    /// early (see `crate::creating`); a time a write or a program set since stays.
-    pub fn adopt_created(&mut self, made: Option<swarmfs_proto::EntryInfo>) {
-        let Some(made) = made else { return };
-        if crate::fs::ms_of(self.mtime) == self.entry.mtime_ms {
-            self.mtime = crate::fs::time_of(made.mtime_ms);
-        }
-        self.entry.mtime_ms = made.mtime_ms;
-        self.entry.ctime_ms = made.ctime_ms;
-    }
-
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty() || self.meta_dirty
     }
@@ -420,7 +409,7 @@ impl FileState {
         opts: &MountOptions,
         journal: &Journal,
         settle: bool,
-        landed: impl std::future::Future<Output = Result<Option<swarmfs_proto::EntryInfo>, ClientError>>,
+        landed: impl std::future::Future<Output = Result<(), ClientError>>,
     ) -> Result<(), FileError> {
         let compaction_to_settle = settle && self.compaction.is_some();
         // A file left as a manifest and deltas is committed whole once more when it settles,
@@ -430,8 +419,7 @@ impl FileState {
             self.meta_dirty = true;
         }
         if !self.is_dirty() && !compaction_to_settle {
-            self.adopt_created(landed.await?);
-            return Ok(());
+            return Ok(landed.await?);
         }
         let Some(path) = path.filter(|_| !self.unlinked) else {
             self.dirty.clear();
@@ -455,8 +443,7 @@ impl FileState {
         }
         let background = self.compact(client, cache, settle).await?;
         if !self.is_dirty() {
-            self.adopt_created(landed.await?);
-            return Ok(());
+            return Ok(landed.await?);
         }
         // Until the commit, the staged writes are worth keeping if this mount stops or dies:
         // beside their staging file, or in the journal while they are in memory.
@@ -522,7 +509,7 @@ impl FileState {
         let mtime_ms = crate::fs::ms_of(self.mtime);
         let manifest =
             Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
-        self.adopt_created(landed.await?);
+        landed.await?;
         self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());

@@ -339,15 +339,7 @@ impl Inner {
         let Some(ino) = self.inodes.lock().expect("inodes").known(path).filter(|&i| self.creating.failed(i)) else {
             return Ok(());
         };
-        let made = self
-            .creating
-            .ensure(&self.client, ino, Some(path))
-            .await
-            .map_err(|e| log_err("create", &e, errno_of(&e)))?;
-        if let Some(f) = self.open_file(ino) {
-            f.lock().await.adopt_created(made);
-        }
-        Ok(())
+        self.creating.ensure(&self.client, ino, Some(path)).await.map_err(|e| log_err("create", &e, errno_of(&e)))
     }
 
     /// Attributes of `path` and how long the kernel may keep them, with an open file's local
@@ -356,9 +348,7 @@ impl Inner {
     pub(crate) async fn stat(&self, path: &RemotePath) -> Result<(FileAttr, Duration), Errno> {
         let ino = self.inodes.lock().expect("inodes").ino(path);
         if let Some(f) = self.open_file(ino) {
-            let made = self.creating.made(ino);
-            let mut st = f.lock().await;
-            st.adopt_created(made);
+            let st = f.lock().await;
             if !st.unlinked {
                 return Ok((self.open_attr(ino, &st), TTL));
             }
@@ -528,7 +518,7 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(None) })
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(()) })
                     .await
             }
             .await;

@@ -626,7 +626,6 @@ impl Filesystem for SwarmFs {
                     inodes.ino(&path)
                 };
                 if let Some(turn) = early {
-                    fs.creating.begin(ino);
                     let new = NewFile { path, mode, uid, gid, time_ms: now };
                     let fs = fs.clone();
                     fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
