@@ -10,7 +10,7 @@ use swarmfs_client::{views, Client, Policy, PutOptions};
 use swarmfs_proto::{EntryKind, RemotePath};
 
 use crate::home::Home;
-use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
+use crate::nodes::{parse_chunk_size, parse_inline_max, parse_replicas, parse_size};
 use crate::progress::Bar;
 use crate::Cli;
 
@@ -35,6 +35,10 @@ pub struct PutArgs {
     /// Chunks in flight at once (memory is about 2 × window × chunk size).
     #[arg(long, env = "SWARMFS_WINDOW", default_value_t = PutOptions::DEFAULT_WINDOW)]
     pub window: usize,
+    /// Files up to this size are kept in their (sealed) manifest on the tracker instead of
+    /// in chunks on the peers: one commit, no put (0 keeps none; at most 64K).
+    #[arg(long, env = "SWARMFS_INLINE_MAX", default_value = "4K", value_parser = parse_inline_max)]
+    pub inline_max: usize,
     /// Hide the progress bar.
     #[arg(long, short, env = "SWARMFS_QUIET")]
     pub quiet: bool,
@@ -291,6 +295,7 @@ impl PutArgs {
             min_replicas: self.min_replicas,
             policy: self.placement,
             window: self.window,
+            inline_max: self.inline_max,
         })
     }
 }
@@ -331,6 +336,8 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> Result<()> {
                     "seconds": secs, "mb_s": report.size as f64 / secs / 1e6,
                     "connections": { "direct": direct, "punch": punch, "relay": relay } })
         );
+    } else if !a.quiet && report.chunks == 0 && report.size > 0 {
+        errln!("stored {dest}: {} in its manifest, on the tracker (a small file)", human(report.size));
     } else if !a.quiet {
         errln!(
             "stored {dest}: {} in {} × {}{}",
@@ -478,9 +485,12 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
     // Small writes the mount stored as slices, and the packs holding them (listed after the
     // chunks: their copies count as much).
     let mut slices = (0, 0);
+    // A small file kept in its manifest (on the tracker), not in chunks.
+    let mut inline = false;
     if e.kind == EntryKind::File && e.file_id.is_some() {
         let (_, manifest) = client.open(&p).await?;
         slices = (manifest.slices.len(), manifest.packs.len());
+        inline = manifest.inline.is_some();
         let refs: Vec<_> = manifest.referenced().cloned().collect();
         let located = client.locate(&refs).await?;
         for (i, c) in refs.iter().enumerate() {
@@ -492,6 +502,7 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
     if cli.json {
         let mut v = views::entry_json(&e);
         (v["slices"], v["packs"]) = (json!(slices.0), json!(slices.1));
+        v["inline"] = json!(inline);
         v["chunk_holders"] = holders
             .iter()
             .enumerate()
@@ -533,7 +544,11 @@ pub async fn stat(cli: &Cli, a: &StatArgs) -> Result<()> {
         if e.kind == EntryKind::File {
             outln!("size:   {} ({})", e.size, human(e.size));
             // The tracker counts every chunk id the commit placed, packs included.
-            outln!("chunks: {}", (e.chunks as usize).saturating_sub(slices.1));
+            if inline {
+                outln!("chunks: none: kept in its manifest, on the tracker (a small file)");
+            } else {
+                outln!("chunks: {}", (e.chunks as usize).saturating_sub(slices.1));
+            }
             if slices.0 > 0 {
                 outln!("slices: {} small writes over the chunks, in {} packs", slices.0, slices.1);
             }

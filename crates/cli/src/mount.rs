@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::home::Home;
-use crate::nodes::{parse_chunk_size, parse_replicas, parse_size};
+use crate::nodes::{parse_chunk_size, parse_inline_max, parse_replicas, parse_size};
 use crate::Cli;
 
 #[derive(Args, Clone)]
@@ -29,6 +29,10 @@ pub struct MountArgs {
     /// Placement policy: rendezvous, least-used or lowest-latency.
     #[arg(long, env = "SWARMFS_PLACEMENT", default_value = "rendezvous")]
     pub placement: Policy,
+    /// Files up to this size are kept in their (sealed) manifest on the tracker instead of
+    /// in chunks on the peers: a close of a small file is one commit (0 keeps none; at most 64K).
+    #[arg(long, env = "SWARMFS_INLINE_MAX", default_value = "4K", value_parser = parse_inline_max)]
+    pub inline_max: usize,
     /// Memory for decrypted chunks read through the mount.
     #[arg(long, env = "SWARMFS_CACHE", default_value = "64M", value_parser = parse_size)]
     pub cache: u64,
@@ -56,9 +60,9 @@ pub struct MountArgs {
     #[arg(long, short = 'd', env = "SWARMFS_DAEMON")]
     pub daemon: bool,
     /// Mount options, comma-separated, as /etc/fstab and mount(8) give them: ro, rw,
-    /// allow_other, replicas=N, min_replicas=N, cache=SIZE, chunk_size=SIZE; generic ones
-    /// (defaults, auto, noauto, user, users, nouser, _netdev, nofail, dev, nodev, suid,
-    /// nosuid, exec, noexec, x-*, comment=*) are accepted and ignored.
+    /// allow_other, replicas=N, min_replicas=N, cache=SIZE, chunk_size=SIZE, inline_max=SIZE;
+    /// generic ones (defaults, auto, noauto, user, users, nouser, _netdev, nofail, dev,
+    /// nodev, suid, nosuid, exec, noexec, x-*, comment=*) are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS", env = "SWARMFS_MOUNT_OPTIONS")]
     pub options: Option<String>,
     /// The source name shown by `mount` and in /proc/mounts (default `swarmfs:HOME`).
@@ -73,6 +77,7 @@ impl MountArgs {
             replicas: PutOptions::DEFAULT_REPLICAS,
             min_replicas: None,
             chunk_size: swarmfs_core::DEFAULT_CHUNK_SIZE,
+            inline_max: swarmfs_core::DEFAULT_INLINE_MAX,
             placement: Policy::default(),
             cache: 64 << 20,
             allow_other: false,
@@ -108,6 +113,7 @@ impl MountArgs {
                 "min_replicas" => self.min_replicas = Some(parse_replicas(&need(value)?).map_err(usage)?),
                 "cache" => self.cache = parse_size(&need(value)?).map_err(usage)?,
                 "chunk_size" => self.chunk_size = parse_chunk_size(&need(value)?).map_err(usage)?,
+                "inline_max" => self.inline_max = parse_inline_max(&need(value)?).map_err(usage)?,
                 "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev" | "nofail" | "dev"
                 | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "comment" => {}
                 n if n.starts_with("x-") => {}
@@ -143,6 +149,8 @@ async fn in_background(cli: &Cli, a: &MountArgs) -> Result<()> {
         a.replicas.to_string().into(),
         "--chunk-size".into(),
         a.chunk_size.to_string().into(),
+        "--inline-max".into(),
+        a.inline_max.to_string().into(),
     ]);
     args.extend(["--cache".into(), a.cache.to_string().into(), "--placement".into(), a.placement.to_string().into()]);
     if let Some(m) = a.min_replicas {
@@ -292,6 +300,7 @@ pub async fn serve(
         min_replicas: a.min_replicas,
         policy: a.placement,
         chunk_size: a.chunk_size,
+        inline_max: a.inline_max,
         cache_bytes: a.cache as usize,
         staging_dir: home.dir.join("staging"),
         allow_other: a.allow_other,

@@ -144,6 +144,14 @@ pub fn parse_replicas(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--inline-max`: a size from 0 (keep no file in its manifest) to [`swarmfs_core::MAX_INLINE`].
+pub fn parse_inline_max(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if n <= swarmfs_core::MAX_INLINE as u64 => Ok(n as usize),
+        _ => Err(format!("{s:?}: files kept in their manifest are at most {} bytes", swarmfs_core::MAX_INLINE)),
+    }
+}
+
 /// Parses `123`, `4K`, `512M`, `1G`, `2T`, `1GiB`, `10MB` (all powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

@@ -173,7 +173,8 @@ pub async fn share(cli: &Cli, a: &ShareArgs) -> Result<()> {
     let chunk_size = a.chunk_size;
     let (manifest, index) = tokio::task::spawn_blocking(move || index_file(&f, chunk_size, &deriver)).await??;
     if a.replicas > 0 {
-        let opts = PutOptions { replicas: a.replicas, chunk_size: a.chunk_size, ..Default::default() };
+        // Stored as the chunks this share serves (never kept in its manifest instead).
+        let opts = PutOptions { replicas: a.replicas, chunk_size: a.chunk_size, inline_max: 0, ..Default::default() };
         client
             .put(&a.local, &remote, &opts, &swarmfs_client::Quiet)
             .await

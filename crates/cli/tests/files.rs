@@ -19,9 +19,53 @@ fn put_get_is_byte_exact_at_chunk_boundaries() {
             assert_eq!(std::fs::read(&back).unwrap(), data, "size {size} chunk {cs}");
             let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", &remote, "--json"])).unwrap();
             assert_eq!(st["size"], size as u64);
-            assert_eq!(st["chunks"], size.div_ceil(cs) as u64);
+            // Up to 4 KiB (and one chunk), a file is kept in its manifest: no chunks.
+            let inline = size > 0 && size <= 4096.min(cs);
+            assert_eq!(st["inline"], inline, "size {size} chunk {cs}");
+            assert_eq!(st["chunks"], if inline { 0 } else { size.div_ceil(cs) as u64 });
         }
     }
+}
+
+#[test]
+fn small_files_kept_in_their_manifest_read_back_with_every_peer_gone() {
+    let mut c = Cluster::start(2);
+    let put =
+        |name: &str, len: usize, flags: &[&str]| c.put_pattern(name, &format!("/small/{name}"), len, len as u64, flags);
+    let chunk_files = |c: &Cluster| (0..2).map(|i| c.chunk_files(i).len()).sum::<usize>();
+    let tiny = put("tiny", 100, &[]);
+    let page = put("page", 4096, &[]);
+    assert_eq!(chunk_files(&c), 0, "files up to 4 KiB put nothing on the peers");
+    put("over", 4097, &[]);
+    put("chunked", 100, &["--inline-max", "0"]);
+    put("bigger-limit", 10_000, &["--inline-max", "16K"]);
+    let stat = |remote: &str| -> serde_json::Value {
+        serde_json::from_str(&c.ok(&["stat", &format!("/small/{remote}"), "--json"])).unwrap()
+    };
+    for (name, inline, chunks) in
+        [("tiny", true, 0), ("page", true, 0), ("over", false, 1), ("chunked", false, 1), ("bigger-limit", true, 0)]
+    {
+        let st = stat(name);
+        assert_eq!((st["inline"].clone(), st["chunks"].clone()), (inline.into(), chunks.into()), "{name}: {st}");
+    }
+    assert_eq!(chunk_files(&c), 4, "two chunked files, two copies each");
+    let human = c.ok(&["stat", "/small/tiny"]);
+    assert!(human.contains("kept in its manifest"), "{human}");
+    let out = c.cli(&["put", c.path("tiny").to_str().unwrap(), "/small/again"]);
+    assert!(stderr(&out).contains("in its manifest"), "the put says where it went: {}", stderr(&out));
+    let refused = c.cli(&["put", c.path("tiny").to_str().unwrap(), "/small/x", "--inline-max", "65K"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("at most 65536 bytes"), "{}", stderr(&refused));
+    // The small files need no peer at all: every peer gone, they still read back.
+    c.kill_peer(0);
+    c.kill_peer(1);
+    for (name, want) in [("tiny", &tiny), ("page", &page)] {
+        let back = c.path(&format!("{name}.back"));
+        c.ok(&["get", &format!("/small/{name}"), back.to_str().unwrap()]);
+        assert_eq!(&std::fs::read(&back).unwrap(), want, "{name}");
+    }
+    let part = c.cli(&["cat", "/small/page", "--offset", "4000", "--length", "200"]);
+    assert_eq!(part.stdout, &page[4000..], "{}", stderr(&part));
 }
 
 #[test]
@@ -101,10 +145,14 @@ fn bad_input_gives_one_clear_line_and_nonzero_exit() {
         assert!(err.starts_with("error: ") && err.lines().count() == 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    // More replicas than peers: refused, unless --min-replicas allows fewer copies.
-    let out = c.cli(&["put", local.to_str().unwrap(), "/r", "--replicas", "3"]);
+    // More replicas than peers: refused, unless --min-replicas allows fewer copies (for a
+    // file past 4 KiB: a smaller one is kept in its manifest and needs no peer).
+    let chunked = c.path("chunked");
+    std::fs::write(&chunked, pattern(5000, 1)).unwrap();
+    let out = c.cli(&["put", chunked.to_str().unwrap(), "/r", "--replicas", "3"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let out = c.cli(&["put", local.to_str().unwrap(), "/r", "--replicas", "3", "--min-replicas", "1"]);
+    assert!(c.cli(&["put", local.to_str().unwrap(), "/r", "--replicas", "3"]).status.success(), "a small file");
+    let out = c.cli(&["put", chunked.to_str().unwrap(), "/r", "--replicas", "3", "--min-replicas", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("only 1 live peer"), "{}", stderr(&out));
 }
@@ -113,13 +161,17 @@ fn bad_input_gives_one_clear_line_and_nonzero_exit() {
 fn no_live_peers_and_unreachable_tracker_fail_clearly() {
     let mut c = Cluster::start(1);
     let local = c.path("x");
-    std::fs::write(&local, b"data").unwrap();
+    std::fs::write(&local, pattern(5000, 2)).unwrap();
     c.kill_peer(0);
     common::wait_for("peer down", std::time::Duration::from_secs(10), || (c.up_count() == 0).then_some(()));
     let out = c.cli(&["put", local.to_str().unwrap(), "/x"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("no live peers"), "{}", stderr(&out));
     assert_eq!(c.cli(&["stat", "/x"]).status.code(), Some(3), "a failed put leaves nothing visible");
+    // A file small enough to be kept in its manifest needs no peer.
+    std::fs::write(&local, b"data").unwrap();
+    c.ok(&["put", local.to_str().unwrap(), "/small"]);
+    assert_eq!(c.ok(&["cat", "/small"]), "data");
     c.kill_tracker();
     let out = c.cli(&["ls"]);
     assert_eq!(out.status.code(), Some(4));
@@ -137,7 +189,12 @@ fn ls_long_shows_mode_size_time_and_name_like_ls_and_tiny_puts_show_no_rate() {
     let out = c.cli(&["put", small.to_str().unwrap(), "/small.txt", "--replicas", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stderr(&out);
-    assert!(said.contains("stored /small.txt: 3 B in 1 chunk × 1 replica\n"), "no rate for 3 bytes: {said}");
+    assert!(
+        said.contains("stored /small.txt: 3 B in its manifest, on the tracker (a small file)\n"),
+        "no rate: {said}"
+    );
+    let out = c.cli(&["put", small.to_str().unwrap(), "/dir/chunked.txt", "--replicas", "1", "--inline-max", "0"]);
+    assert!(stderr(&out).contains("stored /dir/chunked.txt: 3 B in 1 chunk × 1 replica\n"), "{}", stderr(&out));
     let is_time = |t: &str| {
         let b = t.as_bytes();
         t.len() == 23 && t.ends_with(" UTC") && b[4] == b'-' && b[7] == b'-' && b[13] == b':' && b[16] == b':'

@@ -167,6 +167,16 @@ fn a_member_writes_and_deletes_through_the_gateway_and_a_read_only_gateway_refus
     assert!(request(&[&url]).2 == data);
     let out = c.cli(&["cat", "/up/loaded.bin"]);
     assert!(out.stdout == data, "the CLI reads what the gateway stored");
+    // A small file is kept in its manifest; it reads, whole and in ranges, as any file.
+    let note = c.path("note");
+    std::fs::write(&note, b"a small note, kept in its manifest").unwrap();
+    let note_url = format!("{}/files/up/note.txt", gw.url);
+    assert_eq!(request(&["-T", note.to_str().unwrap(), &note_url]).0, 201);
+    assert_eq!(request(&[&note_url]).2, b"a small note, kept in its manifest");
+    let (status, _, body) = request(&["-r", "2-6", &note_url]);
+    assert_eq!((status, &body[..]), (206, &b"small"[..]));
+    let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", "/up/note.txt", "--json"])).unwrap();
+    assert_eq!(st["inline"], true, "{st}");
     // A second PUT replaces it.
     let (status, _, _) = request(&["-T", "/dev/null", &url]);
     assert_eq!(status, 200);

@@ -26,7 +26,8 @@ fn refused(r: Result<Response, ClientError>) -> String {
 fn a_link_fetches_its_file_and_nothing_else() {
     let c = Cluster::start(2);
     let data = c.put_pattern("f.bin", "/private/f.bin", 700_000, 21, &["--chunk-size", "64K"]);
-    std::fs::write(c.path("other"), b"not for link holders").unwrap();
+    // Past 4 KiB, so that it has chunks on the peers (a smaller file has none).
+    std::fs::write(c.path("other"), b"not for link holders ".repeat(300)).unwrap();
     c.ok(&["put", c.path("other").to_str().unwrap(), "/other.txt"]);
     let link = c.ok(&["link", "/private/f.bin"]).trim().to_string();
     assert!(link.starts_with("swarmfs-link-") && !link.contains(' '), "one pasteable word: {link}");
@@ -110,7 +111,7 @@ fn a_link_fetches_its_file_and_nothing_else() {
             other => panic!("a link stored a chunk: {other:?}"),
         }
     });
-    assert_eq!(c.ok(&["cat", "/other.txt"]), "not for link holders", "the member still reads everything");
+    assert_eq!(c.ok(&["cat", "/other.txt"]), "not for link holders ".repeat(300), "the member still reads everything");
 }
 
 #[test]

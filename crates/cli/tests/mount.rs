@@ -1000,10 +1000,12 @@ fn a_log_appended_to_and_fsynced_uploads_about_its_lines_and_every_reader_follow
     // A flush commits too: the kernel sends one whenever a copy of the descriptor closes, as
     // the copies other tests' forked children hold do at their exec, and may do so in the
     // middle of a line (a write whose source page faults goes in two requests). So at least
-    // one delta per fsync after the first, and no whole commit.
+    // one delta per fsync after the second, and no whole commit: the first fsync commits
+    // the log (3,000 bytes) whole in its manifest, the second whole again, grown out of it
+    // into a chunk.
     let deltas = commits("commit_delta");
-    assert_eq!(commits("commit_file"), 1, "the first fsync whole, then only deltas");
-    assert!(deltas >= 39, "every fsync after the first commits a delta: {deltas}");
+    assert_eq!(commits("commit_file"), 2, "the first two fsyncs whole, then only deltas");
+    assert!(deltas >= 38, "every fsync after the second commits a delta: {deltas}");
     // Storing the last chunk whole at every fsync was about 40 x 30 KB x 2 copies; slices
     // are the lines, with a chunk stored whole again now and then (past 3/4 of it in
     // slices, or when a chunk fills up).
@@ -1015,7 +1017,7 @@ fn a_log_appended_to_and_fsynced_uploads_about_its_lines_and_every_reader_follow
     assert!(c.cli(&["cat", "/app.log"]).stdout == expected);
     drop(f);
     // The last close commits the log whole once more: its deltas' leftovers are released.
-    wait_for("the last close's whole commit", Duration::from_secs(10), || (commits("commit_file") == 2).then_some(()));
+    wait_for("the last close's whole commit", Duration::from_secs(10), || (commits("commit_file") == 3).then_some(()));
     assert_eq!(commits("commit_delta"), deltas, "the close commits whole");
     assert!(c.cli(&["cat", "/app.log"]).stdout == expected, "after the last close's whole commit");
     assert!(read_back(&c, "/app.log") == expected, "get: the chunks that hold less than they cover, padded");
@@ -1060,6 +1062,66 @@ fn a_file_just_created_is_listed_renamed_and_removed_in_order_and_another_mount_
     let listing = c.ok(&["ls", "/"]);
     assert!(!listing.contains("gone") && !listing.contains("new"), "{listing}");
     assert_eq!(listing.matches("moved").count(), 20, "{listing}");
+}
+
+#[test]
+fn a_small_file_lives_in_its_manifest_until_it_grows_and_every_mount_reads_each_version() {
+    let c = Cluster::start(2);
+    let a = Mount::start(&c, &c.client_home(), "mnt-a", &[]);
+    let b = Mount::start(&c, &member_home(&c, "client-b"), "mnt-b", &[]);
+    let chunk_files = || (0..2).map(|i| c.chunk_files(i).len()).sum::<usize>();
+    let inline = |name: &str| -> bool {
+        let st: serde_json::Value = serde_json::from_str(&c.ok(&["stat", &format!("/{name}"), "--json"])).unwrap();
+        st["inline"].as_bool().unwrap()
+    };
+    // 200 small files created, written and closed: none puts a chunk on a peer.
+    for i in 0..200u64 {
+        std::fs::write(a.dir.join(format!("s{i}")), pattern(100 + i as usize * 20, i)).unwrap();
+    }
+    assert_eq!(chunk_files(), 0, "small files are kept in their manifests");
+    for i in (0..200u64).step_by(37) {
+        assert_eq!(std::fs::read(b.dir.join(format!("s{i}"))).unwrap(), pattern(100 + i as usize * 20, i));
+    }
+    // A write into the middle, then an append past 4 KiB: chunked from then on.
+    let mut want = pattern(3000, 7);
+    std::fs::write(a.dir.join("f"), &want).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(a.dir.join("f")).unwrap();
+    f.write_all_at(b"MIDDLE", 1000).unwrap();
+    drop(f);
+    want[1000..1006].copy_from_slice(b"MIDDLE");
+    assert_eq!(std::fs::read(b.dir.join("f")).unwrap(), want, "B reads the write into the middle");
+    assert!(inline("f"));
+    let mut f = std::fs::OpenOptions::new().append(true).open(a.dir.join("f")).unwrap();
+    f.write_all(&pattern(10_000, 8)).unwrap();
+    drop(f);
+    want.extend(pattern(10_000, 8));
+    assert_eq!(std::fs::read(b.dir.join("f")).unwrap(), want, "B reads the grown file");
+    assert!(!inline("f"), "grown past 4 KiB: stored in chunks");
+    assert!(chunk_files() > 0);
+    // Cut back to 100 bytes: kept in its manifest again; B reads it, and a write from B.
+    let f = std::fs::OpenOptions::new().write(true).open(a.dir.join("f")).unwrap();
+    f.set_len(100).unwrap();
+    drop(f);
+    want.truncate(100);
+    assert_eq!(std::fs::read(b.dir.join("f")).unwrap(), want, "B reads the cut file");
+    assert!(inline("f"));
+    let f = std::fs::OpenOptions::new().write(true).open(b.dir.join("f")).unwrap();
+    f.write_all_at(b"B was here", 95).unwrap();
+    drop(f);
+    want.truncate(95);
+    want.extend_from_slice(b"B was here");
+    // A's kernel keeps the size A saw for up to a second (README: attributes are cached
+    // for one second); the content is B's as soon as that has passed.
+    wait_for("A to read B's write", Duration::from_secs(5), || {
+        (std::fs::read(a.dir.join("f")).unwrap() == want).then_some(())
+    });
+    // A mount told to keep none stores even a small file in a chunk.
+    let before = chunk_files();
+    let none = Mount::start(&c, &member_home(&c, "client-c"), "mnt-c", &["--inline-max", "0"]);
+    std::fs::write(none.dir.join("chunked"), b"a small file in a chunk").unwrap();
+    assert!(!inline("chunked"));
+    assert_eq!(chunk_files(), before + 2, "one chunk, two copies");
+    assert_eq!(std::fs::read(a.dir.join("chunked")).unwrap(), b"a small file in a chunk");
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub struct PutOptions {
     pub policy: Policy,
     /// Chunks in flight at once; bounds memory at about 2 × window × chunk size.
     pub window: usize,
+    /// Files up to this many bytes are kept in their manifest, not stored on peers (0: none;
+    /// at most [`swarmfs_core::MAX_INLINE`]).
+    pub inline_max: usize,
 }
 
 impl PutOptions {
@@ -50,6 +53,7 @@ impl Default for PutOptions {
             min_replicas: None,
             policy: Policy::default(),
             window: Self::DEFAULT_WINDOW,
+            inline_max: swarmfs_core::DEFAULT_INLINE_MAX,
         }
     }
 }
@@ -404,10 +408,24 @@ impl Client {
             read_chunks(reader, chunk_size, size_hint, tx, |len| handle.block_on(budget.hold(len)))
         });
         let first = rx.recv().await.transpose().map_err(|e| ClientError::io("reading the input", e))?;
+        // A file that ends within the first chunk and is small enough is kept in its
+        // manifest: nothing goes to the peers.
+        let mut second = None;
+        if let Some((plain, _)) =
+            first.as_ref().filter(|(p, _)| p.len() <= swarmfs_core::inline_limit(opts.inline_max, opts.chunk_size))
+        {
+            second = rx.recv().await;
+            if second.is_none() {
+                progress.start(plain.len() as u64);
+                progress.advance(plain.len() as u64);
+                let manifest = Manifest::inline(opts.chunk_size, 0o644, now_ms(), plain.clone());
+                return Ok(Uploaded { manifest, placements: Vec::new(), replicas: opts.replicas });
+            }
+        }
         let up = self.uploader(opts.replicas, opts.min_replicas, opts.policy, first.is_some(), progress).await?;
         progress.start(size_hint.unwrap_or(0));
         let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-        let chunks = stream::iter(first.map(Ok)).chain(rest);
+        let chunks = stream::iter(first.map(Ok).into_iter().chain(second)).chain(rest);
         let placed: Vec<(ChunkRef, Vec<NodeId>)> = chunks
             .enumerate()
             .map(|(index, plain)| {

@@ -16,7 +16,9 @@ pub mod token;
 pub use chunk::{open_chunk, seal_chunk, seal_chunk_in_place, SealedChunk, TAG_LEN};
 pub use error::CoreError;
 pub use keys::{DataKey, SwarmSecret};
-pub use manifest::{lay_slice, ChunkRef, ChunkSwap, Manifest, ManifestDelta, Slice};
+pub use manifest::{
+    inline_limit, lay_slice, ChunkRef, ChunkSwap, Manifest, ManifestDelta, Slice, DEFAULT_INLINE_MAX, MAX_INLINE,
+};
 pub use token::{Link, Token, TokenKind};
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;

@@ -14,6 +14,10 @@
 //! [`DELTA_AAD`]. The tracker keeps them in order after the base and hands them out with it
 //! ([`SealedManifest::deltas`]); [`Manifest::open`] lays them over the base. A big file
 //! fsynced often then commits (and the tracker writes) what changed, not its whole manifest.
+//!
+//! V3 (protocol 10) is a small file kept whole in its manifest ([`Manifest::inline`]): no
+//! chunk on the peers, so creating one costs one tracker commit instead of a put to R peers
+//! and the commit. Its bytes are sealed under the file key as a chunk's are under its own.
 
 use rand::RngCore;
 use ring::aead::{Aad, Nonce};
@@ -114,6 +118,7 @@ impl ManifestDelta {
 enum VersionedManifest {
     V1(ManifestV1),
     V2(Manifest),
+    V3(InlineV3),
 }
 
 /// [`VersionedManifest`] borrowed, for sealing without copying the manifest: the same
@@ -122,6 +127,31 @@ enum VersionedManifest {
 enum VersionedManifestRef<'a> {
     V1(ManifestV1Ref<'a>),
     V2(&'a Manifest),
+    V3(InlineV3Ref<'a>),
+}
+
+/// The layout of V3: a file whose content is in its manifest (its size is the content's).
+#[derive(Serialize, Deserialize)]
+struct InlineV3 {
+    chunk_size: u32,
+    mode: u32,
+    mtime_ms: i64,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct InlineV3Ref<'a> {
+    chunk_size: u32,
+    mode: u32,
+    mtime_ms: i64,
+    data: &'a [u8],
+}
+
+impl From<InlineV3> for Manifest {
+    fn from(m: InlineV3) -> Manifest {
+        let InlineV3 { chunk_size, mode, mtime_ms, data } = m;
+        Manifest::inline(chunk_size, mode, mtime_ms, data)
+    }
 }
 
 #[derive(Serialize)]
@@ -181,21 +211,55 @@ pub struct Manifest {
     /// one chunk a later slice is never in an earlier pack, so laying every slice pack by
     /// pack (each pack fetched once) gives the same bytes as laying them chunk by chunk.
     pub packs: Vec<ChunkRef>,
+    /// A small file's whole content (protocol 10, sealed as V3), when it is kept in the
+    /// manifest instead of in a chunk; `chunks`, `slices` and `packs` are then empty. Not
+    /// part of the V2 layout (skipped: a V2 body never has it).
+    #[serde(skip)]
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Most bytes a file kept in its manifest may hold: the tracker stores and sends manifests
+/// whole, so what goes in them stays small. Clients choose a limit up to this
+/// ([`DEFAULT_INLINE_MAX`] unless told otherwise).
+pub const MAX_INLINE: usize = 64 * 1024;
+/// Files up to this size are kept in their manifest by default: one page, what most small
+/// files of a source tree or a mail spool are under, at most 4 KiB more per file in the
+/// tracker's database.
+pub const DEFAULT_INLINE_MAX: usize = 4096;
+
+/// The largest file kept in its manifest when a client allows `inline_max` bytes (0: none)
+/// and writes chunks of `chunk_size`: such a file is within one chunk.
+pub fn inline_limit(inline_max: usize, chunk_size: u32) -> usize {
+    inline_max.min(MAX_INLINE).min(chunk_size as usize)
 }
 
 impl Manifest {
     /// A file stored as whole chunks (no slices).
     pub fn whole(size: u64, chunk_size: u32, mode: u32, mtime_ms: i64, chunks: Vec<ChunkRef>) -> Manifest {
-        Manifest { size, chunk_size, mode, mtime_ms, chunks, slices: Vec::new(), packs: Vec::new() }
+        Manifest { size, chunk_size, mode, mtime_ms, chunks, slices: Vec::new(), packs: Vec::new(), inline: None }
+    }
+
+    /// A file kept whole in its manifest: `data` is its content.
+    pub fn inline(chunk_size: u32, mode: u32, mtime_ms: i64, data: Vec<u8>) -> Manifest {
+        let size = data.len() as u64;
+        Manifest { inline: Some(data), ..Manifest::whole(size, chunk_size, mode, mtime_ms, Vec::new()) }
     }
 
     /// Seals with a fresh per-file key; returns the sealed form and that key.
     pub fn seal(&self, data_key: &DataKey) -> (SealedManifest, [u8; 32]) {
         let mut file_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut file_key);
-        let versioned = if self.slices.is_empty() && self.packs.is_empty() {
-            let Manifest { size, chunk_size, mode, mtime_ms, .. } = *self;
-            VersionedManifestRef::V1(ManifestV1Ref { size, chunk_size, mode, mtime_ms, chunks: &self.chunks })
+        let Manifest { chunk_size, mode, mtime_ms, .. } = *self;
+        let versioned = if let Some(data) = &self.inline {
+            VersionedManifestRef::V3(InlineV3Ref { chunk_size, mode, mtime_ms, data })
+        } else if self.slices.is_empty() && self.packs.is_empty() {
+            VersionedManifestRef::V1(ManifestV1Ref {
+                size: self.size,
+                chunk_size,
+                mode,
+                mtime_ms,
+                chunks: &self.chunks,
+            })
         } else {
             VersionedManifestRef::V2(self)
         };
@@ -223,6 +287,7 @@ impl Manifest {
             Ok(plain) => match postcard::from_bytes::<VersionedManifest>(&plain).map_err(bad)? {
                 VersionedManifest::V1(m) => m.into(),
                 VersionedManifest::V2(m) => m,
+                VersionedManifest::V3(m) => m.into(),
             },
             // Format 0 (protocol 2): no associated data, no version tag.
             Err(_) => postcard::from_bytes::<ManifestV1>(&open_random_nonce(file_key, &sealed.body, b"")?)
@@ -243,6 +308,9 @@ impl Manifest {
     /// its slices after this manifest's slices of the same chunk (so, within a chunk, still
     /// oldest first).
     pub fn apply(&mut self, d: ManifestDelta) -> Result<(), CoreError> {
+        if self.inline.is_some() {
+            return Err(CoreError::BadManifest("a delta over a file kept in its manifest".into()));
+        }
         let ManifestDelta { size, mode, mtime_ms, swaps, appended, slices, packs } = d;
         (self.size, self.mode, self.mtime_ms) = (size, mode, mtime_ms);
         for swap in swaps {
@@ -281,7 +349,9 @@ impl Manifest {
     /// pack dropped, a slice dropped out of order): that version is committed whole.
     pub fn delta_from(&self, base: &Manifest) -> Option<ManifestDelta> {
         let old_packs = base.packs.len();
-        if self.size < base.size
+        if self.inline.is_some()
+            || base.inline.is_some()
+            || self.size < base.size
             || self.chunk_size != base.chunk_size
             || self.chunks.len() < base.chunks.len()
             || self.packs.len() < old_packs
@@ -314,6 +384,15 @@ impl Manifest {
     /// A decrypted manifest is still checked: sizes must add up before anyone trusts them.
     fn validate(&self) -> Result<(), CoreError> {
         crate::check_chunk_size(self.chunk_size as u64)?;
+        if let Some(data) = &self.inline {
+            if data.len() > MAX_INLINE || data.len() as u64 != self.size {
+                return Err(CoreError::BadManifest("a file kept in its manifest has the wrong size".into()));
+            }
+            if !(self.chunks.is_empty() && self.slices.is_empty() && self.packs.is_empty()) {
+                return Err(CoreError::BadManifest("a file kept in its manifest also names chunks".into()));
+            }
+            return Ok(());
+        }
         let expected = crate::chunk_count(self.size, self.chunk_size);
         if self.chunks.len() as u64 != expected {
             return Err(CoreError::BadManifest("chunk count does not match size".into()));
@@ -726,5 +805,54 @@ mod tests {
         let slice = "0100c801040000"; // one slice: chunk 0, offset 200, len 4, pack 0, at 0
         let pack = format!("01{}04", "02".repeat(64)); // one pack: id, key, len 4
         assert_eq!(hex, format!("{header}{chunk}{slice}{pack}"));
+    }
+
+    /// A small file kept in its manifest seals as V3, with these bytes: a stored one must
+    /// keep opening. Files that are not kept inline still seal as V1 or V2, which protocol 9
+    /// reads.
+    #[test]
+    fn a_file_kept_in_its_manifest_seals_as_v3_in_a_pinned_layout() {
+        let dk = DataKey([9; 32]);
+        let m = Manifest::inline(512, 0o644, 7, b"hello".to_vec());
+        assert_eq!((m.size, m.referenced().count()), (5, 0));
+        let (sealed, file_key) = m.seal(&dk);
+        assert_eq!(Manifest::open(&sealed, &dk).unwrap(), m);
+        let plain = open_random_nonce(&file_key, &sealed.body, VERSIONED_AAD).unwrap();
+        let hex: String = plain.iter().map(|b| format!("{b:02x}")).collect();
+        // V3, chunk size 512, mode 0o644, mtime 7 (zigzag), 5 bytes of data.
+        assert_eq!(hex, format!("028004a4030e05{}", "68656c6c6f"));
+        let empty = Manifest::inline(512, 0o600, 1, Vec::new());
+        assert_eq!(Manifest::open(&empty.seal(&dk).0, &dk).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_file_kept_in_its_manifest_takes_no_delta_and_names_no_chunks() {
+        let dk = DataKey([9; 32]);
+        let m = Manifest::inline(512, 0o644, 7, b"hello".to_vec());
+        let grown = Manifest::inline(512, 0o644, 8, b"hello, world".to_vec());
+        assert!(grown.delta_from(&m).is_none(), "committed whole");
+        let r = ChunkRef { id: ChunkId([1; 32]), key: [1; 32], len: 600 };
+        let chunked = Manifest::whole(600, 512, 0o644, 8, vec![r.clone(), r.clone()]);
+        assert!(chunked.delta_from(&m).is_none(), "grown out of its manifest: committed whole");
+        let mut opened = m.clone();
+        let d = ManifestDelta {
+            size: 600,
+            mode: 0o644,
+            mtime_ms: 8,
+            swaps: vec![],
+            appended: vec![r.clone(), r],
+            slices: vec![],
+            packs: vec![],
+        };
+        assert!(matches!(opened.apply(d), Err(CoreError::BadManifest(_))));
+        let bad = |f: fn(&mut Manifest)| {
+            let mut m = m.clone();
+            f(&mut m);
+            assert!(matches!(m.validate(), Err(CoreError::BadManifest(_))), "{m:?}");
+        };
+        bad(|m| m.size = 6);
+        bad(|m| m.chunks.push(ChunkRef { id: ChunkId([1; 32]), key: [1; 32], len: 5 }));
+        let huge = Manifest::inline(512, 0o644, 7, vec![0; MAX_INLINE + 1]);
+        assert!(matches!(Manifest::open(&huge.seal(&dk).0, &dk), Err(CoreError::BadManifest(_))));
     }
 }

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use swarmfs_client::{Client, ClientError, Holders, Progress};
-use swarmfs_core::{chunk_count, ChunkRef, Manifest, Slice};
+use swarmfs_core::{chunk_count, inline_limit, ChunkRef, Manifest, Slice};
 use swarmfs_proto::{ChunkId, ChunkPlacement, FileId, RemotePath};
 
 use crate::compaction::{Compaction, Fold, Job};
@@ -95,13 +95,20 @@ impl Drop for FileState {
 }
 
 impl FileState {
-    pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> FileState {
+    pub fn new(base: Manifest, entry: swarmfs_proto::EntryInfo, opts: &MountOptions) -> Result<FileState, FileError> {
         let mode = entry.mode;
         let mtime = crate::fs::time_of(entry.mtime_ms);
         let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging_path = opts.staging_dir.join(format!("open-{}-{seq}", std::process::id()));
-        let staging = Staging::new(staging_path, base.size);
-        FileState {
+        let mut staging = Staging::new(staging_path, base.size);
+        // A small file kept in its manifest has no chunk to fetch: its bytes go to staging,
+        // as a clean chunk flushed by this mount would be (see `staged`).
+        let mut staged = BTreeSet::new();
+        if let Some(data) = base.inline.as_ref().filter(|d| !d.is_empty()) {
+            staging.write_all_at(data, 0)?;
+            staged.insert(0);
+        }
+        Ok(FileState {
             size: base.size,
             base,
             holders: None,
@@ -111,7 +118,7 @@ impl FileState {
             staging,
             dirty: BTreeSet::new(),
             written: HashMap::new(),
-            staged: BTreeSet::new(),
+            staged,
             packs: Packs::default(),
             compaction: None,
             compacted: HashMap::new(),
@@ -120,7 +127,7 @@ impl FileState {
             opens: 0,
             last_read_end: u64::MAX,
             unlinked: false,
-        }
+        })
     }
 
     /// Takes over a staging file a previous mount left with `record`, on top of the file's
@@ -441,7 +448,16 @@ impl FileState {
         for i in self.base.chunks.len() as u64..count {
             self.dirty.insert(i);
         }
-        let background = self.compact(client, cache, settle).await?;
+        // A small file is kept in its manifest: its content goes whole into the commit, and
+        // nothing to the peers (chunks and slices it had before are left to collection).
+        let inline = self.size > 0 && self.size <= inline_limit(opts.inline_max, self.base.chunk_size) as u64;
+        let background = if inline {
+            self.make_whole(client, cache, 0).await?;
+            self.compaction = None;
+            Vec::new()
+        } else {
+            self.compact(client, cache, settle).await?
+        };
         if !self.is_dirty() {
             return Ok(landed.await?);
         }
@@ -454,61 +470,72 @@ impl FileState {
             }
             Some(held) => Some(Journaled { journal, seq: journal.begin(&self.record(path), held)? }),
         };
-        let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
-        // A compacted copy of a chunk stored whole now would, landing later, drop the slices
-        // written over this new chunk.
-        whole.iter().for_each(|&i| self.forget_compaction(i));
-        let (slices, pack_bytes) = self.pack_written()?;
-        let up = client
-            .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
-            .await?;
-        let cs = self.cs();
-        let staging = &self.staging;
-        let jobs: Vec<(u64, usize)> = whole.iter().map(|&i| (i, self.chunk_len(i))).collect();
-        let stored: Vec<_> = stream::iter(jobs)
-            .map(|(i, len)| {
-                let up = &up;
-                async move {
-                    let mut buf = vec![0u8; len];
-                    staging.read_exact_at(&mut buf, i * cs)?;
-                    Ok::<_, FileError>((i, up.store(i, buf).await?))
-                }
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
-        let mut new_packs = Vec::with_capacity(pack_bytes.len());
-        for (k, bytes) in pack_bytes.into_iter().enumerate() {
-            new_packs.push(up.store(count + k as u64, bytes).await?);
-        }
-        up.summarize(&LogProgress);
-        // Every chunk index below `count` is either rewritten whole (just stored) or a base
-        // chunk, with its old slices and this flush's.
-        let mut fresh: HashMap<u64, _> = stored.into_iter().collect();
-        let mut chunks = Vec::with_capacity(count as usize);
-        let mut placements = Vec::new();
-        for i in 0..count {
-            let r = match fresh.remove(&i) {
-                Some((r, holders)) => {
-                    placements.push(ChunkPlacement { chunk: r.id, holders });
-                    r
-                }
-                None => {
-                    let r = self.base.chunks[i as usize].clone();
-                    let holders = self.compacted.get(&i).cloned().unwrap_or_default();
-                    placements.push(ChunkPlacement { chunk: r.id, holders });
-                    r
-                }
-            };
-            chunks.push(r);
-        }
-        // A delta keeps every pack the version before had (packs are named by their place).
-        let keep_packs = !settle && self.size >= self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
-        let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
         // The time programs set (futimens before close: tar, cp -p) is part of what commits.
         let mtime_ms = crate::fs::ms_of(self.mtime);
-        let manifest =
-            Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
+        let (manifest, placements) = if inline {
+            let mut data = vec![0u8; self.size as usize];
+            self.staging.read_exact_at(&mut data, 0)?;
+            (Manifest::inline(self.base.chunk_size, self.mode, mtime_ms, data), Vec::new())
+        } else {
+            let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
+            // A compacted copy of a chunk stored whole now would, landing later, drop the slices
+            // written over this new chunk.
+            whole.iter().for_each(|&i| self.forget_compaction(i));
+            let (slices, pack_bytes) = self.pack_written()?;
+            let up = client
+                .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
+                .await?;
+            let cs = self.cs();
+            let staging = &self.staging;
+            let jobs: Vec<(u64, usize)> = whole.iter().map(|&i| (i, self.chunk_len(i))).collect();
+            let stored: Vec<_> = stream::iter(jobs)
+                .map(|(i, len)| {
+                    let up = &up;
+                    async move {
+                        let mut buf = vec![0u8; len];
+                        staging.read_exact_at(&mut buf, i * cs)?;
+                        Ok::<_, FileError>((i, up.store(i, buf).await?))
+                    }
+                })
+                .buffered(8)
+                .try_collect()
+                .await?;
+            let mut new_packs = Vec::with_capacity(pack_bytes.len());
+            for (k, bytes) in pack_bytes.into_iter().enumerate() {
+                new_packs.push(up.store(count + k as u64, bytes).await?);
+            }
+            up.summarize(&LogProgress);
+            // Every chunk index below `count` is either rewritten whole (just stored) or a base
+            // chunk, with its old slices and this flush's.
+            let mut fresh: HashMap<u64, _> = stored.into_iter().collect();
+            let mut chunks = Vec::with_capacity(count as usize);
+            let mut placements = Vec::new();
+            for i in 0..count {
+                let r = match fresh.remove(&i) {
+                    Some((r, holders)) => {
+                        placements.push(ChunkPlacement { chunk: r.id, holders });
+                        r
+                    }
+                    None => {
+                        let r = self.base.chunks[i as usize].clone();
+                        let holders = self.compacted.get(&i).cloned().unwrap_or_default();
+                        placements.push(ChunkPlacement { chunk: r.id, holders });
+                        r
+                    }
+                };
+                chunks.push(r);
+            }
+            // A delta keeps every pack the version before had (packs are named by their place).
+            let keep_packs =
+                !settle && self.size >= self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
+            let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
+            let manifest = Manifest {
+                slices,
+                packs,
+                ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks)
+            };
+            (manifest, placements)
+        };
         landed.await?;
         self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
         if self.staging.on_disk() {

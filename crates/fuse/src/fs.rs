@@ -378,7 +378,7 @@ impl Inner {
             Ok(x) => x,
             Err(e) => return Err(log_err("open", &e, errno_of(&e))),
         };
-        let st = FileState::new(manifest, entry, &self.opts);
+        let st = FileState::new(manifest, entry, &self.opts).map_err(|e| log_err("open", &e, file_errno(&e)))?;
         let f = Arc::new(AsyncMutex::new(st));
         // Another task may have loaded it meanwhile: keep the first.
         Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())

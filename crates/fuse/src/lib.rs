@@ -44,6 +44,9 @@ pub struct MountOptions {
     pub min_replicas: Option<usize>,
     pub policy: Policy,
     pub chunk_size: u32,
+    /// Files up to this many bytes are kept in their manifest, not in chunks (0: none; at
+    /// most [`swarmfs_core::MAX_INLINE`]).
+    pub inline_max: usize,
     /// Most bytes of decrypted chunks kept in memory.
     pub cache_bytes: usize,
     /// Where dirty chunks are staged until they are uploaded.

@@ -631,7 +631,7 @@ impl Filesystem for SwarmFs {
                     fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
                 }
                 fs.files.lock().expect("files").remove(&ino);
-                let st = FileState::new(empty, e.clone(), &fs.opts);
+                let st = FileState::new(empty, e.clone(), &fs.opts).map_err(|e| file_errno(&e))?;
                 let f = Arc::new(AsyncMutex::new(st));
                 f.lock().await.opens = 1;
                 fs.files.lock().expect("files").insert(ino, f);

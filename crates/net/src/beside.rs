@@ -390,4 +390,24 @@ mod tests {
         assert_eq!(byte, [23, 3, 3, 0, 1, 7]);
         assert_eq!(got.take().as_deref(), Some(&b"two"[..]));
     }
+
+    /// A unit longer than any frame may be closes the connection before anything is
+    /// allocated for it; one cut short by the end of the stream is an error, not a payload.
+    #[tokio::test]
+    async fn a_unit_over_the_frame_limit_or_cut_short_is_refused() {
+        for (len, sent) in [(MAX_FRAME_LEN + 1, 0usize), (1000, 10)] {
+            let (mut a, b) = tokio::io::duplex(1 << 12);
+            let (mut rx, got) = Wire::new(b);
+            got.enable();
+            let mut unit = vec![UNIT, 0];
+            unit.extend_from_slice(&len.to_be_bytes());
+            unit.extend(std::iter::repeat_n(9u8, sent));
+            a.write_all(&unit).await.unwrap();
+            drop(a);
+            let err = rx.read(&mut [0u8; 16]).await.unwrap_err();
+            let want = if sent == 0 { io::ErrorKind::InvalidData } else { io::ErrorKind::UnexpectedEof };
+            assert_eq!(err.kind(), want, "unit of {len} bytes, {sent} sent: {err}");
+            assert!(got.take().is_none());
+        }
+    }
 }
