@@ -85,9 +85,9 @@ impl Inner {
         atime: bool,
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration), Errno> {
-        self.creating.settled().await;
         let path = match self.path(INodeNo(ino)) {
             Ok(p) => {
+                // The creates in flight land first (and this file's, if its call failed).
                 self.settled_at(&p).await?;
                 p
             }

@@ -477,64 +477,7 @@ impl FileState {
             self.staging.read_exact_at(&mut data, 0)?;
             (Manifest::inline(self.base.chunk_size, self.mode, mtime_ms, data), Vec::new())
         } else {
-            let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
-            // A compacted copy of a chunk stored whole now would, landing later, drop the slices
-            // written over this new chunk.
-            whole.iter().for_each(|&i| self.forget_compaction(i));
-            let (slices, pack_bytes) = self.pack_written()?;
-            let up = client
-                .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
-                .await?;
-            let cs = self.cs();
-            let staging = &self.staging;
-            let jobs: Vec<(u64, usize)> = whole.iter().map(|&i| (i, self.chunk_len(i))).collect();
-            let stored: Vec<_> = stream::iter(jobs)
-                .map(|(i, len)| {
-                    let up = &up;
-                    async move {
-                        let mut buf = vec![0u8; len];
-                        staging.read_exact_at(&mut buf, i * cs)?;
-                        Ok::<_, FileError>((i, up.store(i, buf).await?))
-                    }
-                })
-                .buffered(8)
-                .try_collect()
-                .await?;
-            let mut new_packs = Vec::with_capacity(pack_bytes.len());
-            for (k, bytes) in pack_bytes.into_iter().enumerate() {
-                new_packs.push(up.store(count + k as u64, bytes).await?);
-            }
-            up.summarize(&LogProgress);
-            // Every chunk index below `count` is either rewritten whole (just stored) or a base
-            // chunk, with its old slices and this flush's.
-            let mut fresh: HashMap<u64, _> = stored.into_iter().collect();
-            let mut chunks = Vec::with_capacity(count as usize);
-            let mut placements = Vec::new();
-            for i in 0..count {
-                let r = match fresh.remove(&i) {
-                    Some((r, holders)) => {
-                        placements.push(ChunkPlacement { chunk: r.id, holders });
-                        r
-                    }
-                    None => {
-                        let r = self.base.chunks[i as usize].clone();
-                        let holders = self.compacted.get(&i).cloned().unwrap_or_default();
-                        placements.push(ChunkPlacement { chunk: r.id, holders });
-                        r
-                    }
-                };
-                chunks.push(r);
-            }
-            // A delta keeps every pack the version before had (packs are named by their place).
-            let keep_packs =
-                !settle && self.size >= self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
-            let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
-            let manifest = Manifest {
-                slices,
-                packs,
-                ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks)
-            };
-            (manifest, placements)
+            self.store_dirty(client, opts, count, settle, mtime_ms).await?
         };
         landed.await?;
         self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
@@ -551,6 +494,73 @@ impl FileState {
         self.meta_dirty = false;
         self.start_compaction(client, opts, background);
         Ok(())
+    }
+
+    /// Stores the dirty chunks (whole, or their small writes as slices in a pack) and
+    /// returns the manifest of the file's `count` chunks that a flush commits, with the
+    /// placements of every chunk it names.
+    async fn store_dirty(
+        &mut self,
+        client: &Client,
+        opts: &MountOptions,
+        count: u64,
+        settle: bool,
+        mtime_ms: i64,
+    ) -> Result<(Manifest, Vec<ChunkPlacement>), FileError> {
+        let whole: Vec<u64> = self.dirty.iter().copied().filter(|i| !self.written.contains_key(i)).collect();
+        // A compacted copy of a chunk stored whole now would, landing later, drop the slices
+        // written over this new chunk.
+        whole.iter().for_each(|&i| self.forget_compaction(i));
+        let (slices, pack_bytes) = self.pack_written()?;
+        let up = client
+            .uploader(opts.replicas, opts.min_replicas, opts.policy, !self.dirty.is_empty(), &LogProgress)
+            .await?;
+        let cs = self.cs();
+        let staging = &self.staging;
+        let jobs: Vec<(u64, usize)> = whole.iter().map(|&i| (i, self.chunk_len(i))).collect();
+        let stored: Vec<_> = stream::iter(jobs)
+            .map(|(i, len)| {
+                let up = &up;
+                async move {
+                    let mut buf = vec![0u8; len];
+                    staging.read_exact_at(&mut buf, i * cs)?;
+                    Ok::<_, FileError>((i, up.store(i, buf).await?))
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut new_packs = Vec::with_capacity(pack_bytes.len());
+        for (k, bytes) in pack_bytes.into_iter().enumerate() {
+            new_packs.push(up.store(count + k as u64, bytes).await?);
+        }
+        up.summarize(&LogProgress);
+        // Every chunk index below `count` is either rewritten whole (just stored) or a base
+        // chunk, with its old slices and this flush's.
+        let mut fresh: HashMap<u64, _> = stored.into_iter().collect();
+        let mut chunks = Vec::with_capacity(count as usize);
+        let mut placements = Vec::new();
+        for i in 0..count {
+            let r = match fresh.remove(&i) {
+                Some((r, holders)) => {
+                    placements.push(ChunkPlacement { chunk: r.id, holders });
+                    r
+                }
+                None => {
+                    let r = self.base.chunks[i as usize].clone();
+                    let holders = self.compacted.get(&i).cloned().unwrap_or_default();
+                    placements.push(ChunkPlacement { chunk: r.id, holders });
+                    r
+                }
+            };
+            chunks.push(r);
+        }
+        // A delta keeps every pack the version before had (packs are named by their place).
+        let keep_packs = !settle && self.size >= self.base.size && self.chain.as_ref().is_some_and(Chain::continues);
+        let (slices, packs) = self.merge_slices(&whole, count, slices, new_packs, keep_packs, &mut placements);
+        let manifest =
+            Manifest { slices, packs, ..Manifest::whole(self.size, self.base.chunk_size, self.mode, mtime_ms, chunks) };
+        Ok((manifest, placements))
     }
 
     /// Commits `manifest`: as a delta over the version this mount committed last unless the

@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) creating: Creating,
     /// Small staged writes (in memory) while their flush is under way, for the next mount.
     pub(crate) journal: Journal,
+    /// Notifications to the kernel, once the session is up (see [`Inner::load`]).
+    pub(crate) kernel: std::sync::OnceLock<fuser::Notifier>,
 }
 
 pub struct SwarmFs {
@@ -202,6 +204,7 @@ impl SwarmFs {
                 dir_attrs: Mutex::new(DirAttrs::default()),
                 creating: Creating::default(),
                 journal,
+                kernel: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -380,6 +383,14 @@ impl Inner {
         };
         let st = FileState::new(manifest, entry, &self.opts).map_err(|e| log_err("open", &e, file_errno(&e)))?;
         let f = Arc::new(AsyncMutex::new(st));
+        // Close-to-open: the kernel may still hold attributes it was given before another
+        // mount's close, for up to TTL, and a read stops at the size they say. Dropped here,
+        // they are asked for again and answered from the state just loaded (no tracker call).
+        if let Some(kernel) = self.kernel.get() {
+            if let Err(e) = kernel.inval_inode(INodeNo(ino), -1, 0) {
+                tracing::debug!("dropping the kernel's attributes of inode {ino}: {e}");
+            }
+        }
         // Another task may have loaded it meanwhile: keep the first.
         Ok(self.files.lock().expect("files").entry(ino).or_insert(f).clone())
     }

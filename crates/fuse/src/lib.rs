@@ -90,7 +90,10 @@ pub fn serve(fs: SwarmFs, mountpoint: &Path) -> std::io::Result<()> {
         // fuser turns this into the `allow_other` mount option.
         config.acl = fuser::SessionACL::All;
     }
-    fuser::mount(fs, mountpoint, &config)
+    let inner = fs.inner.clone();
+    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    let _ = inner.kernel.set(session.notifier());
+    session.run()
 }
 
 /// Asks the kernel to unmount `mountpoint`; the serving [`mount`] call then returns. A mount
