@@ -923,7 +923,8 @@ async fn live_bytes(swarm: &LocalSwarm) -> Result<u64> {
         for e in client.list(&dir).await? {
             match e.kind {
                 swarmfs_proto::EntryKind::Dir => dirs.push(swarmfs_proto::RemotePath::parse(&e.path)?),
-                swarmfs_proto::EntryKind::File => total += e.size * e.replicas as u64,
+                // A small file kept in its manifest (no chunks) takes nothing on the peers.
+                swarmfs_proto::EntryKind::File if e.chunks > 0 => total += e.size * e.replicas as u64,
                 _ => {}
             }
         }
