@@ -271,7 +271,8 @@ impl Client {
         // Whole chunks go to the file past the page cache where its file system allows
         // (swarmfs_core::direct: the page-cache copy cost more CPU than decrypting and
         // hashing); tails and chunks at unaligned offsets through `out`.
-        let direct = swarmfs_core::direct::open_for_direct_writes(&tmp);
+        // (A small file kept in its manifest is one write: no second descriptor for it.)
+        let direct = manifest.inline.is_none().then(|| swarmfs_core::direct::open_for_direct_writes(&tmp)).flatten();
         // No fsync: like cp and curl, durability of the local copy is the file system's job.
         let result = self.download_rarest_first(manifest, out, direct, progress).await;
         match result {
@@ -411,9 +412,6 @@ impl Client {
     ) -> Result<GetReport, ClientError> {
         let started = Instant::now();
         progress.start(manifest.size);
-        let refs = &manifest.chunks;
-        let bad = AtomicUsize::new(0);
-        let endgame = EndGame::default();
         if let Some(data) = &manifest.inline {
             // A small file kept in its manifest: its bytes are here already.
             use std::io::Write;
@@ -422,6 +420,9 @@ impl Client {
             let (size, elapsed) = (manifest.size, started.elapsed());
             return Ok(GetReport { size, bytes: size, elapsed, ..Default::default() });
         }
+        let refs = &manifest.chunks;
+        let bad = AtomicUsize::new(0);
+        let endgame = EndGame::default();
         swarmfs_core::direct::preallocate(&file, manifest.size).map_err(ClientError::Output)?;
         let file = Arc::new((file, direct));
         let mut holders = Arc::new(self.locate(refs).await?);

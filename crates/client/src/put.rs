@@ -407,18 +407,17 @@ impl Client {
         let reading = tokio::task::spawn_blocking(move || {
             read_chunks(reader, chunk_size, size_hint, tx, |len| handle.block_on(budget.hold(len)))
         });
-        let first = rx.recv().await.transpose().map_err(|e| ClientError::io("reading the input", e))?;
+        let mut first = rx.recv().await.transpose().map_err(|e| ClientError::io("reading the input", e))?;
         // A file that ends within the first chunk and is small enough is kept in its
         // manifest: nothing goes to the peers.
         let mut second = None;
-        if let Some((plain, _)) =
-            first.as_ref().filter(|(p, _)| p.len() <= swarmfs_core::inline_limit(opts.inline_max, opts.chunk_size))
-        {
+        let limit = swarmfs_core::inline_limit(opts.inline_max, opts.chunk_size);
+        if first.as_ref().is_some_and(|(p, _)| p.len() <= limit) {
             second = rx.recv().await;
-            if second.is_none() {
+            if let Some((plain, _held)) = first.take_if(|_| second.is_none()) {
                 progress.start(plain.len() as u64);
                 progress.advance(plain.len() as u64);
-                let manifest = Manifest::inline(opts.chunk_size, 0o644, now_ms(), plain.clone());
+                let manifest = Manifest::inline(opts.chunk_size, 0o644, now_ms(), plain);
                 return Ok(Uploaded { manifest, placements: Vec::new(), replicas: opts.replicas });
             }
         }

@@ -143,7 +143,7 @@ mod tests {
     }
 
     /// A frame saying its payload came beside it with no unit before it (or on a connection
-    /// with no units, or with bytes inside it as well) is refused: a payload is never taken
+    /// with no units), or with bytes inside it as well, is refused: a payload is never taken
     /// from elsewhere or made up.
     #[tokio::test]
     async fn a_frame_flagged_beside_without_its_unit_is_refused() {
@@ -157,12 +157,11 @@ mod tests {
             let err = read_frame_beside(&mut &wire[..], MAX_FRAME_LEN, units).await.unwrap_err();
             assert!(matches!(err, NetError::Proto(swarmfs_proto::ProtoError::Malformed(_))), "{err}");
         }
-        // The unit is there, but the frame carries bytes inside it too.
+        // Flagged beside, yet carrying bytes inside it: refused before any unit is looked for.
         let mut both = wire.clone();
         let len = u32::from_be_bytes(both[..4].try_into().unwrap()) + 3;
         both[..4].copy_from_slice(&len.to_be_bytes());
         both.extend_from_slice(b"abc");
-        beside.send(Bytes::from_static(b"unit"), false);
         let err = read_frame_beside(&mut &both[..], MAX_FRAME_LEN, Some(&beside)).await.unwrap_err();
         assert!(matches!(err, NetError::Proto(swarmfs_proto::ProtoError::Malformed(_))), "{err}");
     }
