@@ -30,7 +30,7 @@ pub use error::ClientError;
 pub use get::GetReport;
 pub use get::Holders;
 pub use placement::Policy;
-pub use put::{PutOptions, PutReport, Uploader};
+pub use put::{NewOwner, PutOptions, PutReport, Uploader};
 
 /// Receives progress and warnings from long operations (the CLI draws a bar).
 pub trait Progress: Send + Sync {

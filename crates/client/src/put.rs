@@ -26,6 +26,14 @@ use crate::budget::{Budget, Held};
 use crate::placement::{Placer, Policy};
 use crate::{Client, ClientError, Progress};
 
+/// The mode and owner a file created by [`Client::commit_new`] takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewOwner {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct PutOptions {
     pub chunk_size: u32,
@@ -521,15 +529,50 @@ impl Client {
         mtime_ms: Option<i64>,
         replicas: usize,
     ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
+        self.commit_as(remote, manifest, placements, mtime_ms, replicas, None).await
+    }
+
+    /// [`Client::commit`] of a file this client created and has not made the entry for
+    /// yet: one call where a create and a commit were two. If `remote` has no entry, the new
+    /// one takes `owner`'s mode, uid and gid; an entry made meanwhile keeps its own.
+    pub async fn commit_new(
+        &self,
+        remote: &RemotePath,
+        manifest: &Manifest,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+        replicas: usize,
+        owner: NewOwner,
+    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
+        self.commit_as(remote, manifest, placements, mtime_ms, replicas, Some(owner)).await
+    }
+
+    async fn commit_as(
+        &self,
+        remote: &RemotePath,
+        manifest: &Manifest,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+        replicas: usize,
+        created: Option<NewOwner>,
+    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
         let (sealed, file_key) = manifest.seal(self.data_key()?);
-        let req = Request::CommitFile {
-            path: remote.to_string(),
-            size: manifest.size,
-            file_id: FileId(rand::random()),
-            manifest: sealed,
-            placements,
-            mtime_ms,
-            replicas: replicas.min(u8::MAX as usize) as u8,
+        let (path, size, file_id) = (remote.to_string(), manifest.size, FileId(rand::random()));
+        let replicas = replicas.min(u8::MAX as usize) as u8;
+        let req = match created {
+            None => Request::CommitFile { path, size, file_id, manifest: sealed, placements, mtime_ms, replicas },
+            Some(NewOwner { mode, uid, gid }) => Request::CommitNewFile {
+                path,
+                size,
+                file_id,
+                manifest: sealed,
+                placements,
+                mtime_ms,
+                replicas,
+                mode,
+                uid,
+                gid,
+            },
         };
         match self.call(&req).await? {
             Response::Entry(e) => Ok((e, file_key)),

@@ -118,7 +118,7 @@ impl Inner {
                     .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;
                 if st.opens == 0 {
                     let p = self.inodes.lock().expect("inodes").path(ino);
-                    let landed = self.creating.ensure(&self.client, ino, p.as_ref());
+                    let landed = self.creating.landing(&self.client, ino, p.as_ref());
                     st.flush(&self.client, &self.cache, p.as_ref(), &self.opts, &self.journal, true, landed)
                         .await
                         .map_err(|e| log_err("truncate", &e, file_errno(&e)))?;

@@ -18,9 +18,10 @@ use std::time::SystemTime;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use swarmfs_client::{Client, ClientError, Holders, Progress};
 use swarmfs_core::{chunk_count, inline_limit, ChunkRef, Manifest, Slice};
-use swarmfs_proto::{ChunkId, ChunkPlacement, FileId, RemotePath};
+use swarmfs_proto::{ChunkId, ChunkPlacement, EntryInfo, FileId, RemotePath};
 
 use crate::compaction::{Compaction, Fold, Job};
+use crate::creating::Landing;
 use crate::journal::Journal;
 use crate::pending::PendingRecord;
 use crate::staging::Staging;
@@ -404,11 +405,12 @@ impl FileState {
     /// Uploads dirty chunks and commits the new manifest at `path`. Nothing is committed for
     /// an unlinked file; its staged data is simply dropped when the last handle closes.
     /// `settle` (the last close, the unmount) also waits for a compaction under way and
-    /// commits it, and starts none: the file is left compact. `landed` is awaited before the
+    /// commits it, and starts none: the file is left compact. `landed` lands before the
     /// commit, or before returning without one while the file has a name: the file's entry
-    /// exists on the tracker once it is done (see `crate::creating`); the upload runs meanwhile.
+    /// exists on the tracker once it is done (see `crate::creating`; a create still held is
+    /// made by the commit itself); the upload runs meanwhile.
     #[allow(clippy::too_many_arguments)] // what a flush needs from the mount, passed as it is
-    pub async fn flush(
+    pub(crate) async fn flush(
         &mut self,
         client: &Arc<Client>,
         cache: &ChunkCache,
@@ -416,7 +418,7 @@ impl FileState {
         opts: &MountOptions,
         journal: &Journal,
         settle: bool,
-        landed: impl std::future::Future<Output = Result<(), ClientError>>,
+        landed: Landing<'_>,
     ) -> Result<(), FileError> {
         let compaction_to_settle = settle && self.compaction.is_some();
         // A file left as a manifest and deltas is committed whole once more when it settles,
@@ -426,7 +428,7 @@ impl FileState {
             self.meta_dirty = true;
         }
         if !self.is_dirty() && !compaction_to_settle {
-            return Ok(landed.await?);
+            return Ok(landed.land().await?);
         }
         let Some(path) = path.filter(|_| !self.unlinked) else {
             self.dirty.clear();
@@ -459,7 +461,7 @@ impl FileState {
             self.compact(client, cache, settle).await?
         };
         if !self.is_dirty() {
-            return Ok(landed.await?);
+            return Ok(landed.land().await?);
         }
         // Until the commit, the staged writes are worth keeping if this mount stops or dies:
         // beside their staging file, or in the journal while they are in memory.
@@ -479,8 +481,18 @@ impl FileState {
         } else {
             self.store_dirty(client, opts, count, settle, mtime_ms).await?
         };
-        landed.await?;
-        self.chain = self.commit(client, path, &manifest, placements, opts.replicas, settle).await?;
+        self.chain = match landed.before_commit().await? {
+            // The file's create is still held: this commit makes its entry (and is whole).
+            Some(created) => {
+                let owner = created.owner();
+                let committed =
+                    client.commit_new(path, &manifest, placements, Some(manifest.mtime_ms), opts.replicas, owner).await;
+                created.landed(committed.is_ok());
+                let (entry, file_key) = committed?;
+                Chain::first(&entry, file_key)
+            }
+            None => self.commit(client, path, &manifest, placements, opts.replicas, settle).await?,
+        };
         if self.staging.on_disk() {
             PendingRecord::remove(self.staging.path());
         }
@@ -594,7 +606,7 @@ impl FileState {
             }
         }
         let (entry, file_key) = client.commit(path, manifest, placements, mtime_ms, replicas).await?;
-        Ok(entry.file_id.map(|version| Chain { version, file_key, deltas: 0, committed: None }))
+        Ok(Chain::first(&entry, file_key))
     }
 
     /// Stores `chunks` whole in the background, their content as committed just now.
@@ -824,6 +836,11 @@ struct Chain {
 }
 
 impl Chain {
+    /// The chain a whole commit starts (none if the entry has no version).
+    fn first(entry: &EntryInfo, file_key: [u8; 32]) -> Option<Chain> {
+        entry.file_id.map(|version| Chain { version, file_key, deltas: 0, committed: None })
+    }
+
     /// Whether the tracker takes another delta over this version.
     fn continues(&self) -> bool {
         self.deltas < swarmfs_proto::MAX_MANIFEST_DELTAS

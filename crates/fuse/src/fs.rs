@@ -17,7 +17,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
 use crate::attrs::DirAttrs;
-use crate::creating::Creating;
+use crate::creating::{Creating, Landing};
 use crate::file::{FileError, FileState};
 use crate::inodes::Inodes;
 use crate::journal::Journal;
@@ -406,7 +406,7 @@ impl Inner {
                 // `hold_open_files`): the flush commits where the file is now.
                 let path = self.inodes.lock().expect("inodes").path(ino);
                 // A create answered early lands before its file commits (or its close returns).
-                let landed = self.creating.ensure(&self.client, ino, path.as_ref());
+                let landed = self.creating.landing(&self.client, ino, path.as_ref());
                 st.flush(&self.client, &self.cache, path.as_ref(), &self.opts, &self.journal, settle, landed)
                     .await
                     .map_err(|e| log_err("flush", &e, file_errno(&e)))
@@ -529,8 +529,16 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, async { Ok(()) })
-                    .await
+                st.flush(
+                    &self.client,
+                    &self.cache,
+                    Some(&path),
+                    &self.opts,
+                    &self.journal,
+                    true,
+                    Landing::none(&self.client),
+                )
+                .await
             }
             .await;
             match r {

@@ -627,8 +627,9 @@ impl Filesystem for SwarmFs {
                 };
                 if let Some(turn) = early {
                     let new = NewFile { path, mode, uid, gid, time_ms: now };
+                    let hurry = fs.creating.hold(ino, new, turn);
                     let fs = fs.clone();
-                    fs.rt.clone().spawn(async move { fs.creating.call(&fs.client, ino, new, turn).await });
+                    fs.rt.clone().spawn(async move { fs.creating.call_when_due(&fs.client, ino, hurry).await });
                 }
                 fs.files.lock().expect("files").remove(&ino);
                 let st = FileState::new(empty, e.clone(), &fs.opts).map_err(|e| file_errno(&e))?;

@@ -47,7 +47,8 @@ pub fn need(at: Listener, req: &Request) -> Need {
         | (Listener::Tracker, Health | LinkList) => Need::Reader,
         (Listener::Tracker, Locate { .. } | ReportBadChunk { .. } | Offer { .. }) => Need::FileReader,
         (Listener::Tracker, OpenLink) => Need::LinkHolder,
-        (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | CommitDelta { .. } | Remove { .. } | Rename { .. })
+        (Listener::Tracker, Mkdir { .. } | CommitFile { .. } | CommitDelta { .. } | CommitNewFile { .. })
+        | (Listener::Tracker, Remove { .. } | Rename { .. })
         | (Listener::Tracker, SetAttr { .. } | Create { .. } | LinkCreate { .. } | LinkRevoke { .. }) => Need::Writer,
         (Listener::Tracker, MemberAdd { .. } | MemberList | MemberRevoke { .. } | Drain { .. }) => Need::Tracker,
         (Listener::Peer, DeleteChunks { .. } | CollectChunks { .. } | ReplicateChunk { .. } | PushChunk { .. })
@@ -73,7 +74,7 @@ fn doing(req: &Request) -> &'static str {
         ReadLink { .. } => "read links",
         ReportBadChunk { .. } => "report bad chunks",
         Mkdir { .. } => "create directories",
-        CommitFile { .. } | CommitDelta { .. } | Create { .. } => "write files",
+        CommitFile { .. } | CommitDelta { .. } | CommitNewFile { .. } | Create { .. } => "write files",
         Remove { .. } => "remove files",
         Rename { .. } => "move files",
         SetAttr { .. } => "change attributes",

@@ -165,6 +165,22 @@ fn every_request_variant() {
                     mtime_ms: None,
                 },
             ),
+            (
+                46,
+                "CommitNewFile",
+                Request::CommitNewFile {
+                    path: p(),
+                    size: 1,
+                    file_id: FileId([2; 32]),
+                    manifest: SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![] },
+                    placements: vec![],
+                    mtime_ms: None,
+                    replicas: 2,
+                    mode: 0o600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+            ),
         ],
     );
 }

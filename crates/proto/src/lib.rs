@@ -29,7 +29,7 @@ pub use msg::*;
 pub use path::RemotePath;
 
 /// Bumped whenever a change is not purely additive. Checked in the hello.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Deltas a file's manifest may have (`CommitDelta`) before the tracker wants the next
 /// version committed whole: bounds what every open of the file reads and lays over.

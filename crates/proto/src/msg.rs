@@ -547,6 +547,23 @@ pub enum Request {
         placements: Vec<ChunkPlacement>,
         mtime_ms: Option<i64>,
     },
+    // ---- protocol 11
+    /// Client -> tracker: `CommitFile` of a file this client has just created and has not
+    /// made the entry for yet (a mount's small file closed right after its open): if `path`
+    /// has no entry, the new one takes `mode`, `uid` and `gid`, as `Create` would have given
+    /// it; an entry made meanwhile keeps its own, as under any commit. Answers `Entry`.
+    CommitNewFile {
+        path: String,
+        size: u64,
+        file_id: FileId,
+        manifest: SealedManifest,
+        placements: Vec<ChunkPlacement>,
+        mtime_ms: Option<i64>,
+        replicas: u8,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// How a node behind NAT is reached when it cannot be dialled (see `Request::Rendezvous`).
@@ -596,6 +613,7 @@ impl Request {
             Request::Ping => "ping",
             Request::SetAttr { .. } => "set_attr",
             Request::Create { .. } => "create",
+            Request::CommitNewFile { .. } => "commit_new_file",
             Request::ReadLink { .. } => "read_link",
             Request::CollectChunks { .. } => "collect_chunks",
             Request::MemberAdd { .. } => "member_add",

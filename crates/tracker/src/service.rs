@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::{Db, MemberRow, NewDelta, NewEntry, NewFile, StoredPeer};
+use crate::db::{Db, MemberRow, NewDelta, NewEntry, NewFile, Owner, StoredPeer};
 use crate::registry::{Beat, Registry};
 use crate::workers::repair::{assess, RepairStats};
 use crate::{TrackerConfig, TrackerError};
@@ -67,7 +67,7 @@ pub struct Tracker {
 /// Chunks with holders a commit may name for its collected-copies check to run inline.
 const SHORT_RECHECK: usize = 16;
 
-/// A CommitFile or CommitDelta request's fields.
+/// A CommitFile, CommitNewFile or CommitDelta request's fields.
 enum CommitArgs {
     Whole {
         size: u64,
@@ -76,6 +76,8 @@ enum CommitArgs {
         placements: Vec<ChunkPlacement>,
         mtime_ms: Option<i64>,
         replicas: u8,
+        /// CommitNewFile's mode and owner for a path without an entry.
+        created: Option<Owner>,
     },
     Delta {
         size: u64,
@@ -245,7 +247,7 @@ impl Tracker {
             let (path2, f) = (path.clone(), file.clone());
             let entry = self
                 .db(move |db| match &*f {
-                    CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas } => {
+                    CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas, created } => {
                         let new = NewFile {
                             size: *size,
                             file_id: *file_id,
@@ -253,6 +255,7 @@ impl Tracker {
                             placements,
                             mtime_ms: *mtime_ms,
                             replicas: *replicas,
+                            created: *created,
                         };
                         db.commit_file(&path2, &new)
                     }
@@ -458,7 +461,27 @@ impl Tracker {
                 if !manifest.deltas.is_empty() {
                     return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
                 }
-                let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas };
+                let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas, created: None };
+                Response::Entry(self.commit(path, file).await?)
+            }
+            Request::CommitNewFile {
+                path,
+                size,
+                file_id,
+                manifest,
+                placements,
+                mtime_ms,
+                replicas,
+                mode,
+                uid,
+                gid,
+            } => {
+                let path = RemotePath::parse(&path)?;
+                if !manifest.deltas.is_empty() {
+                    return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
+                }
+                let created = Some(Owner { mode, uid, gid });
+                let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas, created };
                 Response::Entry(self.commit(path, file).await?)
             }
             Request::CommitDelta { path, size, parent, file_id, delta, placements, mtime_ms } => {

@@ -63,6 +63,17 @@ pub struct NewFile<'a> {
     pub mtime_ms: Option<i64>,
     /// Durable copies wanted of each chunk (R).
     pub replicas: u8,
+    /// The mode and owner the entry takes if `path` has none yet: a create and its first
+    /// commit in one (`CommitNewFile`). A new entry otherwise takes 0644 and root.
+    pub created: Option<Owner>,
+}
+
+/// A new entry's mode and owner.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A version committed as a delta over the file's current one, as [`Db::commit_delta`]
@@ -433,14 +444,14 @@ impl Db {
     /// GC delay, its chunks collected as orphans) is not recorded; a chunk left with no
     /// holder at all refuses the commit, so a file is never made visible without its data.
     pub fn commit_file(&mut self, path: &RemotePath, file: &NewFile<'_>) -> Result<EntryInfo, TrackerError> {
-        let NewFile { size, file_id, manifest, placements, mtime_ms, replicas } = *file;
+        let NewFile { size, file_id, manifest, placements, mtime_ms, replicas, created } = *file;
         if path.is_root() {
             return Err(TrackerError::IsADirectory("/".into()));
         }
         let delay = self.gc_delay_ms;
         let mut tx = self.begin()?;
         Self::require_dir(&mut *tx, &path.parent())?;
-        let (mut mode, mut uid, mut gid) = (0o644, 0, 0);
+        let Owner { mut mode, mut uid, mut gid } = created.unwrap_or(Owner { mode: 0o644, uid: 0, gid: 0 });
         let existing = Self::entry(&mut *tx, path)?;
         if let Some(e) = &existing {
             if e.kind == EntryKind::Dir {

@@ -22,6 +22,7 @@ fn version(db: &mut Db, path: &str, id: u8, chunks: &[u8]) {
         placements: &placements,
         mtime_ms: None,
         replicas: 2,
+        created: None,
     };
     db.commit_file(&p(path), &new).unwrap();
 }
@@ -85,6 +86,7 @@ fn a_commit_cannot_count_a_copy_the_collector_deleted_until_it_is_stored_again()
         placements: &placements,
         mtime_ms: None,
         replicas: 2,
+        created: None,
     };
     let err = db.commit_file(&p("/late"), &new(1)).unwrap_err().to_string();
     assert!(err.contains("collected as garbage before this commit"), "{err}");
@@ -115,6 +117,7 @@ fn a_file_of_many_chunks_commits_and_locates_in_groups_with_every_holder_in_orde
         placements: &placements,
         mtime_ms: None,
         replicas: 2,
+        created: None,
     };
     db.commit_file(&p("/big"), &new).unwrap();
     let mut asked = ids.clone();
@@ -123,6 +126,37 @@ fn a_file_of_many_chunks_commits_and_locates_in_groups_with_every_holder_in_orde
     assert_eq!(holders.len(), asked.len(), "one answer per chunk asked, in order");
     assert!(holders[..ids.len()].iter().all(|h| h == &vec![a, b]), "both holders of every chunk, sorted");
     assert_eq!(holders[ids.len()], Vec::<NodeId>::new(), "an unknown chunk has none");
+}
+
+#[test]
+fn a_create_committed_with_its_content_takes_its_mode_and_owner_unless_the_name_was_taken_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+    let m = SealedManifest { wrapped_key: vec![1], body: vec![2], deltas: vec![] };
+    let commit_new = |db: &mut Db, path: &str, id: u8| {
+        let owner = Owner { mode: 0o600, uid: 1000, gid: 100 };
+        let new = NewFile {
+            size: 3,
+            file_id: FileId([id; 32]),
+            manifest: &m,
+            placements: &[],
+            mtime_ms: Some(5_000),
+            replicas: 2,
+            created: Some(owner),
+        };
+        db.commit_file(&p(path), &new).unwrap()
+    };
+    let dir_before = db.stat(&p("/")).unwrap().mtime_ms;
+    let e = commit_new(&mut db, "/new", 1);
+    assert_eq!((e.mode, e.uid, e.gid, e.size, e.mtime_ms), (0o600, 1000, 100, 3, 5_000));
+    assert_eq!(names(&mut db, "/"), vec!["/new"]);
+    assert!(db.stat(&p("/")).unwrap().mtime_ms >= dir_before, "the directory's times move as for a create");
+    // Another client made the name first (as a create of its own would): the commit replaces
+    // its content, as any close does, and the entry keeps the mode and owner it has.
+    let other = NewEntry { kind: EntryKind::File, mode: 0o640, uid: 7, gid: 7, rdev: 0, target: None, time_ms: None };
+    db.create(&p("/taken"), &other).unwrap();
+    let e = commit_new(&mut db, "/taken", 2);
+    assert_eq!((e.mode, e.uid, e.gid, e.file_id), (0o640, 7, 7, Some(FileId([2; 32]))));
 }
 
 #[test]
