@@ -184,7 +184,7 @@ pub async fn share(cli: &Cli, a: &ShareArgs) -> Result<()> {
             client.mkdir(&remote.parent(), true).await?;
         }
         let placements = manifest.chunks.iter().map(|c| ChunkPlacement { chunk: c.id, holders: vec![] }).collect();
-        client.commit(&remote, &manifest, placements, Some(manifest.mtime_ms), 0).await?;
+        client.commit(&remote, &manifest, placements, Some(manifest.mtime_ms), 0, None).await?;
     }
     let listener = TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = match &a.advertise {

@@ -26,7 +26,7 @@ use crate::budget::{Budget, Held};
 use crate::placement::{Placer, Policy};
 use crate::{Client, ClientError, Progress};
 
-/// The mode and owner a file created by [`Client::commit_new`] takes.
+/// The mode and owner a file created by its commit takes (see [`Client::commit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewOwner {
     pub mode: u32,
@@ -371,7 +371,7 @@ impl Client {
         replaced: bool,
     ) -> Result<PutReport, ClientError> {
         let placements = std::mem::take(&mut up.placements);
-        self.commit(remote, &up.manifest, placements, None, opts.replicas).await?;
+        self.commit(remote, &up.manifest, placements, None, opts.replicas, None).await?;
         Ok(up.report(started, replaced))
     }
 
@@ -520,34 +520,11 @@ impl Client {
     /// `None` means the time of the commit. `replicas` is the file's R, which the tracker's
     /// repair restores when copies are lost; 0 for a file that is shared, not stored.
     /// Returns the new entry and the key the manifest was sealed with, which a delta over
-    /// this version is sealed with ([`Client::commit_delta`]).
+    /// this version is sealed with ([`Client::commit_delta`]). `created`: a file this client
+    /// created and has not made the entry for yet, one call where a create and a commit
+    /// were two (`CommitNewFile`): if `remote` has no entry, the new one takes its mode and
+    /// owner; an entry made meanwhile keeps its own.
     pub async fn commit(
-        &self,
-        remote: &RemotePath,
-        manifest: &Manifest,
-        placements: Vec<ChunkPlacement>,
-        mtime_ms: Option<i64>,
-        replicas: usize,
-    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
-        self.commit_as(remote, manifest, placements, mtime_ms, replicas, None).await
-    }
-
-    /// [`Client::commit`] of a file this client created and has not made the entry for
-    /// yet: one call where a create and a commit were two. If `remote` has no entry, the new
-    /// one takes `owner`'s mode, uid and gid; an entry made meanwhile keeps its own.
-    pub async fn commit_new(
-        &self,
-        remote: &RemotePath,
-        manifest: &Manifest,
-        placements: Vec<ChunkPlacement>,
-        mtime_ms: Option<i64>,
-        replicas: usize,
-        owner: NewOwner,
-    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
-        self.commit_as(remote, manifest, placements, mtime_ms, replicas, Some(owner)).await
-    }
-
-    async fn commit_as(
         &self,
         remote: &RemotePath,
         manifest: &Manifest,

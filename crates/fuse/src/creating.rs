@@ -20,9 +20,10 @@
 //! programs made them, and a listing shows the files created before it. A close that makes
 //! its own file's entry does not wait for the other files' creates: names of different
 //! files were never ordered among themselves (their calls run at once), and it holds its
-//! create's turn until its commit lands, so a listing or unmount still waits for it. A lookup or stat of the new file needs nothing from the tracker:
-//! while it is open, its open state answers. Other mounts see the file once its call lands,
-//! within a round trip of the open, and always by its close, as close-to-open promises.
+//! create's turn until its commit lands, so a listing or unmount still waits for it. A
+//! lookup or stat of the new file needs nothing from the tracker: while it is open, its open
+//! state answers. Other mounts see the file once its call lands, within [`HOLD`] and a round
+//! trip of the open, and always by its close, as close-to-open promises.
 //!
 //! What stays as it was: an O_EXCL create (a lock file: it must fail at open if the name is
 //! taken) and every create until this mount's member has had one confirmed (a member that may

@@ -485,8 +485,9 @@ impl FileState {
             // The file's create is still held: this commit makes its entry (and is whole).
             Some(created) => {
                 let owner = created.owner();
-                let committed =
-                    client.commit_new(path, &manifest, placements, Some(manifest.mtime_ms), opts.replicas, owner).await;
+                let committed = client
+                    .commit(path, &manifest, placements, Some(manifest.mtime_ms), opts.replicas, Some(owner))
+                    .await;
                 created.landed(committed.is_ok());
                 let (entry, file_key) = committed?;
                 Chain::first(&entry, file_key)
@@ -605,7 +606,7 @@ impl FileState {
                 return Ok(Some(Chain { version, file_key: chain.file_key, deltas, committed: None }));
             }
         }
-        let (entry, file_key) = client.commit(path, manifest, placements, mtime_ms, replicas).await?;
+        let (entry, file_key) = client.commit(path, manifest, placements, mtime_ms, replicas, None).await?;
         Ok(Chain::first(&entry, file_key))
     }
 
