@@ -1216,6 +1216,31 @@ fn a_file_whose_create_call_failed_can_be_renamed_and_unlinked_before_its_close(
 }
 
 #[test]
+fn a_small_file_whose_commit_making_its_entry_failed_lands_at_its_last_close_with_its_mode() {
+    // The close's commit that makes a new file's entry (crates/fuse/src/creating.rs) failing
+    // is as narrow a window as the create's call failing: the mount fails it on purpose.
+    use std::os::unix::fs::OpenOptionsExt;
+    let c = Cluster::start(2);
+    let env = [("SWARMFS_TEST_FAIL_EARLY_CREATES", "1")];
+    let a = Mount::start_with_env(&c, &c.client_home(), "mnt", &[], &env);
+    std::fs::write(a.dir.join("first"), b"the tracker confirms this mount's first create").unwrap();
+    let mut options = std::fs::OpenOptions::new();
+    let mut f = options.write(true).create(true).truncate(true).mode(0o600).open(a.dir.join("kept")).unwrap();
+    f.write_all(b"written before a failed close").unwrap();
+    drop(f);
+    // The last handle's release flushes again: the entry is made first, as the create asked.
+    let landed = || {
+        let out = c.cli(&["stat", "/kept", "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (st["size"].as_u64() == Some(29)).then_some(st)
+    };
+    let st = wait_for("the file after its last close", Duration::from_secs(10), landed);
+    assert_eq!(st["mode"].as_str(), Some("600"), "the mode its create asked for: {st}");
+    assert_eq!(c.cli(&["cat", "/kept"]).stdout, b"written before a failed close");
+    assert!(c.log("mnt").contains("an injected failure"), "the fault was used");
+}
+
+#[test]
 fn a_file_created_in_a_loop_shows_the_trackers_times_from_its_open_on_and_on_every_mount() {
     // pjdfstest's truncate::unchanged_ctime_failed caught a create answered early with the
     // mount's clock, its stats changing to the tracker's a second later.

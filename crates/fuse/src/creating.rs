@@ -51,7 +51,8 @@ use std::time::Duration;
 
 use fuser::Errno;
 use swarmfs_client::{Client, ClientError, NewOwner};
-use swarmfs_proto::RemotePath;
+use swarmfs_core::Manifest;
+use swarmfs_proto::{ChunkPlacement, EntryInfo, RemotePath};
 use tokio::sync::{watch, OwnedRwLockReadGuard, RwLock};
 use tracing::{debug, warn};
 
@@ -94,8 +95,9 @@ pub(crate) struct Creating {
     hurry: watch::Sender<u64>,
     /// Set once the tracker confirmed a create of this mount.
     proven: AtomicBool,
-    /// An injected fault for the tests: this many calls fail as if the tracker had gone
-    /// away between the kernel's lookup and the call, a window too narrow to hit otherwise.
+    /// An injected fault for the tests: this many calls that make an early create's entry
+    /// (its own call, or the commit that makes it) fail as if the tracker had gone away in
+    /// the moment before, a window too narrow to hit otherwise.
     faults: AtomicU32,
 }
 
@@ -134,10 +136,9 @@ impl Creating {
     /// Makes the entry on the tracker for a create already answered (`turn` from
     /// [`Creating::early_turn`], given back when the call is done).
     pub(crate) async fn call(&self, client: &Client, ino: u64, new: NewFile, turn: OwnedRwLockReadGuard<()>) {
-        let injected = self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
-        let r = match injected {
-            true => Err(ClientError::Usage(format!("{FAIL_CALLS_VAR}: an injected failure"))),
-            false => client.create_file_at(&new.path, new.mode, new.uid, new.gid, new.time_ms).await,
+        let r = match self.injected_fault() {
+            Some(e) => Err(e),
+            None => client.create_file_at(&new.path, new.mode, new.uid, new.gid, new.time_ms).await,
         };
         match r {
             Ok(_) => {}
@@ -153,6 +154,12 @@ impl Creating {
         drop(turn);
     }
 
+    /// One of the injected faults, if any are left (see [`Creating::faults`]).
+    fn injected_fault(&self) -> Option<ClientError> {
+        let left = self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        left.then(|| ClientError::Usage(format!("{FAIL_CALLS_VAR}: an injected failure")))
+    }
+
     /// Holds the call of `ino`'s create answered early (`turn` from
     /// [`Creating::early_turn`]), from now until [`Creating::call_when_due`] sends it or the
     /// file's flush takes it ([`Creating::landing`]). Returns what `call_when_due` needs.
@@ -162,6 +169,12 @@ impl Creating {
         hurry
     }
 
+    /// `ino`'s create, if still held, taken from its hold. A flush takes it only once its
+    /// upload is done, so a long upload does not keep the name from other mounts.
+    fn take_held(&self, ino: u64) -> Option<HeldCreate> {
+        self.held.lock().expect("held creates").remove(&ino)
+    }
+
     /// Sends `ino`'s held create after [`HOLD`], or as soon as something needs the creates
     /// settled, unless the file's flush took it meanwhile.
     pub(crate) async fn call_when_due(&self, client: &Client, ino: u64, mut hurry: watch::Receiver<u64>) {
@@ -169,8 +182,7 @@ impl Creating {
             _ = tokio::time::sleep(HOLD) => {}
             _ = hurry.changed() => {}
         }
-        let held = self.held.lock().expect("held creates").remove(&ino);
-        if let Some(HeldCreate { new, turn }) = held {
+        if let Some(HeldCreate { new, turn }) = self.take_held(ino) {
             self.call(client, ino, new, turn).await;
         }
     }
@@ -186,7 +198,7 @@ impl Creating {
     /// it is still held then (the commit makes the entry), else the creates in flight
     /// ([`Creating::ensure`]).
     pub(crate) fn landing<'a>(&'a self, client: &'a Client, ino: u64, path: Option<&'a RemotePath>) -> Landing<'a> {
-        Landing { creating: Some(self), client, ino, path }
+        Landing { creating: Some((self, client)), ino, path }
     }
 
     /// Whether `ino`'s create answered early failed and is not made again yet.
@@ -219,41 +231,33 @@ impl Creating {
 /// What a flush waits for before its commit (see [`Creating::landing`]).
 pub(crate) struct Landing<'a> {
     /// `None`: no create to wait for (a file the last mount of this home left staged).
-    creating: Option<&'a Creating>,
-    client: &'a Client,
+    creating: Option<(&'a Creating, &'a Client)>,
     ino: u64,
     path: Option<&'a RemotePath>,
 }
 
 impl<'a> Landing<'a> {
     /// Nothing to wait for (a file the last mount of this home left staged).
-    pub(crate) fn none(client: &'a Client) -> Landing<'a> {
-        Landing { creating: None, client, ino: 0, path: None }
-    }
-
-    /// The file's create, if still held, taken from its hold: a flush takes it only once
-    /// its upload is done, so a long upload does not keep the name from other mounts.
-    fn take_held(&self) -> Option<HeldCreate> {
-        self.creating?.held.lock().expect("held creates").remove(&self.ino)
+    pub(crate) fn none() -> Landing<'a> {
+        Landing { creating: None, ino: 0, path: None }
     }
 
     /// For a flush that commits nothing: the create lands (a held one is sent now).
     pub(crate) async fn land(self) -> Result<(), ClientError> {
-        let Some(creating) = self.creating else { return Ok(()) };
-        if let Some(HeldCreate { new, turn }) = self.take_held() {
-            creating.call(self.client, self.ino, new, turn).await;
+        let Some((creating, client)) = self.creating else { return Ok(()) };
+        if let Some(HeldCreate { new, turn }) = creating.take_held(self.ino) {
+            creating.call(client, self.ino, new, turn).await;
         }
-        creating.ensure(self.client, self.ino, self.path).await
+        creating.ensure(client, self.ino, self.path).await
     }
 
     /// Right before a commit: hands over the file's create if it is still held (the commit
-    /// makes the entry, the turn held until [`NewEntry::landed`]), else waits for the
-    /// creates in flight.
+    /// makes the entry: [`NewEntry::commit`]), else waits for the creates in flight.
     pub(crate) async fn before_commit(self) -> Result<Option<NewEntry<'a>>, ClientError> {
-        let Some(creating) = self.creating else { return Ok(None) };
-        match self.take_held() {
+        let Some((creating, client)) = self.creating else { return Ok(None) };
+        match creating.take_held(self.ino) {
             Some(held) => Ok(Some(NewEntry { creating, ino: self.ino, held })),
-            None => creating.ensure(self.client, self.ino, self.path).await.map(|()| None),
+            None => creating.ensure(client, self.ino, self.path).await.map(|()| None),
         }
     }
 }
@@ -266,17 +270,29 @@ pub(crate) struct NewEntry<'a> {
 }
 
 impl NewEntry<'_> {
-    pub(crate) fn owner(&self) -> NewOwner {
-        let NewFile { mode, uid, gid, .. } = self.held.new;
-        NewOwner { mode, uid, gid }
-    }
-
-    /// The commit is over: on failure, the file's next flush or change makes the entry
-    /// first, as after a failed call.
-    pub(crate) fn landed(self, ok: bool) {
-        if !ok {
-            self.creating.failed.lock().expect("failed creates").insert(self.ino, self.held.new);
+    /// Commits `manifest` (whole) at `path`, making the entry with the mode and owner the
+    /// create asked for; the create's turn is held until it is done. If it fails, the
+    /// file's next flush or change makes the entry first, as after a failed call.
+    pub(crate) async fn commit(
+        self,
+        client: &Client,
+        path: &RemotePath,
+        manifest: &Manifest,
+        placements: Vec<ChunkPlacement>,
+        replicas: usize,
+    ) -> Result<(EntryInfo, [u8; 32]), ClientError> {
+        let NewEntry { creating, ino, held: HeldCreate { new, turn } } = self;
+        let owner = NewOwner { mode: new.mode, uid: new.uid, gid: new.gid };
+        let committed = match creating.injected_fault() {
+            Some(e) => Err(e),
+            None => client.commit(path, manifest, placements, Some(manifest.mtime_ms), replicas, Some(owner)).await,
+        };
+        if let Err(e) = &committed {
+            warn!(path = %new.path, "commit making the entry failed ({e}); the next flush or change of it makes it again");
+            creating.failed.lock().expect("failed creates").insert(ino, new);
         }
+        drop(turn);
+        committed
     }
 }
 

@@ -484,12 +484,7 @@ impl FileState {
         self.chain = match landed.before_commit().await? {
             // The file's create is still held: this commit makes its entry (and is whole).
             Some(created) => {
-                let owner = created.owner();
-                let committed = client
-                    .commit(path, &manifest, placements, Some(manifest.mtime_ms), opts.replicas, Some(owner))
-                    .await;
-                created.landed(committed.is_ok());
-                let (entry, file_key) = committed?;
+                let (entry, file_key) = created.commit(client, path, &manifest, placements, opts.replicas).await?;
                 Chain::first(&entry, file_key)
             }
             None => self.commit(client, path, &manifest, placements, opts.replicas, settle).await?,

@@ -529,16 +529,7 @@ impl Inner {
                 let base =
                     if base.chunks.is_empty() { Manifest { chunk_size: record.chunk_size, ..base } } else { base };
                 let mut st = FileState::recover(staging.clone(), &record, base, entry)?;
-                st.flush(
-                    &self.client,
-                    &self.cache,
-                    Some(&path),
-                    &self.opts,
-                    &self.journal,
-                    true,
-                    Landing::none(&self.client),
-                )
-                .await
+                st.flush(&self.client, &self.cache, Some(&path), &self.opts, &self.journal, true, Landing::none()).await
             }
             .await;
             match r {

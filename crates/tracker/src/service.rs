@@ -240,6 +240,9 @@ impl Tracker {
     /// longer garbage, or the deletion is recorded first and the commit does not count that
     /// copy — whichever tracker runs the collector (see `Db::gc_due`).
     async fn commit(&self, path: RemotePath, file: CommitArgs) -> Result<swarmfs_proto::EntryInfo, TrackerError> {
+        if matches!(&file, CommitArgs::Whole { manifest, .. } if !manifest.deltas.is_empty()) {
+            return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
+        }
         let file = Arc::new(file);
         loop {
             let answered = self.collect_answered.notified();
@@ -457,12 +460,8 @@ impl Tracker {
                 Response::Ok
             }
             Request::CommitFile { path, size, file_id, manifest, placements, mtime_ms, replicas } => {
-                let path = RemotePath::parse(&path)?;
-                if !manifest.deltas.is_empty() {
-                    return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
-                }
                 let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas, created: None };
-                Response::Entry(self.commit(path, file).await?)
+                Response::Entry(self.commit(RemotePath::parse(&path)?, file).await?)
             }
             Request::CommitNewFile {
                 path,
@@ -476,13 +475,9 @@ impl Tracker {
                 uid,
                 gid,
             } => {
-                let path = RemotePath::parse(&path)?;
-                if !manifest.deltas.is_empty() {
-                    return Err(TrackerError::Invalid("a whole commit carries no deltas".into()));
-                }
                 let created = Some(Owner { mode, uid, gid });
                 let file = CommitArgs::Whole { size, file_id, manifest, placements, mtime_ms, replicas, created };
-                Response::Entry(self.commit(path, file).await?)
+                Response::Entry(self.commit(RemotePath::parse(&path)?, file).await?)
             }
             Request::CommitDelta { path, size, parent, file_id, delta, placements, mtime_ms } => {
                 let path = RemotePath::parse(&path)?;
